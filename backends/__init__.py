@@ -1,0 +1,193 @@
+"""The backend registry: the only place in nnx that knows concrete array libraries.
+
+>>> import backends
+>>> backends.names()
+['numpy', 'array_api_strict', 'torch', 'cupy']
+>>> backends.get("numpy").xp.__name__
+'numpy'
+
+A backend is registered by name with a factory ``factory(device) -> Backend`` and a ``probe()``
+that returns None when it can run here, or a sentence saying why not. Third-party packages add
+backends through the ``nnx.backends`` entry-point group; each entry point names a callable that
+receives this module's :func:`register` (or is a ``(factory, probe)`` pair).
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from typing import Any, Callable
+
+from .base import Array, Backend, BackendUnavailable, erf_standard
+
+__all__ = [
+    "Array",
+    "Backend",
+    "BackendUnavailable",
+    "available",
+    "backend_of",
+    "erf_standard",
+    "get",
+    "names",
+    "register",
+    "seed_all",
+]
+
+_lock = threading.RLock()
+_factories: dict[str, Callable[[Any], Backend]] = {}
+_probes: dict[str, Callable[[], str | None]] = {}
+_instances: dict[tuple[str, str], Backend] = {}
+_entry_points_loaded = False
+
+
+def register(name: str, factory: Callable[[Any], Backend], probe: Callable[[], str | None] | None = None) -> None:
+    """Register a backend under ``name``; a later registration of the same name replaces it."""
+    with _lock:
+        _factories[name] = factory
+        _probes[name] = probe or (lambda: None)
+        for key in [k for k in _instances if k[0] == name]:
+            del _instances[key]
+
+
+def _lazy(module: str, cls: str) -> tuple[Callable[[Any], Backend], Callable[[], str | None]]:
+    def factory(device: Any) -> Backend:
+        return getattr(importlib.import_module(f"backends.{module}"), cls)(device)
+
+    def probe() -> str | None:
+        try:
+            mod = importlib.import_module(f"backends.{module}")
+        except ImportError as exc:
+            return f"adapter failed to import: {exc}"
+        return mod.probe()
+
+    return factory, probe
+
+
+for _name, _module, _cls in (
+    ("numpy", "numpy", "NumpyBackend"),
+    ("array_api_strict", "array_api_strict", "ArrayApiStrictBackend"),
+    ("torch", "torch", "TorchBackend"),
+    ("cupy", "cupy", "CupyBackend"),
+):
+    register(_name, *_lazy(_module, _cls))
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="nnx.backends"):
+        try:
+            obj = ep.load()
+            if isinstance(obj, tuple):
+                register(ep.name, *obj)
+            else:
+                obj(register)
+        except Exception as exc:  # a broken plug-in must not break nnx; it shows as unavailable
+            register(ep.name, _broken(ep.name, exc), lambda exc=exc: f"entry point failed to load: {exc}")
+
+
+def _broken(name: str, exc: Exception) -> Callable[[Any], Backend]:
+    def factory(device: Any) -> Backend:
+        raise BackendUnavailable(f"backend {name!r} failed to load: {exc}")
+
+    return factory
+
+
+def names() -> list[str]:
+    """Registered backend names, built-in ones first."""
+    _load_entry_points()
+    return list(_factories)
+
+
+def available() -> dict[str, bool | str]:
+    """For every registered backend: True if it runs here, else the reason it does not."""
+    out: dict[str, bool | str] = {}
+    for name in names():
+        try:
+            reason = _probes[name]()
+        except Exception as exc:
+            reason = f"probe failed: {exc}"
+        out[name] = True if reason is None else reason
+    return out
+
+
+def get(name: str, device: Any = None) -> Backend:
+    """The backend ``name`` on ``device`` (created once, then cached).
+
+    Raises ValueError for an unknown name and BackendUnavailable (with the reason) for a backend
+    that cannot run here.
+    """
+    if isinstance(name, Backend):
+        return name
+    _load_entry_points()
+    key = (name, str(device))
+    with _lock:
+        inst = _instances.get(key)
+        if inst is not None:
+            return inst
+        if name not in _factories:
+            raise ValueError(f"unknown backend {name!r}; registered backends are {sorted(_factories)}")
+        reason = _probes[name]()
+        if reason is not None:
+            raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
+        inst = _factories[name](device)
+        if _seed is not None:
+            inst.manual_seed(_seed)
+        _instances[key] = inst
+        # the same backend asked for by its resolved device name shares the instance (and its RNG)
+        _instances.setdefault((name, inst.device_name), inst)
+        if device is None:
+            _instances.setdefault((name, "None"), inst)
+        return inst
+
+
+def instances() -> list[Backend]:
+    """Backends created so far in this process (used to seed and checkpoint every RNG)."""
+    with _lock:
+        seen: dict[int, Backend] = {}
+        for inst in _instances.values():
+            seen[id(inst)] = inst
+        return list(seen.values())
+
+
+_seed: int | None = None
+
+
+def seed_all(seed: int) -> None:
+    """Seed every backend created so far, and every one created later, with ``seed``."""
+    global _seed
+    with _lock:
+        _seed = seed
+        for inst in instances():
+            inst.manual_seed(seed)
+
+
+_by_type: dict[type, Backend] = {}
+
+
+def backend_of(x: Any) -> Backend:
+    """The backend whose library made ``x`` (on ``x``'s device). Fast: one dict lookup when cached.
+
+    Raises TypeError for objects that are not arrays of any created backend.
+    """
+    t = type(x)
+    b = _by_type.get(t)
+    if b is not None and (b.name == "numpy" or b.device_of(x) == b.device):
+        return b
+    for inst in instances():
+        if inst.owns(x):
+            if inst.device_of(x) == inst.device:
+                if t not in _by_type or _by_type[t].device_of(x) != _by_type[t].device:
+                    _by_type[t] = inst
+                return inst
+    for inst in instances():
+        if inst.owns(x):  # same library, a device not created yet: create it
+            return get(inst.name, inst.device_of(x))
+    raise TypeError(
+        f"expected an array of an nnx backend, got {t.__module__}.{t.__name__}; "
+        "use nnx.asarray(x) to put host data on the current backend"
+    )

@@ -1,0 +1,147 @@
+"""CuPy adapter: CUDA GPUs.
+
+``import cupy`` succeeds on machines without a GPU or driver; the first allocation then raises
+``CUDARuntimeError``. :func:`probe` detects that with ``cupy.is_available()`` and turns it into
+a sentence, so ``nnx.available_backends()`` can say why CuPy cannot run here.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from .base import Backend, BackendUnavailable
+
+
+def probe() -> str | None:
+    try:
+        import cupy
+    except ImportError:
+        return "CuPy is not installed (pip install 'nnx-backprop[cuda12]' or '[cuda13]')"
+    except Exception as exc:  # a broken CUDA toolkit can fail at import
+        return f"CuPy failed to import: {exc}"
+    try:
+        ok = cupy.is_available()
+    except Exception as exc:
+        return f"CuPy is installed but cannot use a GPU: {exc}"
+    if not ok:
+        return "CuPy is installed but no usable CUDA GPU or driver was found (cupy.is_available() is False)"
+    return None
+
+
+class CupyBackend(Backend):
+    name = "cupy"
+
+    def __init__(self, device: Any = None) -> None:
+        super().__init__()
+        reason = probe()
+        if reason is not None:
+            raise BackendUnavailable(f"backend 'cupy' is not available: {reason}")
+        import cupy
+        import array_api_compat.cupy as xp
+
+        self._cp = cupy
+        self.xp = xp
+        self.array_type = cupy.ndarray
+        if isinstance(device, str):
+            device = int(device.split(":")[-1]) if device not in ("cuda", "gpu") else 0
+        self.device = cupy.cuda.Device(0 if device is None else device)
+        self._gen = cupy.random.default_rng()
+
+    @property
+    def device_name(self) -> str:
+        return f"cuda:{self.device.id}"
+
+    def asarray(self, obj: Any, dtype: Any = None, copy: bool | None = None) -> Any:
+        with self.device:
+            out = self._cp.asarray(obj, dtype=self.dtype(dtype) if dtype is not None else None)
+            if copy and out is obj:
+                out = out.copy()
+            return out
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return self._cp.asnumpy(x)
+
+    def synchronize(self) -> None:
+        self.device.synchronize()
+
+    def manual_seed(self, seed: int) -> None:
+        super().manual_seed(seed)
+        self._gen = self._cp.random.default_rng(seed)
+
+    def get_rng_state(self) -> dict:
+        # CuPy's generator state cannot be serialised: the checkpoint records that honestly.
+        return {"kind": "cupy-unserialisable"}
+
+    def set_rng_state(self, state: dict) -> None:
+        if state.get("kind") not in ("cupy-unserialisable",):
+            raise ValueError(f"backend 'cupy': cannot restore RNG state of kind {state.get('kind')!r}")
+
+    def _real(self, shape, dtype):
+        dt = self.dtype(dtype)
+        return dt if dt in (self._cp.float32, self._cp.float64) else self._cp.float32
+
+    def uniform(self, shape, low, high, dtype):
+        with self.device:
+            u = self._gen.random(tuple(shape), dtype=self._real(shape, dtype))
+            return (u * (high - low) + low).astype(self.dtype(dtype), copy=False)
+
+    def normal(self, shape, mean, std, dtype):
+        with self.device:
+            z = self._gen.standard_normal(tuple(shape), dtype=self._real(shape, dtype))
+            return (z * std + mean).astype(self.dtype(dtype), copy=False)
+
+    def bernoulli(self, shape, p, dtype):
+        with self.device:
+            return (self._gen.random(tuple(shape), dtype=self._cp.float32) < p).astype(self.dtype(dtype))
+
+    def permutation(self, n):
+        with self.device:
+            return self._gen.permutation(n).astype(self._cp.int64)
+
+    def randint(self, shape, low, high):
+        with self.device:
+            return self._gen.integers(low, high, size=tuple(shape)).astype(self._cp.int64)
+
+    def scatter_add(self, target, indices, values):
+        import cupyx
+
+        cupyx.scatter_add(target, indices, values)
+        return target
+
+    def erf(self, x):
+        import cupyx.scipy.special
+
+        return cupyx.scipy.special.erf(x).astype(x.dtype, copy=False)
+
+    def sliding_windows(self, x, window, axes):
+        from cupy.lib.stride_tricks import sliding_window_view
+
+        return sliding_window_view(x, window, axis=axes)
+
+    def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
+                     bias_correction1, bias_correction2) -> None:
+        _adam_kernel(self._cp)(grad, lr / bias_correction1, beta1, beta2, eps,
+                               1.0 / math.sqrt(bias_correction2), param, exp_avg, exp_avg_sq)
+
+
+_ADAM = None
+
+
+def _adam_kernel(cp: Any) -> Any:
+    """One fused elementwise CUDA kernel for the Adam step (compiled once, on first use)."""
+    global _ADAM
+    if _ADAM is None:
+        _ADAM = cp.ElementwiseKernel(
+            "T g, float64 step, float64 b1, float64 b2, float64 eps, float64 inv_sqrt_bc2",
+            "T p, T m, T v",
+            """
+            m = b1 * m + (1.0 - b1) * g;
+            v = b2 * v + (1.0 - b2) * g * g;
+            p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps);
+            """,
+            "nnx_adam_update",
+        )
+    return _ADAM

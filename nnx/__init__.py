@@ -1,0 +1,39 @@
+"""nnx: neural networks with explicit backpropagation, written once against the Array API
+standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
+
+>>> import nnx
+>>> nnx.set_backend("numpy")                                   # or "cupy", "torch", ...
+>>> model = nnx.Sequential(nnx.Linear(784, 256), nnx.ReLU(), nnx.Linear(256, 10))
+>>> loss_fn = nnx.CrossEntropyLoss()
+>>> opt = nnx.optim.Adam(model.parameters(), lr=1e-3)
+>>> loss = loss_fn(model(x), y)                               # doctest: +SKIP
+>>> model.backward(loss_fn.backward()); opt.step(); opt.zero_grad()   # doctest: +SKIP
+"""
+
+from . import functional, init, optim
+from .backend import (
+    asarray, available_backends, backend_names, get_backend, get_default_dtype, manual_seed, set_backend,
+    set_default_dtype, synchronize, to_numpy, use_backend,
+)
+from .errors import BackendMismatchError, NotRecordedError
+from .gradcheck import GradcheckError, gradcheck
+from .grad_mode import enable_grad, is_grad_enabled, no_grad
+from .layers import *  # noqa: F401,F403
+from .layers import __all__ as _layers_all
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
+from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .optim import clip_grad_norm_, clip_grad_value_
+from .summary import summary
+from backends import BackendUnavailable
+
+__version__ = "0.1.0"
+
+__all__ = [
+    *_layers_all,
+    "BCELoss", "BCEWithLogitsLoss", "BackendMismatchError", "BackendUnavailable", "CrossEntropyLoss",
+    "GradcheckError", "HuberLoss", "IncompatibleKeys", "L1Loss", "MSELoss", "Module", "ModuleDict", "ModuleList",
+    "NLLLoss", "NotRecordedError", "Parameter", "Sequential", "SmoothL1Loss", "asarray", "available_backends",
+    "backend_names", "clip_grad_norm_", "clip_grad_value_", "enable_grad", "functional", "get_backend",
+    "get_default_dtype", "gradcheck", "init", "is_grad_enabled", "manual_seed", "no_grad", "optim",
+    "set_backend", "set_default_dtype", "summary", "synchronize", "to_numpy", "use_backend",
+]

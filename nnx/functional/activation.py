@@ -1,0 +1,218 @@
+"""Activation functions: each ``*_forward`` returns ``(y, backward)``; plain names return ``y``.
+
+``backward(dy, input_grad=True)`` returns ``(dx, ())`` (activations have no parameters). All are
+numerically stable at extreme inputs: sigmoid never exponentiates a positive number, softmax
+subtracts the row maximum, softplus switches to the identity above its threshold.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import backends
+
+from ._util import namespace
+
+Array = Any
+Backward = Callable[..., tuple[Any, tuple]]
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_INV_SQRT_2 = 1.0 / math.sqrt(2.0)
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+
+
+def _sigmoid(xp: Any, x: Array) -> Array:
+    e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
+    r = 1.0 / (1.0 + e)
+    return xp.where(x >= 0, r, e * r)
+
+
+def relu_forward(x: Array) -> tuple[Array, Backward]:
+    """max(x, 0)."""
+    xp = namespace(x)
+    y = xp.maximum(x, 0.0)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return xp.where(y > 0, dy, 0.0), ()
+
+    return y, backward
+
+
+def leaky_relu_forward(x: Array, negative_slope: float = 0.01) -> tuple[Array, Backward]:
+    """x where x > 0, else negative_slope * x."""
+    xp = namespace(x)
+    slope = float(negative_slope)
+    pos = x > 0
+    y = xp.where(pos, x, x * slope)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return xp.where(pos, dy, dy * slope), ()
+
+    return y, backward
+
+
+def elu_forward(x: Array, alpha: float = 1.0) -> tuple[Array, Backward]:
+    """x where x > 0, else alpha * (exp(x) - 1)."""
+    xp = namespace(x)
+    alpha = float(alpha)
+    pos = x > 0
+    neg = alpha * xp.expm1(xp.minimum(x, 0.0))
+    y = xp.where(pos, x, neg)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return xp.where(pos, dy, dy * (neg + alpha)), ()
+
+    return y, backward
+
+
+def sigmoid_forward(x: Array) -> tuple[Array, Backward]:
+    """1 / (1 + exp(-x)), stable for any x."""
+    xp = namespace(x)
+    y = _sigmoid(xp, x)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy * y * (1.0 - y), ()
+
+    return y, backward
+
+
+def tanh_forward(x: Array) -> tuple[Array, Backward]:
+    """Hyperbolic tangent."""
+    xp = namespace(x)
+    y = xp.tanh(x)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy * (1.0 - y * y), ()
+
+    return y, backward
+
+
+def gelu_forward(x: Array, approximate: str = "none") -> tuple[Array, Backward]:
+    """Gaussian error linear unit: x * Phi(x), exact (``"none"``) or the ``"tanh"`` approximation.
+
+    The exact form needs erf, which the standard lacks: it comes from the backend adapter.
+    """
+    xp = namespace(x)
+    if approximate == "none":
+        cdf = 0.5 * (1.0 + backends.backend_of(x).erf(x * _INV_SQRT_2))
+        y = x * cdf
+
+        def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+            pdf = _INV_SQRT_2PI * xp.exp(-0.5 * (x * x))
+            return dy * (cdf + x * pdf), ()
+
+    elif approximate == "tanh":
+        inner = _SQRT_2_OVER_PI * (x + 0.044715 * (x * x * x))
+        t = xp.tanh(inner)
+        y = 0.5 * x * (1.0 + t)
+
+        def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+            dinner = _SQRT_2_OVER_PI * (1.0 + 3.0 * 0.044715 * (x * x))
+            return dy * (0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * dinner), ()
+
+    else:
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
+    return y, backward
+
+
+def silu_forward(x: Array) -> tuple[Array, Backward]:
+    """x * sigmoid(x) (also called swish)."""
+    xp = namespace(x)
+    s = _sigmoid(xp, x)
+    y = x * s
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy * (s * (1.0 + x * (1.0 - s))), ()
+
+    return y, backward
+
+
+def softplus_forward(x: Array, beta: float = 1.0, threshold: float = 20.0) -> tuple[Array, Backward]:
+    """log(1 + exp(beta x)) / beta; the identity where beta x > threshold (as PyTorch)."""
+    xp = namespace(x)
+    beta, threshold = float(beta), float(threshold)
+    bx = x * beta
+    linear = bx > threshold
+    y = xp.where(linear, x, xp.log1p(xp.exp(xp.minimum(bx, threshold))) / beta)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return xp.where(linear, dy, dy * _sigmoid(xp, bx)), ()
+
+    return y, backward
+
+
+def mish_forward(x: Array) -> tuple[Array, Backward]:
+    """x * tanh(softplus(x))."""
+    xp = namespace(x)
+    sp = xp.where(x > 20.0, x, xp.log1p(xp.exp(xp.minimum(x, 20.0))))
+    t = xp.tanh(sp)
+    y = x * t
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy * (t + x * (1.0 - t * t) * _sigmoid(xp, x)), ()
+
+    return y, backward
+
+
+def hardtanh_forward(x: Array, min_val: float = -1.0, max_val: float = 1.0) -> tuple[Array, Backward]:
+    """clip(x, min_val, max_val)."""
+    xp = namespace(x)
+    lo, hi = float(min_val), float(max_val)
+    inside = (x > lo) & (x < hi)
+    y = xp.where(inside, x, xp.where(x <= lo, lo, hi))
+    y = xp.astype(y, x.dtype)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return xp.where(inside, dy, 0.0), ()
+
+    return y, backward
+
+
+def softmax_forward(x: Array, dim: int = -1) -> tuple[Array, Backward]:
+    """exp(x) / sum(exp(x)) along ``dim``; the row maximum is subtracted first (no overflow)."""
+    xp = namespace(x)
+    z = x - xp.max(x, axis=dim, keepdims=True)
+    e = xp.exp(z)
+    y = e / xp.sum(e, axis=dim, keepdims=True)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return y * (dy - xp.sum(dy * y, axis=dim, keepdims=True)), ()
+
+    return y, backward
+
+
+def log_softmax_forward(x: Array, dim: int = -1) -> tuple[Array, Backward]:
+    """x - logsumexp(x) along ``dim``, computed stably."""
+    xp = namespace(x)
+    z = x - xp.max(x, axis=dim, keepdims=True)
+    y = z - xp.log(xp.sum(xp.exp(z), axis=dim, keepdims=True))
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy - xp.exp(y) * xp.sum(dy, axis=dim, keepdims=True), ()
+
+    return y, backward
+
+
+def _plain(forward: Callable) -> Callable:
+    def fn(x: Array, *args: Any, **kwargs: Any) -> Array:
+        return forward(x, *args, **kwargs)[0]
+
+    name = forward.__name__.removesuffix("_forward")
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = (forward.__doc__ or "") + f"\n\nFunctional form: returns only the output of ``{forward.__name__}``."
+    return fn
+
+
+relu = _plain(relu_forward)
+leaky_relu = _plain(leaky_relu_forward)
+elu = _plain(elu_forward)
+sigmoid = _plain(sigmoid_forward)
+tanh = _plain(tanh_forward)
+gelu = _plain(gelu_forward)
+silu = _plain(silu_forward)
+softplus = _plain(softplus_forward)
+mish = _plain(mish_forward)
+hardtanh = _plain(hardtanh_forward)
+softmax = _plain(softmax_forward)
+log_softmax = _plain(log_softmax_forward)

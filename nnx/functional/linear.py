@@ -1,0 +1,89 @@
+"""Dense (fully connected) layer, dropout, flatten: forward with an explicit backward."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import backends
+
+Array = Any
+
+
+def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> tuple[Array, Callable]:
+    """``y = x @ weight.T + bias`` for ``x`` of shape ``(..., in)`` and weight ``(out, in)``.
+
+    ``backward(dy, input_grad=True)`` returns ``(dx, (dweight, dbias))``; ``dx`` is None when
+    ``input_grad`` is False (the first layer of a network skips that matrix product).
+    """
+    xp = backends.backend_of(x).xp
+    wt = xp.matrix_transpose(weight)
+    y = xp.matmul(x, wt)
+    if bias is not None:
+        y += bias
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        if x.ndim == 2:
+            x2, dy2 = x, dy
+        else:
+            x2 = xp.reshape(x, (-1, x.shape[-1]))
+            dy2 = xp.reshape(dy, (-1, dy.shape[-1]))
+        dweight = xp.matmul(xp.matrix_transpose(dy2), x2)
+        dbias = xp.sum(dy2, axis=0) if bias is not None else None
+        dx = xp.matmul(dy, weight) if input_grad else None
+        return dx, (dweight, dbias)
+
+    return y, backward
+
+
+def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
+    """Functional form of :func:`linear_forward` (as ``torch.nn.functional.linear``)."""
+    return linear_forward(x, weight, bias)[0]
+
+
+def dropout_forward(x: Array, p: float = 0.5, training: bool = True) -> tuple[Array, Callable]:
+    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
+
+    Identity when not training or when ``p == 0``. The mask comes from the backend's random
+    generator on the array's device.
+    """
+    if not training or p == 0.0:
+        return x, lambda dy, input_grad=True: (dy, ())
+    b = backends.backend_of(x)
+    if p == 1.0:
+        mask = b.xp.zeros(x.shape, dtype=x.dtype, device=b.device_of(x))
+    else:
+        mask = b.bernoulli(tuple(x.shape), 1.0 - p, x.dtype)
+        mask *= 1.0 / (1.0 - p)
+    y = x * mask
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy * mask, ()
+
+    return y, backward
+
+
+def dropout(x: Array, p: float = 0.5, training: bool = True) -> Array:
+    """Functional form of :func:`dropout_forward`."""
+    return dropout_forward(x, p, training)[0]
+
+
+def flatten_forward(x: Array, start_dim: int = 1, end_dim: int = -1) -> tuple[Array, Callable]:
+    """Merge dimensions ``start_dim..end_dim`` into one."""
+    xp = backends.backend_of(x).xp
+    shape = tuple(x.shape)
+    nd = len(shape)
+    s, e = start_dim % nd if nd else 0, end_dim % nd if nd else 0
+    merged = 1
+    for d in shape[s:e + 1]:
+        merged *= d
+    y = xp.reshape(x, shape[:s] + (merged,) + shape[e + 1:])
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return xp.reshape(dy, shape), ()
+
+    return y, backward
+
+
+def flatten(x: Array, start_dim: int = 1, end_dim: int = -1) -> Array:
+    """Functional form of :func:`flatten_forward`."""
+    return flatten_forward(x, start_dim, end_dim)[0]

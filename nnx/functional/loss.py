@@ -1,0 +1,319 @@
+"""Loss functions with PyTorch's semantics. ``*_forward(pred, target, ...)`` returns
+``(loss, backward)`` with ``backward(dloss) -> (dpred, ())``; plain names return the loss.
+
+``dloss`` has the shape of the loss: a scalar for ``reduction="mean"``/``"sum"``, the per-element
+shape for ``"none"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import backends
+
+from ._util import reduce_loss
+
+Array = Any
+
+
+def _reduced_backward(xp: Any, grad_elem: Callable[[], Array], n: int, reduction: str) -> Callable:
+    """Backward of ``reduce(per_element)`` given d per_element / d pred (a thunk)."""
+
+    def backward(dloss: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        g = grad_elem()
+        if reduction == "mean":
+            return g * (dloss / n), ()
+        return g * dloss, ()
+
+    return backward
+
+
+def _numel(x: Array) -> int:
+    n = 1
+    for s in x.shape:
+        n *= s
+    return n
+
+
+def mse_loss_forward(input: Array, target: Array, reduction: str = "mean") -> tuple[Array, Callable]:
+    """Mean squared error ``(input - target)^2``."""
+    xp = backends.backend_of(input).xp
+    diff = input - target
+    loss = reduce_loss(xp, diff * diff, reduction, "mse_loss")
+    return loss, _reduced_backward(xp, lambda: 2.0 * diff, _numel(diff), reduction)
+
+
+def l1_loss_forward(input: Array, target: Array, reduction: str = "mean") -> tuple[Array, Callable]:
+    """Mean absolute error ``|input - target|`` (gradient ``sign(diff)``, 0 at 0)."""
+    xp = backends.backend_of(input).xp
+    diff = input - target
+    loss = reduce_loss(xp, xp.abs(diff), reduction, "l1_loss")
+    return loss, _reduced_backward(xp, lambda: xp.sign(diff), _numel(diff), reduction)
+
+
+def huber_loss_forward(input: Array, target: Array, reduction: str = "mean",
+                       delta: float = 1.0) -> tuple[Array, Callable]:
+    """Huber loss: ``0.5 d^2`` for ``|d| < delta``, else ``delta (|d| - 0.5 delta)``."""
+    xp = backends.backend_of(input).xp
+    delta = float(delta)
+    if delta <= 0:
+        raise ValueError(f"huber_loss: delta must be positive, got {delta}")
+    diff = input - target
+    ad = xp.abs(diff)
+    small = ad < delta
+    per = xp.where(small, 0.5 * diff * diff, delta * (ad - 0.5 * delta))
+    loss = reduce_loss(xp, per, reduction, "huber_loss")
+    return loss, _reduced_backward(xp, lambda: xp.where(small, diff, delta * xp.sign(diff)), _numel(diff), reduction)
+
+
+def smooth_l1_loss_forward(input: Array, target: Array, reduction: str = "mean",
+                           beta: float = 1.0) -> tuple[Array, Callable]:
+    """Smooth L1: ``0.5 d^2 / beta`` for ``|d| < beta``, else ``|d| - 0.5 beta`` (Huber / beta)."""
+    xp = backends.backend_of(input).xp
+    beta = float(beta)
+    if beta < 0:
+        raise ValueError(f"smooth_l1_loss: beta must be non-negative, got {beta}")
+    diff = input - target
+    ad = xp.abs(diff)
+    if beta == 0.0:
+        loss = reduce_loss(xp, ad, reduction, "smooth_l1_loss")
+        return loss, _reduced_backward(xp, lambda: xp.sign(diff), _numel(diff), reduction)
+    small = ad < beta
+    per = xp.where(small, 0.5 * diff * diff / beta, ad - 0.5 * beta)
+    loss = reduce_loss(xp, per, reduction, "smooth_l1_loss")
+    return loss, _reduced_backward(xp, lambda: xp.where(small, diff / beta, xp.sign(diff)), _numel(diff), reduction)
+
+
+def _classes_last(xp: Any, x: Array) -> tuple[Array, tuple[int, ...]]:
+    """(N, C, d1, ...) -> (N*d1*..., C); returns the permuted shape to undo it."""
+    if x.ndim == 2:
+        return x, tuple(x.shape)
+    if x.ndim == 1:
+        return xp.reshape(x, (1, x.shape[0])), tuple(x.shape)
+    perm = (0,) + tuple(range(2, x.ndim)) + (1,)
+    moved = xp.permute_dims(x, perm)
+    return xp.reshape(moved, (-1, x.shape[1])), tuple(moved.shape)
+
+
+def _classes_back(xp: Any, g: Array, input_shape: tuple[int, ...], moved_shape: tuple[int, ...]) -> Array:
+    if len(input_shape) <= 2:
+        return xp.reshape(g, input_shape)
+    nd = len(input_shape)
+    g = xp.reshape(g, moved_shape)
+    inv = (0, nd - 1) + tuple(range(1, nd - 1))
+    return xp.permute_dims(g, inv)
+
+
+def _log_softmax_rows(xp: Any, z: Array) -> tuple[Array, Array]:
+    shifted = z - xp.max(z, axis=1, keepdims=True)
+    e = xp.exp(shifted)
+    s = xp.sum(e, axis=1, keepdims=True)
+    return shifted - xp.log(s), e / s
+
+
+def _check_targets(where: str, b: backends.Backend, target: Array, n_classes: int, ignore_index: int) -> None:
+    name = backends.Backend.dtype_name(target.dtype)
+    if not name.startswith(("int", "uint")):
+        raise TypeError(f"{where}: class-index targets must be integers, got dtype {name}")
+    if b.host_memory and _numel(target):
+        xp = b.xp
+        bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
+        if bool(xp.any(bad)):
+            lo, hi = int(xp.min(target)), int(xp.max(target))
+            raise ValueError(f"{where}: target class indices must be in [0, {n_classes}) "
+                             f"(or ignore_index={ignore_index}); got values in [{lo}, {hi}]")
+
+
+def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Array, weight: Array | None,
+                      ignore_index: int, reduction: str, label_smoothing: float,
+                      input_shape: tuple[int, ...], moved_shape: tuple[int, ...]) -> tuple[Array, Callable]:
+    """Shared core of cross_entropy (probs given) and nll_loss (probs None, logp is the input)."""
+    b = backends.backend_of(logp)
+    xp = b.xp
+    m, c = logp.shape
+    t = xp.reshape(target, (-1,))
+    if t.shape[0] != m:
+        raise ValueError(f"{where}: target has {t.shape[0]} elements but input has {m} rows "
+                         f"(input {input_shape}, target {tuple(target.shape)})")
+    _check_targets(where, b, t, c, ignore_index)
+    valid = t != ignore_index
+    t_safe = xp.where(valid, t, xp.zeros_like(t))
+    classes = xp.arange(c, dtype=t.dtype, device=b.device_of(t))
+    onehot = xp.astype(t_safe[:, None] == classes[None, :], logp.dtype)
+    validf = xp.astype(valid, logp.dtype)
+    if weight is not None:
+        w_t = xp.take(weight, t_safe, axis=0) * validf
+        w_row = weight[None, :]
+    else:
+        w_t = validf
+        w_row = None
+    eps = float(label_smoothing)
+    # loss_i = -sum_c a_ic logp_ic with a = (1 - eps) w_t onehot + eps / C * w_c (valid rows only)
+    a = ((1.0 - eps) * w_t)[:, None] * onehot
+    if eps > 0.0:
+        smooth = validf[:, None] * (w_row if w_row is not None else 1.0) * (eps / c)
+        a = a + smooth
+    per = -xp.sum(a * logp, axis=1)
+    if reduction == "mean":
+        denom = xp.sum(w_t)
+        loss = xp.asarray(xp.sum(per) / denom)
+    elif reduction == "sum":
+        loss = xp.asarray(xp.sum(per))
+    elif reduction == "none":
+        loss = xp.reshape(per, tuple(target.shape))
+    else:
+        raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+    def backward(dloss: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        if reduction == "mean":
+            scale = dloss / denom
+        elif reduction == "sum":
+            scale = dloss
+        else:
+            scale = xp.reshape(dloss, (-1,))[:, None]
+        if probs is None:
+            g = -a * scale
+        else:
+            g = (probs * xp.sum(a, axis=1, keepdims=True) - a) * scale
+        return _classes_back(xp, g, input_shape, moved_shape), ()
+
+    return loss, backward
+
+
+def cross_entropy_forward(input: Array, target: Array, weight: Array | None = None, ignore_index: int = -100,
+                          reduction: str = "mean", label_smoothing: float = 0.0) -> tuple[Array, Callable]:
+    """Cross-entropy of logits ``input`` (``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)``).
+
+    ``target`` holds class indices (integers, shape ``(N,)`` or ``(N, d1, ...)``) or class
+    probabilities (floats, the shape of ``input``). ``weight`` rescales classes; entries equal to
+    ``ignore_index`` contribute nothing; ``label_smoothing`` mixes the target with the uniform
+    distribution. The mean divides by the summed weights of the counted targets, as PyTorch.
+    """
+    where = "cross_entropy"
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"{where}: label_smoothing must be in [0, 1], got {label_smoothing}")
+    b = backends.backend_of(input)
+    xp = b.xp
+    if input.ndim == 0:
+        raise ValueError(f"{where}: input must have a class dimension, got a scalar")
+    z, moved_shape = _classes_last(xp, input)
+    logp, probs = _log_softmax_rows(xp, z)
+    input_shape = tuple(input.shape)
+    target_float = backends.Backend.dtype_name(target.dtype).startswith("float")
+    if not target_float:
+        if input.ndim == 1 and target.ndim == 0:
+            target = xp.reshape(target, (1,))
+        return _class_index_loss(where, logp, probs, target, weight, ignore_index, reduction,
+                                 float(label_smoothing), input_shape, moved_shape)
+    if tuple(target.shape) != input_shape:
+        raise ValueError(f"{where}: probability targets must have the input's shape {input_shape}, "
+                         f"got {tuple(target.shape)}")
+    t, _ = _classes_last(xp, target)
+    c = z.shape[1]
+    eps = float(label_smoothing)
+    a = t * (1.0 - eps) + eps / c if eps > 0.0 else t
+    if weight is not None:
+        a = a * weight[None, :]
+    per = -xp.sum(a * logp, axis=1)
+    m = per.shape[0]
+    if reduction == "none":
+        loss = xp.reshape(per, input_shape[:1] + input_shape[2:]) if input.ndim > 1 else per[0]
+    else:
+        loss = reduce_loss(xp, per, reduction, where)
+
+    def backward(dloss: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        if reduction == "mean":
+            scale = dloss / m
+        elif reduction == "sum":
+            scale = dloss
+        else:
+            scale = xp.reshape(dloss, (-1,))[:, None]
+        g = (probs * xp.sum(a, axis=1, keepdims=True) - a) * scale
+        return _classes_back(xp, g, input_shape, moved_shape), ()
+
+    return loss, backward
+
+
+def nll_loss_forward(input: Array, target: Array, weight: Array | None = None, ignore_index: int = -100,
+                     reduction: str = "mean") -> tuple[Array, Callable]:
+    """Negative log-likelihood of log-probabilities ``input`` at the class indices ``target``."""
+    xp = backends.backend_of(input).xp
+    if input.ndim == 0:
+        raise ValueError("nll_loss: input must have a class dimension, got a scalar")
+    logp, moved_shape = _classes_last(xp, input)
+    if input.ndim == 1 and target.ndim == 0:
+        target = xp.reshape(target, (1,))
+    return _class_index_loss("nll_loss", logp, None, target, weight, ignore_index, reduction, 0.0,
+                             tuple(input.shape), moved_shape)
+
+
+def binary_cross_entropy_forward(input: Array, target: Array, weight: Array | None = None,
+                                 reduction: str = "mean") -> tuple[Array, Callable]:
+    """Binary cross-entropy of probabilities ``input`` in [0, 1]; logs are clamped at -100 as PyTorch.
+
+    Prefer :func:`binary_cross_entropy_with_logits`, which is stable for any logit.
+    """
+    xp = backends.backend_of(input).xp
+    log_p = xp.maximum(xp.log(input), -100.0)
+    log_1mp = xp.maximum(xp.log(1.0 - input), -100.0)
+    per = -(target * log_p + (1.0 - target) * log_1mp)
+    if weight is not None:
+        per = per * weight
+    loss = reduce_loss(xp, per, reduction, "binary_cross_entropy")
+
+    def grad() -> Array:
+        g = (input - target) / xp.maximum(input * (1.0 - input), 1e-12)
+        return g * weight if weight is not None else g
+
+    return loss, _reduced_backward(xp, grad, _numel(per), reduction)
+
+
+def binary_cross_entropy_with_logits_forward(input: Array, target: Array, weight: Array | None = None,
+                                             reduction: str = "mean",
+                                             pos_weight: Array | None = None) -> tuple[Array, Callable]:
+    """Binary cross-entropy of ``sigmoid(input)``, computed from the logits without overflow.
+
+    ``loss = (1 - t) x + (1 + (pw - 1) t) * (log(1 + exp(-|x|)) + max(-x, 0))``.
+    """
+    xp = backends.backend_of(input).xp
+    x, t = input, target
+    softplus_neg = xp.log1p(xp.exp(-xp.abs(x))) + xp.maximum(-x, 0.0)  # = log(1 + exp(-x))
+    if pos_weight is not None:
+        coef = 1.0 + (pos_weight - 1.0) * t
+        per = (1.0 - t) * x + coef * softplus_neg
+    else:
+        per = (1.0 - t) * x + softplus_neg
+    if weight is not None:
+        per = per * weight
+    loss = reduce_loss(xp, per, reduction, "binary_cross_entropy_with_logits")
+
+    def grad() -> Array:
+        e = xp.exp(-xp.abs(x))
+        sig = xp.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+        if pos_weight is not None:
+            g = sig * (pos_weight * t + 1.0 - t) - pos_weight * t
+        else:
+            g = sig - t
+        return g * weight if weight is not None else g
+
+    return loss, _reduced_backward(xp, grad, _numel(per), reduction)
+
+
+def _plain(forward: Callable) -> Callable:
+    def fn(*args: Any, **kwargs: Any) -> Array:
+        return forward(*args, **kwargs)[0]
+
+    name = forward.__name__.removesuffix("_forward")
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = (forward.__doc__ or "") + f"\n\nFunctional form: returns only the loss of ``{forward.__name__}``."
+    return fn
+
+
+mse_loss = _plain(mse_loss_forward)
+l1_loss = _plain(l1_loss_forward)
+huber_loss = _plain(huber_loss_forward)
+smooth_l1_loss = _plain(smooth_l1_loss_forward)
+cross_entropy = _plain(cross_entropy_forward)
+nll_loss = _plain(nll_loss_forward)
+binary_cross_entropy = _plain(binary_cross_entropy_forward)
+binary_cross_entropy_with_logits = _plain(binary_cross_entropy_with_logits_forward)

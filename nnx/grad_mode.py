@@ -1,0 +1,53 @@
+"""Gradient recording switch: ``nnx.no_grad()``, ``nnx.enable_grad()``, ``nnx.is_grad_enabled()``.
+
+When recording is off, layers keep no backward closure and so no activation stays alive; a
+``backward`` call then fails with a message saying why. The switch is per thread and per asyncio
+task (a ``contextvars.ContextVar``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+from typing import Any, Callable
+
+_enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("nnx_grad_enabled", default=True)
+
+
+def is_grad_enabled() -> bool:
+    """True when layers record what backward needs (the default)."""
+    return _enabled.get()
+
+
+class _GradMode:
+    mode = True
+
+    def __enter__(self) -> None:
+        self._token = _enabled.set(self.mode)
+
+    def __exit__(self, *exc: Any) -> None:
+        _enabled.reset(self._token)
+
+    def __call__(self, fn: Callable) -> Callable:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with type(self)():
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+class no_grad(_GradMode):
+    """Context manager and decorator: run forward passes without recording anything for backward.
+
+    >>> with nnx.no_grad():                     # doctest: +SKIP
+    ...     logits = model(x)                   # nothing kept for backward
+    """
+
+    mode = False
+
+
+class enable_grad(_GradMode):
+    """Context manager and decorator: turn recording back on inside a ``no_grad`` block."""
+
+    mode = True

@@ -1,0 +1,132 @@
+"""Dense layers: Linear, Identity, Flatten, Dropout."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from .. import functional as F
+from .. import init
+from ..backend import get_backend, get_default_dtype
+from ..errors import check_floating, check_ndim, check_positive_int, check_probability, check_same_backend, check_dim
+from ..module import Module, Parameter
+
+
+def new_parameter(shape: tuple[int, ...], dtype: Any = None, backend: Any = None, device: Any = None) -> Parameter:
+    """An uninitialised (zero) parameter on the requested or current backend, default dtype float32."""
+    import backends
+
+    b = get_backend() if backend is None and device is None else backends.get(
+        backend if backend is not None else get_backend().name, device)
+    dt = b.dtype(dtype if dtype is not None else get_default_dtype())
+    return Parameter(b.xp.zeros(shape, dtype=dt, device=b.device))
+
+
+class Linear(Module):
+    """Fully connected layer ``y = x @ weight.T + bias`` (``torch.nn.Linear``).
+
+    Args:
+        in_features: size of the last input dimension.
+        out_features: size of the last output dimension.
+        bias: learn an additive bias (default True).
+        dtype, backend, device: where the parameters are created (default: float32 on the
+            current backend). ``backend`` is nnx's addition.
+
+    Shapes: input ``(*, in_features)``, output ``(*, out_features)``; weight
+    ``(out_features, in_features)``, bias ``(out_features,)``. Initialisation as PyTorch:
+    U(-1/sqrt(in_features), 1/sqrt(in_features)) for both.
+
+    >>> layer = nnx.Linear(784, 10)            # doctest: +SKIP
+    >>> y = layer(x); dx = layer.backward(dy)  # doctest: +SKIP
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 dtype: Any = None, backend: Any = None, device: Any = None) -> None:
+        super().__init__()
+        self.in_features = check_positive_int("Linear", "in_features", in_features)
+        self.out_features = check_positive_int("Linear", "out_features", out_features)
+        self.weight = new_parameter((out_features, in_features), dtype, backend, device)
+        self.bias = new_parameter((out_features,), dtype, backend, device) if bias else None
+        if not bias:
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        if self.bias is not None:
+            bound = 1.0 / math.sqrt(self.in_features)
+            init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Any) -> Any:
+        w = self.weight.data
+        if type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features:
+            self._check(x)
+        b = self.bias.data if self.bias is not None else None
+        y, backward = F.linear_forward(x, w, b)
+        if self.recording:
+            self._record(backward)
+        return y
+
+    def _check(self, x: Any) -> None:
+        where = f"Linear(in_features={self.in_features}, out_features={self.out_features})"
+        w = self.weight.data
+        check_same_backend(where, x, w)
+        check_floating(where, x, w.dtype)
+        if x.ndim == 0:
+            check_ndim(where, x, (1, 2), "of shape (*, in_features)")
+        check_dim(where, x, x.ndim - 1, self.in_features, "in_features")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+class Identity(Module):
+    """Returns its input unchanged (a placeholder, as ``torch.nn.Identity``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__()
+
+    def forward(self, x: Any) -> Any:
+        return x
+
+    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+        return grad_output if input_grad else None
+
+
+class Flatten(Module):
+    """Merge dimensions ``start_dim..end_dim`` (default: all but the batch dimension)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1) -> None:
+        super().__init__()
+        self.start_dim, self.end_dim = start_dim, end_dim
+
+    def forward(self, x: Any) -> Any:
+        nd = x.ndim
+        for d in (self.start_dim, self.end_dim):
+            if not -nd <= d < max(nd, 1):
+                raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): "
+                                 f"dimension {d} out of range for input of shape {tuple(x.shape)}")
+        y, backward = F.flatten_forward(x, self.start_dim, self.end_dim)
+        if self.recording:
+            self._record(backward)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+class Dropout(Module):
+    """Randomly zero elements with probability ``p`` while training; scale the rest by 1/(1-p)."""
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        self.p = check_probability("Dropout", "p", p, inclusive_high=True)
+
+    def forward(self, x: Any) -> Any:
+        y, backward = F.dropout_forward(x, self.p, self.training)
+        if self.recording:
+            self._record(backward)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"

@@ -1,0 +1,182 @@
+"""Loss modules (``torch.nn`` names and arguments) with an explicit ``backward``.
+
+>>> loss_fn = nnx.CrossEntropyLoss()         # doctest: +SKIP
+>>> loss = loss_fn(logits, labels)           # 0-d array on the backend
+>>> dlogits = loss_fn.backward()             # dloss/dlogits, same shape as logits
+
+A loss remembers its most recent call (while gradient recording is on); ``backward`` uses it
+once. ``backward(grad)`` takes the upstream gradient (default 1), which must have the loss's
+shape: a scalar, or the per-element shape with ``reduction="none"``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import backends
+
+from . import functional as F
+from .errors import NotRecordedError, check_floating, check_same_backend
+from .grad_mode import is_grad_enabled
+from .module import Module
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class _Loss(Module):
+    def __init__(self, reduction: str = "mean") -> None:
+        super().__init__()
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"{type(self).__name__}: reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        self.reduction = reduction
+        self._last: tuple[Callable, Any] | None = None
+
+    def _check(self, input: Any, target: Any, same_shape: bool) -> None:
+        where = type(self).__name__
+        check_same_backend(where, target, input, "target")
+        check_floating(where, input, None, "input")
+        if same_shape and tuple(input.shape) != tuple(target.shape):
+            raise ValueError(
+                f"{where}: input has shape {tuple(input.shape)} but target has shape {tuple(target.shape)}; "
+                "they must match (reshape one: a (N, 1) versus (N,) mismatch would broadcast to (N, N))"
+            )
+
+    def _finish(self, loss: Any, backward: Callable) -> Any:
+        self._last = (backward, loss) if is_grad_enabled() else None
+        return loss
+
+    def backward(self, grad_output: Any = None, input_grad: bool = True) -> Any:
+        """dloss/dinput of the most recent call, times ``grad_output`` (default 1)."""
+        if self._last is None:
+            raise NotRecordedError(
+                f"{type(self).__name__}.backward: no recorded call; compute the loss first "
+                "(outside nnx.no_grad()), then call backward once"
+            )
+        backward, loss = self._last
+        self._last = None
+        if grad_output is None:
+            b = backends.backend_of(loss)
+            grad_output = b.xp.ones(tuple(loss.shape), dtype=loss.dtype, device=b.device_of(loss))
+        elif tuple(getattr(grad_output, "shape", ())) != tuple(loss.shape) and hasattr(grad_output, "shape"):
+            raise ValueError(f"{type(self).__name__}.backward: grad_output has shape "
+                             f"{tuple(grad_output.shape)} but the loss has shape {tuple(loss.shape)}")
+        return backward(grad_output, True)[0]
+
+    def clear_tape(self) -> None:
+        super().clear_tape()
+        self._last = None
+
+    def extra_repr(self) -> str:
+        return f"reduction={self.reduction!r}" if self.reduction != "mean" else ""
+
+
+class MSELoss(_Loss):
+    """Mean squared error."""
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.mse_loss_forward(input, target, self.reduction))
+
+
+class L1Loss(_Loss):
+    """Mean absolute error."""
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.l1_loss_forward(input, target, self.reduction))
+
+
+class HuberLoss(_Loss):
+    """Quadratic for ``|d| < delta``, linear beyond (``torch.nn.HuberLoss``)."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.huber_loss_forward(input, target, self.reduction, self.delta))
+
+
+class SmoothL1Loss(_Loss):
+    """Huber loss divided by ``beta`` (``torch.nn.SmoothL1Loss``)."""
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0) -> None:
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.smooth_l1_loss_forward(input, target, self.reduction, self.beta))
+
+
+class CrossEntropyLoss(_Loss):
+    """Softmax cross-entropy of logits against class indices or class probabilities.
+
+    Args:
+        weight: per-class weights ``(C,)``.
+        ignore_index: class-index targets equal to it are skipped (default -100).
+        reduction: ``"mean"`` (over the summed weights of counted targets), ``"sum"``, ``"none"``.
+        label_smoothing: in [0, 1].
+
+    Shapes: input ``(N, C)`` or ``(N, C, d1, ...)``; target ``(N,)``/``(N, d1, ...)`` integers,
+    or floats of the input's shape.
+    """
+
+    def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean",
+                 label_smoothing: float = 0.0) -> None:
+        super().__init__(reduction)
+        if not 0.0 <= label_smoothing <= 1.0:
+            raise ValueError(f"CrossEntropyLoss: label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.ignore_index, self.label_smoothing = ignore_index, label_smoothing
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, False)
+        if input.ndim >= 2 and backends.Backend.dtype_name(target.dtype).startswith(("int", "uint")) \
+                and tuple(target.shape) != tuple(input.shape[:1]) + tuple(input.shape[2:]):
+            raise ValueError(
+                f"CrossEntropyLoss: class-index target must have shape {tuple(input.shape[:1]) + tuple(input.shape[2:])} "
+                f"for input of shape {tuple(input.shape)}, got {tuple(target.shape)}"
+            )
+        return self._finish(*F.cross_entropy_forward(input, target, self.weight, self.ignore_index,
+                                                     self.reduction, self.label_smoothing))
+
+
+class NLLLoss(_Loss):
+    """Negative log-likelihood of log-probabilities (pair with ``LogSoftmax``)."""
+
+    def __init__(self, weight: Any = None, ignore_index: int = -100, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.ignore_index = ignore_index
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, False)
+        return self._finish(*F.nll_loss_forward(input, target, self.weight, self.ignore_index, self.reduction))
+
+
+class BCELoss(_Loss):
+    """Binary cross-entropy of probabilities in [0, 1] (prefer ``BCEWithLogitsLoss``)."""
+
+    def __init__(self, weight: Any = None, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.binary_cross_entropy_forward(input, target, self.weight, self.reduction))
+
+
+class BCEWithLogitsLoss(_Loss):
+    """Binary cross-entropy of ``sigmoid(input)``, stable for any logit; optional ``pos_weight``."""
+
+    def __init__(self, weight: Any = None, reduction: str = "mean", pos_weight: Any = None) -> None:
+        super().__init__(reduction)
+        self.register_buffer("weight", weight)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.binary_cross_entropy_with_logits_forward(
+            input, target, self.weight, self.reduction, self.pos_weight))

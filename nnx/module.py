@@ -1,0 +1,581 @@
+"""Modules and parameters: the building blocks of models, with explicit backpropagation.
+
+A layer is a :class:`Module` whose ``forward`` calls a functional op that returns the output and
+a ``backward`` closure. While the module is in training mode and gradient recording is on, the
+closure is pushed on the module's tape; :meth:`Module.backward` pops the newest closure, runs it,
+accumulates the parameter gradients into ``p.grad`` and returns the gradient for the input.
+Calling a module twice before backward (weight tying, unrolled steps) pushes two closures; two
+``backward`` calls, newest first, replay them and the parameter gradients add up.
+
+Containers (:class:`Sequential`) chain their children's ``backward`` in reverse order. A custom
+composite module writes its own ``backward`` the same way; this explicit ``backward`` is where
+nnx differs from PyTorch, which records a graph instead.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
+
+import backends
+
+from .backend import get_backend
+from .errors import NotRecordedError
+from .grad_mode import is_grad_enabled
+
+
+class Parameter:
+    """A trainable array of a module: ``data`` (a backend array) and its gradient ``grad``.
+
+    ``grad`` is None until a backward pass fills it; gradients of several backward passes add up
+    until ``zero_grad``. ``requires_grad=False`` freezes the parameter (no gradient is stored and
+    optimizers skip it).
+
+    >>> p = nnx.Parameter(nnx.asarray([[1.0, 2.0]]))   # doctest: +SKIP
+    >>> p.shape
+    (1, 2)
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "__weakref__")
+
+    def __init__(self, data: Any, requires_grad: bool = True) -> None:
+        if isinstance(data, Parameter):
+            data = data.data
+        self.data = data
+        self.grad: Any = None
+        self.requires_grad = requires_grad
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape)
+
+    @property
+    def dtype(self) -> Any:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for s in self.data.shape:
+            n *= s
+        return n
+
+    @property
+    def backend(self) -> backends.Backend:
+        return backends.backend_of(self.data)
+
+    def numel(self) -> int:
+        return self.size
+
+    def accumulate_grad(self, g: Any) -> None:
+        """Add ``g`` to ``grad`` (or set it when there is none). No-op for frozen parameters."""
+        if not self.requires_grad or g is None:
+            return
+        self.grad = g if self.grad is None else self.grad + g
+
+    def __repr__(self) -> str:
+        return f"Parameter(shape={self.shape}, dtype={backends.Backend.dtype_name(self.dtype)})"
+
+
+class IncompatibleKeys(NamedTuple):
+    """What ``load_state_dict`` found: keys the model has but the dict lacks, and the reverse."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+class Module:
+    """Base class of every layer, loss and model.
+
+    Subclasses assign :class:`Parameter` and :class:`Module` attributes in ``__init__`` (after
+    ``super().__init__()``), implement ``forward`` and, unless they are leaf layers built on a
+    functional op, ``backward``.
+    """
+
+    training: bool
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_non_persistent", set())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "_tape", [])
+        object.__setattr__(self, "_forward_hooks", [])
+        object.__setattr__(self, "training", True)
+
+    # ------------------------------------------------------------------ attribute registry
+    def __setattr__(self, name: str, value: Any) -> None:
+        d = self.__dict__
+        if "_parameters" not in d:
+            raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
+        params, mods, bufs = d["_parameters"], d["_modules"], d["_buffers"]
+        if isinstance(value, (Parameter, Module)):
+            for store in (params, mods, bufs):
+                store.pop(name, None)
+            d.pop(name, None)
+            (params if isinstance(value, Parameter) else mods)[name] = value
+        elif name in params:
+            if value is not None:
+                raise TypeError(
+                    f"{type(self).__name__}: cannot assign a {type(value).__name__} to parameter {name!r}; "
+                    f"assign a Parameter, None, or set {name}.data"
+                )
+            params[name] = None
+        elif name in bufs:
+            bufs[name] = value
+        elif name in mods and value is None:
+            mods[name] = None
+        else:
+            object.__setattr__(self, name, value)
+
+    def __getattr__(self, name: str) -> Any:
+        d = self.__dict__
+        for key in ("_parameters", "_modules", "_buffers"):
+            store = d.get(key)
+            if store is not None and name in store:
+                return store[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        for key in ("_parameters", "_modules", "_buffers"):
+            if name in self.__dict__[key]:
+                del self.__dict__[key][name]
+                return
+        object.__delattr__(self, name)
+
+    def register_buffer(self, name: str, value: Any, persistent: bool = True) -> None:
+        """A non-trainable array that belongs to the state (BatchNorm's running mean, say)."""
+        self.__dict__.pop(name, None)
+        self._buffers[name] = value
+        if not persistent:
+            self._non_persistent.add(name)
+
+    def register_parameter(self, name: str, param: Parameter | None) -> None:
+        """Register ``param`` (or None, for an absent optional parameter such as a bias)."""
+        self._parameters[name] = param
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        """Register a child module under ``name``."""
+        self._modules[name] = module
+
+    # ------------------------------------------------------------------ forward / backward
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement forward")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.forward(*args, **kwargs)
+        if self._forward_hooks:
+            for hook in list(self._forward_hooks):
+                result = hook(self, args, out)
+                if result is not None:
+                    out = result
+        return out
+
+    def register_forward_hook(self, hook: Callable[[Module, tuple, Any], Any]) -> Callable[[], None]:
+        """Call ``hook(module, inputs, output)`` after every forward; returns a remover."""
+        self._forward_hooks.append(hook)
+
+        def remove() -> None:
+            if hook in self._forward_hooks:
+                self._forward_hooks.remove(hook)
+
+        return remove
+
+    @property
+    def recording(self) -> bool:
+        """True when a forward pass now would record its backward closure."""
+        return self.training and is_grad_enabled()
+
+    def _record(self, backward_fn: Callable) -> None:
+        """Push the closure of one forward pass (leaf layers call this after their op)."""
+        self._tape.append(backward_fn)
+
+    def _pop(self) -> Callable:
+        try:
+            return self._tape.pop()
+        except IndexError:
+            raise NotRecordedError(
+                f"{type(self).__name__}.backward: no recorded forward pass to differentiate; "
+                "run forward in training mode (model.train()) outside nnx.no_grad(), once per backward call"
+            ) from None
+
+    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+        """Backpropagate ``grad_output`` (dL/d output) through the newest recorded forward.
+
+        Fills ``p.grad`` of this module's parameters (adding to what is there) and returns
+        dL/d input, or None when ``input_grad`` is False (the first layer of a network, whose
+        input is data, skips that product).
+
+        Leaf layers use this default: their recorded closure ``fn(dy, input_grad)`` returns
+        ``(dx, grads)`` with ``grads`` in the order the parameters were registered.
+        """
+        fn = self._pop()
+        dx, grads = fn(grad_output, input_grad)
+        for p, g in zip(self._parameters.values(), grads):
+            if p is not None:
+                p.accumulate_grad(g)
+        return dx
+
+    def clear_tape(self) -> None:
+        """Drop every recorded forward pass of this module and its children (frees activations)."""
+        for m in self.modules():
+            m._tape.clear()
+
+    # ------------------------------------------------------------------ traversal
+    def named_modules(self, prefix: str = "", memo: set | None = None) -> Iterator[tuple[str, Module]]:
+        memo = set() if memo is None else memo
+        if id(self) in memo:
+            return
+        memo.add(id(self))
+        yield prefix, self
+        for name, m in self._modules.items():
+            if m is not None:
+                yield from m.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+
+    def modules(self) -> Iterator[Module]:
+        for _, m in self.named_modules():
+            yield m
+
+    def named_children(self) -> Iterator[tuple[str, Module]]:
+        for name, m in self._modules.items():
+            if m is not None:
+                yield name, m
+
+    def children(self) -> Iterator[Module]:
+        for _, m in self.named_children():
+            yield m
+
+    def named_parameters(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Parameter]]:
+        """``(name, parameter)`` pairs with PyTorch's dotted names; shared parameters appear once."""
+        seen: set[int] = set()
+        mods = self.named_modules() if recurse else [("", self)]
+        for mod_prefix, m in mods:
+            for name, p in m._parameters.items():
+                if p is None or id(p) in seen:
+                    continue
+                seen.add(id(p))
+                full = ".".join(s for s in (prefix, mod_prefix, name) if s)
+                yield full, p
+
+    def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        for _, p in self.named_parameters(recurse=recurse):
+            yield p
+
+    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Any]]:
+        mods = self.named_modules() if recurse else [("", self)]
+        for mod_prefix, m in mods:
+            for name, b in m._buffers.items():
+                if b is not None:
+                    yield ".".join(s for s in (prefix, mod_prefix, name) if s), b
+
+    def buffers(self, recurse: bool = True) -> Iterator[Any]:
+        for _, b in self.named_buffers(recurse=recurse):
+            yield b
+
+    def apply(self, fn: Callable[[Module], None]) -> Module:
+        """Call ``fn`` on every submodule (children first) and on self; returns self."""
+        for m in self.children():
+            m.apply(fn)
+        fn(self)
+        return self
+
+    # ------------------------------------------------------------------ modes and grads
+    def train(self, mode: bool = True) -> Module:
+        """Training mode (dropout active, batch statistics, forward passes recorded)."""
+        for m in self.modules():
+            object.__setattr__(m, "training", mode)
+            if not mode:
+                m._tape.clear()
+        return self
+
+    def eval(self) -> Module:
+        """Evaluation mode: nothing is recorded, dropout is off, running statistics are used."""
+        return self.train(False)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset every parameter's gradient (to None by default) and drop recorded passes."""
+        for p in self.parameters():
+            if set_to_none or p.grad is None:
+                p.grad = None
+            else:
+                p.grad = p.grad * 0
+        self.clear_tape()
+
+    def requires_grad_(self, requires_grad: bool = True) -> Module:
+        """Freeze (False) or unfreeze every parameter."""
+        for p in self.parameters():
+            p.requires_grad = requires_grad
+        return self
+
+    # ------------------------------------------------------------------ state
+    def _state_items(self) -> Iterator[tuple[str, Module, str, str]]:
+        """(full key, owning module, local name, 'param' | 'buffer') in PyTorch's state_dict order."""
+        for mod_prefix, m in self.named_modules():
+            for name, p in m._parameters.items():
+                if p is not None:
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), m, name, "param"
+            for name, b in m._buffers.items():
+                if b is not None and name not in m._non_persistent:
+                    yield (f"{mod_prefix}.{name}" if mod_prefix else name), m, name, "buffer"
+
+    def state_dict(self) -> OrderedDict[str, Any]:
+        """Parameters and persistent buffers by PyTorch's keys (``"0.weight"``, ``"bn.running_mean"``).
+
+        Values are the backend arrays themselves (not copies), as in PyTorch.
+        """
+        out: OrderedDict[str, Any] = OrderedDict()
+        for key, m, name, kind in self._state_items():
+            out[key] = m._parameters[name].data if kind == "param" else m._buffers[name]
+        return out
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> IncompatibleKeys:
+        """Copy arrays from ``state_dict`` (any backend, NumPy arrays, torch tensors) into the model.
+
+        Every value is checked (shape, numeric kind) and converted to this module's backend,
+        device and dtype before any is assigned, so an error leaves the model unchanged. With
+        ``strict=True`` missing or unexpected keys are an error; otherwise they are returned.
+        """
+        from .backend import to_numpy
+
+        items = list(self._state_items())
+        own = {key for key, *_ in items}
+        given = set(state_dict)
+        missing = [k for k, *_ in items if k not in given]
+        unexpected = sorted(given - own)
+        where = f"{type(self).__name__}.load_state_dict"
+        if strict and (missing or unexpected):
+            parts = []
+            if missing:
+                parts.append(f"missing keys {missing}")
+            if unexpected:
+                parts.append(f"unexpected keys {unexpected}")
+            raise KeyError(f"{where}: " + "; ".join(parts) + " (pass strict=False to load the rest)")
+        staged: list[tuple[Module, str, str, Any]] = []
+        for key, m, name, kind in items:
+            if key not in given:
+                continue
+            current = m._parameters[name].data if kind == "param" else m._buffers[name]
+            value = state_dict[key]
+            if isinstance(value, Parameter):
+                value = value.data
+            shape = tuple(getattr(value, "shape", ()))
+            if shape != tuple(current.shape):
+                raise ValueError(
+                    f"{where}: {key!r} has shape {shape} in the state dict but {tuple(current.shape)} in the model"
+                )
+            b = backends.backend_of(current)
+            cur_kind = backends.Backend.dtype_name(current.dtype)
+            try:
+                host = to_numpy(value)
+            except Exception as exc:
+                raise TypeError(f"{where}: {key!r} is not an array ({type(value).__name__}): {exc}") from None
+            got_kind = str(host.dtype)
+            if _numeric_kind(got_kind) != _numeric_kind(cur_kind):
+                raise TypeError(f"{where}: {key!r} has dtype {got_kind} but the model expects {cur_kind}")
+            staged.append((m, name, kind, b.asarray(host, dtype=current.dtype, copy=True)))
+        for m, name, kind, arr in staged:
+            if kind == "param":
+                m._parameters[name].data = arr
+            else:
+                m._buffers[name] = arr
+        return IncompatibleKeys(missing, unexpected)
+
+    # ------------------------------------------------------------------ backend, device, dtype
+    @property
+    def backend(self) -> backends.Backend:
+        """The backend the module's parameters live on (the current backend if it has none)."""
+        for _, arr in self.state_dict().items():
+            return backends.backend_of(arr)
+        return get_backend()
+
+    def to(self, backend: str | backends.Backend | None = None, device: Any = None, dtype: Any = None) -> Module:
+        """Move parameters and buffers to another backend/device and/or floating dtype, in place.
+
+        >>> model.to("cupy")                 # doctest: +SKIP
+        >>> model.to(dtype="float64")        # doctest: +SKIP
+
+        Gradients move with their parameters. Create optimizers after moving a model (their
+        state stays where it was created). Not in PyTorch: the backend argument.
+        """
+        from .backend import to_numpy
+
+        if backend is None and device is None and dtype is None:
+            return self
+        if isinstance(backend, str) and device is None and ":" in backend:
+            backend, _, device = backend.partition(":")
+        src = self.backend
+        target = backends.get(backend if backend is not None else src.name,
+                              device if device is not None else (None if backend is not None else src.device))
+        if isinstance(dtype, str) and dtype not in ("float16", "float32", "float64", "bfloat16"):
+            raise ValueError(f"{type(self).__name__}.to: dtype must be a floating dtype name, got {dtype!r}")
+
+        def convert(arr: Any) -> Any:
+            if arr is None:
+                return None
+            floating = backends.Backend.dtype_name(arr.dtype).startswith(("float", "bfloat"))
+            want = target.dtype(dtype) if (dtype is not None and floating) else None
+            if target.owns(arr) and target.device_of(arr) == target.device:
+                if want is None or arr.dtype == want:
+                    return arr
+                return target.xp.astype(arr, want)
+            host = to_numpy(arr)
+            if want is None:
+                return target.asarray(host)
+            return target.asarray(host, dtype=want)
+
+        staged = []
+        for m in self.modules():
+            for name, p in m._parameters.items():
+                if p is not None:
+                    staged.append((p, convert(p.data), convert(p.grad)))
+            for name, b in list(m._buffers.items()):
+                m._buffers[name] = convert(b)
+        for p, data, grad in staged:
+            p.data, p.grad = data, grad
+        self.clear_tape()
+        return self
+
+    def double(self) -> Module:
+        return self.to(dtype="float64")
+
+    def float(self) -> Module:
+        return self.to(dtype="float32")
+
+    # ------------------------------------------------------------------ repr
+    def extra_repr(self) -> str:
+        return ""
+
+    def __repr__(self) -> str:
+        lines = []
+        for name, m in self._modules.items():
+            child = repr(m).replace("\n", "\n  ")
+            lines.append(f"({name}): {child}")
+        head = f"{type(self).__name__}({self.extra_repr()}"
+        if not lines:
+            return head + ")"
+        return head + "\n  " + "\n  ".join(lines) + "\n)"
+
+
+def _numeric_kind(name: str) -> str:
+    if name.startswith(("float", "bfloat")):
+        return "float"
+    if name.startswith(("int", "uint")):
+        return "int"
+    return name
+
+
+class Sequential(Module):
+    """Modules applied in order; ``backward`` runs their backward passes in reverse order.
+
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))   # doctest: +SKIP
+    >>> y = model(x); dx = model.backward(dy)                                    # doctest: +SKIP
+
+    Also accepts an ``OrderedDict`` of named modules, as in PyTorch.
+    """
+
+    def __init__(self, *modules: Module) -> None:
+        super().__init__()
+        if len(modules) == 1 and isinstance(modules[0], (dict, OrderedDict)):
+            for name, m in modules[0].items():
+                self.add_module(str(name), m)
+        else:
+            for i, m in enumerate(modules):
+                if not isinstance(m, Module):
+                    raise TypeError(f"Sequential: argument {i} is a {type(m).__name__}, not a Module")
+                self.add_module(str(i), m)
+        self._seq: list[Module] = list(self._modules.values())
+
+    def add_module(self, name: str, module: Module | None) -> None:
+        super().add_module(name, module)
+        if "_seq" in self.__dict__:
+            self._seq = list(self._modules.values())
+
+    def append(self, module: Module) -> Sequential:
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._seq)
+
+    def __getitem__(self, idx: int | slice) -> Module:
+        if isinstance(idx, slice):
+            return Sequential(*self._seq[idx])
+        return self._seq[idx]
+
+    def forward(self, x: Any) -> Any:
+        for m in self._seq:
+            x = m(x)
+        return x
+
+    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+        seq = self._seq
+        for m in reversed(seq[1:]):
+            grad_output = m.backward(grad_output)
+        return seq[0].backward(grad_output, input_grad) if seq else grad_output
+
+
+class ModuleList(Module):
+    """A list of modules registered as children (for models that loop over layers)."""
+
+    def __init__(self, modules: Iterable[Module] | None = None) -> None:
+        super().__init__()
+        for m in modules or ():
+            self.append(m)
+
+    def append(self, module: Module) -> ModuleList:
+        self.add_module(str(len(self._modules)), module)
+        return self
+
+    def extend(self, modules: Iterable[Module]) -> ModuleList:
+        for m in modules:
+            self.append(m)
+        return self
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[Module]:
+        return iter(self._modules.values())
+
+    def __getitem__(self, idx: int) -> Module:
+        return list(self._modules.values())[idx]
+
+
+class ModuleDict(Module):
+    """A dict of modules registered as children."""
+
+    def __init__(self, modules: dict[str, Module] | None = None) -> None:
+        super().__init__()
+        for k, m in (modules or {}).items():
+            self.add_module(k, m)
+
+    def __getitem__(self, key: str) -> Module:
+        return self._modules[key]
+
+    def __setitem__(self, key: str, module: Module) -> None:
+        self.add_module(key, module)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._modules
+
+    def __len__(self) -> int:
+        return len(self._modules)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._modules)
+
+    def keys(self) -> Iterable[str]:
+        return self._modules.keys()
+
+    def values(self) -> Iterable[Module]:
+        return self._modules.values()
+
+    def items(self) -> Iterable[tuple[str, Module]]:
+        return self._modules.items()

@@ -1,0 +1,168 @@
+"""Optimizer base class with ``torch.optim``'s interface: ``param_groups``, ``state``,
+``step``, ``zero_grad``, ``state_dict``/``load_state_dict``.
+
+Updates are atomic: ``step`` checks every gradient (backend, shape, dtype) before it changes any
+parameter, so a failed step leaves the model and the optimizer state as they were.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Iterable
+
+import backends
+
+from ..errors import describe
+from ..module import Parameter
+
+
+class Optimizer:
+    """Base class. Subclasses implement ``_update(group, param, grad, state)``."""
+
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], defaults: dict[str, Any]) -> None:
+        self.defaults = dict(defaults)
+        self.state: dict[Parameter, dict[str, Any]] = {}
+        self.param_groups: list[dict[str, Any]] = []
+        params = list(params)
+        if not params:
+            raise ValueError(f"{type(self).__name__}: got an empty parameter list")
+        groups = params if isinstance(params[0], dict) else [{"params": params}]
+        for g in groups:
+            self.add_param_group(g)
+
+    def add_param_group(self, group: dict[str, Any]) -> None:
+        """Add a group of parameters with its own hyper-parameters (missing ones from defaults)."""
+        name = type(self).__name__
+        group = dict(group)
+        ps = group["params"]
+        ps = [ps] if isinstance(ps, Parameter) else list(ps)
+        for i, p in enumerate(ps):
+            if not isinstance(p, Parameter):
+                raise TypeError(f"{name}: parameter {i} is a {type(p).__name__}, expected nnx.Parameter "
+                                "(pass model.parameters())")
+        seen = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in seen for p in ps):
+            raise ValueError(f"{name}: some parameters appear in more than one parameter group")
+        group["params"] = ps
+        for k, v in self.defaults.items():
+            group.setdefault(k, v)
+        group.setdefault("initial_lr", group.get("lr"))
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of every parameter this optimizer updates."""
+        for g in self.param_groups:
+            for p in g["params"]:
+                p.grad = None if set_to_none or p.grad is None else p.grad * 0
+
+    def _checked_pairs(self) -> list[tuple[dict, Parameter, Any]]:
+        name = type(self).__name__
+        pairs = []
+        for g in self.param_groups:
+            for p in g["params"]:
+                grad = p.grad
+                if grad is None or not p.requires_grad:
+                    continue
+                data = p.data
+                if type(grad) is not type(data) or tuple(grad.shape) != tuple(data.shape) or grad.dtype != data.dtype:
+                    raise ValueError(f"{name}.step: gradient is a {describe(grad)} but its parameter is a "
+                                     f"{describe(data)}; nothing was updated")
+                st = self.state.get(p)
+                if st:
+                    for k, v in st.items():
+                        if hasattr(v, "shape") and type(v) is not type(data):
+                            raise ValueError(
+                                f"{name}.step: optimizer state {k!r} lives on another backend than its parameter "
+                                f"({describe(v)} vs {describe(data)}); create the optimizer after model.to(...)")
+                pairs.append((g, p, grad))
+        return pairs
+
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        """Update every parameter that has a gradient. ``closure`` re-evaluates the loss (optional)."""
+        loss = closure() if closure is not None else None
+        for g, p, grad in self._checked_pairs():
+            st = self.state.get(p)
+            if st is None:
+                st = self.state[p] = {}
+            self._update(g, p, grad, st)
+        return loss
+
+    def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ state
+    def _index(self) -> dict[int, int]:
+        idx, out = 0, {}
+        for g in self.param_groups:
+            for p in g["params"]:
+                out[id(p)] = idx
+                idx += 1
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{"state": {index: {...}}, "param_groups": [...]}`` as ``torch.optim`` (arrays by reference)."""
+        index = self._index()
+        groups = []
+        for g in self.param_groups:
+            gg = {k: v for k, v in g.items() if k != "params"}
+            gg["params"] = [index[id(p)] for p in g["params"]]
+            groups.append(gg)
+        state = {index[id(p)]: dict(s) for p, s in self.state.items() if id(p) in index}
+        return {"state": state, "param_groups": groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` (of nnx or, converted to arrays, of torch.optim).
+
+        Everything is checked and converted before anything is assigned.
+        """
+        from ..backend import to_numpy
+
+        name = type(self).__name__
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}.load_state_dict: expected {len(self.param_groups)} parameter groups, "
+                             f"got {len(groups) if isinstance(groups, list) else type(groups).__name__}")
+        params = [p for g in self.param_groups for p in g["params"]]
+        for mine, theirs in zip(self.param_groups, groups):
+            if len(theirs.get("params", ())) != len(mine["params"]):
+                raise ValueError(f"{name}.load_state_dict: a parameter group has {len(theirs.get('params', ()))} "
+                                 f"parameters in the state dict but {len(mine['params'])} here")
+        new_state: dict[Parameter, dict[str, Any]] = {}
+        for key, st in state_dict.get("state", {}).items():
+            i = int(key)
+            if not 0 <= i < len(params):
+                raise ValueError(f"{name}.load_state_dict: state for parameter index {i} but there are {len(params)}")
+            p = params[i]
+            b = backends.backend_of(p.data)
+            converted = {}
+            for k, v in st.items():
+                if k == "step":
+                    converted[k] = float(to_numpy(v)) if hasattr(v, "shape") else float(v)
+                elif hasattr(v, "shape"):
+                    if tuple(v.shape) != tuple(p.shape):
+                        raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {i} has shape "
+                                         f"{tuple(v.shape)}, the parameter has {p.shape}")
+                    converted[k] = b.asarray(to_numpy(v), dtype=p.dtype, copy=True)
+                else:
+                    converted[k] = copy.deepcopy(v)
+            new_state[p] = converted
+        new_groups = []
+        for mine, theirs in zip(self.param_groups, groups):
+            g = {k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}
+            g["params"] = mine["params"]
+            new_groups.append(g)
+        self.param_groups = new_groups
+        self.state = new_state
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for i, g in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {i}")
+            for k in sorted(g):
+                if k not in ("params", "initial_lr"):
+                    lines.append(f"    {k}: {g[k]}")
+        return "\n".join(lines) + "\n)"
+
+
+def xp_of(p: Parameter) -> Any:
+    return backends.backend_of(p.data).xp

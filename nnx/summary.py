@@ -1,0 +1,58 @@
+"""``nnx.summary``: a table of a model's layers, output shapes and parameter counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .backend import get_default_dtype
+from .grad_mode import no_grad
+from .module import Module
+
+
+def summary(model: Module, input_shape: tuple[int, ...], batch_size: int = 1, dtype: str | None = None,
+            print_fn: Any = print) -> dict[str, Any]:
+    """Run one forward pass on zeros of shape ``(batch_size, *input_shape)`` and print a table.
+
+    Returns ``{"layers": [(name, type, output_shape, n_params)], "total_params": int,
+    "trainable_params": int}``. Nothing is recorded for backward and the model's mode is kept.
+    """
+    b = model.backend
+    x = b.xp.zeros((batch_size, *input_shape), dtype=b.dtype(dtype or _param_dtype(model)), device=b.device)
+    rows: list[tuple[str, str, tuple, int]] = []
+    removers = []
+    for name, m in model.named_modules():
+        if m is model and list(model.children()):
+            continue
+
+        def hook(mod: Module, inputs: tuple, out: Any, name: str = name) -> None:
+            shape = tuple(out.shape) if hasattr(out, "shape") else tuple(
+                tuple(o.shape) for o in out if hasattr(o, "shape"))
+            n = sum(p.size for p in mod.parameters(recurse=False))
+            rows.append((name or type(mod).__name__, type(mod).__name__, shape, n))
+
+        removers.append(m.register_forward_hook(hook))
+    try:
+        with no_grad():
+            model(x)
+    finally:
+        for r in removers:
+            r()
+    total = sum(p.size for p in model.parameters())
+    trainable = sum(p.size for p in model.parameters() if p.requires_grad)
+    w = max([len(r[0]) + len(r[1]) + 3 for r in rows] + [20])
+    lines = [f"{'Layer (type)':<{w}}  {'Output shape':<24}{'Param #':>12}", "=" * (w + 38)]
+    for name, typ, shape, n in rows:
+        lines.append(f"{name + ' (' + typ + ')':<{w}}  {str(shape):<24}{n:>12,}")
+    lines += ["=" * (w + 38), f"Total params: {total:,}", f"Trainable params: {trainable:,}",
+              f"Non-trainable params: {total - trainable:,}"]
+    if print_fn is not None:
+        print_fn("\n".join(lines))
+    return {"layers": rows, "total_params": total, "trainable_params": trainable}
+
+
+def _param_dtype(model: Module) -> str:
+    for p in model.parameters():
+        from backends import Backend
+
+        return Backend.dtype_name(p.dtype)
+    return get_default_dtype()

@@ -1,0 +1,44 @@
+"""Shared fixtures: every numeric test runs once per backend that works on this machine.
+
+CI runs numpy, array_api_strict (standard only: proves the CuPy code path) and torch (CPU); a
+machine with a CUDA GPU adds cupy. Unavailable backends are skipped with the registry's reason.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+import nnx  # noqa: E402
+
+BACKEND_NAMES = ["numpy", "array_api_strict", "torch", "cupy"]
+
+
+def _params() -> list:
+    out = []
+    for name in BACKEND_NAMES:
+        marks = [pytest.mark.cupy] if name == "cupy" else []
+        out.append(pytest.param(name, id=name, marks=marks))
+    return out
+
+
+@pytest.fixture(params=_params())
+def backend(request: pytest.FixtureRequest):
+    """The backend under test, made current for the test body, seeded with 0."""
+    name = request.param
+    status = nnx.available_backends().get(name)
+    if status is not True:
+        pytest.skip(f"backend {name!r} not available here: {status}")
+    with nnx.use_backend(name) as b:
+        nnx.manual_seed(0)
+        yield b
+
+
+@pytest.fixture
+def torch():
+    """PyTorch, the test oracle (skips with a reason when it is not installed)."""
+    return pytest.importorskip("torch", reason="PyTorch is the parity oracle; pip install torch==2.13.0")
