@@ -10,7 +10,9 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 >>> model.backward(loss_fn.backward()); opt.step(); opt.zero_grad()   # doctest: +SKIP
 """
 
-from . import functional, init, optim
+from . import callbacks, data, functional, init, metrics, optim
+from . import serialization as _serialization
+from . import training as _training
 from .backend import (
     asarray, available_backends, backend_names, get_backend, get_default_dtype, manual_seed, set_backend,
     set_default_dtype, synchronize, to_numpy, use_backend,
@@ -24,6 +26,8 @@ from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1L
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .optim import clip_grad_norm_, clip_grad_value_
 from .summary import summary
+from .serialization import *  # noqa: F401,F403  (save, load, checkpoints)
+from .training import *  # noqa: F401,F403  (fit, evaluate, predict)
 from backends import BackendUnavailable
 
 __version__ = "0.1.0"
@@ -36,4 +40,5 @@ __all__ = [
     "backend_names", "clip_grad_norm_", "clip_grad_value_", "enable_grad", "functional", "get_backend",
     "get_default_dtype", "gradcheck", "init", "is_grad_enabled", "manual_seed", "no_grad", "optim",
     "set_backend", "set_default_dtype", "summary", "synchronize", "to_numpy", "use_backend",
+    "callbacks", "data", "metrics", *_serialization.__all__, *_training.__all__,
 ]

@@ -18,3 +18,5 @@ from .loss import (
     huber_loss_forward, l1_loss, l1_loss_forward, mse_loss, mse_loss_forward, nll_loss, nll_loss_forward,
     smooth_l1_loss, smooth_l1_loss_forward,
 )
+from .conv import *  # noqa: F401,F403  (convolution, pooling, normalisation kernels)
+from .recurrent import *  # noqa: F401,F403  (embedding and recurrent kernels)

@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the training-workflow work."""
+
+__all__: list[str] = []
