@@ -155,6 +155,7 @@ def instances() -> list[Backend]:
 
 
 _seed: int | None = None
+_BUILTIN_BY_MODULE = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "array_api_strict": "array_api_strict"}
 
 
 def seed_all(seed: int) -> None:
@@ -187,6 +188,11 @@ def backend_of(x: Any) -> Backend:
     for inst in instances():
         if inst.owns(x):  # same library, a device not created yet: create it
             return get(inst.name, inst.device_of(x))
+    root = t.__module__.split(".")[0]
+    if root in _BUILTIN_BY_MODULE and _probes[_BUILTIN_BY_MODULE[root]]() is None:
+        inst = get(_BUILTIN_BY_MODULE[root])  # first array of a built-in backend not created yet
+        if inst.owns(x):
+            return backend_of(x)
     raise TypeError(
         f"expected an array of an nnx backend, got {t.__module__}.{t.__name__}; "
         "use nnx.asarray(x) to put host data on the current backend"
