@@ -99,8 +99,9 @@ def check_positive_int(where: str, name: str, value: Any, allow_zero: bool = Fal
 
 def check_probability(where: str, name: str, value: Any, inclusive_high: bool = False) -> float:
     """Validate a probability such as a dropout rate and return it as a float."""
-    ok_high = value <= 1 if inclusive_high else value < 1
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 <= value and ok_high):
+    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok_high = is_number and (value <= 1 if inclusive_high else value < 1)
+    if not is_number or not (0 <= value and ok_high):
         interval = "[0, 1]" if inclusive_high else "[0, 1)"
         raise ValueError(f"{where}: {name} must be in {interval}, got {value!r}")
     return float(value)

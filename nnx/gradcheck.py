@@ -118,11 +118,16 @@ def gradcheck(
     dy_arg = tuple(dys) if isinstance(y, tuple) else dys[0]
 
     if module is not None:
+        saved_grads = [(p, p.grad) for p in module.parameters()]
+        for p, _ in saved_grads:
+            p.grad = None  # check this backward alone: gradients already there would add up
         dx = module.backward(dy_arg)
         input_grads = [dx] if not isinstance(dx, tuple) else list(dx)
         params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         param_grads = [p.grad for _, p in params]
-        module.zero_grad()
+        for p, g in saved_grads:
+            p.grad = g  # leave the caller's gradients as they were
+        module.clear_tape()
     else:
         dx, grads = backward(dy_arg, True)
         input_grads = [dx, *grads]
