@@ -27,7 +27,12 @@ def probe() -> str | None:
     except Exception as exc:
         return f"CuPy is installed but cannot use a GPU: {exc}"
     if not ok:
-        return "CuPy is installed but no usable CUDA GPU or driver was found (cupy.is_available() is False)"
+        detail = ""
+        try:  # ask the runtime for its own words (it raises instead of returning 0 devices)
+            cupy.cuda.runtime.getDeviceCount()
+        except Exception as exc:
+            detail = f": {exc}"
+        return f"CuPy is installed but no usable CUDA GPU or driver was found (cupy.is_available() is False){detail}"
     return None
 
 
