@@ -51,10 +51,14 @@ def check_same_backend(where: str, x: Any, ref: Any, what: str = "input") -> Non
         ref_backend = backends.backend_of(ref).name
     except TypeError:
         ref_backend = type(ref).__module__
+    try:
+        x_backend = backends.backend_of(x).name
+    except TypeError:
+        x_backend = None
+    move = f" or move the model with model.to({x_backend!r})" if x_backend else ""
     raise BackendMismatchError(
-        f"{where}: {what} is a {describe(x)}, but the layer's parameters live on backend "
-        f"{ref_backend!r}; convert the input with nnx.asarray(x) (after nnx.set_backend"
-        f"({ref_backend!r})) or move the model with model.to({ref_backend!r}...)"
+        f"{where}: {what} is a {describe(x)}, but the parameters live on backend {ref_backend!r}; "
+        f"put the {what} there with nnx.asarray(x, backend={ref_backend!r}){move}"
     )
 
 

@@ -59,7 +59,8 @@ class Linear(Module):
 
     def forward(self, x: Any) -> Any:
         w = self.weight.data
-        if type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features:
+        if (type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features
+                or x.device != w.device):
             self._check(x)
         b = self.bias.data if self.bias is not None else None
         y, backward = F.linear_forward(x, w, b)
