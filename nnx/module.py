@@ -14,6 +14,7 @@ nnx differs from PyTorch, which records a graph instead.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -22,6 +23,14 @@ import backends
 from .backend import get_backend
 from .errors import NotRecordedError
 from .grad_mode import is_grad_enabled
+
+
+#: A module warns once its tape holds this many unconsumed forward passes (a likely leak).
+TAPE_WARNING_LENGTH = 10_000
+
+
+class TapeGrowthWarning(UserWarning):
+    """Forward passes are being recorded in training mode but never consumed by ``backward``."""
 
 
 class Parameter:
@@ -192,7 +201,14 @@ class Module:
 
     def _record(self, backward_fn: Callable) -> None:
         """Push the closure of one forward pass (leaf layers call this after their op)."""
-        self._tape.append(backward_fn)
+        tape = self._tape
+        tape.append(backward_fn)
+        if len(tape) == TAPE_WARNING_LENGTH:
+            warnings.warn(
+                f"{type(self).__name__} holds {TAPE_WARNING_LENGTH} recorded forward passes that no backward "
+                "has consumed, and the activations they keep; run inference under model.eval() or "
+                "nnx.no_grad(), or call model.zero_grad() / model.clear_tape() between steps",
+                TapeGrowthWarning, stacklevel=3)
 
     def _pop(self) -> Callable:
         try:
