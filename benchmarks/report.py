@@ -1,0 +1,58 @@
+"""Render benchmarks/results/*.json as the Markdown tables of the README.
+
+Usage: ``python benchmarks/report.py [results/mlp.json ...]``. A table is made of every group of
+contestants (a dict whose entries carry a ``median``); the ratio column divides nnx's median
+throughput by each contestant's (above 1: nnx is faster).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import sys
+from typing import Any, Iterator
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def groups(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], dict[str, dict]]]:
+    """Yield (path, {contestant: stats}) for every dict of contestants with a median."""
+    if isinstance(node, dict):
+        entries = {k: v for k, v in node.items() if isinstance(v, dict) and "median" in v}
+        if entries:
+            yield path, entries
+        for k, v in node.items():
+            if isinstance(v, dict) and "median" not in v:
+                yield from groups(v, path + (k,))
+
+
+def table(title: str, entries: dict[str, dict], unit: str) -> str:
+    ref = next((v["median"] for k, v in entries.items() if k.startswith("nnx")), None)
+    lines = [f"**{title}**", "", f"| implementation | {unit} (median) | min – max | nnx / this |", "| --- | ---: | ---: | ---: |"]
+    for name, st in entries.items():
+        ratio = f"{ref / st['median']:.2f}" if ref else "—"
+        lines.append(f"| {name} | {st['median']:,.0f} | {st['min']:,.0f} – {st['max']:,.0f} | {ratio} |")
+    return "\n".join(lines)
+
+
+def render(path: str) -> str:
+    with open(path) as f:
+        data = json.load(f)
+    m = data.get("machine", {})
+    unit = data.get("unit", "samples/s")
+    head = [f"### {data.get('benchmark', os.path.basename(path))}", "",
+            f"{m.get('date', '?')}, {m.get('cpu', '?')}, {m.get('cores', '?')} cores, NumPy {m.get('numpy', '?')}, "
+            f"PyTorch {m.get('torch', '—')}; {data.get('repeats', '?')} interleaved repeats. "
+            f"Source: `benchmarks/results/{os.path.basename(path)}`.", ""]
+    body = [table(" / ".join(p) or "results", e, unit) for p, e in groups(data.get("results", {}))]
+    return "\n".join(head) + "\n" + "\n\n".join(body) + "\n"
+
+
+def main() -> None:
+    paths = sys.argv[1:] or sorted(glob.glob(os.path.join(HERE, "results", "*.json")))
+    print("\n".join(render(p) for p in paths))
+
+
+if __name__ == "__main__":
+    main()
