@@ -103,12 +103,13 @@ class CupyBackend(Backend):
             return (self._gen.random(tuple(shape), dtype=self._cp.float32) < p).astype(self.dtype(dtype))
 
     def permutation(self, n):
-        with self.device:
-            return self._gen.permutation(n).astype(self._cp.int64)
+        with self.device:  # argsort of uniforms: only the generator's core methods are needed
+            return self._cp.argsort(self._gen.random(n)).astype(self._cp.int64)
 
     def randint(self, shape, low, high):
         with self.device:
-            return self._gen.integers(low, high, size=tuple(shape)).astype(self._cp.int64)
+            u = self._gen.random(tuple(shape))
+            return self._cp.minimum(self._cp.floor(u * (high - low)) + low, high - 1).astype(self._cp.int64)
 
     def scatter_add(self, target, indices, values):
         import cupyx
