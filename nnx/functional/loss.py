@@ -160,7 +160,7 @@ def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Arra
     elif reduction == "sum":
         loss = xp.asarray(xp.sum(per))
     elif reduction == "none":
-        loss = xp.reshape(per, tuple(target.shape))
+        loss = xp.reshape(per, input_shape[:1] + input_shape[2:] if len(input_shape) > 1 else ())
     else:
         raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
 
@@ -254,8 +254,13 @@ def binary_cross_entropy_forward(input: Array, target: Array, weight: Array | No
     Prefer :func:`binary_cross_entropy_with_logits`, which is stable for any logit.
     """
     xp = backends.backend_of(input).xp
-    log_p = xp.maximum(xp.log(input), -100.0)
-    log_1mp = xp.maximum(xp.log(1.0 - input), -100.0)
+
+    def clamped_log(v: Array) -> Array:  # max(log v, -100) without evaluating log(0) (no RuntimeWarning)
+        pos = v > 0.0
+        return xp.where(pos, xp.maximum(xp.log(xp.where(pos, v, 1.0)), -100.0), -100.0)
+
+    log_p = clamped_log(input)
+    log_1mp = clamped_log(1.0 - input)
     per = -(target * log_p + (1.0 - target) * log_1mp)
     if weight is not None:
         per = per * weight
