@@ -28,6 +28,7 @@ __all__ = [
     "backend_of",
     "erf_standard",
     "get",
+    "initial_seed",
     "names",
     "register",
     "seed_all",
@@ -165,6 +166,11 @@ def seed_all(seed: int) -> None:
         _seed = seed
         for inst in instances():
             inst.manual_seed(seed)
+
+
+def initial_seed() -> int | None:
+    """The seed given to the latest :func:`seed_all` (``nnx.manual_seed``), or None if never seeded."""
+    return _seed
 
 
 _by_type: dict[type, Backend] = {}

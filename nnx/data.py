@@ -1,3 +1,377 @@
-"""Placeholder: filled in by the training-workflow work."""
+"""Datasets and mini-batch loading: ``DataLoader``, ``TensorDataset``, ``Subset``, ``random_split``,
+``train_test_split`` and the built-in small real data set :func:`load_digits`.
 
-__all__: list[str] = []
+Batches are put on a backend **at batch time**: for host (NumPy) data the rows of a batch are
+gathered on the host, converted to the target dtype in the same pass, and copied to the device
+once (that transfer is the only copy). Floating data becomes the default float dtype (float32);
+integer data (class labels, token ids) stays integer. Data already on the target backend is
+gathered there and never leaves the device.
+
+Shuffling is reproducible and restartable: the order of epoch ``k`` is a pure function of the
+loader's seed and ``k`` (``DataLoader.set_epoch``), so a run resumed from a checkpoint sees the
+same batches as an uninterrupted one. The seed comes from ``seed=`` (or ``generator=``), else
+from the latest ``nnx.manual_seed``.
+
+>>> X, y = nnx.data.load_digits()                                       # doctest: +SKIP
+>>> (Xtr, Xte, ytr, yte) = nnx.data.train_test_split(X, y, test_size=0.2, seed=0)  # doctest: +SKIP
+>>> loader = nnx.data.DataLoader(nnx.data.TensorDataset(Xtr, ytr), batch_size=64, shuffle=True)  # doctest: +SKIP
+>>> for xb, yb in loader: ...                                           # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import backends
+from backends import host_io
+
+from .backend import get_backend, get_default_dtype, to_numpy
+
+__all__ = [
+    "DataLoader",
+    "Dataset",
+    "Subset",
+    "TensorDataset",
+    "load_digits",
+    "random_split",
+    "train_test_split",
+]
+
+
+class Dataset:
+    """Base class of map-style datasets: ``__len__`` and ``__getitem__(i) -> sample``.
+
+    Any object with these two methods works with :class:`DataLoader`; a sample is an array, a
+    number, or a tuple of them (``(features, label)``).
+    """
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> Any:
+        raise NotImplementedError
+
+
+def _is_float(x: Any) -> bool:
+    return backends.Backend.dtype_name(x.dtype).startswith(("float", "bfloat"))
+
+
+class TensorDataset(Dataset):
+    """Samples are the rows of equally long arrays: ``dataset[i] == (a[i], b[i], ...)``.
+
+    The arrays may be host (NumPy) arrays or arrays of any backend; :class:`DataLoader` gathers
+    whole batches from them at once (no per-sample Python loop).
+
+    >>> ds = nnx.data.TensorDataset(X, y)        # X: (N, ...), y: (N,)   # doctest: +SKIP
+    >>> len(ds), ds[0][1]                                                 # doctest: +SKIP
+    """
+
+    def __init__(self, *tensors: Any) -> None:
+        if not tensors:
+            raise ValueError("TensorDataset: expected at least one array")
+        for i, t in enumerate(tensors):
+            if not hasattr(t, "shape") or len(t.shape) == 0:
+                raise TypeError(f"TensorDataset: argument {i} must be an array with a first (sample) dimension, "
+                                f"got {type(t).__name__}")
+        n = tensors[0].shape[0]
+        bad = [tuple(t.shape) for t in tensors if t.shape[0] != n]
+        if bad:
+            raise ValueError(f"TensorDataset: all arrays need the same first dimension; shapes "
+                             f"{[tuple(t.shape) for t in tensors]}")
+        self.tensors = tuple(tensors)
+
+    def __len__(self) -> int:
+        return int(self.tensors[0].shape[0])
+
+    def __getitem__(self, index: int) -> tuple[Any, ...]:
+        return tuple(t[index] for t in self.tensors)
+
+    def _gather(self, index: Any, backend: backends.Backend, float_dtype: str) -> tuple[Any, ...]:
+        """One batch of rows ``index`` (host int64 array) on ``backend``."""
+        return tuple(_gather_rows(t, index, backend, float_dtype) for t in self.tensors)
+
+
+def _gather_rows(t: Any, index: Any, b: backends.Backend, float_dtype: str) -> Any:
+    if host_io.is_host_array(t):
+        want = float_dtype if _is_float(t) else None
+        return b.asarray(host_io.take_rows(t, index, want))  # one gather (+cast) on the host, one transfer
+    tb = backends.backend_of(t)
+    rows = tb.xp.take(t, tb.asarray(index), axis=0)
+    if _is_float(rows) and backends.Backend.dtype_name(rows.dtype) != float_dtype:
+        rows = tb.xp.astype(rows, tb.dtype(float_dtype))
+    if tb is b:
+        return rows
+    return b.asarray(to_numpy(rows))
+
+
+class Subset(Dataset):
+    """The samples of ``dataset`` at ``indices`` (a view: nothing is copied)."""
+
+    def __init__(self, dataset: Any, indices: Sequence[int] | Any) -> None:
+        self.dataset = dataset
+        self.indices = host_io.to_host(indices if not hasattr(indices, "shape") else to_numpy(indices),
+                                       dtype="int64").reshape(-1)
+
+    def __len__(self) -> int:
+        return int(self.indices.shape[0])
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[int(self.indices[index])]
+
+    def _gather(self, index: Any, backend: backends.Backend, float_dtype: str) -> tuple[Any, ...]:
+        inner = self.indices[index]
+        gather = getattr(self.dataset, "_gather", None)
+        if gather is None:
+            return _collate([self.dataset[int(i)] for i in inner], backend, float_dtype)
+        return gather(inner, backend, float_dtype)
+
+
+def _resolve_seed(seed: int | None, generator: Any, where: str) -> int:
+    if seed is not None and generator is not None:
+        raise ValueError(f"{where}: pass seed= or generator=, not both")
+    if generator is not None:
+        if isinstance(generator, int) and not isinstance(generator, bool):
+            return generator
+        for attr in ("initial_seed", "seed"):
+            val = getattr(generator, attr, None)
+            if callable(val) and attr == "initial_seed":
+                return int(val())
+        raise TypeError(f"{where}: generator must be an int seed or have initial_seed() (a torch.Generator), "
+                        f"got {type(generator).__name__}")
+    if seed is not None:
+        if isinstance(seed, bool) or not isinstance(seed, int):
+            raise TypeError(f"{where}: seed must be an int, got {type(seed).__name__}")
+        return seed
+    global_seed = backends.initial_seed()
+    if global_seed is not None:
+        return global_seed
+    return int.from_bytes(os.urandom(8), "little")  # not reproducible: nothing was seeded
+
+
+def _collate(samples: list[Any], b: backends.Backend, float_dtype: str) -> Any:
+    """Stack a list of samples (arrays, numbers or tuples of them) into one batch on ``b``."""
+    first = samples[0]
+    if isinstance(first, (tuple, list)):
+        return tuple(_collate([s[i] for s in samples], b, float_dtype) for i in range(len(first)))
+    if isinstance(first, dict):
+        return {k: _collate([s[k] for s in samples], b, float_dtype) for k in first}
+    if hasattr(first, "shape") and not host_io.is_host_array(first):
+        sb = backends.backend_of(first)
+        stacked = sb.xp.stack(samples)
+        if _is_float(stacked) and backends.Backend.dtype_name(stacked.dtype) != float_dtype:
+            stacked = sb.xp.astype(stacked, sb.dtype(float_dtype))
+        return stacked if sb is b else b.asarray(to_numpy(stacked))
+    host = host_io.stack(samples)
+    if _is_float(host):
+        host = host.astype(float_dtype, copy=False)
+    return b.asarray(host)
+
+
+class DataLoader:
+    """Iterate over a dataset in mini-batches placed on a backend (``torch.utils.data.DataLoader``).
+
+    Args:
+        dataset: a :class:`TensorDataset`, a tuple ``(X, y, ...)`` of equally long arrays (wrapped
+            in a TensorDataset), a single array, or any object with ``__len__``/``__getitem__``.
+        batch_size: samples per batch (the last one may be smaller unless ``drop_last``).
+        shuffle: a new seeded order every epoch; the order of epoch ``k`` depends only on the
+            seed and ``k``.
+        drop_last: drop the last incomplete batch.
+        seed / generator: the shuffling seed (an int, or an object with ``initial_seed()`` such
+            as a ``torch.Generator``). Default: the seed of the latest ``nnx.manual_seed``.
+        backend, device: where batches go; default the current backend at iteration time.
+        dtype: floating dtype of the batches (default ``nnx.get_default_dtype()``: float32).
+        collate_fn: ``collate_fn(list_of_samples) -> batch`` for custom datasets (bypasses the
+            automatic placement).
+
+    Batches are tuples (``(x, y)``) for tuple samples, a single array for array samples.
+    Not in PyTorch: ``seed``, ``backend``, ``device``, ``dtype``; no worker processes.
+
+    >>> loader = nnx.data.DataLoader((X, y), batch_size=32, shuffle=True, seed=0)   # doctest: +SKIP
+    >>> for xb, yb in loader: ...                                                    # doctest: +SKIP
+    """
+
+    def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False, *,
+                 seed: int | None = None, generator: Any = None, backend: str | backends.Backend | None = None,
+                 device: Any = None, dtype: str | None = None,
+                 collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+        if isinstance(dataset, (tuple, list)) and dataset and all(hasattr(t, "shape") for t in dataset):
+            dataset = TensorDataset(*dataset)
+            self._single = False
+        elif hasattr(dataset, "shape") and hasattr(dataset, "dtype"):
+            dataset = TensorDataset(dataset)
+            self._single = True
+        else:
+            self._single = False
+        if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
+            raise TypeError(f"DataLoader: dataset must have __len__ and __getitem__ (or be arrays), "
+                            f"got {type(dataset).__name__}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"DataLoader: batch_size must be a positive integer, got {batch_size!r}")
+        if dtype is not None and dtype not in ("float16", "float32", "float64"):
+            raise ValueError(f"DataLoader: dtype must be 'float16', 'float32' or 'float64', got {dtype!r}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = bool(shuffle)
+        self.drop_last = bool(drop_last)
+        self.seed = _resolve_seed(seed, generator, "DataLoader")
+        self.backend = backend
+        self.device = device
+        self.dtype = dtype
+        self.collate_fn = collate_fn
+        #: the epoch whose order the next iteration uses (advanced by one at each iteration)
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration use the order of ``epoch`` (as ``DistributedSampler.set_epoch``)."""
+        self.epoch = int(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The iteration state (seed and next epoch); JSON-able, stored in training checkpoints."""
+        return {"seed": self.seed, "epoch": self.epoch}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict`."""
+        seed, epoch = state.get("seed"), state.get("epoch")
+        if not isinstance(seed, int) or not isinstance(epoch, int):
+            raise ValueError(f"DataLoader.load_state_dict: expected int 'seed' and 'epoch', got {state!r}")
+        self.seed, self.epoch = seed, epoch
+
+    def indices(self, epoch: int | None = None) -> Any:
+        """The host array of sample indices of ``epoch`` (default: the next one), in order."""
+        n = len(self.dataset)
+        e = self.epoch if epoch is None else epoch
+        if self.shuffle:
+            return host_io.permutation(self.seed, e, n)
+        return host_io.to_host(range(n), dtype="int64")
+
+    def _target(self) -> backends.Backend:
+        if self.backend is None and self.device is None:
+            return get_backend()
+        return backends.get(self.backend if self.backend is not None else get_backend().name, self.device)
+
+    def __iter__(self) -> Iterator[Any]:
+        order = self.indices()
+        self.epoch += 1
+        b = self._target()
+        float_dtype = self.dtype or get_default_dtype()
+        gather = getattr(self.dataset, "_gather", None)
+        n = order.shape[0]
+        stop = n - n % self.batch_size if self.drop_last else n
+        for start in range(0, stop, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if self.collate_fn is not None:
+                yield self.collate_fn([self.dataset[int(i)] for i in idx])
+                continue
+            if gather is not None:
+                batch = gather(idx, b, float_dtype)
+            else:
+                batch = _collate([self.dataset[int(i)] for i in idx], b, float_dtype)
+            yield batch[0] if self._single else batch
+
+    def __repr__(self) -> str:
+        return (f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
+                f"drop_last={self.drop_last}, seed={self.seed})")
+
+
+def random_split(dataset: Any, lengths: Sequence[int | float], seed: int | None = None,
+                 generator: Any = None) -> list[Subset]:
+    """Split ``dataset`` into non-overlapping :class:`Subset` s of the given lengths (seeded).
+
+    ``lengths`` are counts summing to ``len(dataset)``, or fractions summing to 1 (the remainder
+    of flooring is spread one by one over the first subsets, as PyTorch does).
+
+    >>> train, val = nnx.data.random_split(ds, [0.8, 0.2], seed=0)   # doctest: +SKIP
+    """
+    if isinstance(dataset, (tuple, list)) and dataset and all(hasattr(t, "shape") for t in dataset):
+        dataset = TensorDataset(*dataset)
+    n = len(dataset)
+    lengths = list(lengths)
+    if lengths and all(isinstance(x, float) for x in lengths) and math.isclose(sum(lengths), 1.0) and \
+            sum(lengths) <= 1.0 + 1e-9:
+        counts = [int(math.floor(n * f)) for f in lengths]
+        for i in range(n - sum(counts)):
+            counts[i % len(counts)] += 1
+        lengths = counts
+    if any(isinstance(x, bool) or not isinstance(x, int) or x < 0 for x in lengths) or sum(lengths) != n:
+        raise ValueError(f"random_split: lengths must be non-negative ints summing to {n} (the dataset's length) "
+                         f"or fractions summing to 1, got {lengths}")
+    order = host_io.permutation(_resolve_seed(seed, generator, "random_split"), 0, n)
+    out, start = [], 0
+    for k in lengths:
+        out.append(Subset(dataset, order[start:start + k]))
+        start += k
+    return out
+
+
+def train_test_split(*arrays: Any, test_size: float | int = 0.25, shuffle: bool = True, seed: int | None = None,
+                     stratify: Any = None) -> list[Any]:
+    """Split arrays into train and test parts: ``a_train, a_test, b_train, b_test, ...`` (scikit-learn's order).
+
+    ``test_size`` is a fraction (rounded up, as scikit-learn) or a count. Host arrays stay on
+    the host; backend arrays are split on their backend. ``stratify`` (labels) keeps the class
+    proportions in both parts.
+
+    >>> Xtr, Xte, ytr, yte = nnx.data.train_test_split(X, y, test_size=0.2, seed=0, stratify=y)  # doctest: +SKIP
+    """
+    if not arrays:
+        raise ValueError("train_test_split: expected at least one array")
+    n = int(arrays[0].shape[0])
+    for a in arrays:
+        if int(a.shape[0]) != n:
+            raise ValueError(f"train_test_split: arrays have different lengths {[int(a.shape[0]) for a in arrays]}")
+    if isinstance(test_size, float):
+        if not 0.0 < test_size < 1.0:
+            raise ValueError(f"train_test_split: a fractional test_size must be in (0, 1), got {test_size}")
+        n_test = math.ceil(test_size * n)
+    elif isinstance(test_size, int) and not isinstance(test_size, bool) and 0 < test_size < n:
+        n_test = test_size
+    else:
+        raise ValueError(f"train_test_split: test_size must be a fraction in (0, 1) or a count in [1, {n}), "
+                         f"got {test_size!r}")
+    strat = None if stratify is None else to_numpy(stratify)
+    train_idx, test_idx = host_io.split_indices(n, n_test, _resolve_seed(seed, None, "train_test_split"),
+                                                shuffle, strat)
+    out = []
+    for a in arrays:
+        for idx in (train_idx, test_idx):
+            if host_io.is_host_array(a):
+                out.append(host_io.take_rows(a, idx))
+            else:
+                b = backends.backend_of(a)
+                out.append(b.xp.take(a, b.asarray(idx), axis=0))
+    return out
+
+
+def load_digits(images: bool = False) -> tuple[Any, Any]:
+    """scikit-learn's handwritten digits: 1797 grey 8x8 images of the digits 0-9 (no download).
+
+    Returns host (NumPy) arrays ``(X, y)``: ``X`` float32 scaled to [0, 1], shape ``(1797, 64)``
+    (or ``(1797, 1, 8, 8)`` NCHW with ``images=True``), ``y`` int64 labels of shape ``(1797,)``.
+    Batches move to the device in the :class:`DataLoader`.
+
+    >>> X, y = nnx.data.load_digits()          # doctest: +SKIP
+    >>> X.shape, y[:5]                         # doctest: +SKIP
+    ((1797, 64), array([0, 1, 2, 3, 4]))
+
+    Needs scikit-learn, which ships the data: ``pip install 'nnx-backprop[examples]'``.
+    """
+    try:
+        datasets = importlib.import_module("sklearn.datasets")
+    except ImportError:
+        raise ImportError("nnx.data.load_digits needs scikit-learn (it ships the digits data set); install it with "
+                          "pip install 'nnx-backprop[examples]' (or pip install scikit-learn)") from None
+    bunch = datasets.load_digits()
+    X = bunch.data.astype("float32") / 16.0
+    if images:
+        X = X.reshape(-1, 1, 8, 8)
+    y = bunch.target.astype("int64")
+    return X, y

@@ -1,0 +1,291 @@
+"""Host-side I/O and index helpers for nnx's data and serialization code (the only NumPy users).
+
+``nnx/`` may not import NumPy, so what needs NumPy on the host lives here:
+
+* the checkpoint container: an ``.npz``-compatible zip of ``.npy`` members (never pickled) plus
+  one JSON member with metadata, written atomically (:func:`write_archive`) and read back with
+  every header checked before any byte of array data is allocated (:func:`read_archive`);
+* seeded permutations for data shuffling (:func:`permutation`), a pure function of the seed
+  and the epoch, so that the order of epoch ``k`` can be recomputed after a restart;
+* gathering and stacking host rows into one batch (:func:`take_rows`, :func:`stack`).
+
+The archive is readable with ``numpy.load(path, allow_pickle=False)`` (the metadata member is
+skipped by NumPy as a non-``.npy`` file).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import zipfile
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "ArchiveError",
+    "META_NAME",
+    "atomic_write",
+    "is_host_array",
+    "permutation",
+    "read_archive",
+    "split_indices",
+    "stack",
+    "take_rows",
+    "to_host",
+    "write_archive",
+]
+
+#: the zip member holding the JSON metadata
+META_NAME = "__nnx_meta__.json"
+#: dtypes a checkpoint may hold (no objects, strings, structured or datetime arrays)
+_ALLOWED_KINDS = ("b", "i", "u", "f")
+_MAX_META_BYTES = 64 * 2**20
+_MAX_HEADER = 10000
+# deflate cannot expand data by more than ~1032x; anything beyond is a lie (or a zip bomb)
+_MAX_DEFLATE_RATIO = 1100
+
+
+class ArchiveError(ValueError):
+    """A file is not a valid nnx/npz archive (truncated, corrupted, hand-crafted or unsafe)."""
+
+
+# ---------------------------------------------------------------------------------------- writing
+def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
+    """Call ``write(fileobj)`` on a temporary file beside ``path``, then atomically replace ``path``.
+
+    The temporary file is flushed and ``fsync``-ed, renamed over ``path`` with ``os.replace``
+    and the directory is ``fsync``-ed, so that ``path`` is at every instant either the old
+    complete file or the new complete file, even if the process is killed or the machine loses
+    power. On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(directory)
+
+
+def _fsync_dir(directory: str) -> None:
+    if os.name != "posix":  # Windows cannot open a directory; os.replace is durable enough there
+        return
+    try:
+        dfd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dfd)
+    except OSError:
+        pass
+    finally:
+        os.close(dfd)
+
+
+def write_archive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
+    """Write ``arrays`` (name -> host array) and ``meta`` (JSON-able dict) atomically to ``path``.
+
+    Each array becomes the member ``<name>.npy`` (stored uncompressed, written with
+    ``allow_pickle=False``); ``meta`` becomes :data:`META_NAME`. Object arrays are refused.
+    """
+    for name, arr in arrays.items():
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"write_archive: {name!r} is a {type(arr).__name__}, expected a NumPy array")
+        if arr.dtype.kind not in _ALLOWED_KINDS:
+            raise TypeError(f"write_archive: {name!r} has dtype {arr.dtype}; only bool, integer and floating "
+                            "arrays can be saved")
+    meta_bytes = json.dumps(meta, allow_nan=False, sort_keys=False).encode("utf-8")
+
+    def write(f: Any) -> None:
+        with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            zf.writestr(META_NAME, meta_bytes)
+            for name, arr in arrays.items():
+                with zf.open(name + ".npy", mode="w", force_zip64=True) as member:
+                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+
+    atomic_write(path, write)
+
+
+# ---------------------------------------------------------------------------------------- reading
+def read_archive(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    """Read an archive written by :func:`write_archive` (or a plain ``numpy.savez`` file).
+
+    Returns ``(arrays, meta)``; ``meta`` is None for a plain ``.npz`` without nnx metadata.
+    Nothing in the file is executed: ``.npy`` headers are parsed with ``allow_pickle=False``,
+    object/structured/string dtypes are refused, and every array's declared size is checked
+    against the bytes actually stored before memory is allocated. Zip CRCs detect corruption.
+    Raises :class:`ArchiveError` with the reason for anything else than a sound archive.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no such checkpoint file: {path!r}")
+    file_size = os.path.getsize(path)
+    try:
+        zf = zipfile.ZipFile(path, mode="r")
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"{path!r} is not an nnx checkpoint or .npz file (truncated, corrupted or another "
+                           f"format: {exc})") from None
+    arrays: dict[str, np.ndarray] = {}
+    meta: dict[str, Any] | None = None
+    try:
+        with zf:
+            infos = zf.infolist()
+            total = 0
+            for info in infos:
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise ArchiveError(f"{path!r}: member {info.filename!r} uses an unsupported compression")
+                if info.compress_size > file_size or (
+                        info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size) or (
+                        info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO):
+                    raise ArchiveError(f"{path!r}: member {info.filename!r} declares {info.file_size} bytes, "
+                                       f"more than the file can hold (truncated or hand-crafted)")
+                total += info.file_size
+            for info in infos:
+                name = info.filename
+                if name == META_NAME:
+                    if info.file_size > _MAX_META_BYTES:
+                        raise ArchiveError(f"{path!r}: metadata of {info.file_size} bytes is too large")
+                    try:
+                        meta = json.loads(zf.read(name).decode("utf-8"))
+                    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                        raise ArchiveError(f"{path!r}: metadata is not valid JSON ({exc})") from None
+                    if not isinstance(meta, dict):
+                        raise ArchiveError(f"{path!r}: metadata must be a JSON object")
+                    continue
+                if not name.endswith(".npy"):
+                    raise ArchiveError(f"{path!r}: unexpected member {name!r} (only .npy arrays and metadata "
+                                       "are allowed)")
+                key = name[:-4]
+                if key in arrays:
+                    raise ArchiveError(f"{path!r}: array {key!r} appears twice")
+                with zf.open(info) as member:
+                    arrays[key] = _read_npy(member, info.file_size, f"{path!r}: array {key!r}")
+    except zipfile.BadZipFile as exc:
+        raise ArchiveError(f"{path!r} is corrupted ({exc})") from None
+    except (EOFError, OSError) as exc:
+        raise ArchiveError(f"{path!r} is truncated or unreadable ({exc})") from None
+    return arrays, meta
+
+
+def _read_npy(f: Any, member_size: int, where: str) -> np.ndarray:
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f, max_header_size=_MAX_HEADER)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f, max_header_size=_MAX_HEADER)
+        else:
+            raise ArchiveError(f"{where}: unsupported .npy version {version}")
+    except ArchiveError:
+        raise
+    except Exception as exc:  # bad magic, unparsable header, pickled payload
+        raise ArchiveError(f"{where} is not a valid .npy array ({exc})") from None
+    if dtype.hasobject or dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None:
+        raise ArchiveError(f"{where} has dtype {dtype}; only bool, integer and floating arrays are accepted "
+                           "(object arrays would need pickle)")
+    if not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise ArchiveError(f"{where} declares an invalid shape {shape}")
+    count = math.prod(shape)
+    nbytes = count * dtype.itemsize
+    header_end = f.tell()
+    if nbytes != member_size - header_end:
+        raise ArchiveError(f"{where} declares shape {tuple(shape)} and dtype {dtype} ({nbytes} bytes) but "
+                           f"holds {member_size - header_end} bytes of data (truncated or hand-crafted)")
+    flat = np.empty(count, dtype=dtype)  # allocated only now that the size is proven
+    view = memoryview(flat).cast("B") if nbytes else memoryview(b"")
+    pos = 0
+    while pos < nbytes:
+        chunk = f.read(min(nbytes - pos, 1 << 24))
+        if not chunk:
+            raise ArchiveError(f"{where} is truncated: expected {nbytes} bytes, read {pos}")
+        view[pos:pos + len(chunk)] = chunk
+        pos += len(chunk)
+    if f.read(1):
+        raise ArchiveError(f"{where} has trailing bytes after its data")
+    arr = flat.reshape(shape, order="F" if fortran else "C")
+    if not dtype.isnative:
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+# ---------------------------------------------------------------------------------------- data helpers
+def permutation(seed: int, epoch: int, n: int) -> np.ndarray:
+    """A permutation of ``range(n)`` (int64) that depends only on ``seed`` and ``epoch``."""
+    rng = np.random.default_rng([int(seed) & 0xFFFFFFFFFFFFFFFF, int(epoch)])
+    return rng.permutation(n)
+
+
+def is_host_array(x: Any) -> bool:
+    """True for NumPy arrays and scalars."""
+    return isinstance(x, (np.ndarray, np.generic))
+
+
+def to_host(x: Any, dtype: Any = None) -> np.ndarray:
+    """``numpy.asarray(x, dtype)`` (lists, scalars and host arrays; no copy when nothing changes)."""
+    return np.asarray(x, dtype=dtype)
+
+
+def take_rows(x: np.ndarray, index: np.ndarray, dtype: Any = None) -> np.ndarray:
+    """Rows ``index`` (an integer array) of a host array as one new array of ``dtype``.
+
+    The gather and the dtype conversion happen in one pass (``np.take`` into a buffer of the
+    target dtype), so a float64 dataset becomes a float32 batch with a single copy.
+    """
+    dtype = x.dtype if dtype is None else np.dtype(dtype)
+    out = np.empty((len(index),) + x.shape[1:], dtype=dtype)
+    np.take(x, index, axis=0, out=out)
+    return out
+
+
+def split_indices(n: int, n_test: int, seed: int, shuffle: bool = True,
+                  stratify: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of a seeded split of ``range(n)`` with ``n_test`` test items.
+
+    With ``stratify`` (host labels of length ``n``) each class contributes to the test part in
+    proportion to its size (largest remainders get the leftover places), as scikit-learn does.
+    """
+    rng = np.random.default_rng(int(seed) & 0xFFFFFFFFFFFFFFFF)
+    if stratify is None:
+        if not shuffle:  # as scikit-learn: the last n_test items are the test part
+            return np.arange(n - n_test), np.arange(n - n_test, n)
+        order = rng.permutation(n)
+        return order[n_test:], order[:n_test]
+    labels = np.asarray(stratify).reshape(-1)
+    if labels.shape[0] != n:
+        raise ValueError(f"train_test_split: stratify has {labels.shape[0]} labels for {n} samples")
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    exact = counts * (n_test / n)
+    take = np.floor(exact).astype(np.int64)
+    rest = n_test - int(take.sum())
+    if rest > 0:
+        take[np.argsort(-(exact - take), kind="stable")[:rest]] += 1
+    test, train = [], []
+    for c in range(len(classes)):
+        members = np.flatnonzero(inverse == c)
+        if shuffle:
+            members = rng.permutation(members)
+        test.append(members[:take[c]])
+        train.append(members[take[c]:])
+    test_idx, train_idx = np.concatenate(test), np.concatenate(train)
+    if shuffle:
+        test_idx, train_idx = rng.permutation(test_idx), rng.permutation(train_idx)
+    return train_idx, test_idx
+
+
+def stack(items: list[Any], dtype: Any = None) -> np.ndarray:
+    """Stack host samples (arrays or numbers) into one new host array along a new first axis."""
+    out = np.stack([np.asarray(v) for v in items])
+    return out if dtype is None else out.astype(dtype, copy=False)
