@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> float:
         order = backend.permutation(n)
         total = backend.xp.zeros((), dtype=xs.dtype, device=backend.device)
         for i in range(0, n, args.batch_size):
-            idx = order[i:i + args.batch_size]
+            idx = order[i:min(i + args.batch_size, n)]   # the standard leaves out-of-range stops undefined
             xb = backend.xp.take(xs, idx, axis=0)
             yb = backend.xp.take(ys, idx, axis=0)
             loss = loss_fn(model(xb), yb)
