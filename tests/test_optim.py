@@ -7,9 +7,10 @@ import copy
 
 import numpy as np
 import pytest
-from helpers import copy_params_to_torch, host, rand
 
 import nnx
+
+from helpers import copy_params_to_torch, host, rand
 
 CONFIGS = [
     ("SGD", dict(lr=0.1)),
