@@ -44,8 +44,8 @@ class CupyBackend(Backend):
         reason = probe()
         if reason is not None:
             raise BackendUnavailable(f"backend 'cupy' is not available: {reason}")
-        import cupy
         import array_api_compat.cupy as xp
+        import cupy
 
         self._cp = cupy
         self.xp = xp

@@ -16,8 +16,8 @@ from .base import Backend
 
 def probe() -> str | None:
     try:
-        import torch  # noqa: F401
         import array_api_compat.torch  # noqa: F401
+        import torch  # noqa: F401
     except ImportError:
         return "PyTorch is not installed (pip install torch)"
     return None
@@ -28,8 +28,8 @@ class TorchBackend(Backend):
 
     def __init__(self, device: Any = None) -> None:
         super().__init__()
-        import torch
         import array_api_compat.torch as xp
+        import torch
 
         self._torch = torch
         self.xp = xp

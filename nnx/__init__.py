@@ -10,25 +10,35 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 >>> model.backward(loss_fn.backward()); opt.step(); opt.zero_grad()   # doctest: +SKIP
 """
 
+from backends import BackendUnavailable
+
 from . import callbacks, data, functional, init, metrics, optim
 from . import serialization as _serialization
 from . import training as _training
 from .backend import (
-    asarray, available_backends, backend_names, get_backend, get_default_dtype, manual_seed, set_backend,
-    set_default_dtype, synchronize, to_numpy, use_backend,
+    asarray,
+    available_backends,
+    backend_names,
+    get_backend,
+    get_default_dtype,
+    manual_seed,
+    set_backend,
+    set_default_dtype,
+    synchronize,
+    to_numpy,
+    use_backend,
 )
 from .errors import BackendMismatchError, NotRecordedError
-from .gradcheck import GradcheckError, gradcheck
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
+from .gradcheck import GradcheckError, gradcheck
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .optim import clip_grad_norm_, clip_grad_value_
-from .summary import summary
 from .serialization import *  # noqa: F401,F403  (save, load, checkpoints)
+from .summary import summary
 from .training import *  # noqa: F401,F403  (fit, evaluate, predict)
-from backends import BackendUnavailable
 
 __version__ = "0.1.0"
 

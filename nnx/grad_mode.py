@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 _enabled: contextvars.ContextVar[bool] = contextvars.ContextVar("nnx_grad_enabled", default=True)
 

@@ -11,7 +11,8 @@ sent back to the backend, so the forward and backward under test run on the back
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import backends
 

@@ -11,7 +11,8 @@ shape: a scalar, or the per-element shape with ``reduction="none"``.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import backends
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import warnings
 from collections import OrderedDict
-from typing import Any, Callable, Iterable, Iterator, NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, NamedTuple
 
 import backends
 
 from .backend import get_backend
 from .errors import NotRecordedError
 from .grad_mode import is_grad_enabled
-
 
 #: A module warns once its tape holds this many unconsumed forward passes (a likely leak).
 TAPE_WARNING_LENGTH = 10_000

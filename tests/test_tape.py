@@ -3,8 +3,9 @@
 import pytest
 
 import nnx
-from helpers import rand
 from nnx.module import TAPE_WARNING_LENGTH, TapeGrowthWarning
+
+from helpers import rand
 
 
 def test_backward_consumes_the_tape(backend):

@@ -12,7 +12,8 @@ subtracts the row maximum, softplus switches to the identity above its threshold
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import backends
 

@@ -8,7 +8,7 @@ from typing import Any
 from .. import functional as F
 from .. import init
 from ..backend import get_backend, get_default_dtype
-from ..errors import check_floating, check_ndim, check_positive_int, check_probability, check_same_backend, check_dim
+from ..errors import check_dim, check_floating, check_ndim, check_positive_int, check_probability, check_same_backend
 from ..module import Module, Parameter
 
 

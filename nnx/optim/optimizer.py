@@ -8,7 +8,8 @@ parameter, so a failed step leaves the model and the optimizer state as they wer
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import backends
 
