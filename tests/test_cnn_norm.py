@@ -1,0 +1,183 @@
+"""BatchNorm1d/2d, LayerNorm, GroupNorm and Dropout2d: gradchecks and PyTorch parity on every backend."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnx
+
+from helpers import assert_close, copy_params_to_torch, host, rand
+
+
+def _step_both(torch, layer, tlayer, x, seed=1, tol=1e-10):
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx)
+    y = layer(x)
+    assert_close(y, ty, rtol=tol, atol=tol, what="output")
+    if not layer.training:
+        return
+    dy_host = np.random.default_rng(seed).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy_host))
+    dx = layer.backward(nnx.asarray(dy_host, dtype="float64"))
+    assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
+    tparams = dict(tlayer.named_parameters())
+    for name, p in layer.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
+        p.grad = None
+        tparams[name].grad = None
+
+
+BN_GRID = [
+    dict(),
+    dict(momentum=None),
+    dict(momentum=0.3, eps=1e-3),
+    dict(affine=False),
+    dict(track_running_stats=False),
+    dict(affine=False, track_running_stats=False),
+]
+
+
+@pytest.mark.parametrize("cfg", BN_GRID, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("kind,shape", [("2d", (3, 4, 3, 2)), ("1d", (5, 4)), ("1d", (3, 4, 5)), ("2d", (1, 4, 3, 3))],
+                         ids=["2d", "1d-NC", "1d-NCL", "2d-batch1"])
+def test_batchnorm_parity_training_and_eval(backend, torch, cfg, kind, shape):
+    cls, tcls = (nnx.BatchNorm2d, torch.nn.BatchNorm2d) if kind == "2d" else (nnx.BatchNorm1d, torch.nn.BatchNorm1d)
+    layer = cls(4, dtype="float64", **cfg)
+    tlayer = tcls(4, dtype=torch.float64, **cfg)
+    if layer.affine:  # non-trivial affine parameters
+        layer.weight.data = rand(4, seed=7) * 0.5 + 1.0
+        layer.bias.data = rand(4, seed=8)
+    copy_params_to_torch(layer, tlayer)
+    assert list(layer.state_dict()) == list(tlayer.state_dict())
+    for step in range(3):  # several training steps: running statistics follow torch's
+        _step_both(torch, layer, tlayer, rand(*shape, seed=10 + step, scale=2.0) + 0.5, seed=step)
+    tsd = tlayer.state_dict()
+    for key, value in layer.state_dict().items():
+        assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
+    layer.eval()
+    tlayer.eval()
+    _step_both(torch, layer, tlayer, rand(*shape, seed=99))
+    assert layer._tape == []
+
+
+def test_batchnorm_eval_backward_and_no_grad_updates(backend, torch):
+    layer = nnx.BatchNorm2d(3, dtype="float64")
+    layer.running_mean = rand(3, seed=1)
+    layer.running_var = rand(3, seed=2) ** 2 + 0.5
+    tlayer = torch.nn.BatchNorm2d(3, dtype=torch.float64)
+    copy_params_to_torch(layer, tlayer)
+    # backward through eval-mode statistics (a frozen BatchNorm inside a trained model)
+    x = rand(2, 3, 2, 2)
+    y, back = nnx.functional.batch_norm_forward(x, layer.running_mean, layer.running_var, layer.weight.data,
+                                                layer.bias.data, training=False)
+    tlayer.eval()
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx)
+    assert_close(y, ty, rtol=1e-12, atol=1e-12)
+    ty.backward(torch.ones_like(ty))
+    dx, (dw, db) = back(nnx.asarray(np.ones(tuple(ty.shape)), dtype="float64"))
+    assert_close(dx, tx.grad, rtol=1e-12, atol=1e-12)
+    assert_close(dw, tlayer.weight.grad, rtol=1e-12, atol=1e-12)
+    # training mode under no_grad still updates the running statistics, as torch
+    tlayer.train()
+    with nnx.no_grad():
+        layer(x)
+    with torch.no_grad():
+        tlayer(torch.from_numpy(host(x).copy()))
+    assert_close(layer.running_mean, tlayer.running_mean, rtol=1e-12, atol=1e-12)
+    assert int(host(layer.num_batches_tracked)) == 1
+    assert layer._tape == []
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(affine=False), dict(momentum=None)],
+                         ids=["default", "no-affine", "cumulative"])
+def test_batchnorm_gradcheck(backend, cfg):
+    assert nnx.gradcheck(nnx.BatchNorm2d(3, dtype="float64", **cfg), rand(2, 3, 2, 3))
+    assert nnx.gradcheck(nnx.BatchNorm1d(3, dtype="float64", **cfg), rand(4, 3))
+
+
+def test_batchnorm_buffers_and_reset(backend, torch):
+    layer = nnx.BatchNorm2d(3)
+    t = torch.nn.BatchNorm2d(3)
+    assert list(layer.state_dict()) == list(t.state_dict()) == [
+        "weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    assert host(layer.num_batches_tracked).dtype == np.int64
+    layer(rand(2, 3, 2, 2, dtype="float32"))
+    layer.reset_parameters()
+    assert float(host(layer.running_var).sum()) == 3.0 and int(host(layer.num_batches_tracked)) == 0
+    layer.load_state_dict({k: v.numpy() for k, v in t.state_dict().items()})
+    off = nnx.BatchNorm2d(3, track_running_stats=False, affine=False)
+    assert list(off.state_dict()) == list(torch.nn.BatchNorm2d(3, track_running_stats=False,
+                                                               affine=False).state_dict()) == []
+
+
+LN_GRID = [((5,), dict()), ((4, 5), dict()), ((5,), dict(elementwise_affine=False)), ((5,), dict(bias=False)),
+           ((3, 4, 5), dict(eps=1e-3))]
+
+
+@pytest.mark.parametrize("nshape,cfg", LN_GRID, ids=["last", "last2", "no-affine", "no-bias", "all"])
+def test_layernorm_parity(backend, torch, nshape, cfg):
+    layer = nnx.LayerNorm(nshape, dtype="float64", **cfg)
+    if layer.weight is not None:
+        layer.weight.data = rand(*nshape, seed=3) + 1.0
+    if layer.bias is not None:
+        layer.bias.data = rand(*nshape, seed=4)
+    tlayer = torch.nn.LayerNorm(nshape, dtype=torch.float64, **cfg)
+    copy_params_to_torch(layer, tlayer)
+    _step_both(torch, layer, tlayer, rand(2, 3, 4, 5, scale=3.0))
+
+
+def test_layernorm_gradcheck(backend):
+    layer = nnx.LayerNorm((2, 3), dtype="float64")
+    layer.weight.data = rand(2, 3, seed=5)
+    assert nnx.gradcheck(layer, rand(2, 2, 3))
+
+
+@pytest.mark.parametrize("groups,channels,cfg,shape",
+                         [(2, 4, dict(), (2, 4, 3, 2)), (1, 4, dict(), (2, 4, 3)),
+                          (4, 4, dict(affine=False), (1, 4, 2, 2)), (2, 6, dict(eps=1e-3), (3, 6))],
+                         ids=["g2", "layer-like", "instance-like", "2d-input"])
+def test_groupnorm_parity(backend, torch, groups, channels, cfg, shape):
+    layer = nnx.GroupNorm(groups, channels, dtype="float64", **cfg)
+    if layer.affine:
+        layer.weight.data = rand(channels, seed=3) + 1.0
+        layer.bias.data = rand(channels, seed=4)
+    tlayer = torch.nn.GroupNorm(groups, channels, dtype=torch.float64, **cfg)
+    copy_params_to_torch(layer, tlayer)
+    _step_both(torch, layer, tlayer, rand(*shape, scale=2.0))
+
+
+def test_groupnorm_gradcheck(backend):
+    layer = nnx.GroupNorm(2, 4, dtype="float64")
+    layer.weight.data = rand(4, seed=5)
+    assert nnx.gradcheck(layer, rand(2, 4, 2, 2))
+
+
+def test_dropout2d_drops_whole_channels(backend):
+    nnx.manual_seed(3)
+    layer = nnx.Dropout2d(0.5)
+    x = nnx.asarray(np.ones((8, 16, 3, 3)), dtype="float32")
+    y = host(layer(x))
+    per_channel = y.reshape(8, 16, 9)
+    assert np.all((per_channel == 0).all(axis=2) | (per_channel == 2.0).all(axis=2))
+    dropped = (per_channel == 0).all(axis=2).mean()
+    assert 0.3 < dropped < 0.7
+    dx = host(layer.backward(nnx.asarray(np.ones((8, 16, 3, 3)), dtype="float32")))
+    np.testing.assert_array_equal(dx, y)  # same mask, same scale
+    assert y.dtype == np.float32
+    layer.eval()
+    np.testing.assert_array_equal(host(layer(x)), host(x))
+    assert host(nnx.Dropout2d(1.0)(x)).sum() == 0
+
+
+def test_dropout2d_gradcheck_with_fixed_mask(backend):
+    nnx.manual_seed(0)
+    y, back = nnx.functional.dropout2d_forward(rand(2, 3, 2, 2), 0.4)
+    # the mask is fixed inside the closure; the op is linear, so dx == dropout applied to dy
+    x = rand(2, 3, 2, 2, seed=5)
+    ones = nnx.asarray(np.ones((2, 3, 2, 2)), dtype="float64")
+    dx, _ = back(ones)
+    mask = host(dx)
+    np.testing.assert_allclose(host(back(x)[0]), host(x) * mask)
+    assert set(np.unique(mask)) <= {0.0, 1.0 / 0.6}
