@@ -47,6 +47,8 @@ _MAX_META_BYTES = 64 * 2**20
 _MAX_HEADER = 10000
 # deflate cannot expand data by more than ~1032x; anything beyond is a lie (or a zip bomb)
 _MAX_DEFLATE_RATIO = 1100
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class ArchiveError(ValueError):
@@ -66,6 +68,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the file the permissions open() would
+            try:
+                mode = os.stat(path).st_mode & 0o777
+            except OSError:
+                mode = 0o666 & ~_UMASK
+            os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -1,3 +1,538 @@
-"""Placeholder: filled in by the training-workflow work."""
+"""The high-level training workflow: :func:`fit`, :func:`evaluate`, :func:`predict` and :class:`History`.
 
-__all__: list[str] = []
+:func:`fit` runs the explicit nnx training step, nothing hidden::
+
+    logits = model(x)
+    loss = loss_fn(logits, y)
+    model.backward(loss_fn.backward(), input_grad=False)
+    optimizer.step(); optimizer.zero_grad()
+
+and around it: validation under ``nnx.no_grad()`` and ``model.eval()`` (train mode restored), a
+tqdm progress bar per epoch, metrics and the running loss accumulated **on the device** and read
+to the host only every ``log_every`` batches and at the end of each epoch (no per-batch
+synchronisation), a NaN/Inf guard, a learning-rate scheduler, callbacks and exact resumption from
+a training checkpoint.
+
+>>> history = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train_loader, epochs=10,
+...                   val_loader=val_loader, metrics=["accuracy"])           # doctest: +SKIP
+>>> history["val_accuracy"][-1]                                             # doctest: +SKIP
+>>> nnx.evaluate(model, nnx.CrossEntropyLoss(), test_loader, metrics=["accuracy", "f1"])  # doctest: +SKIP
+>>> probs = nnx.predict(model, X_test, batch_size=256)                      # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import os
+import sys
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import backends
+
+from .backend import asarray, to_numpy, use_backend
+from .callbacks import Callback, NonFiniteError, step_scheduler
+from .grad_mode import no_grad
+from .metrics import Mean, Metric, get_metric
+from .module import Module
+from .optim import clip_grad_norm_
+
+__all__ = ["History", "NonFiniteError", "Trainer", "evaluate", "fit", "predict"]
+
+
+# ---------------------------------------------------------------------------------------- History
+class History:
+    """Per-epoch values of a run: ``history["loss"]``, ``history["val_accuracy"]``, ...
+
+    ``history.history`` is the dict of lists (Keras' layout), ``history.epoch`` the epoch
+    numbers (from 0). NaN marks a value that an epoch did not produce.
+
+    >>> h = nnx.fit(...)                            # doctest: +SKIP
+    >>> h["loss"], h.best("val_loss")               # doctest: +SKIP
+    >>> h.plot("curves.png")                        # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def append(self, epoch: int, logs: dict[str, float]) -> None:
+        """Record the logs of ``epoch``."""
+        n = len(self.epoch)
+        for k in logs:
+            if k not in self.history:
+                self.history[k] = [math.nan] * n
+        for k, values in self.history.items():
+            values.append(float(logs.get(k, math.nan)))
+        self.epoch.append(int(epoch))
+
+    def __getitem__(self, key: str) -> list[float]:
+        try:
+            return self.history[key]
+        except KeyError:
+            raise KeyError(f"History has no {key!r}; it has {sorted(self.history)}") from None
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.history
+
+    def __iter__(self):
+        return iter(self.history)
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+    def keys(self) -> Iterable[str]:
+        return self.history.keys()
+
+    def items(self) -> Iterable[tuple[str, list[float]]]:
+        return self.history.items()
+
+    def best(self, key: str, mode: str = "auto") -> tuple[int, float]:
+        """``(epoch, value)`` of the best value of ``key`` (min for losses/errors, max for accuracy-like)."""
+        from .callbacks import _resolve_mode
+
+        values = self[key]
+        mode = _resolve_mode(mode, key, "History.best")
+        pairs = [(v, e) for e, v in zip(self.epoch, values) if not math.isnan(v)]
+        if not pairs:
+            raise ValueError(f"History.best: no finite value of {key!r}")
+        v, e = min(pairs) if mode == "min" else max(pairs, key=lambda p: (p[0], -p[1]))
+        return e, v
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-able copy (stored in training checkpoints)."""
+        return {"epoch": list(self.epoch), "history": {k: list(v) for k, v in self.history.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        epochs, hist = state.get("epoch"), state.get("history")
+        if not isinstance(epochs, list) or not isinstance(hist, dict) or \
+                any(not isinstance(v, list) or len(v) != len(epochs) for v in hist.values()):
+            raise ValueError("History.load_state_dict: malformed history")
+        self.epoch = [int(e) for e in epochs]
+        self.history = {str(k): [float(x) for x in v] for k, v in hist.items()}
+
+    def plot(self, path: str | os.PathLike | None = None, keys: Sequence[str] | None = None) -> Any:
+        """Draw the learning curves (one panel per quantity, train and ``val_`` together).
+
+        Writes a PNG to ``path`` when given and returns the matplotlib ``Figure`` (made without
+        pyplot, so no global state changes). Needs matplotlib: ``pip install 'nnx-backprop[plot]'``.
+        """
+        try:
+            figure_mod = importlib.import_module("matplotlib.figure")
+            agg = importlib.import_module("matplotlib.backends.backend_agg")
+        except ImportError:
+            raise ImportError("History.plot needs matplotlib; install it with pip install 'nnx-backprop[plot]' "
+                              "(or pip install matplotlib)") from None
+        names = list(keys) if keys is not None else [k for k in self.history if not k.startswith("val_")
+                                                      and k != "lr"]
+        names += [k[4:] for k in self.history if k.startswith("val_") and k[4:] not in names and keys is None]
+        if not names:
+            raise ValueError("History.plot: nothing to plot (the history is empty)")
+        fig = figure_mod.Figure(figsize=(4.5 * len(names), 3.5), layout="constrained")
+        agg.FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(names), squeeze=False)[0]
+        x = [e + 1 for e in self.epoch]
+        for ax, name in zip(axes, names):
+            for key, label in ((name, "train"), (f"val_{name}", "validation")):
+                if key in self.history:
+                    ax.plot(x, self.history[key], marker="o", markersize=3, label=label)
+            ax.set_title(name)
+            ax.set_xlabel("epoch")
+            ax.grid(True, alpha=0.3)
+            ax.legend()
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=100)
+        return fig
+
+    def __repr__(self) -> str:
+        last = {k: round(v[-1], 4) for k, v in self.history.items()} if self.epoch else {}
+        return f"History(epochs={len(self.epoch)}, last={last})"
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _metrics(specs: Iterable[str | Metric] | str | Metric | None) -> list[Metric]:
+    if specs is None:
+        return []
+    if isinstance(specs, (str, Metric)):
+        specs = [specs]
+    out = [get_metric(s) for s in specs]
+    names = [m.name for m in out]
+    if len(set(names)) != len(names):
+        raise ValueError(f"duplicate metric names {names}; give metrics distinct name= arguments")
+    return out
+
+
+def _split_batch(batch: Any, where: str) -> tuple[Any, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) == 2:
+        return batch[0], batch[1]
+    length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+    raise TypeError(f"{where}: each batch must be a pair (inputs, targets), got {type(batch).__name__}{length}")
+
+
+def _place(x: Any, b: backends.Backend) -> Any:
+    """Arrays from a plain iterable that are not on the model's backend go there (one transfer)."""
+    if b.owns(x) and b.device_of(x) == b.device:
+        return x
+    return asarray(x, backend=b)
+
+
+def _read_many(arrays: list[Any]) -> list[float]:
+    """One host read for several 0-d device arrays."""
+    b = backends.backend_of(arrays[0])
+    xp = b.xp
+    dtype = arrays[0].dtype
+    stacked = xp.stack([a if a.dtype == dtype else xp.astype(a, dtype) for a in arrays])
+    return [float(v) for v in to_numpy(stacked).reshape(-1).tolist()]
+
+
+class _Modes:
+    """Remember each submodule's training flag and restore it exactly."""
+
+    def __init__(self, model: Module) -> None:
+        self.flags = [(m, m.training) for m in model.modules()]
+
+    def restore(self) -> None:
+        for m, flag in self.flags:
+            object.__setattr__(m, "training", flag)
+
+
+def _len_or_none(loader: Any) -> int | None:
+    try:
+        return len(loader)
+    except TypeError:
+        return None
+
+
+def _progress(total: int | None, desc: str, enabled: bool) -> Any:
+    from tqdm import tqdm
+
+    # disable=None: tqdm turns itself off when stderr is not a terminal
+    return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=True, dynamic_ncols=True,
+                unit="batch", file=sys.stderr)
+
+
+def _fmt(logs: dict[str, float]) -> str:
+    return " - ".join(f"{k}: {v:.4g}" for k, v in logs.items())
+
+
+# ---------------------------------------------------------------------------------------- evaluate / predict
+def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterable[str | Metric] | None = None,
+             *, prefix: str = "") -> dict[str, float]:
+    """Loss and metrics of ``model`` over ``loader`` (pairs ``(x, y)``), without training.
+
+    Runs under ``nnx.no_grad()`` in eval mode (dropout off, running statistics used); every
+    submodule's training flag is restored afterwards. The loss is the batch losses' mean weighted
+    by batch size (exact for ``reduction="mean"``). Metrics accumulate on the device and are read
+    once at the end. Returns ``{"loss": ..., "accuracy": ...}`` (keys prefixed with ``prefix``).
+
+    >>> nnx.evaluate(model, nnx.CrossEntropyLoss(), test_loader, metrics=["accuracy"])  # doctest: +SKIP
+    {'loss': 0.1234, 'accuracy': 0.9611}
+    """
+    ms = [copy.deepcopy(m) for m in _metrics(metrics)]
+    for m in ms:
+        m.reset()
+    loss_mean = Mean()
+    modes = _Modes(model)
+    b = model.backend
+    model.eval()
+    try:
+        with no_grad(), use_backend(b):
+            for batch in loader:
+                x, y = _split_batch(batch, "evaluate")
+                x, y = _place(x, b), _place(y, b)
+                out = model(x)
+                if loss_fn is not None:
+                    loss_mean.update(loss_fn(out, y), int(x.shape[0]))
+                for m in ms:
+                    m.update(out, y)
+    finally:
+        modes.restore()
+    logs: dict[str, float] = {}
+    if loss_fn is not None:
+        logs[prefix + "loss"] = loss_mean.compute()
+    for m in ms:
+        logs[prefix + m.name] = m.compute()
+    return logs
+
+
+def predict(model: Module, data: Any, batch_size: int = 256) -> Any:
+    """Model outputs for ``data``, concatenated along the first axis, on the model's backend.
+
+    ``data`` is an array (host or backend; split into batches of ``batch_size``) or a loader
+    yielding arrays or ``(x, y)`` pairs (targets ignored). Runs in eval mode under ``no_grad``;
+    training flags are restored.
+
+    >>> logits = nnx.predict(model, X_test)            # (N, C) array       # doctest: +SKIP
+    """
+    from .data import DataLoader
+
+    if hasattr(data, "shape") and hasattr(data, "dtype"):
+        data = DataLoader(data, batch_size=batch_size)
+    modes = _Modes(model)
+    b = model.backend
+    model.eval()
+    outs = []
+    try:
+        with no_grad(), use_backend(b):
+            for batch in data:
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                outs.append(model(_place(x, b)))
+    finally:
+        modes.restore()
+    if not outs:
+        raise ValueError("predict: the data is empty")
+    return backends.backend_of(outs[0]).xp.concat(outs, axis=0)
+
+
+# ---------------------------------------------------------------------------------------- the trainer
+class Trainer:
+    """The state of one :func:`fit` run, handed to callbacks.
+
+    Attributes: ``model``, ``loss_fn``, ``optimizer``, ``scheduler``, ``train_loader``,
+    ``val_loader``, ``metrics``, ``callbacks``, ``history``, ``epoch`` (current, from 0),
+    ``epochs`` (total), ``stop_training`` (set True to stop after this epoch), ``verbose``.
+    """
+
+    def __init__(self, model: Module, loss_fn: Module, optimizer: Any, train_loader: Any, *, epochs: int,
+                 val_loader: Any = None, metrics: Iterable[str | Metric] | None = None,
+                 callbacks: Sequence[Callback] | None = None, scheduler: Any = None,
+                 scheduler_monitor: str | None = None, log_every: int = 50, stop_on_nonfinite: bool = True,
+                 verbose: bool = True, clip_grad_norm: float | None = None) -> None:
+        if not isinstance(model, Module):
+            raise TypeError(f"fit: model must be an nnx.Module, got {type(model).__name__}")
+        if not hasattr(optimizer, "step") or not hasattr(optimizer, "zero_grad"):
+            raise TypeError(f"fit: optimizer must be an nnx optimizer, got {type(optimizer).__name__}")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
+            raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+        if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
+            raise ValueError(f"fit: log_every must be a positive integer, got {log_every!r}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.train_loader, self.val_loader = train_loader, val_loader
+        self.metrics = _metrics(metrics)
+        self.callbacks = list(callbacks or [])
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"fit: callbacks must be nnx.callbacks.Callback instances, got {type(cb).__name__}")
+        self.scheduler, self.scheduler_monitor = scheduler, scheduler_monitor
+        self.epochs, self.log_every = epochs, log_every
+        self.stop_on_nonfinite, self.verbose, self.clip_grad_norm = stop_on_nonfinite, verbose, clip_grad_norm
+        self.history = History()
+        self.epoch = 0
+        self.stop_training = False
+
+    # ------------------------------------------------------------------ messages
+    def log(self, message: str) -> None:
+        """Print a message (above the progress bar) unless quiet."""
+        if self.verbose:
+            from tqdm import tqdm
+
+            tqdm.write(message, file=sys.stderr)
+
+    # ------------------------------------------------------------------ checks
+    def check_weights_finite(self, epoch: int, where: str = "fit") -> None:
+        """Raise :class:`NonFiniteError` if any parameter holds NaN/Inf (one host read)."""
+        params = [p.data for p in self.model.parameters()]
+        if not params:
+            return
+        xp = backends.backend_of(params[0]).xp
+        flags = xp.stack([xp.all(xp.isfinite(p)) for p in params])
+        if not bool(to_numpy(xp.all(flags))):
+            raise NonFiniteError(f"{where}: the model weights contain NaN/Inf after epoch {epoch + 1}; nothing was "
+                                 "saved, the previous checkpoint is intact", epoch=epoch)
+
+    # ------------------------------------------------------------------ checkpoints
+    def _loaders(self) -> dict[str, Any]:
+        return {k: ld for k, ld in (("train", self.train_loader), ("val", self.val_loader))
+                if ld is not None and hasattr(ld, "state_dict")}
+
+    def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
+        """A full training checkpoint after ``epoch`` (model, optimizer, scheduler, RNGs, loaders,
+        history, callback states); ``fit(..., resume_from=path)`` continues from it exactly."""
+        from .serialization import save_checkpoint
+
+        extra = {
+            "history": self.history.state_dict(),
+            "loaders": {k: ld.state_dict() for k, ld in self._loaders().items()},
+            "callbacks": [{"type": type(cb).__name__, "state": cb.state_dict()} for cb in self.callbacks],
+        }
+        save_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                        epoch=self.epoch if epoch is None else epoch, extra=extra)
+
+    def load_checkpoint(self, path: str | os.PathLike) -> int:
+        """Restore a checkpoint from :meth:`save_checkpoint`; returns the next epoch. All or nothing."""
+        from .serialization import CheckpointError, _Snapshot, load_checkpoint
+
+        snap = _Snapshot(self.model, self.optimizer, self.scheduler)
+        info = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
+        try:
+            extra = info.get("extra") or {}
+            if info.get("epoch") is None or not isinstance(extra, dict) or "history" not in extra:
+                raise CheckpointError(f"fit(resume_from={os.fspath(path)!r}): not a checkpoint written by fit or "
+                                      "ModelCheckpoint (no epoch or history); load it with nnx.load_checkpoint")
+            history = History()
+            history.load_state_dict(extra["history"])
+            loaders = self._loaders()
+            for k, st in (extra.get("loaders") or {}).items():
+                if k in loaders:
+                    loaders[k].load_state_dict(st)
+            saved = extra.get("callbacks") or []
+            for cb, entry in zip(self.callbacks, saved):
+                if isinstance(entry, dict) and entry.get("type") == type(cb).__name__ and entry.get("state"):
+                    cb.load_state_dict(entry["state"])
+        except BaseException:
+            snap.restore()
+            raise
+        self.history = history
+        return int(info["epoch"]) + 1
+
+    # ------------------------------------------------------------------ the loop
+    def run(self, initial_epoch: int = 0) -> History:
+        """Train from ``initial_epoch`` to ``epochs``; returns the history."""
+        for cb in self.callbacks:
+            cb.on_train_begin(self)
+        for epoch in range(initial_epoch, self.epochs):
+            self.epoch = epoch
+            for cb in self.callbacks:
+                cb.on_epoch_begin(self, epoch)
+            lr = self.optimizer.param_groups[0].get("lr") if getattr(self.optimizer, "param_groups", None) else None
+            logs = self._train_epoch(epoch)
+            if self.val_loader is not None:
+                logs.update(evaluate(self.model, self.loss_fn, self.val_loader, self.metrics, prefix="val_"))
+            if lr is not None:
+                logs["lr"] = float(lr)
+            self.history.append(epoch, logs)
+            if self.scheduler is not None:
+                step_scheduler(self.scheduler, logs, self.scheduler_monitor)
+            for cb in self.callbacks:
+                cb.on_epoch_end(self, epoch, logs)
+            self.log(f"Epoch {epoch + 1}/{self.epochs} - {_fmt(logs)}")
+            if self.stop_training:
+                break
+        for cb in self.callbacks:
+            cb.on_train_end(self)
+        return self.history
+
+    def _train_epoch(self, epoch: int) -> dict[str, float]:
+        model, loss_fn, opt = self.model, self.loss_fn, self.optimizer
+        for m in self.metrics:
+            m.reset()
+        if hasattr(self.train_loader, "set_epoch"):
+            self.train_loader.set_epoch(epoch)
+        b = model.backend
+        model.train()
+        bar = _progress(_len_or_none(self.train_loader), f"Epoch {epoch + 1}/{self.epochs}", self.verbose)
+        loss_sum: Any = None
+        bad: Any = None
+        good_prefix: Any = None
+        count = 0
+        step = -1
+        logs: dict[str, float] = {}
+        try:
+            with use_backend(b):
+                for step, batch in enumerate(self.train_loader):
+                    x, y = _split_batch(batch, "fit")
+                    x, y = _place(x, b), _place(y, b)
+                    logits = model(x)
+                    loss = loss_fn(logits, y)
+                    model.backward(loss_fn.backward(), input_grad=False)
+                    if self.clip_grad_norm is not None:
+                        clip_grad_norm_(model.parameters(), self.clip_grad_norm)
+                    opt.step()
+                    opt.zero_grad()
+                    # device-side bookkeeping: no host synchronisation here
+                    n = int(x.shape[0])
+                    xp = b.xp
+                    weighted = loss * float(n)
+                    is_bad = xp.astype(xp.logical_not(xp.isfinite(loss)), xp.int64)
+                    if loss_sum is None:
+                        loss_sum, bad = weighted, is_bad
+                        good_prefix = xp.astype(bad == 0, xp.int64)
+                    else:
+                        loss_sum, bad = loss_sum + weighted, bad + is_bad
+                        good_prefix = good_prefix + xp.astype(bad == 0, xp.int64)
+                    count += n
+                    for m in self.metrics:
+                        m.update(logits, y)
+                    for cb in self.callbacks:
+                        cb.on_batch_end(self, step)
+                    if (step + 1) % self.log_every == 0:
+                        logs = self._log_step(epoch, step, loss_sum, bad, good_prefix, count, bar)
+                    bar.update(1)
+            if step < 0:
+                raise ValueError(f"fit: the training loader yielded no batch in epoch {epoch + 1}")
+            if (step + 1) % self.log_every != 0:
+                logs = self._log_step(epoch, step, loss_sum, bad, good_prefix, count, bar)
+        finally:
+            bar.close()
+        return logs
+
+    def _log_step(self, epoch: int, step: int, loss_sum: Any, bad: Any, good_prefix: Any, count: int,
+                  bar: Any) -> dict[str, float]:
+        total, n_bad, first_bad = _read_many([loss_sum, bad, good_prefix])  # the one read of this log step
+        if n_bad > 0 and self.stop_on_nonfinite:
+            raise NonFiniteError(
+                f"fit: the training loss became NaN/Inf at epoch {epoch + 1}, batch {int(first_bad) + 1} "
+                f"(detected at batch {step + 1}; {int(n_bad)} non-finite batch losses). Training stopped before "
+                "any checkpoint of this epoch was written; lower the learning rate, clip gradients "
+                "(clip_grad_norm=...) or check the data, or pass stop_on_nonfinite=False",
+                epoch=epoch, step=int(first_bad))
+        logs = {"loss": total / count}
+        for m in self.metrics:
+            logs[m.name] = m.compute()
+        if not bar.disable:
+            bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+        return logs
+
+
+# ---------------------------------------------------------------------------------------- fit
+def fit(model: Module, loss_fn: Module, optimizer: Any, train_loader: Any, epochs: int = 1, val_loader: Any = None,
+        metrics: Iterable[str | Metric] | None = None, callbacks: Sequence[Callback] | None = None,
+        scheduler: Any = None, *, scheduler_monitor: str | None = None, verbose: bool = True, quiet: bool = False,
+        log_every: int = 50, stop_on_nonfinite: bool = True, clip_grad_norm: float | None = None,
+        initial_epoch: int = 0, resume_from: str | os.PathLike | None = None) -> History:
+    """Train ``model`` for ``epochs`` epochs over ``train_loader``; returns a :class:`History`.
+
+    Args:
+        model, loss_fn, optimizer: an nnx Module, loss Module and optimizer.
+        train_loader: an :class:`nnx.data.DataLoader` (its shuffle order is set per epoch with
+            ``set_epoch``, which makes resuming exact) or any iterable of ``(x, y)`` pairs.
+        epochs: the total number of epochs (counting those done before a resume).
+        val_loader: evaluated after each epoch (``val_loss``, ``val_<metric>``).
+        metrics: names (``"accuracy"``, ``"top5_accuracy"``, ``"mae"``, ``"f1"``, ``"f1_binary"``)
+            or :class:`nnx.metrics.Metric` objects, computed on the training batches and on
+            ``val_loader``.
+        callbacks: :mod:`nnx.callbacks` objects (EarlyStopping, ModelCheckpoint, CSVLogger, ...).
+        scheduler: an ``nnx.optim.lr_scheduler`` stepped after every epoch; ``ReduceLROnPlateau``
+            is stepped with ``logs[scheduler_monitor]`` (default ``"val_loss"``, else ``"loss"``).
+        verbose / quiet: progress bar per epoch (``quiet=True`` or ``verbose=False`` silences
+            everything; the bar also turns itself off when stderr is not a terminal, and a one-line
+            summary per epoch is printed instead).
+        log_every: read the running loss and metrics (one host synchronisation) every this many
+            batches, for the progress bar and the NaN/Inf check, and at the end of each epoch.
+        stop_on_nonfinite: raise :class:`NonFiniteError` (naming the epoch and the first bad
+            batch) when a training loss is NaN/Inf. It is detected at the next log step, always
+            before any callback of that epoch runs, so no checkpoint of a diverged model is written.
+        clip_grad_norm: clip the global gradient norm to this value before each step.
+        initial_epoch: the first epoch to run (when continuing by hand).
+        resume_from: a training checkpoint from :class:`nnx.callbacks.ModelCheckpoint` (``last.nnx``)
+            or ``Trainer.save_checkpoint``: restores model, optimizer, scheduler, random generators,
+            loader seeds, history and callback states, and continues after its epoch. The result
+            equals an uninterrupted run bit for bit on NumPy (to float tolerance elsewhere).
+
+    The step is nnx's explicit one: ``loss = loss_fn(model(x), y)``,
+    ``model.backward(loss_fn.backward(), input_grad=False)``, ``optimizer.step()``,
+    ``optimizer.zero_grad()``. Batches not on the model's backend are moved there; a DataLoader
+    without ``backend=`` collates straight to the model's backend.
+    """
+    trainer = Trainer(model, loss_fn, optimizer, train_loader, epochs=epochs, val_loader=val_loader,
+                      metrics=metrics, callbacks=callbacks, scheduler=scheduler, scheduler_monitor=scheduler_monitor,
+                      log_every=log_every, stop_on_nonfinite=stop_on_nonfinite, verbose=verbose and not quiet,
+                      clip_grad_norm=clip_grad_norm)
+    start = initial_epoch
+    if resume_from is not None:
+        start = trainer.load_checkpoint(resume_from)
+        trainer.log(f"Resumed from {os.fspath(resume_from)!r} after epoch {start}")
+    return trainer.run(start)
