@@ -35,6 +35,7 @@ Array = Any
 Backward = Callable[..., tuple]
 
 __all__ = [
+    "Workspace",
     "embedding",
     "embedding_forward",
     "embedding_renorm_",
@@ -156,6 +157,39 @@ def _prescale(xp: Any, mode: str, hidden: int, dtype: Any, device: Any) -> Array
     return xp.concat([xp.full((hidden,), p, dtype=dtype, device=device) for p in parts])
 
 
+class Workspace:
+    """A pool of scratch arrays that recurrent kernels reuse from call to call.
+
+    A kernel takes its per-call buffers (activations, previous states, gate gradients) from the
+    pool and gives them back when its backward has run (or at once when no backward will run), so
+    a training loop stops allocating, and the allocator stops returning and re-faulting, megabytes
+    of memory every step. Each recurrent layer owns one; functional calls without one allocate.
+    """
+
+    def __init__(self) -> None:
+        self._free: dict[tuple, list] = {}
+
+    @staticmethod
+    def _key(shape: tuple[int, ...], dtype: Any, device: Any, kind: type) -> tuple:
+        return (tuple(shape), str(dtype), str(device), kind)
+
+    def take(self, xp: Any, shape: tuple[int, ...], dtype: Any, device: Any, kind: type) -> Array:
+        """A buffer of this shape, dtype and device (contents undefined)."""
+        free = self._free.get(self._key(shape, dtype, device, kind))
+        if free:
+            return free.pop()
+        return xp.empty(shape, dtype=dtype, device=device)
+
+    def give(self, *arrays: Array) -> None:
+        """Return buffers to the pool."""
+        for a in arrays:
+            self._free.setdefault(self._key(tuple(a.shape), a.dtype, a.device, type(a)), []).append(a)
+
+    def clear(self) -> None:
+        """Drop every pooled buffer (frees the memory)."""
+        self._free.clear()
+
+
 def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Array | None, b_hh: Array | None,
                h0: Array, c0: Array | None, masks: tuple[Array, Array] | None, reverse: bool,
                consts: dict) -> tuple[Array, Array, Array | None, Callable]:
@@ -163,12 +197,26 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
 
     Returns ``(out (T, B, H), h_n, c_n or None, backward)`` with
     ``backward(dout, dh_n, dc_n, need_dx) -> (dx, dh0, dc0, (dw_ih, dw_hh, db_ih, db_hh))``
-    (``dout``, ``dh_n``, ``dc_n`` may be None).
+    (``dout``, ``dh_n``, ``dc_n`` may be None) and ``backward.release()`` to give the buffers back
+    without differentiating.
+
+    Storage: the input projection ``xg`` (``(T, B, G*H)``) is overwritten step by step with the
+    gate activations, and in the backward pass with the gate gradients; the previous states (and
+    for the LSTM the cell states and ``tanh(c)``) go into workspace buffers.
     """
     steps, batch, in_size = x.shape
     hidden = w_hh.shape[1]
     gh = w_hh.shape[0]  # gates * hidden
     scale = consts.get("prescale")
+    ws: Workspace | None = consts.get("workspace")
+    dtype, device = x.dtype, x.device
+    kind = type(x)
+
+    def take(shape: tuple[int, ...]) -> Array:
+        if ws is None:
+            return xp.empty(shape, dtype=dtype, device=device)
+        return ws.take(xp, shape, dtype, device, kind)
+
     x2 = xp.reshape(x, (steps * batch, in_size))
     if scale is not None:
         w_ih_s = w_ih * scale[:, None]
@@ -176,12 +224,11 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
     else:
         w_ih_s, w_hh_sT = w_ih, xp.matrix_transpose(w_hh)
     xg = xp.matmul(x2, xp.matrix_transpose(w_ih_s))
+    bh = None
     if mode == "GRU":
         if b_ih is not None:
             xg += b_ih * scale
             bh = b_hh * scale
-        else:
-            bh = None
     elif b_ih is not None:
         bias = b_ih + b_hh
         xg += bias * scale if scale is not None else bias
@@ -190,12 +237,13 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
     mb, mf = masks if masks is not None else (None, None)
 
     outs: list = [None] * steps
-    h_prevs: list = [None] * steps
-    acts: list = [None] * steps
-    extra: list = [None] * steps  # LSTM: (c_prev, tanh(c)); GRU: W_hn h + b_hn
+    hp = take((steps, batch, hidden))           # state before each step
+    cp = tc_buf = gn = None
     h, c = h0, c0
     two_h = 2 * hidden
     if mode == "LSTM":
+        cp = take((steps, batch, hidden))       # cell state before each step
+        tc_buf = take((steps, batch, hidden))   # tanh(new cell state)
         a_scale, a_shift = consts["act_scale"], consts["act_shift"]
         for t in order:
             z = xp.matmul(h, w_hh_sT)
@@ -203,12 +251,15 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
             a = xp.tanh(z)
             a *= a_scale
             a += a_shift
+            xg[t, ...] = a
             i, f, g, o = a[:, :hidden], a[:, hidden:two_h], a[:, two_h:3 * hidden], a[:, 3 * hidden:]
             c_new = f * c
             c_new += i * g
             tc = xp.tanh(c_new)
             h_new = o * tc
-            acts[t], extra[t], h_prevs[t] = a, (c, tc), h
+            hp[t, ...] = h
+            cp[t, ...] = c
+            tc_buf[t, ...] = tc
             if mb is not None:
                 outs[t] = h_new * mf[t, ...]
                 h = xp.where(mb[t, ...], h_new, h)
@@ -217,6 +268,7 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
                 outs[t] = h = h_new
                 c = c_new
     elif mode == "GRU":
+        gn = take((steps, batch, hidden))       # W_hn h + b_hn
         for t in order:
             gh_t = xp.matmul(h, w_hh_sT)
             if bh is not None:
@@ -232,7 +284,10 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
             h_new = h - n
             h_new *= rz[:, hidden:]
             h_new += n
-            acts[t], extra[t], h_prevs[t] = (rz, n), ghn, h
+            xg[t, :, :two_h] = rz
+            xg[t, :, two_h:] = n
+            gn[t, ...] = ghn
+            hp[t, ...] = h
             if mb is not None:
                 outs[t] = h_new * mf[t, ...]
                 h = xp.where(mb[t, ...], h_new, h)
@@ -244,26 +299,36 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
             z = xp.matmul(h, w_hh_sT)
             z += xg[t, ...]
             h_new = xp.maximum(z, 0.0) if relu else xp.tanh(z)
-            acts[t], h_prevs[t] = h_new, h
+            xg[t, ...] = h_new
+            hp[t, ...] = h
             if mb is not None:
                 outs[t] = h_new * mf[t, ...]
                 h = xp.where(mb[t, ...], h_new, h)
             else:
                 outs[t] = h = h_new
-    del xg
     out = xp.stack(outs)
+    del outs
     h_n, c_n = h, c
+    state = {"live": True}
+
+    def release() -> None:
+        if state["live"] and ws is not None:
+            ws.give(*[buf for buf in (hp, cp, tc_buf, gn) if buf is not None])
+        state["live"] = False
 
     def backward(dout: Array | None, dh_n: Array | None, dc_n: Array | None,
                  need_dx: bool) -> tuple[Array | None, Array, Array | None, tuple]:
+        if not state["live"]:
+            raise RuntimeError("recurrent backward: this forward pass was already differentiated or released")
         dh = dh_n if dh_n is not None else xp.zeros_like(h0)
         dc = None
+        dzh = None
         if mode == "LSTM":
             dc = dc_n if dc_n is not None else xp.zeros_like(c0)
             d_shift = consts["d_shift"]
             s_mask = consts["d_smask"]
-        dzs: list = [None] * steps
-        dzh: list = [None] * steps if mode == "GRU" else dzs
+        elif mode == "GRU":
+            dzh = take((steps, batch, gh))
         back_order = range(steps) if reverse else range(steps - 1, -1, -1)
         for t in back_order:
             if mb is not None:
@@ -278,60 +343,64 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
                 dh_new = dh + dout[t, ...] if dout is not None else dh
                 dc_new = dc
             if mode == "LSTM":
-                a = acts[t]
-                c_prev, tc = extra[t]
+                a = xg[t, ...]
+                tc = tc_buf[t, ...]
                 i, f, g, o = a[:, :hidden], a[:, hidden:two_h], a[:, two_h:3 * hidden], a[:, 3 * hidden:]
-                do = dh_new * tc
                 dcn = dh_new * o
                 dcn *= 1.0 - tc * tc
                 dcn += dc_new
-                d_act = xp.concat([dcn * g, dcn * c_prev, dcn * i, do], axis=1)
+                d_act = xp.concat([dcn * g, dcn * cp[t, ...], dcn * i, dh_new * tc], axis=1)
                 deriv = s_mask - a
                 deriv *= a
                 deriv += d_shift
                 d_act *= deriv
-                dzs[t] = d_act
                 dc = dcn * f
+                xg[t, ...] = d_act          # the activations of step t are not needed any more
                 dh = xp.matmul(d_act, w_hh)
                 if mb is not None:
                     dc += dc_pass
             elif mode == "GRU":
-                rz, n = acts[t]
-                ghn = extra[t]
+                xt = xg[t, ...]
+                rz, n = xt[:, :two_h], xt[:, two_h:]
+                ghn = gn[t, ...]
                 r, z = rz[:, :hidden], rz[:, hidden:]
-                h_prev = h_prevs[t]
                 dn = dh_new - dh_new * z
                 dpre_n = dn * (1.0 - n * n)
-                d_rz = xp.concat([dpre_n * ghn, dh_new * (h_prev - n)], axis=1)
+                d_rz = xp.concat([dpre_n * ghn, dh_new * (hp[t, ...] - n)], axis=1)
                 d_rz *= rz * (1.0 - rz)
-                dzs[t] = xp.concat([d_rz, dpre_n], axis=1)
-                dzh[t] = dzh_t = xp.concat([d_rz, dpre_n * r], axis=1)
+                dzh_t = xp.concat([d_rz, dpre_n * r], axis=1)
                 dh_direct = dh_new * z
+                xg[t, ...] = xp.concat([d_rz, dpre_n], axis=1)
+                dzh[t, ...] = dzh_t
                 dh = xp.matmul(dzh_t, w_hh)
                 dh += dh_direct
             else:
-                hn = acts[t]
+                hn = xg[t, ...]
                 if mode == "RNN_RELU":
                     dz = dh_new * xp.astype(hn > 0.0, hn.dtype)
                 else:
                     dz = dh_new * (1.0 - hn * hn)
-                dzs[t] = dz
+                xg[t, ...] = dz
                 dh = xp.matmul(dz, w_hh)
             if mb is not None:
                 dh += dh_pass
-        dz_all = xp.reshape(xp.stack(dzs), (steps * batch, gh))
-        hp = xp.reshape(xp.stack(h_prevs), (steps * batch, hidden))
-        dzh_all = dz_all if mode != "GRU" else xp.reshape(xp.stack(dzh), (steps * batch, gh))
+        dz_all = xp.reshape(xg, (steps * batch, gh))
+        hp2 = xp.reshape(hp, (steps * batch, hidden))
+        dzh_all = dz_all if dzh is None else xp.reshape(dzh, (steps * batch, gh))
         dw_ih = xp.matmul(xp.matrix_transpose(dz_all), x2)
-        dw_hh = xp.matmul(xp.matrix_transpose(dzh_all), hp)
+        dw_hh = xp.matmul(xp.matrix_transpose(dzh_all), hp2)
         if b_ih is not None:
             db_ih = xp.sum(dz_all, axis=0)
-            db_hh = xp.sum(dzh_all, axis=0) if mode == "GRU" else db_ih
+            db_hh = xp.sum(dzh_all, axis=0) if dzh is not None else db_ih
         else:
             db_ih = db_hh = None
         dx = xp.reshape(xp.matmul(dz_all, w_ih), (steps, batch, in_size)) if need_dx else None
+        if dzh is not None and ws is not None:
+            ws.give(dzh)
+        release()
         return dx, dh, dc, (dw_ih, dw_hh, db_ih, db_hh)
 
+    backward.release = release  # type: ignore[attr-defined]
     return out, h_n, c_n, backward
 
 
@@ -351,7 +420,7 @@ def _constants(xp: Any, mode: str, hidden: int, dtype: Any, device: Any) -> dict
 # ============================================================================ full layers
 def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *, num_layers: int,
                        bidirectional: bool, batch_first: bool, dropout: float, training: bool,
-                       lengths: Any, has_biases: bool) -> tuple[tuple, Backward]:
+                       lengths: Any, has_biases: bool, workspace: Workspace | None = None) -> tuple[tuple, Backward]:
     b = backends.backend_of(x)
     xp = b.xp
     directions = 2 if bidirectional else 1
@@ -379,6 +448,7 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
         zeros = xp.zeros((batch, hidden), dtype=x.dtype, device=x.device)
     masks = lengths_mask(lengths, steps, x) if lengths is not None else None
     consts = _constants(xp, mode, hidden, x.dtype, x.device)
+    consts["workspace"] = workspace
 
     layer_in = x
     backs: list = []      # per layer: list of per-direction backward closures
@@ -479,6 +549,13 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
             dc0_all = dc0_all[:, 0, :] if is_lstm else None
         return (dx, (dh0_all, dc0_all) if is_lstm else dh0_all), tuple(grads)
 
+    def release() -> None:
+        for dir_backs in backs:
+            for back in dir_backs:
+                if back is not None:
+                    back.release()
+
+    backward.release = release  # type: ignore[attr-defined]
     return result, backward
 
 
@@ -493,6 +570,8 @@ _DOC_COMMON = """
             outputs past a sequence's length are zero and its final state is the one at its last
             valid step.
         dropout, training: dropout on the outputs of every layer but the last, while training.
+        workspace: a :class:`Workspace` whose buffers the call borrows until its backward (or
+            ``backward.release()``) runs; layers pass their own. None allocates per call.
 
     ``backward(dy, input_grad=True)`` takes ``dy`` shaped like the output ({dy}); any part may be
     None. It returns ``(dx, grads)``, or ``((dx, dhx), grads)`` when ``hx`` was given, with
@@ -502,33 +581,35 @@ _DOC_COMMON = """
 
 def rnn_forward(x: Array, hx: Array | None, weights: Sequence[Array], *, nonlinearity: str = "tanh",
                 num_layers: int = 1, bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
-                training: bool = False, lengths: Any = None, has_biases: bool = True) -> tuple[tuple, Backward]:
+                training: bool = False, lengths: Any = None, has_biases: bool = True,
+                workspace: Workspace | None = None) -> tuple[tuple, Backward]:
     """Elman RNN ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``; returns ``((output, h_n), backward)``."""
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"rnn_forward: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
     mode = "RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU"
     return _recurrent_forward(mode, x, hx, weights, num_layers=num_layers, bidirectional=bidirectional,
                               batch_first=batch_first, dropout=dropout, training=training, lengths=lengths,
-                              has_biases=has_biases)
+                              has_biases=has_biases, workspace=workspace)
 
 
 def lstm_forward(x: Array, hx: tuple[Array, Array] | None, weights: Sequence[Array], *, num_layers: int = 1,
                  bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
                  training: bool = False, lengths: Any = None,
-                 has_biases: bool = True) -> tuple[tuple, Backward]:
+                 has_biases: bool = True, workspace: Workspace | None = None) -> tuple[tuple, Backward]:
     """Long short-term memory, gate order ``i, f, g, o``; returns ``((output, (h_n, c_n)), backward)``."""
     return _recurrent_forward("LSTM", x, hx, weights, num_layers=num_layers, bidirectional=bidirectional,
                               batch_first=batch_first, dropout=dropout, training=training, lengths=lengths,
-                              has_biases=has_biases)
+                              has_biases=has_biases, workspace=workspace)
 
 
 def gru_forward(x: Array, hx: Array | None, weights: Sequence[Array], *, num_layers: int = 1,
                 bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
-                training: bool = False, lengths: Any = None, has_biases: bool = True) -> tuple[tuple, Backward]:
+                training: bool = False, lengths: Any = None, has_biases: bool = True,
+                workspace: Workspace | None = None) -> tuple[tuple, Backward]:
     """Gated recurrent unit, gate order ``r, z, n``; returns ``((output, h_n), backward)``."""
     return _recurrent_forward("GRU", x, hx, weights, num_layers=num_layers, bidirectional=bidirectional,
                               batch_first=batch_first, dropout=dropout, training=training, lengths=lengths,
-                              has_biases=has_biases)
+                              has_biases=has_biases, workspace=workspace)
 
 
 rnn_forward.__doc__ += _DOC_COMMON.format(hx=" ``(L*D, B, H)``", dy="``(d_output, d_h_n)``")
@@ -554,7 +635,7 @@ def gru(x: Array, hx: Array | None, weights: Sequence[Array], **kwargs: Any) -> 
 
 # ============================================================================ cells
 def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: Array | None,
-                  b_hh: Array | None) -> tuple[Any, Backward]:
+                  b_hh: Array | None, workspace: Workspace | None = None) -> tuple[Any, Backward]:
     xp = backends.backend_of(x).xp
     is_lstm = mode == "LSTM"
     unbatched = x.ndim == 1
@@ -572,6 +653,7 @@ def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: 
         h0 = xp.zeros((batch, hidden), dtype=x.dtype, device=x.device)
         c0 = h0 if is_lstm else None
     consts = _constants(xp, mode, hidden, x.dtype, x.device)
+    consts["workspace"] = workspace
     _, h1, c1, back = _direction(mode, xp, x[None, ...], w_ih, w_hh, b_ih, b_hh, h0, c0, None, False, consts)
     if unbatched:
         h1 = h1[0, :]
@@ -594,11 +676,13 @@ def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: 
             dc0 = dc0[0, :] if dc0 is not None else None
         return (dx, (dh0, dc0) if is_lstm else dh0), grads[:n]
 
+    backward.release = back.release  # type: ignore[attr-defined]
     return result, backward
 
 
 def rnn_cell_forward(x: Array, hx: Array | None, w_ih: Array, w_hh: Array, b_ih: Array | None = None,
-                     b_hh: Array | None = None, nonlinearity: str = "tanh") -> tuple[Array, Backward]:
+                     b_hh: Array | None = None, nonlinearity: str = "tanh",
+                     workspace: Workspace | None = None) -> tuple[Array, Backward]:
     """One step ``h' = act(W_ih x + b_ih + W_hh h + b_hh)`` for ``x`` ``(B, I)`` or ``(I,)``.
 
     ``backward(dh', input_grad=True)`` returns ``(dx, grads)`` or ``((dx, dh), grads)`` when
@@ -606,23 +690,25 @@ def rnn_cell_forward(x: Array, hx: Array | None, w_ih: Array, w_hh: Array, b_ih:
     """
     if nonlinearity not in ("tanh", "relu"):
         raise ValueError(f"rnn_cell_forward: nonlinearity must be 'tanh' or 'relu', got {nonlinearity!r}")
-    return _cell_forward("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", x, hx, w_ih, w_hh, b_ih, b_hh)
+    return _cell_forward("RNN_TANH" if nonlinearity == "tanh" else "RNN_RELU", x, hx, w_ih, w_hh, b_ih, b_hh,
+                         workspace)
 
 
 def lstm_cell_forward(x: Array, hx: tuple[Array, Array] | None, w_ih: Array, w_hh: Array, b_ih: Array | None = None,
-                      b_hh: Array | None = None) -> tuple[tuple[Array, Array], Backward]:
+                      b_hh: Array | None = None, workspace: Workspace | None = None
+                      ) -> tuple[tuple[Array, Array], Backward]:
     """One LSTM step; returns ``((h', c'), backward)``.
 
     ``backward((dh', dc'), input_grad=True)`` (either may be None) returns ``(dx, grads)`` or
     ``((dx, (dh, dc)), grads)`` when ``hx`` was given.
     """
-    return _cell_forward("LSTM", x, hx, w_ih, w_hh, b_ih, b_hh)
+    return _cell_forward("LSTM", x, hx, w_ih, w_hh, b_ih, b_hh, workspace)
 
 
 def gru_cell_forward(x: Array, hx: Array | None, w_ih: Array, w_hh: Array, b_ih: Array | None = None,
-                     b_hh: Array | None = None) -> tuple[Array, Backward]:
+                     b_hh: Array | None = None, workspace: Workspace | None = None) -> tuple[Array, Backward]:
     """One GRU step; returns ``(h', backward)`` with the same backward as :func:`rnn_cell_forward`."""
-    return _cell_forward("GRU", x, hx, w_ih, w_hh, b_ih, b_hh)
+    return _cell_forward("GRU", x, hx, w_ih, w_hh, b_ih, b_hh, workspace)
 
 
 def rnn_cell(x: Array, hx: Array | None, w_ih: Array, w_hh: Array, b_ih: Array | None = None,

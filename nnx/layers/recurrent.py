@@ -115,6 +115,7 @@ class RNNBase(Module):
         super().__init__()
         name = type(self).__name__
         self.mode = mode
+        self._workspace = F.Workspace()  # scratch buffers reused across calls (see functional.recurrent)
         self.input_size = check_positive_int(name, "input_size", input_size)
         self.hidden_size = check_positive_int(name, "hidden_size", hidden_size)
         self.num_layers = check_positive_int(name, "num_layers", num_layers)
@@ -204,7 +205,8 @@ class RNNBase(Module):
         hx = self._check(input, hx, lengths)
         mode = self.mode
         kwargs = dict(num_layers=self.num_layers, bidirectional=self.bidirectional, batch_first=self.batch_first,
-                      dropout=self.dropout, training=self.training, lengths=lengths, has_biases=self.bias)
+                      dropout=self.dropout, training=self.training, lengths=lengths, has_biases=self.bias,
+                      workspace=self._workspace)
         if mode == "LSTM":
             result, backward = F.lstm_forward(input, hx, self._flat_weights, **kwargs)
         elif mode == "GRU":
@@ -214,6 +216,8 @@ class RNNBase(Module):
                                              nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kwargs)
         if self.recording:
             self._record(backward)
+        else:
+            backward.release()
         return result
 
     def _backward(self, grad_output: Any, grad_h_n: Any, grad_c_n: Any, input_grad: Any) -> Any:
@@ -353,6 +357,7 @@ class RNNCellBase(Module):
         super().__init__()
         name = type(self).__name__
         self.mode = mode
+        self._workspace = F.Workspace()  # scratch buffers reused across calls (see functional.recurrent)
         self.input_size = check_positive_int(name, "input_size", input_size)
         self.hidden_size = check_positive_int(name, "hidden_size", hidden_size)
         self.bias = bool(bias)
@@ -410,15 +415,18 @@ class RNNCellBase(Module):
         b_ih = self.bias_ih.data if self.bias else None
         b_hh = self.bias_hh.data if self.bias else None
         w_ih, w_hh = self.weight_ih.data, self.weight_hh.data
+        ws = self._workspace
         if self.mode == "LSTM":
-            result, backward = F.lstm_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh)
+            result, backward = F.lstm_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, ws)
         elif self.mode == "GRU":
-            result, backward = F.gru_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh)
+            result, backward = F.gru_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, ws)
         else:
             result, backward = F.rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh,
-                                                  "tanh" if self.mode == "RNN_TANH" else "relu")
+                                                  "tanh" if self.mode == "RNN_TANH" else "relu", ws)
         if self.recording:
             self._record(backward)
+        else:
+            backward.release()
         return result
 
     def _backward(self, dy: Any, input_grad: bool) -> Any:
