@@ -60,6 +60,26 @@ def _check_plain_input(where: str, x: Any, ndims: tuple[int, ...], layout: str) 
                          + ("; add a batch axis with x[None, ...]" if x.ndim == min(ndims) - 1 else ""))
 
 
+_FLOAT_DTYPES: set = set()
+
+
+def _plain_ok(x: Any, ndims: tuple[int, ...]) -> bool:
+    """Fast test for parameter-free layers: an array of an accepted rank and a known floating dtype."""
+    try:
+        return x.ndim in ndims and (type(x), x.dtype) in _FLOAT_DTYPES
+    except (AttributeError, TypeError):
+        return False
+
+
+def _check_plain(where: str, x: Any, ndims: tuple[int, ...], layout: str) -> None:
+    if not _plain_ok(x, ndims):
+        _check_plain_input(where, x, ndims, layout)
+        try:
+            _FLOAT_DTYPES.add((type(x), x.dtype))  # the library's type first: no cross-library ==
+        except TypeError:
+            pass
+
+
 def _check_fits(where: str, x: Any, kernel: tuple[int, ...], stride: tuple[int, ...], dilation: tuple[int, ...],
                 pad_totals: tuple[int, ...], ceil_mode: bool = False) -> None:
     spatial = tuple(x.shape[2:])
@@ -318,8 +338,7 @@ class MaxPool2d(Module):
 
     def forward(self, x: Any) -> Any:
         where = f"MaxPool2d({self.extra_repr()})"
-        if getattr(x, "ndim", None) != 4:
-            _check_plain_input(where, x, (4,), "(N, C, H, W)")
+        _check_plain(where, x, (4,), "(N, C, H, W)")
         _check_fits(where, x, self.kernel_size, self.stride, self.dilation, tuple(2 * p for p in self.padding),
                     self.ceil_mode)
         y, backward = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -363,8 +382,7 @@ class AvgPool2d(Module):
 
     def forward(self, x: Any) -> Any:
         where = f"AvgPool2d({self.extra_repr()})"
-        if getattr(x, "ndim", None) != 4:
-            _check_plain_input(where, x, (4,), "(N, C, H, W)")
+        _check_plain(where, x, (4,), "(N, C, H, W)")
         _check_fits(where, x, self.kernel_size, self.stride, (1, 1), tuple(2 * p for p in self.padding),
                     self.ceil_mode)
         y, backward = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -396,8 +414,7 @@ class AdaptiveAvgPool2d(Module):
         self.output_size = output_size
 
     def forward(self, x: Any) -> Any:
-        if getattr(x, "ndim", None) != 4:
-            _check_plain_input(f"AdaptiveAvgPool2d(output_size={self.output_size!r})", x, (4,), "(N, C, H, W)")
+        _check_plain(f"AdaptiveAvgPool2d(output_size={self.output_size!r})", x, (4,), "(N, C, H, W)")
         y, backward = F.adaptive_avg_pool2d_forward(x, self.output_size)
         if self.recording:
             self._record(backward)
@@ -661,8 +678,7 @@ class Dropout2d(Module):
         self.p = check_probability("Dropout2d", "p", p, inclusive_high=True)
 
     def forward(self, x: Any) -> Any:
-        if getattr(x, "ndim", None) not in (3, 4):
-            _check_plain_input(f"Dropout2d(p={self.p})", x, (3, 4), "(N, C, H, W)")
+        _check_plain(f"Dropout2d(p={self.p})", x, (3, 4), "(N, C, H, W)")
         y, backward = F.dropout2d_forward(x, self.p, self.training)
         if self.recording:
             self._record(backward)
