@@ -46,10 +46,9 @@ class TorchBackend(Backend):
 
     def asarray(self, obj: Any, dtype: Any = None, copy: bool | None = None) -> Any:
         torch = self._torch
-        out = torch.as_tensor(obj, dtype=self.dtype(dtype) if dtype is not None else None, device=self.device)
-        if copy and out is obj:
-            out = out.clone()
-        return out
+        # torch.asarray honours copy=True for NumPy arrays too (as_tensor would share their memory)
+        return torch.asarray(obj, dtype=self.dtype(dtype) if dtype is not None else None, device=self.device,
+                             copy=copy)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()

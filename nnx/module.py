@@ -242,15 +242,17 @@ class Module:
             m._tape.clear()
 
     # ------------------------------------------------------------------ traversal
-    def named_modules(self, prefix: str = "", memo: set | None = None) -> Iterator[tuple[str, Module]]:
+    def named_modules(self, prefix: str = "", memo: set | None = None,
+                      remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
         memo = set() if memo is None else memo
         if id(self) in memo:
             return
-        memo.add(id(self))
+        if remove_duplicate:
+            memo.add(id(self))
         yield prefix, self
         for name, m in self._modules.items():
             if m is not None:
-                yield from m.named_modules(f"{prefix}.{name}" if prefix else name, memo)
+                yield from m.named_modules(f"{prefix}.{name}" if prefix else name, memo, remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
         for _, m in self.named_modules():
@@ -330,7 +332,7 @@ class Module:
     # ------------------------------------------------------------------ state
     def _state_items(self) -> Iterator[tuple[str, Module, str, str]]:
         """(full key, owning module, local name, 'param' | 'buffer') in PyTorch's state_dict order."""
-        for mod_prefix, m in self.named_modules():
+        for mod_prefix, m in self.named_modules(remove_duplicate=False):  # shared modules under every name
             for name, p in m._parameters.items():
                 if p is not None:
                     yield (f"{mod_prefix}.{name}" if mod_prefix else name), m, name, "param"
@@ -521,8 +523,8 @@ class Sequential(Module):
         return iter(self._seq)
 
     def __getitem__(self, idx: int | slice) -> Module:
-        if isinstance(idx, slice):
-            return Sequential(*self._seq[idx])
+        if isinstance(idx, slice):  # keeps the original names, as torch
+            return Sequential(OrderedDict(list(self._modules.items())[idx]))
         return self._seq[idx]
 
     def forward(self, x: Any) -> Any:
