@@ -414,7 +414,7 @@ def test_attribute_registry_rules(backend):
     with pytest.raises(TypeError, match="Linear: cannot assign a .* to parameter 'weight'"):
         layer.weight = rand(2, 2)
     with pytest.raises(AttributeError, match="'Linear' object has no attribute 'nope'"):
-        layer.nope
+        _ = layer.nope
     layer.bias = None
     assert list(layer.state_dict()) == ["weight"]
     del layer.weight
