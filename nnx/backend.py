@@ -126,13 +126,12 @@ def _kind_of(obj: Any) -> str:
             return "int"
         if isinstance(obj, float):
             return "float"
-        if isinstance(obj, (list, tuple)):
-            flat = obj
-            while isinstance(flat, (list, tuple)) and flat:
-                if any(isinstance(v, float) for v in flat):
-                    return "float"
-                flat = flat[0]
-            return "float" if isinstance(flat, float) else "int"
+        if isinstance(obj, (list, tuple)):  # every element counts: [[1, 2], [3, 4.5]] is float data
+            kinds = {_kind_of(v) for v in obj}
+            for kind in ("float", "other", "int"):
+                if kind in kinds:
+                    return kind
+            return "bool" if kinds else "int"
         return "other"
     name = Backend.dtype_name(dt)
     if name.startswith(("float", "bfloat")):
