@@ -46,6 +46,8 @@ class TorchBackend(Backend):
 
     def asarray(self, obj: Any, dtype: Any = None, copy: bool | None = None) -> Any:
         torch = self._torch
+        if isinstance(obj, np.ndarray) and any(s < 0 for s in obj.strides):
+            obj = np.ascontiguousarray(obj)  # torch refuses negative strides (x[::-1]); this copy is needed anyway
         # torch.asarray honours copy=True for NumPy arrays too (as_tensor would share their memory)
         return torch.asarray(obj, dtype=self.dtype(dtype) if dtype is not None else None, device=self.device,
                              copy=copy)

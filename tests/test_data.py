@@ -205,3 +205,11 @@ def test_bad_arguments():
         nnx.data.TensorDataset(X, y[:3])
     with pytest.raises(TypeError, match="__len__ and __getitem__"):
         nnx.data.DataLoader(object())
+
+
+def test_reversed_host_arrays_convert(backend):
+    # regression: the torch adapter refused NumPy arrays with negative strides (x[::-1])
+    X = np.arange(12.0).reshape(4, 3)
+    np.testing.assert_array_equal(host(nnx.asarray(X[::-1, ::-1])), X[::-1, ::-1].astype(np.float32))
+    xb = next(iter(nnx.data.DataLoader(X[::-1], batch_size=4)))
+    np.testing.assert_array_equal(host(xb), X[::-1].astype(np.float32))
