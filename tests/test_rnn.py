@@ -7,18 +7,19 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_close, copy_params_to_torch, host, rand
 
 import nnx
 
-T, B, I, H = 4, 3, 3, 2
+from helpers import assert_close, copy_params_to_torch, host, rand
+
+T, B, IN, H = 4, 3, 3, 2  # steps, batch, input size, hidden size
 LENGTHS = [4, 1, 3]
 
 MODES = {
-    "rnn_tanh": (lambda **kw: nnx.RNN(I, H, **kw), "RNN", {}),
-    "rnn_relu": (lambda **kw: nnx.RNN(I, H, nonlinearity="relu", **kw), "RNN", {"nonlinearity": "relu"}),
-    "lstm": (lambda **kw: nnx.LSTM(I, H, **kw), "LSTM", {}),
-    "gru": (lambda **kw: nnx.GRU(I, H, **kw), "GRU", {}),
+    "rnn_tanh": (lambda **kw: nnx.RNN(IN, H, **kw), "RNN", {}),
+    "rnn_relu": (lambda **kw: nnx.RNN(IN, H, nonlinearity="relu", **kw), "RNN", {"nonlinearity": "relu"}),
+    "lstm": (lambda **kw: nnx.LSTM(IN, H, **kw), "LSTM", {}),
+    "gru": (lambda **kw: nnx.GRU(IN, H, **kw), "GRU", {}),
 }
 
 CONFIGS = {
@@ -58,10 +59,10 @@ def _parity(backend, torch, mode_name, kw, with_hx, lengths):
     factory, tname, tkw = MODES[mode_name]
     is_lstm = mode_name == "lstm"
     m = factory(dtype="float64", **kw)
-    tm = getattr(torch.nn, tname)(I, H, dtype=torch.float64, **tkw, **kw)
+    tm = getattr(torch.nn, tname)(IN, H, dtype=torch.float64, **tkw, **kw)
     copy_params_to_torch(m, tm)
     bf = kw.get("batch_first", False)
-    xs = np.random.default_rng(0).standard_normal((B, T, I) if bf else (T, B, I))
+    xs = np.random.default_rng(0).standard_normal((B, T, IN) if bf else (T, B, IN))
     x = nnx.asarray(xs, dtype="float64")
     tx = torch.tensor(xs, requires_grad=True)
     hx = thx = None
@@ -115,10 +116,10 @@ def test_parity_with_torch_lengths(backend, torch, mode_name, config):
 
 
 def test_parity_unbatched(backend, torch):
-    m = nnx.LSTM(I, H, num_layers=2, bidirectional=True, dtype="float64")
-    tm = torch.nn.LSTM(I, H, num_layers=2, bidirectional=True, dtype=torch.float64)
+    m = nnx.LSTM(IN, H, num_layers=2, bidirectional=True, dtype="float64")
+    tm = torch.nn.LSTM(IN, H, num_layers=2, bidirectional=True, dtype=torch.float64)
     copy_params_to_torch(m, tm)
-    xs = np.random.default_rng(0).standard_normal((T, I))
+    xs = np.random.default_rng(0).standard_normal((T, IN))
     h0, c0 = _states("lstm", {"num_layers": 2, "bidirectional": True}, batch=None)
     out, (hn, cn) = m(nnx.asarray(xs, dtype="float64"), (h0, c0))
     tx = torch.tensor(xs, requires_grad=True)
@@ -127,7 +128,8 @@ def test_parity_unbatched(backend, torch):
     assert_close(out, tout, rtol=1e-9, atol=1e-10)
     assert_close(cn, tcn, rtol=1e-9, atol=1e-10)
     (tout.sum() + thn.sum()).backward()
-    dx, (dh0, dc0) = m.backward(nnx.asarray(np.ones((T, 2 * H)), dtype="float64"), nnx.asarray(np.ones((4, H)), dtype="float64"))
+    dx, (dh0, dc0) = m.backward(nnx.asarray(np.ones((T, 2 * H)), dtype="float64"),
+                                nnx.asarray(np.ones((4, H)), dtype="float64"))
     assert_close(dx, tx.grad, rtol=1e-8, atol=1e-10)
     assert tuple(dh0.shape) == (4, H) and tuple(dc0.shape) == (4, H)
 
@@ -175,7 +177,7 @@ def test_gradcheck(backend, mode_name, config):
     factory = MODES[mode_name][0]
     m = factory(dtype="float64", **kw)
     steps, batch = 3, 2
-    x = rand(batch, steps, I, seed=3) if kw.get("batch_first") else rand(steps, batch, I, seed=3)
+    x = rand(batch, steps, IN, seed=3) if kw.get("batch_first") else rand(steps, batch, IN, seed=3)
     if mode_name == "rnn_relu" and kw.get("bias", True):  # keep pre-activations away from the kink of relu
         m.bias_ih_l0.data = m.bias_ih_l0.data + 1.0
     inputs = [x]
@@ -187,8 +189,8 @@ def test_gradcheck(backend, mode_name, config):
 
 def test_gradcheck_dropout_between_layers(backend):
     """With the dropout mask fixed by reseeding, the backward of the dropped path is exact."""
-    m = nnx.GRU(I, H, num_layers=2, dropout=0.5, dtype="float64")
-    assert nnx.gradcheck(Flat(m, reseed=3), rand(3, 2, I, seed=1), atol=1e-6, rtol=1e-4)
+    m = nnx.GRU(IN, H, num_layers=2, dropout=0.5, dtype="float64")
+    assert nnx.gradcheck(Flat(m, reseed=3), rand(3, 2, IN, seed=1), atol=1e-6, rtol=1e-4)
 
 
 # ----------------------------------------------------------------------------- lengths semantics
@@ -196,15 +198,16 @@ def test_gradcheck_dropout_between_layers(backend):
 def test_padding_does_not_matter(backend, mode_name):
     """Values past each length change neither outputs, nor final states, nor gradients."""
     m = MODES[mode_name][0](dtype="float64", bidirectional=True)
-    xs = np.random.default_rng(0).standard_normal((T, B, I))
+    xs = np.random.default_rng(0).standard_normal((T, B, IN))
     xs2 = xs.copy()
     for b, n in enumerate(LENGTHS):
-        xs2[n:, b] = 1e3 * np.random.default_rng(b).standard_normal((T - n, I))
+        xs2[n:, b] = 1e3 * np.random.default_rng(b).standard_normal((T - n, IN))
     results = []
     for data in (xs, xs2):
         out, st = m(nnx.asarray(data, dtype="float64"), lengths=LENGTHS)
         h = st[0] if mode_name == "lstm" else st
-        dx = m.backward(nnx.asarray(np.ones((T, B, 2 * H)), dtype="float64"), nnx.asarray(np.ones((2, B, H)), dtype="float64"))
+        dx = m.backward(nnx.asarray(np.ones((T, B, 2 * H)), dtype="float64"),
+                        nnx.asarray(np.ones((2, B, H)), dtype="float64"))
         grads = [host(p.grad) for p in m.parameters()]
         m.zero_grad()
         results.append((host(out), host(h), host(dx), grads))
@@ -221,16 +224,16 @@ def test_padding_does_not_matter(backend, mode_name):
 
 def test_lengths_final_state_is_last_valid_step(backend):
     """Forward direction: h_n of a short sequence equals the output at its last valid step."""
-    m = nnx.LSTM(I, H, dtype="float64")
-    out, (hn, _) = m(rand(T, B, I), lengths=nnx.asarray(np.array(LENGTHS)))
+    m = nnx.LSTM(IN, H, dtype="float64")
+    out, (hn, _) = m(rand(T, B, IN), lengths=nnx.asarray(np.array(LENGTHS)))
     o = host(out)
     for b, n in enumerate(LENGTHS):
         np.testing.assert_allclose(host(hn)[0, b], o[n - 1, b], rtol=1e-12)
 
 
 def test_lengths_full_equals_no_lengths(backend):
-    m = nnx.GRU(I, H, dtype="float64", bidirectional=True)
-    x = rand(T, B, I)
+    m = nnx.GRU(IN, H, dtype="float64", bidirectional=True)
+    x = rand(T, B, IN)
     out1, h1 = m(x)
     out2, h2 = m(x, lengths=[T] * B)
     np.testing.assert_allclose(host(out1), host(out2), rtol=1e-12)
@@ -240,10 +243,10 @@ def test_lengths_full_equals_no_lengths(backend):
 # ----------------------------------------------------------------------------- backward signature
 def test_backward_none_gradients_and_tuple_form(backend, torch):
     """backward(None, d_h_n) (loss on the final state only) and the output-shaped tuple form agree."""
-    m = nnx.LSTM(I, H, num_layers=2, dtype="float64")
-    tm = torch.nn.LSTM(I, H, num_layers=2, dtype=torch.float64)
+    m = nnx.LSTM(IN, H, num_layers=2, dtype="float64")
+    tm = torch.nn.LSTM(IN, H, num_layers=2, dtype=torch.float64)
     copy_params_to_torch(m, tm)
-    xs = np.random.default_rng(0).standard_normal((T, B, I))
+    xs = np.random.default_rng(0).standard_normal((T, B, IN))
     dh = np.random.default_rng(1).standard_normal((2, B, H))
     tx = torch.tensor(xs, requires_grad=True)
     _, (thn, _) = tm(tx)
@@ -261,8 +264,8 @@ def test_backward_none_gradients_and_tuple_form(backend, torch):
 
 
 def test_input_grad_false_and_all_none(backend):
-    m = nnx.GRU(I, H, dtype="float64")
-    x = rand(T, B, I)
+    m = nnx.GRU(IN, H, dtype="float64")
+    x = rand(T, B, IN)
     out, _ = m(x)
     assert m.backward(nnx.asarray(np.ones((T, B, H)), dtype="float64"), input_grad=False) is None
     assert m.weight_ih_l0.grad is not None
@@ -273,8 +276,8 @@ def test_input_grad_false_and_all_none(backend):
 
 def test_two_calls_accumulate(backend):
     """Called twice before backward (weights shared), two backward calls newest first add up."""
-    m = nnx.LSTM(I, H, dtype="float64")
-    xa, xb = rand(T, B, I, seed=1), rand(T, B, I, seed=2)
+    m = nnx.LSTM(IN, H, dtype="float64")
+    xa, xb = rand(T, B, IN, seed=1), rand(T, B, IN, seed=2)
     dy = nnx.asarray(np.ones((T, B, H)), dtype="float64")
     single = []
     for x in (xa, xb):
@@ -291,8 +294,8 @@ def test_two_calls_accumulate(backend):
 
 
 def test_eval_records_nothing_and_dropout_only_in_training(backend):
-    m = nnx.LSTM(I, H, num_layers=2, dropout=0.5, dtype="float64")
-    x = rand(T, B, I)
+    m = nnx.LSTM(IN, H, num_layers=2, dropout=0.5, dtype="float64")
+    x = rand(T, B, IN)
     m.eval()
     o1, _ = m(x)
     o2, _ = m(x)
@@ -339,7 +342,7 @@ def test_defaults_and_init(backend):
 @pytest.mark.parametrize("mode_name", list(MODES))
 def test_float32_stays_float32(backend, mode_name):
     m = MODES[mode_name][0](num_layers=2, bidirectional=True)
-    x = nnx.asarray(np.random.default_rng(0).standard_normal((T, B, I)))
+    x = nnx.asarray(np.random.default_rng(0).standard_normal((T, B, IN)))
     out, st = m(x, lengths=LENGTHS)
     states = st if isinstance(st, tuple) else (st,)
     for a in (out, *states):
@@ -351,8 +354,8 @@ def test_float32_stays_float32(backend, mode_name):
 
 
 def test_functional_lstm_matches_layer(backend):
-    m = nnx.LSTM(I, H, dtype="float64")
-    x = rand(T, B, I)
+    m = nnx.LSTM(IN, H, dtype="float64")
+    x = rand(T, B, IN)
     out, (hn, cn) = nnx.functional.lstm(x, None, m._flat_weights)
     out2, (hn2, _) = m(x)
     np.testing.assert_array_equal(host(out), host(out2))
