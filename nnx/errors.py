@@ -32,8 +32,9 @@ def describe(x: Any) -> str:
     return f"{where} array of shape {shape} and dtype {dtype}"
 
 
-def check_same_backend(where: str, x: Any, ref: Any, what: str = "input") -> None:
+def check_same_backend(where: str, x: Any, ref: Any, what: str = "input", ref_what: str = "the parameters") -> None:
     """Raise BackendMismatchError unless ``x`` is an array of the same library and device as ``ref``."""
+    plural = ref_what.endswith("s")
     if type(x) is type(ref):
         try:
             same_device = x.device == ref.device
@@ -42,7 +43,7 @@ def check_same_backend(where: str, x: Any, ref: Any, what: str = "input") -> Non
         if same_device:
             return
         raise BackendMismatchError(
-            f"{where}: {what} is on device {x.device} but the parameters are on {ref.device}; "
+            f"{where}: {what} is on device {x.device} but {ref_what} {'are' if plural else 'is'} on {ref.device}; "
             "move one of them (nnx.asarray(x, device=...) or model.to(device=...))"
         )
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):
@@ -57,7 +58,7 @@ def check_same_backend(where: str, x: Any, ref: Any, what: str = "input") -> Non
         x_backend = None
     move = f" or move the model with model.to({x_backend!r})" if x_backend else ""
     raise BackendMismatchError(
-        f"{where}: {what} is a {describe(x)}, but the parameters live on backend {ref_backend!r}; "
+        f"{where}: {what} is a {describe(x)}, but {ref_what} live{'' if plural else 's'} on backend {ref_backend!r}; "
         f"put the {what} there with nnx.asarray(x, backend={ref_backend!r}){move}"
     )
 

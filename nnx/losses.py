@@ -34,7 +34,7 @@ class _Loss(Module):
 
     def _check(self, input: Any, target: Any, same_shape: bool) -> None:
         where = type(self).__name__
-        check_same_backend(where, target, input, "target")
+        check_same_backend(where, target, input, "target", "the input")
         check_floating(where, input, None, "input")
         if same_shape and tuple(input.shape) != tuple(target.shape):
             raise ValueError(
