@@ -17,12 +17,13 @@ def _x(*shape):
 
 def test_input_rank_and_feature_size(backend):
     lstm = nnx.LSTM(4, 3)
-    with pytest.raises(ValueError, match=r"LSTM\(input_size=4, hidden_size=3.*expected a 3-D input \(L, N, input_size\) "
-                                         r"or a 2-D unbatched input.*got shape \(2, 2, 2, 4\)"):
+    with pytest.raises(ValueError, match=r"LSTM\(input_size=4, hidden_size=3.*expected a 3-D input "
+                                         r"\(L, N, input_size\) or a 2-D unbatched input.*got shape \(2, 2, 2, 4\)"):
         lstm(_x(2, 2, 2, 4))
     with pytest.raises(ValueError, match=r"GRU\(input_size=4.*expected a 3-D input \(N, L, input_size\)"):
         nnx.GRU(4, 3, batch_first=True)(_x(4))
-    with pytest.raises(ValueError, match=r"RNN\(input_size=4.*input_size = 4 in its last dimension, got shape \(5, 2, 3\)"):
+    with pytest.raises(ValueError,
+                       match=r"RNN\(input_size=4.*input_size = 4 in its last dimension, got shape \(5, 2, 3\)"):
         nnx.RNN(4, 3)(_x(5, 2, 3))
     with pytest.raises(ValueError, match=r"LSTMCell\(input_size=4, hidden_size=3\): expected a 2-D input"):
         nnx.LSTMCell(4, 3)(_x(1, 2, 4))
