@@ -432,3 +432,23 @@ def test_sigkill_during_save_keeps_previous_file(tmp_path):
             assert v.shape == (256, 1024) and (v == value).all()
         for leftover in tmp_path.glob(".big.nnx.*.tmp"):
             leftover.unlink()
+
+
+@pytest.mark.parametrize("other", ["numpy", "torch", "array_api_strict"])
+def test_checkpoint_cross_backend(backend, other, tmp_path):
+    if nnx.available_backends().get(other) is not True:
+        pytest.skip(f"{other} not available")
+    model = make_model()
+    opt = nnx.optim.Adam(model.parameters(), lr=0.01)
+    train_steps(model, opt, 2)
+    nnx.save_checkpoint(tmp_path / "c.nnx", model=model, optimizer=opt, epoch=1)
+    train_steps(model, opt, 1)
+    with nnx.use_backend(other):
+        m2 = make_model(seed=3)
+        o2 = nnx.optim.Adam(m2.parameters(), lr=0.01)
+        nnx.load_checkpoint(tmp_path / "c.nnx", model=m2, optimizer=o2)
+        assert all(backends.backend_of(v).name == other for st in o2.state.values() for v in st.values()
+                   if hasattr(v, "shape"))
+        train_steps(m2, o2, 1)
+    for k, v in weights(model).items():
+        np.testing.assert_allclose(weights(m2)[k], v, rtol=1e-5, atol=1e-6)
