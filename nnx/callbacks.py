@@ -309,8 +309,8 @@ def _clean(v: Any) -> Any:
 class CSVLogger(Callback):
     """Append one row per epoch (``epoch`` counted from 1, then the logs) to a CSV file.
 
-    The file is flushed after every row. ``append=True`` keeps an existing file (use it when
-    resuming); otherwise it is replaced at the start of training.
+    The file is flushed after every row. ``append=True`` keeps an existing file; otherwise it
+    is replaced at the start of training, except when ``fit`` resumes from a checkpoint.
     """
 
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
@@ -322,7 +322,8 @@ class CSVLogger(Callback):
         self._keys: list[str] | None = None
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
+        append = self.append or getattr(trainer, "resumed", False)
+        exists = append and os.path.exists(self.filename) and os.path.getsize(self.filename) > 0
         self._keys = None
         if exists:
             with open(self.filename, newline="") as f:
@@ -348,7 +349,7 @@ class JSONLogger(Callback):
     """Append one JSON object per epoch (``{"epoch": 1, "loss": ..., ...}``, JSON Lines) to a file.
 
     NaN and infinite values are written as ``null`` (strict JSON). ``append=True`` keeps an
-    existing file (use it when resuming).
+    existing file; a resumed ``fit`` always appends.
     """
 
     def __init__(self, filename: str | os.PathLike, append: bool = False) -> None:
@@ -356,7 +357,7 @@ class JSONLogger(Callback):
         self.append = append
 
     def on_train_begin(self, trainer: Trainer) -> None:
-        if not self.append:
+        if not (self.append or getattr(trainer, "resumed", False)):
             with open(self.filename, "w"):
                 pass
 

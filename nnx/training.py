@@ -322,6 +322,8 @@ class Trainer:
         self.history = History()
         self.epoch = 0
         self.stop_training = False
+        #: True when this run continues from a checkpoint (loggers then append to their files)
+        self.resumed = False
 
     # ------------------------------------------------------------------ messages
     def log(self, message: str) -> None:
@@ -386,6 +388,7 @@ class Trainer:
             snap.restore()
             raise
         self.history = history
+        self.resumed = True
         return int(info["epoch"]) + 1
 
     # ------------------------------------------------------------------ the loop

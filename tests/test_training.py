@@ -377,3 +377,31 @@ def test_history_plot_without_matplotlib(monkeypatch):
     h.append(0, {"loss": 1.0})
     with pytest.raises(ImportError, match=r"nnx-backprop\[plot\]"):
         h.plot()
+
+
+# ------------------------------------------------------------------------------------------ resume (in process)
+def test_resume_continues_history_and_logs(backend, tmp_path):
+    model, opt, train, val = setup()
+    cbs = [nnx.callbacks.ModelCheckpoint(tmp_path), nnx.callbacks.CSVLogger(tmp_path / "log.csv")]
+    nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, val_loader=val, callbacks=cbs, quiet=True)
+    model, opt, train, val = setup()
+    cbs = [nnx.callbacks.ModelCheckpoint(tmp_path), nnx.callbacks.CSVLogger(tmp_path / "log.csv")]
+    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, val_loader=val, callbacks=cbs, quiet=True,
+                   resume_from=tmp_path / "last.nnx")
+    assert hist.epoch == [0, 1, 2]
+    rows = (tmp_path / "log.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows] == ["epoch", "1", "2", "3"]
+
+
+def test_resume_from_foreign_checkpoint_changes_nothing(backend, tmp_path):
+    model, opt, train, _ = setup()
+    nnx.save_checkpoint(tmp_path / "c.nnx", model=model, optimizer=opt)  # no epoch, no history
+    nnx.manual_seed(3)
+    other = mlp()
+    other_opt = nnx.optim.Adam(other.parameters(), lr=0.5)
+    before = {k: host(v).copy() for k, v in other.state_dict().items()}
+    with pytest.raises(nnx.CheckpointError, match="not a checkpoint written by fit"):
+        nnx.fit(other, nnx.CrossEntropyLoss(), other_opt, train, epochs=2, quiet=True, resume_from=tmp_path / "c.nnx")
+    for k, v in other.state_dict().items():
+        np.testing.assert_array_equal(host(v), before[k])
+    assert other_opt.param_groups[0]["lr"] == 0.5
