@@ -18,7 +18,8 @@ import os
 import nnx
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> float:
+    """Run the example; returns the test accuracy of the final model."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="numpy")
     parser.add_argument("--epochs", type=int, default=30)
@@ -26,7 +27,8 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join("runs", "digits"))
     parser.add_argument("--resume", action="store_true", help="continue from <out>/last.nnx")
     parser.add_argument("--plot", action="store_true", help="write <out>/curves.png (needs matplotlib)")
-    args = parser.parse_args()
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    args = parser.parse_args(argv)
     epochs = 3 if args.quick else args.epochs
 
     nnx.set_backend(args.backend)
@@ -53,10 +55,11 @@ def main() -> None:
     os.makedirs(args.out, exist_ok=True)
     last = os.path.join(args.out, "last.nnx")
     history = nnx.fit(model, loss_fn, opt, train, epochs=epochs, val_loader=val,
-                      metrics=["accuracy", "f1"], callbacks=callbacks, scheduler=sched,
+                      metrics=["accuracy", "f1"], callbacks=callbacks, scheduler=sched, quiet=args.quiet,
                       resume_from=last if args.resume and os.path.exists(last) else None)
 
-    print("test:", nnx.evaluate(model, loss_fn, test, metrics=["accuracy", "f1", "top3_accuracy"]))
+    result = nnx.evaluate(model, loss_fn, test, metrics=["accuracy", "f1", "top3_accuracy"])
+    print("test:", result)
     epoch, best = history.best("val_accuracy")
     print(f"best val_accuracy {best:.4f} at epoch {epoch + 1}; checkpoints in {args.out}/")
 
@@ -67,6 +70,7 @@ def main() -> None:
     if args.plot:
         history.plot(os.path.join(args.out, "curves.png"))
         print(f"learning curves: {args.out}/curves.png")
+    return result["accuracy"]
 
 
 if __name__ == "__main__":
