@@ -452,3 +452,14 @@ def test_checkpoint_cross_backend(backend, other, tmp_path):
         train_steps(m2, o2, 1)
     for k, v in weights(model).items():
         np.testing.assert_allclose(weights(m2)[k], v, rtol=1e-5, atol=1e-6)
+
+
+def test_scheduler_load_state_dict_is_atomic(backend):
+    # regression: LRScheduler.load_state_dict updated its attributes before computing the rate
+    opt = nnx.optim.SGD(make_model().parameters(), lr=0.1)
+    sched = nnx.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    sched.step()
+    before = dict(sched.state_dict())
+    with pytest.raises(TypeError):
+        sched.load_state_dict({"last_epoch": "three", "step_size": 1})
+    assert sched.state_dict() == before and opt.param_groups[0]["lr"] == 0.05

@@ -49,8 +49,15 @@ class LRScheduler:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer" and not callable(v)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._set(self.lr_at(self.last_epoch))
+        """Restore :meth:`state_dict`; if the state does not fit (another scheduler's), nothing changes."""
+        saved = dict(self.__dict__)
+        try:
+            self.__dict__.update({k: v for k, v in state.items() if k != "optimizer"})
+            self._set(self.lr_at(self.last_epoch))
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(saved)
+            raise
 
 
 class LambdaLR(LRScheduler):
