@@ -116,6 +116,9 @@ def write_archive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: 
             raise TypeError(f"write_archive: {name!r} has dtype {arr.dtype}; only bool, integer and floating "
                             "arrays can be saved")
     meta_bytes = json.dumps(meta, allow_nan=False, sort_keys=False).encode("utf-8")
+    if _is_safetensors_path(path):
+        _write_safetensors(path, arrays, meta_bytes.decode("utf-8"))
+        return
 
     def write(f: Any) -> None:
         with zipfile.ZipFile(f, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
@@ -141,6 +144,8 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path!r}")
     file_size = os.path.getsize(path)
+    if _is_safetensors_path(path):
+        return _read_safetensors(path, file_size)
     try:
         zf = zipfile.ZipFile(path, mode="r")
     except zipfile.BadZipFile as exc:
@@ -227,6 +232,79 @@ def _read_npy(f: Any, member_size: int, where: str) -> np.ndarray:
     if not dtype.isnative:
         arr = arr.astype(dtype.newbyteorder("="))
     return arr
+
+
+# ---------------------------------------------------------------------------------------- safetensors
+# A file whose name ends in ".safetensors" is written and read in that format instead (the optional
+# extra nnx-backprop[safetensors]); the nnx metadata JSON goes into the header's "__metadata__".
+_ST_DTYPES = {"BOOL": "bool", "U8": "uint8", "I8": "int8", "U16": "uint16", "I16": "int16", "U32": "uint32",
+              "I32": "int32", "U64": "uint64", "I64": "int64", "F16": "float16", "F32": "float32", "F64": "float64"}
+
+
+def _is_safetensors_path(path: str | os.PathLike) -> bool:
+    return os.fspath(path).endswith(".safetensors")
+
+
+def _safetensors_numpy() -> Any:
+    try:
+        import safetensors.numpy as st
+    except ImportError:
+        raise ImportError("files ending in .safetensors need the safetensors package: "
+                          "pip install 'nnx-backprop[safetensors]' (or use the default .nnx/.npz format)") from None
+    return st
+
+
+def _write_safetensors(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta_json: str) -> None:
+    st = _safetensors_numpy()
+    data = st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={META_NAME: meta_json})
+    atomic_write(path, lambda f: f.write(data))
+
+
+def _read_safetensors(path: str, file_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+    st = _safetensors_numpy()
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 8:
+        raise ArchiveError(f"{path!r} is not a safetensors file (truncated: {len(data)} bytes)")
+    n = int.from_bytes(data[:8], "little")
+    if n > min(len(data) - 8, _MAX_META_BYTES):
+        raise ArchiveError(f"{path!r}: safetensors header of {n} bytes does not fit in the file (truncated or "
+                           "not a safetensors file)")
+    try:
+        header = json.loads(data[8:8 + n].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"{path!r}: safetensors header is not valid JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ArchiveError(f"{path!r}: safetensors header must be a JSON object")
+    body = len(data) - 8 - n
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        if not isinstance(info, dict) or info.get("dtype") not in _ST_DTYPES:
+            raise ArchiveError(f"{path!r}: tensor {key!r} has an unsupported dtype "
+                               f"{info.get('dtype') if isinstance(info, dict) else info!r}")
+        shape, offsets = info.get("shape"), info.get("data_offsets")
+        if not (isinstance(shape, list) and all(isinstance(s, int) and s >= 0 for s in shape)
+                and isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+            raise ArchiveError(f"{path!r}: tensor {key!r} has a malformed shape or offsets")
+        nbytes = math.prod(shape) * np.dtype(_ST_DTYPES[info["dtype"]]).itemsize
+        if not (0 <= offsets[0] <= offsets[1] <= body) or offsets[1] - offsets[0] != nbytes:
+            raise ArchiveError(f"{path!r}: tensor {key!r} declares shape {shape} ({nbytes} bytes) but its data "
+                               f"span {offsets} does not fit the {body} bytes stored (truncated or hand-crafted)")
+    try:
+        arrays = st.load(data)
+    except Exception as exc:
+        raise ArchiveError(f"{path!r} is not a valid safetensors file ({exc})") from None
+    meta = None
+    extra = header.get("__metadata__")
+    if isinstance(extra, dict) and META_NAME in extra:
+        try:
+            meta = json.loads(extra[META_NAME])
+        except (TypeError, json.JSONDecodeError) as exc:
+            raise ArchiveError(f"{path!r}: nnx metadata is not valid JSON ({exc})") from None
+        if not isinstance(meta, dict):
+            raise ArchiveError(f"{path!r}: nnx metadata must be a JSON object")
+    return {k: np.array(v, copy=True) for k, v in arrays.items()}, meta
 
 
 # ---------------------------------------------------------------------------------------- data helpers

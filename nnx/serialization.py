@@ -15,6 +15,10 @@ explicit tags for tuples, non-string keys and non-finite floats). Loading runs n
 is ever read, object arrays are refused, and every declared size is checked against the bytes
 stored before any memory is allocated.
 
+A path ending in ``.safetensors`` is written and read in the safetensors format instead (the
+optional extra ``nnx-backprop[safetensors]``): the same arrays, the nnx metadata JSON in the
+header's ``__metadata__``, the same checks and the same atomic write.
+
 **Guarantees.**
 
 * Saving is atomic: the file is written to a temporary file in the same directory, flushed,

@@ -463,3 +463,37 @@ def test_scheduler_load_state_dict_is_atomic(backend):
     with pytest.raises(TypeError):
         sched.load_state_dict({"last_epoch": "three", "step_size": 1})
     assert sched.state_dict() == before and opt.param_groups[0]["lr"] == 0.05
+
+
+def test_safetensors_format(backend, tmp_path, monkeypatch):
+    pytest.importorskip("safetensors")
+    model = make_model()
+    opt = nnx.optim.Adam(model.parameters(), lr=0.01)
+    train_steps(model, opt, 2)
+    nnx.save(model, tmp_path / "m.safetensors")
+    from safetensors.numpy import load_file  # a standard safetensors file, readable by other tools
+
+    assert set(load_file(tmp_path / "m.safetensors")) == {f"model/{k}" for k in model.state_dict()}
+    target = make_model(seed=4)
+    nnx.load(tmp_path / "m.safetensors", model=target)
+    assert_same(weights(target), weights(model))
+    nnx.save_checkpoint(tmp_path / "c.safetensors", model=model, optimizer=opt, epoch=1)
+    o2 = nnx.optim.Adam(target.parameters(), lr=0.5)
+    assert nnx.load_checkpoint(tmp_path / "c.safetensors", model=target, optimizer=o2)["epoch"] == 1
+    assert o2.state_dict()["state"][0]["step"] == 2.0
+    data = (tmp_path / "m.safetensors").read_bytes()
+    for cut in (4, len(data) // 2, len(data) - 3):
+        (tmp_path / "bad.safetensors").write_bytes(data[:cut])
+        _expect_refused(tmp_path / "bad.safetensors", "truncated|does not fit", backend)
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_safetensors(name, *args, **kwargs):
+        if name.startswith("safetensors"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_safetensors)
+    with pytest.raises(ImportError, match=r"nnx-backprop\[safetensors\]"):
+        nnx.save(model, tmp_path / "x.safetensors")
