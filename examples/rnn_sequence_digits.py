@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
@@ -37,14 +39,17 @@ def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     return x[n_test:], y[n_test:], x[:n_test], y[:n_test]
 
 
-def limit_blas_threads(n: int) -> None:
-    """Cap NumPy's BLAS pool: small per-step products gain nothing from threads, and on a busy
-    machine spinning BLAS threads can slow them down many times over."""
+@contextmanager
+def limit_threads(n: int) -> Iterator[None]:
+    """Cap the BLAS and OpenMP thread pools inside the block: small per-step products gain nothing
+    from threads, and on a busy machine spinning BLAS threads can slow them down many times over."""
     try:
         import threadpoolctl
     except ImportError:
+        yield
         return
-    threadpoolctl.threadpool_limits(n)  # BLAS and OpenMP (PyTorch CPU) pools
+    with threadpoolctl.threadpool_limits(n):
+        yield
 
 
 class SequenceClassifier(nnx.Module):
@@ -83,8 +88,12 @@ def main(argv: list[str] | None = None) -> float:
                         help="CPU threads for BLAS and OpenMP (the per-step products are small: 1 is fastest)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    with limit_threads(args.threads):
+        return run(args)
 
-    limit_blas_threads(args.threads)
+
+def run(args: argparse.Namespace) -> float:
+    """Train and evaluate; returns the test accuracy."""
     nnx.set_backend(args.backend, device=args.device)
     nnx.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load_data(args.seed)
