@@ -34,6 +34,7 @@ import backends
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
+_STRIDE1 = True
 
 __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_forward",
@@ -259,6 +260,8 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
            conv_output_size(w_in, kernel[1], stride_[1], pads[2] + pads[3], dilation_[1]))
     _check_out(where, x, out, kernel, dilation_, pads)
     device = b.device_of(x)
+    if _STRIDE1 and stride_ == (1, 1) and kernel != (1, 1):
+        return _conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device)
     xpad = _pad2d(xp, x, pads, 0.0, device)
     o = weight.shape[0]
     y = _conv_matmul(xp, weight, _im2col(b, xpad, kernel, stride_, dilation_, out), groups)
@@ -280,6 +283,72 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
             dxp = _col2im(xp, dcols, padded_shape, kernel, stride_, dilation_, out, device)
             top, _, left, _ = pads
             dx = dxp if dxp.shape == x.shape else dxp[:, :, top:top + h, left:left + w_in]
+        return dx, (dweight, dbias)
+
+    return y, backward
+
+
+def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],
+                    dilation: tuple[int, int], groups: int, out: tuple[int, int], device: Any
+                    ) -> tuple[Array, Backward]:
+    """Stride-1 convolution by "flat shifts" (pure standard; the fast path on every backend).
+
+    The zero-padded input ``(N, C, Hp + 1, Wp)`` is flattened over its last two axes. For kernel
+    offset ``(a, b)`` the inputs of *all* output positions, read row by row over the full padded
+    width ``Wp``, form one contiguous run ``flat[..., a*dh*Wp + b*dw :][: OH*Wp]``: the
+    ``Wp - OW`` extra columns per row are computed and dropped (the spare bottom row absorbs the
+    overrun). So im2col is ``kh*kw`` contiguous slice copies, stacked as
+    ``(N, G, kh*kw*C/G, OH*Wp)``, and the convolution one batched matmul with the weight
+    ``(G, O/G, kh*kw*C/G)``; the output is a view ``[..., :OW]`` of ``(N, O, OH, Wp)`` (NCHW).
+    col2im (the input gradient) adds the same runs back, with the extra columns of ``dy``
+    zeroed. The column matrix is rebuilt in backward: the closure holds the padded input only.
+    """
+    n, c, h, w = x.shape
+    o, cg, kh, kw = weight.shape
+    g, og, kk = groups, o // groups, kh * kw
+    top, bottom, left, right = pads
+    hp, wp = h + top + bottom, w + left + right
+    oh, ow = out
+    dh, dw = dilation
+    spare = 1 if dw * (kw - 1) > 0 else 0
+    length = (hp + spare) * wp
+    xpad = xp.zeros((n, c, hp + spare, wp), dtype=x.dtype, device=device)
+    xpad[:, :, top:top + h, left:left + w] = x
+    flat = xp.reshape(xpad, (n, g, cg, length))
+    del xpad
+    run = oh * wp
+    offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
+
+    def columns() -> Array:
+        cols = xp.stack([flat[..., s:s + run] for s in offsets], axis=2)  # (N, G, kk, Cg, run)
+        return xp.reshape(cols, (n, g, kk * cg, run))
+
+    wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kk * cg))
+    yext = xp.reshape(xp.matmul(wk, columns()), (n, o, oh, wp))
+    if bias is not None:
+        yext += xp.reshape(bias, (1, o, 1, 1))
+    y = yext[:, :, :, :ow] if ow != wp else yext
+    del yext
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        if ow != wp:
+            dy_ext = xp.zeros((n, o, oh, wp), dtype=dy.dtype, device=device)
+            dy_ext[:, :, :, :ow] = dy
+        else:
+            dy_ext = dy
+        dy4 = xp.reshape(dy_ext, (n, g, og, run))
+        del dy_ext
+        dwk = xp.sum(xp.matmul(dy4, xp.matrix_transpose(columns())), axis=0)  # (G, Og, kk*Cg)
+        dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk, (g, og, kk, cg)), (0, 1, 3, 2)), (o, cg, kh, kw))
+        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dx = None
+        if input_grad:
+            dcols = xp.reshape(xp.matmul(xp.matrix_transpose(wk), dy4), (n, g, kk, cg, run))
+            dflat = xp.zeros((n, g, cg, length), dtype=dy.dtype, device=device)
+            for k, s in enumerate(offsets):
+                dflat[..., s:s + run] += dcols[:, :, k, ...]
+            del dcols
+            dx = xp.reshape(dflat, (n, c, hp + spare, wp))[:, :, top:top + h, left:left + w]
         return dx, (dweight, dbias)
 
     return y, backward
@@ -419,8 +488,12 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     """2-D max pooling (``torch.nn.functional.max_pool2d``), NCHW.
 
     ``stride`` defaults to ``kernel_size``; padding is implicit ``-inf``. The gradient goes to
-    the first maximum of each window (PyTorch's choice). The closure keeps only the index of the
-    winning kernel offset per output (int8 when the kernel has under 128 offsets).
+    the first maximum of each window in row-major order (PyTorch's choice; for inputs with NaN
+    it may go elsewhere). The max is separable: first over the ``kw`` column taps (``m1``, one
+    ``maximum`` per tap), then over the ``kh`` row taps of ``m1``; backward routes ``dy`` back
+    through the two stages with equality masks, taking each tap's share out of the remainder
+    so that ties go to the first tap. Only ``maximum``, comparisons and products: no scatter, no
+    ``where``. The closure keeps the input and the output (``m1`` is recomputed).
 
     >>> y, back = max_pool2d_forward(x, 2)     # doctest: +SKIP
     """
@@ -431,38 +504,55 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     device = b.device_of(x)
     xpad = _pad2d(xp, x, pads, -math.inf, device)
     n, c, h, w = x.shape
-    rows = [_offset_slice(i, d[0], s[0], out[0]) for i in range(k[0])]
-    colsl = [_offset_slice(j, d[1], s[1], out[1]) for j in range(k[1])]
-    idx_dtype = xp.int8 if k[0] * k[1] < 128 else xp.int32
-    best = None
-    index = None
-    for i in range(k[0]):
-        for j in range(k[1]):
-            v = xpad[:, :, rows[i], colsl[j]]
-            if best is None:
-                best = v
-                index = xp.zeros(v.shape, dtype=idx_dtype, device=device)
-                continue
-            greater = v > best
-            best = xp.where(greater, v, best)
-            index = xp.where(greater, xp.asarray(i * k[1] + j, dtype=idx_dtype, device=device), index)
-    y = best if (k[0] * k[1] > 1) else xp.asarray(best, copy=True)
     padded_shape = tuple(xpad.shape)
-    del xpad
-    overlapping = d[0] * (k[0] - 1) + 1 > s[0] or d[1] * (k[1] - 1) + 1 > s[1]
+    rows = [_offset_slice(i, d[0], s[0], out[0]) for i in range(k[0])]
+    cols = [_offset_slice(j, d[1], s[1], out[1]) for j in range(k[1])]
+    overlap_h = d[0] * (k[0] - 1) + 1 > s[0]
+    overlap_w = d[1] * (k[1] - 1) + 1 > s[1]
+
+    def column_max() -> Array:
+        m1 = xpad[:, :, :, cols[0]]
+        for j in range(1, k[1]):
+            m1 = xp.maximum(m1, xpad[:, :, :, cols[j]])
+        return m1
+
+    m1 = column_max()
+    y = m1[:, :, rows[0], :]
+    for i in range(1, k[0]):
+        y = xp.maximum(y, m1[:, :, rows[i], :])
+    if k == (1, 1):
+        y = xp.asarray(y, copy=True)
+    del m1
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
-        dxp = xp.zeros(padded_shape, dtype=dy.dtype, device=device)
-        zero = xp.zeros((), dtype=dy.dtype, device=device)
+        dtype = dy.dtype
+        m1 = column_max()
+        # stage 2: dy -> dm1, row tap by row tap; the first tap equal to the max takes it all
+        dm1 = xp.zeros((n, c, padded_shape[2], out[1]), dtype=dtype, device=device)
+        rest = dy
         for i in range(k[0]):
-            for j in range(k[1]):
-                contrib = xp.where(index == xp.asarray(i * k[1] + j, dtype=idx_dtype, device=device), dy, zero)
-                if overlapping:
-                    dxp[:, :, rows[i], colsl[j]] += contrib
-                else:
-                    dxp[:, :, rows[i], colsl[j]] = contrib
+            part = rest
+            if i < k[0] - 1:
+                part = rest * xp.astype(m1[:, :, rows[i], :] == y, dtype)
+                rest = rest - part
+            if overlap_h:
+                dm1[:, :, rows[i], :] += part
+            else:
+                dm1[:, :, rows[i], :] = part
+        # stage 1: dm1 -> dx, column tap by column tap
+        dxp = xp.zeros(padded_shape, dtype=dtype, device=device)
+        rest = dm1
+        for j in range(k[1]):
+            part = rest
+            if j < k[1] - 1:
+                part = rest * xp.astype(xpad[:, :, :, cols[j]] == m1, dtype)
+                rest = rest - part
+            if overlap_w:
+                dxp[:, :, :, cols[j]] += part
+            else:
+                dxp[:, :, :, cols[j]] = part
         top, _, left, _ = pads
-        dx = dxp if tuple(dxp.shape) == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
+        dx = dxp if padded_shape == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()
 
     return y, backward
