@@ -137,6 +137,10 @@ def get(name: str, device: Any = None) -> Backend:
         if reason is not None:
             raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
         inst = _factories[name](device)
+        same = _instances.get((name, inst.device_name))
+        if same is not None:  # the device given another way (a Device object): one instance, one RNG
+            _instances[key] = same
+            return same
         if _seed is not None:
             inst.manual_seed(_seed)
         _instances[key] = inst

@@ -83,6 +83,18 @@ def test_get_caches_instances_and_devices():
         registry.backend_of([1.0])
 
 
+def test_device_objects_share_the_instance(backend):
+    """A device given as the library's object (what model.to() passes) is the same backend instance, with
+    the same RNG; a duplicate would split the random stream and collide in RNG checkpoints."""
+    assert registry.get(backend.name, backend.device) is backend
+    count = len(registry.instances())
+    model = nnx.Sequential(nnx.Linear(2, 2))
+    model.to(dtype="float64")
+    model.to(backend.name)
+    assert len(registry.instances()) == count
+    assert model.backend is backend
+
+
 def test_backend_repr_and_dtype_helpers(backend):
     assert backend.name in repr(backend)
     assert Backend.dtype_name(backend.xp.float32) == "float32"
