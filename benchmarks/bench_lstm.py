@@ -186,6 +186,7 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
             s *= step_size
             p_ -= s
 
+    step.params, step.grads = params, grads  # type: ignore[attr-defined]  (for checking the floor's math)
     return step
 
 

@@ -21,6 +21,8 @@ import importlib
 import inspect
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from tqdm import tqdm
@@ -132,12 +134,30 @@ def main(argv: list[str] | None = None) -> dict:
                         help="CPU threads for BLAS and OpenMP (the per-step products are small: 1 is fastest)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
+    with limit_threads(args.threads, args.backend):
+        return run(args)
+
+
+@contextmanager
+def limit_threads(n: int, backend: str) -> Iterator[None]:
+    """Cap the BLAS, OpenMP and PyTorch thread pools inside the block (restored after): the
+    per-step products are small, and spinning threads on a busy machine slow them down."""
+    torch_threads = None
+    if backend == "torch":  # PyTorch keeps its own intra-op pool size
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(n)
     try:
         import threadpoolctl
     except ImportError:
-        return run(args)
-    with threadpoolctl.threadpool_limits(args.threads):   # BLAS and OpenMP pools, restored after
-        return run(args)
+        yield
+    else:
+        with threadpoolctl.threadpool_limits(n):
+            yield
+    finally:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -40,16 +40,25 @@ def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 
 @contextmanager
-def limit_threads(n: int) -> Iterator[None]:
+def limit_threads(n: int, backend: str) -> Iterator[None]:
     """Cap the BLAS and OpenMP thread pools inside the block: small per-step products gain nothing
     from threads, and on a busy machine spinning BLAS threads can slow them down many times over."""
+    torch_threads = None
+    if backend == "torch":  # PyTorch keeps its own intra-op pool size
+        import torch
+
+        torch_threads = torch.get_num_threads()
+        torch.set_num_threads(n)
     try:
         import threadpoolctl
     except ImportError:
         yield
-        return
-    with threadpoolctl.threadpool_limits(n):
-        yield
+    else:
+        with threadpoolctl.threadpool_limits(n):
+            yield
+    finally:
+        if torch_threads is not None:
+            torch.set_num_threads(torch_threads)
 
 
 class SequenceClassifier(nnx.Module):
@@ -88,7 +97,7 @@ def main(argv: list[str] | None = None) -> float:
                         help="CPU threads for BLAS and OpenMP (the per-step products are small: 1 is fastest)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    with limit_threads(args.threads):
+    with limit_threads(args.threads, args.backend):
         return run(args)
 
 
