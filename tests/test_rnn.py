@@ -360,3 +360,31 @@ def test_functional_lstm_matches_layer(backend):
     out2, (hn2, _) = m(x)
     np.testing.assert_array_equal(host(out), host(out2))
     np.testing.assert_array_equal(host(hn), host(hn2))
+
+
+def test_buffers_reused_and_nothing_kept(backend):
+    """Scratch buffers go back to the layer's workspace after backward (or at once in eval mode)
+    and the next call reuses them; the tape holds nothing after backward."""
+    m = nnx.LSTM(IN, H, dtype="float64")
+    x = rand(T, B, IN)
+    dy = nnx.asarray(np.ones((T, B, H)), dtype="float64")
+    m(x)
+    assert not any(m._workspace._free.values()), "buffers are borrowed until backward"
+    m.backward(dy)
+    assert len(m._tape) == 0
+    pooled = {id(a) for bufs in m._workspace._free.values() for a in bufs}
+    assert len(pooled) == 3  # previous h, previous c, tanh(c)
+    m(x)
+    assert not any(m._workspace._free.values()), "the second call reuses the pooled buffers"
+    m.backward(dy)
+    assert {id(a) for bufs in m._workspace._free.values() for a in bufs} == pooled
+    m.eval()
+    m(x)
+    assert {id(a) for bufs in m._workspace._free.values() for a in bufs} == pooled
+
+
+def test_functional_backward_runs_once(backend):
+    (out, _), backward = nnx.functional.gru_forward(rand(T, B, IN), None, nnx.GRU(IN, H, dtype="float64")._flat_weights)
+    backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
+    with pytest.raises(RuntimeError, match="already differentiated or released"):
+        backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))

@@ -494,6 +494,8 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
     given_hx = hx is not None
 
     def backward(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
+        if backs[0][0] is None:
+            raise RuntimeError(f"{mode.lower()} backward: this forward pass was already differentiated or released")
         d_out, d_state = dy if isinstance(dy, tuple) else (dy, None)
         d_hn = d_cn = None
         if is_lstm:
@@ -551,9 +553,10 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
 
     def release() -> None:
         for dir_backs in backs:
-            for back in dir_backs:
+            for d, back in enumerate(dir_backs):
                 if back is not None:
                     back.release()
+                    dir_backs[d] = None
 
     backward.release = release  # type: ignore[attr-defined]
     return result, backward
