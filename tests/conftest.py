@@ -9,11 +9,23 @@ from __future__ import annotations
 import os
 import sys
 
-import pytest
+# One BLAS/OpenMP thread per test process: pytest-xdist supplies the parallelism, and several
+# processes each spinning up BLAS threads on tiny matrices oversubscribe the cores (3x slower).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 
 import nnx  # noqa: E402
+
+try:
+    import torch as _torch
+
+    _torch.set_num_threads(1)
+except ImportError:
+    pass
 
 BACKEND_NAMES = ["numpy", "array_api_strict", "torch", "cupy"]
 
