@@ -31,3 +31,18 @@ def test_char_lm_learns_and_samples():
     assert last["val_ppl"] < first["val_ppl"] < result["vocab"]   # better than uniform, and improving
     assert last["train_ppl"] < first["train_ppl"]
     assert result["sample"].startswith("def ") and len(result["sample"]) == 44
+
+
+@pytest.mark.parametrize("name", ["array_api_strict", "torch"])
+def test_rnn_sequence_digits_runs_on_other_backends(name):
+    import nnx
+
+    pytest.importorskip("sklearn")
+    if nnx.available_backends().get(name) is not True:
+        pytest.skip(f"backend {name} not available: {nnx.available_backends().get(name)}")
+    try:
+        accuracy = _load("rnn_sequence_digits").main(["--quiet", "--epochs", "3", "--cell", "gru",
+                                                      "--backend", name])
+    finally:
+        nnx.set_backend("numpy")
+    assert accuracy >= 0.85
