@@ -319,31 +319,38 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     run = oh * wp
     offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
 
-    def columns() -> Array:
-        cols = xp.stack([flat[..., s:s + run] for s in offsets], axis=2)  # (N, G, kk, Cg, run)
-        return xp.reshape(cols, (n, g, kk * cg, run))
+    kc = kk * cg
+    rows = kc + (1 if bias is not None else 0)  # a row of ones carries the bias through the matmul
 
-    wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kk * cg))
-    yext = xp.reshape(xp.matmul(wk, columns()), (n, o, oh, wp))
+    def columns() -> Array:
+        cols = xp.empty((n, g, rows, run), dtype=x.dtype, device=device)
+        for k, s in enumerate(offsets):
+            cols[:, :, k * cg:(k + 1) * cg, :] = flat[..., s:s + run]
+        if bias is not None:
+            cols[:, :, kc, :] = 1.0
+        return cols
+
+    wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kc))
     if bias is not None:
-        yext += xp.reshape(bias, (1, o, 1, 1))
+        wk = xp.concat([wk, xp.reshape(bias, (g, og, 1))], axis=2)
+    yext = xp.reshape(xp.matmul(wk, columns()), (n, o, oh, wp))
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        if ow != wp:
-            dy_ext = xp.zeros((n, o, oh, wp), dtype=dy.dtype, device=device)
-            dy_ext[:, :, :, :ow] = dy
+        if ow != wp:  # dy over the full padded width, the extra columns zero
+            dy_ext = xp.concat([dy, xp.zeros((n, o, oh, wp - ow), dtype=dy.dtype, device=device)], axis=3)
         else:
             dy_ext = dy
         dy4 = xp.reshape(dy_ext, (n, g, og, run))
         del dy_ext
-        dwk = xp.sum(xp.matmul(dy4, xp.matrix_transpose(columns())), axis=0)  # (G, Og, kk*Cg)
-        dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk, (g, og, kk, cg)), (0, 1, 3, 2)), (o, cg, kh, kw))
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dwk = xp.sum(xp.matmul(dy4, xp.matrix_transpose(columns())), axis=0)  # (G, Og, rows)
+        dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :, :kc], (g, og, kk, cg)), (0, 1, 3, 2)),
+                             (o, cg, kh, kw))
+        dbias = xp.reshape(dwk[:, :, kc], (o,)) if bias is not None else None
         dx = None
         if input_grad:
-            dcols = xp.reshape(xp.matmul(xp.matrix_transpose(wk), dy4), (n, g, kk, cg, run))
+            dcols = xp.reshape(xp.matmul(xp.matrix_transpose(wk[:, :, :kc]), dy4), (n, g, kk, cg, run))
             dflat = xp.zeros((n, g, cg, length), dtype=dy.dtype, device=device)
             for k, s in enumerate(offsets):
                 dflat[..., s:s + run] += dcols[:, :, k, ...]
@@ -509,6 +516,8 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     cols = [_offset_slice(j, d[1], s[1], out[1]) for j in range(k[1])]
     overlap_h = d[0] * (k[0] - 1) + 1 > s[0]
     overlap_w = d[1] * (k[1] - 1) + 1 > s[1]
+    tiled_h = k[0] == s[0] and d[0] == 1 and padded_shape[2] == out[0] * k[0]
+    tiled_w = k[1] == s[1] and d[1] == 1 and padded_shape[3] == out[1] * k[1]
 
     def column_max() -> Array:
         m1 = xpad[:, :, :, cols[0]]
@@ -528,29 +537,42 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         dtype = dy.dtype
         m1 = column_max()
         # stage 2: dy -> dm1, row tap by row tap; the first tap equal to the max takes it all
-        dm1 = xp.zeros((n, c, padded_shape[2], out[1]), dtype=dtype, device=device)
+        parts = []
         rest = dy
         for i in range(k[0]):
             part = rest
             if i < k[0] - 1:
                 part = rest * xp.astype(m1[:, :, rows[i], :] == y, dtype)
                 rest = rest - part
-            if overlap_h:
-                dm1[:, :, rows[i], :] += part
-            else:
-                dm1[:, :, rows[i], :] = part
+            parts.append(part)
+        if tiled_h:  # the row taps tile the input exactly: interleave them, no zero fill
+            dm1 = xp.reshape(xp.stack(parts, axis=3), (n, c, padded_shape[2], out[1]))
+        else:
+            dm1 = xp.zeros((n, c, padded_shape[2], out[1]), dtype=dtype, device=device)
+            for i, part in enumerate(parts):
+                if overlap_h:
+                    dm1[:, :, rows[i], :] += part
+                else:
+                    dm1[:, :, rows[i], :] = part
         # stage 1: dm1 -> dx, column tap by column tap
-        dxp = xp.zeros(padded_shape, dtype=dtype, device=device)
+        parts = []
         rest = dm1
         for j in range(k[1]):
             part = rest
             if j < k[1] - 1:
                 part = rest * xp.astype(xpad[:, :, :, cols[j]] == m1, dtype)
                 rest = rest - part
-            if overlap_w:
-                dxp[:, :, :, cols[j]] += part
-            else:
-                dxp[:, :, :, cols[j]] = part
+            parts.append(part)
+        del m1, rest, dm1
+        if tiled_w:
+            dxp = xp.reshape(xp.stack(parts, axis=4), padded_shape)
+        else:
+            dxp = xp.zeros(padded_shape, dtype=dtype, device=device)
+            for j, part in enumerate(parts):
+                if overlap_w:
+                    dxp[:, :, :, cols[j]] += part
+                else:
+                    dxp[:, :, :, cols[j]] = part
         top, _, left, _ = pads
         dx = dxp if padded_shape == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()
