@@ -320,7 +320,7 @@ class Module:
             if set_to_none or p.grad is None:
                 p.grad = None
             else:
-                p.grad = p.grad * 0
+                p.grad = backends.backend_of(p.grad).xp.zeros_like(p.grad)  # exact zeros, even from inf/NaN
         self.clear_tape()
 
     def requires_grad_(self, requires_grad: bool = True) -> Module:
@@ -445,15 +445,17 @@ class Module:
                 return target.asarray(host)
             return target.asarray(host, dtype=want)
 
-        staged = []
+        staged, staged_buffers = [], []  # convert everything first: a failure leaves the model as it was
         for m in self.modules():
-            for name, p in m._parameters.items():
+            for p in m._parameters.values():
                 if p is not None:
                     staged.append((p, convert(p.data), convert(p.grad)))
             for name, b in list(m._buffers.items()):
-                m._buffers[name] = convert(b)
+                staged_buffers.append((m, name, convert(b)))
         for p, data, grad in staged:
             p.data, p.grad = data, grad
+        for m, name, b in staged_buffers:
+            m._buffers[name] = b
         self.clear_tape()
         return self
 
@@ -562,7 +564,9 @@ class ModuleList(Module):
     def __iter__(self) -> Iterator[Module]:
         return iter(self._modules.values())
 
-    def __getitem__(self, idx: int) -> Module:
+    def __getitem__(self, idx: int | slice) -> Module | ModuleList:
+        if isinstance(idx, slice):  # a ModuleList, as torch
+            return ModuleList(list(self._modules.values())[idx])
         return list(self._modules.values())[idx]
 
 

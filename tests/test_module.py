@@ -426,3 +426,43 @@ def test_attribute_registry_rules(backend):
     remove()
     layer(nnx.asarray(np.ones((1, 2))))
     assert hooks == [layer]
+
+
+def test_failed_to_leaves_model_unchanged(backend):
+    """A conversion that fails part-way (a dtype the target lacks) must not leave buffers converted."""
+    if backend.name == "array_api_strict":
+        pytest.skip("the failing conversion targets array_api_strict (it has no float16)")
+
+    class Counted(nnx.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("count", nnx.asarray(np.array([3])))  # converts fine: moves first
+            self.fc = nnx.Linear(2, 2)  # fails: no float16 on the target
+
+    net = Counted()
+    before = {k: (type(v), str(v.dtype)) for k, v in net.state_dict().items()}
+    with pytest.raises(TypeError, match="backend 'array_api_strict' has no dtype 'float16'"):
+        net.to("array_api_strict", dtype="float16")
+    assert {k: (type(v), str(v.dtype)) for k, v in net.state_dict().items()} == before
+    assert net.backend is backend
+
+
+def test_zero_grad_without_none_gives_exact_zeros(backend):
+    """set_to_none=False zeroes gradients even when they hold inf or NaN (as torch's zero_())."""
+    model = nnx.Sequential(nnx.Linear(2, 2))
+    opt = nnx.optim.SGD(model.parameters(), lr=0.1)
+    for zero in (model.zero_grad, opt.zero_grad):
+        for p in model.parameters():
+            p.grad = nnx.asarray(np.full(p.shape, np.inf))
+        zero(set_to_none=False)
+        for p in model.parameters():
+            np.testing.assert_array_equal(host(p.grad), 0.0)
+            assert p.grad.dtype == p.data.dtype
+
+
+def test_module_list_slice_is_a_module_list(backend, torch):
+    layers = nnx.ModuleList([nnx.Linear(2, 2), nnx.ReLU(), nnx.Linear(2, 3)])
+    part = layers[1:]
+    tpart = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 3)])[1:]
+    assert type(part) is nnx.ModuleList and len(part) == 2 and part[1] is layers[2]
+    assert [n for n, _ in part.named_parameters()] == [n for n, _ in tpart.named_parameters()]

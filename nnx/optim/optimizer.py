@@ -54,7 +54,7 @@ class Optimizer:
         """Reset the gradients of every parameter this optimizer updates."""
         for g in self.param_groups:
             for p in g["params"]:
-                p.grad = None if set_to_none or p.grad is None else p.grad * 0
+                p.grad = None if set_to_none or p.grad is None else backends.backend_of(p.grad).xp.zeros_like(p.grad)
 
     def _checked_pairs(self) -> list[tuple[dict, Parameter, Any]]:
         name = type(self).__name__
