@@ -327,13 +327,12 @@ def to_host(x: Any, dtype: Any = None) -> np.ndarray:
 def take_rows(x: np.ndarray, index: np.ndarray, dtype: Any = None) -> np.ndarray:
     """Rows ``index`` (an integer array) of a host array as one new array of ``dtype``.
 
-    The gather and the dtype conversion happen in one pass (``np.take`` into a buffer of the
-    target dtype), so a float64 dataset becomes a float32 batch with a single copy.
+    One gather when ``x`` already has ``dtype`` (store float32 data to get that); otherwise the
+    gathered rows are cast in a second pass. (``np.take(..., out=)`` with another dtype is no
+    faster: NumPy casts through a temporary, reading the uninitialised buffer first.)
     """
-    dtype = x.dtype if dtype is None else np.dtype(dtype)
-    out = np.empty((len(index),) + x.shape[1:], dtype=dtype)
-    np.take(x, index, axis=0, out=out)
-    return out
+    rows = np.take(x, index, axis=0)
+    return rows if dtype is None else rows.astype(dtype, copy=False)
 
 
 def split_indices(n: int, n_test: int, seed: int, shuffle: bool = True,

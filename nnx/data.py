@@ -2,10 +2,10 @@
 ``train_test_split`` and the built-in small real data set :func:`load_digits`.
 
 Batches are put on a backend **at batch time**: for host (NumPy) data the rows of a batch are
-gathered on the host, converted to the target dtype in the same pass, and copied to the device
-once (that transfer is the only copy). Floating data becomes the default float dtype (float32);
-integer data (class labels, token ids) stays integer. Data already on the target backend is
-gathered there and never leaves the device.
+gathered on the host (one ``np.take``; float64 data is then cast to float32, so store float32 data
+to save that pass) and copied to the device once (one transfer per array and batch). Floating
+data becomes the default float dtype (float32); integer data (class labels, token ids) stays
+integer. Data already on the target backend is gathered there and never leaves the device.
 
 Shuffling is reproducible and restartable: the order of epoch ``k`` is a pure function of the
 loader's seed and ``k`` (``DataLoader.set_epoch``), so a run resumed from a checkpoint sees the
@@ -98,7 +98,7 @@ class TensorDataset(Dataset):
 def _gather_rows(t: Any, index: Any, b: backends.Backend, float_dtype: str) -> Any:
     if host_io.is_host_array(t):
         want = float_dtype if _is_float(t) else None
-        return b.asarray(host_io.take_rows(t, index, want))  # one gather (+cast) on the host, one transfer
+        return b.asarray(host_io.take_rows(t, index, want))  # gathered (and cast) on the host, one transfer
     tb = backends.backend_of(t)
     rows = tb.xp.take(t, tb.asarray(index), axis=0)
     if _is_float(rows) and backends.Backend.dtype_name(rows.dtype) != float_dtype:
