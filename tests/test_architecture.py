@@ -116,3 +116,40 @@ def test_core_classes_public_methods_documented():
             if hasattr(cls, name) and not inspect.getdoc(getattr(cls, name)):
                 missing.append(f"{cls.__name__}.{name}")
     assert not missing, f"undocumented: {missing}"
+
+
+# ----------------------------------------------------------------------------- the public contract: torch's signatures
+_NN = ["Linear", "Identity", "Flatten", "Dropout", "ReLU", "LeakyReLU", "ELU", "GELU", "SiLU", "Mish", "Softplus",
+       "Hardtanh", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "MSELoss", "L1Loss", "HuberLoss", "SmoothL1Loss",
+       "CrossEntropyLoss", "NLLLoss", "BCELoss", "BCEWithLogitsLoss"]
+_OPTIM = ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"]
+_SCHED = ["StepLR", "MultiStepLR", "ExponentialLR", "CosineAnnealingLR", "LinearLR", "SequentialLR", "LambdaLR",
+          "ReduceLROnPlateau"]
+#: deliberate differences, documented in the docstrings: nnx's backend argument; Softmax's dim defaults to the
+#: last axis where torch guesses it (with a deprecation warning)
+_NNX_ONLY = {"backend"}
+_DIFFERENT_DEFAULTS = {("Softmax", "dim"), ("LogSoftmax", "dim")}
+
+
+def _signature_pairs(torch):
+    pairs = [(getattr(nnx, n), getattr(torch.nn, n)) for n in _NN]
+    pairs += [(getattr(nnx.optim, n), getattr(torch.optim, n)) for n in _OPTIM]
+    pairs += [(getattr(lr_scheduler, n), getattr(torch.optim.lr_scheduler, n)) for n in _SCHED]
+    pairs += [(nnx.clip_grad_norm_, torch.nn.utils.clip_grad_norm_),
+              (nnx.clip_grad_value_, torch.nn.utils.clip_grad_value_)]
+    return pairs
+
+
+def test_argument_names_and_defaults_match_torch(torch):
+    problems = []
+    for ours, theirs in _signature_pairs(torch):
+        sig, tsig = inspect.signature(ours), inspect.signature(theirs)
+        for name, p in sig.parameters.items():
+            if name in _NNX_ONLY or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if name not in tsig.parameters:
+                problems.append(f"{ours.__name__}: argument {name!r} is not torch's")
+            elif p.default != tsig.parameters[name].default and (ours.__name__, name) not in _DIFFERENT_DEFAULTS:
+                problems.append(f"{ours.__name__}({name}=...): default {p.default!r}, torch "
+                                f"{tsig.parameters[name].default!r}")
+    assert not problems, "\n".join(problems)
