@@ -188,3 +188,24 @@ def test_clip_grad_value_matches_torch(backend, torch, clip):
     for p, tp in zip(params, tparams):
         np.testing.assert_array_equal(host(p.grad), tp.grad.numpy())
         assert p.grad.dtype == p.data.dtype
+
+
+def test_lambda_lr_one_function_per_group(torch):
+    fns = [lambda e: 0.9 ** e, lambda e: 1.0 / (1 + e)]
+    opt, topt = _nnx_opt(), _torch_opt(torch)
+    sched = nls.LambdaLR(opt, fns)
+    tsched = torch.optim.lr_scheduler.LambdaLR(topt, fns)
+    np.testing.assert_allclose(_run(sched, opt, 10), _run(tsched, topt, 10), rtol=1e-12)
+    saved = sched.state_dict()
+    assert not any(callable(v) or (isinstance(v, list) and any(map(callable, v))) for v in saved.values())
+    opt2 = _nnx_opt()
+    sched2 = nls.LambdaLR(opt2, fns)
+    sched2.load_state_dict(saved)
+    assert _run(sched2, opt2, 3) == _run(sched, opt, 3)
+    with pytest.raises(ValueError, match="LambdaLR: expected 2 lr_lambdas, got 3"):
+        nls.LambdaLR(_nnx_opt(), fns + fns[:1])
+
+
+def test_reduce_lr_on_plateau_min_lr_length_checked():
+    with pytest.raises(ValueError, match="ReduceLROnPlateau: expected 2 min_lrs, got 1"):
+        nls.ReduceLROnPlateau(_nnx_opt(), min_lr=[0.01])

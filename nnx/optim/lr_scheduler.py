@@ -46,7 +46,8 @@ class LRScheduler:
         return list(self._last_lr)
 
     def state_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer" and not callable(v)}
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer" and not callable(v)
+                and not (isinstance(v, (list, tuple)) and any(callable(f) for f in v))}  # no functions
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`; if the state does not fit (another scheduler's), nothing changes."""
@@ -61,13 +62,19 @@ class LRScheduler:
 
 
 class LambdaLR(LRScheduler):
-    """``lr = base_lr * lr_lambda(epoch)``."""
+    """``lr = base_lr * lr_lambda(epoch)``; ``lr_lambda`` may be a list, one function per parameter group."""
 
-    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float], last_epoch: int = -1) -> None:
+    def __init__(self, optimizer: Optimizer, lr_lambda: Callable[[int], float] | Sequence[Callable[[int], float]],
+                 last_epoch: int = -1) -> None:
+        n = len(optimizer.param_groups) if isinstance(optimizer, Optimizer) else 0
+        if isinstance(lr_lambda, (list, tuple)) and len(lr_lambda) != n:
+            raise ValueError(f"LambdaLR: expected {n} lr_lambdas, got {len(lr_lambda)}")
         self.lr_lambda = lr_lambda
         super().__init__(optimizer, last_epoch)
 
     def lr_at(self, epoch: int) -> list[float]:
+        if isinstance(self.lr_lambda, (list, tuple)):
+            return [b * f(epoch) for b, f in zip(self.base_lrs, self.lr_lambda)]
         return [b * self.lr_lambda(epoch) for b in self.base_lrs]
 
 
@@ -184,6 +191,8 @@ class ReduceLROnPlateau:
         self.threshold, self.threshold_mode, self.cooldown, self.eps = threshold, threshold_mode, cooldown, eps
         n = len(optimizer.param_groups)
         self.min_lrs = list(min_lr) if isinstance(min_lr, (list, tuple)) else [min_lr] * n
+        if len(self.min_lrs) != n:
+            raise ValueError(f"ReduceLROnPlateau: expected {n} min_lrs, got {len(self.min_lrs)}")
         self.best = math.inf if mode == "min" else -math.inf
         self.num_bad_epochs = 0
         self.cooldown_counter = 0
