@@ -123,10 +123,12 @@ class Module:
             raise AttributeError(f"{type(self).__name__}: call super().__init__() before assigning attributes")
         params, mods, bufs = d["_parameters"], d["_modules"], d["_buffers"]
         if isinstance(value, (Parameter, Module)):
+            target = params if isinstance(value, Parameter) else mods
             for store in (params, mods, bufs):
-                store.pop(name, None)
+                if store is not target:
+                    store.pop(name, None)
             d.pop(name, None)
-            (params if isinstance(value, Parameter) else mods)[name] = value
+            target[name] = value  # a re-assigned name keeps its place (backward pairs grads by that order)
         elif name in params:
             if value is not None:
                 raise TypeError(

@@ -466,3 +466,52 @@ def test_module_list_slice_is_a_module_list(backend, torch):
     tpart = torch.nn.ModuleList([torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 3)])[1:]
     assert type(part) is nnx.ModuleList and len(part) == 2 and part[1] is layers[2]
     assert [n for n, _ in part.named_parameters()] == [n for n, _ in tpart.named_parameters()]
+
+
+def test_tied_parameter_between_two_layers_matches_torch(backend, torch):
+    """``dec.weight = enc.weight`` (tied embeddings): one Parameter, gradients of both uses added, both keys in
+    the state_dict, as torch."""
+
+    class AutoEncoder(nnx.Module):
+        def __init__(self):
+            super().__init__()
+            self.enc = nnx.Linear(3, 3, dtype="float64")
+            self.act = nnx.Tanh()
+            self.dec = nnx.Linear(3, 3, bias=False, dtype="float64")
+            self.dec.weight = self.enc.weight
+
+        def forward(self, x):
+            return self.dec(self.act(self.enc(x)))
+
+        def backward(self, grad_output, input_grad=True):
+            return self.enc.backward(self.act.backward(self.dec.backward(grad_output)), input_grad)
+
+    model = AutoEncoder()
+    tenc, tdec = torch.nn.Linear(3, 3).double(), torch.nn.Linear(3, 3, bias=False).double()
+    tdec.weight = tenc.weight
+    tmodel = torch.nn.ModuleDict({"enc": tenc, "act": torch.nn.Tanh(), "dec": tdec})
+    assert list(model.state_dict()) == list(tmodel.state_dict()) == ["enc.weight", "enc.bias", "dec.weight"]
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in tmodel.named_parameters()]
+    tmodel.load_state_dict({k: torch.tensor(host(v)) for k, v in model.state_dict().items()})
+    x, dy = rand(4, 3, seed=1), rand(4, 3, seed=2)
+    y = model(x)
+    dx = model.backward(dy)
+    tx = torch.tensor(host(x), requires_grad=True)
+    ty = tdec(torch.tanh(tenc(tx)))
+    ty.backward(torch.tensor(host(dy)))
+    assert_close(y, ty, what="output")
+    assert_close(dx, tx.grad, rtol=1e-12, atol=1e-13, what="input gradient")
+    assert_close(model.enc.weight.grad, tenc.weight.grad, rtol=1e-12, atol=1e-13, what="tied weight gradient")
+    assert nnx.gradcheck(model, rand(2, 3, seed=3))
+
+
+def test_reassigned_parameter_keeps_its_place(backend, torch):
+    layer = nnx.Linear(2, 3, dtype="float64")
+    layer.weight = nnx.Parameter(rand(3, 2, seed=4))
+    tlayer = torch.nn.Linear(2, 3)
+    tlayer.weight = torch.nn.Parameter(torch.zeros(3, 2))
+    assert list(layer.state_dict()) == list(tlayer.state_dict()) == ["weight", "bias"]
+    layer(rand(5, 2))
+    layer.backward(rand(5, 3, seed=1))
+    assert layer.weight.grad.shape == (3, 2) and layer.bias.grad.shape == (3,)
+    assert nnx.gradcheck(layer, rand(2, 2, seed=2))
