@@ -51,7 +51,8 @@ def _split_grads(name: str, grad_output: Any, grad_h_n: Any, grad_c_n: Any, is_l
 
 
 def _check_lengths(where: str, lengths: Any, batch: int, steps: int, ref: Any) -> Any:
-    """Validate ``lengths`` (values only where reading them is cheap) and return it."""
+    """Validate ``lengths`` (values only where reading them is cheap); returns it, or None when the
+    values are known and no sequence is padded."""
     b = backends.backend_of(ref)
     if isinstance(lengths, (list, tuple)):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in lengths):
@@ -84,6 +85,8 @@ def _check_lengths(where: str, lengths: Any, batch: int, steps: int, ref: Any) -
         if lo < 1 or hi > steps:
             raise ValueError(f"{where}: every length must be in [1, {steps}] (the padded sequence length); "
                              f"got min {lo}, max {hi}")
+        if lo == steps:  # nothing is padded: skip the masking work
+            return None
     return lengths
 
 
@@ -159,7 +162,8 @@ class RNNBase(Module):
         return (f"{type(self).__name__}(input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"num_layers={self.num_layers}, bidirectional={self.bidirectional})")
 
-    def _check(self, x: Any, hx: Any, lengths: Any) -> Any:
+    def _check(self, x: Any, hx: Any, lengths: Any) -> tuple[Any, Any]:
+        """Validate the forward's arguments; returns ``(hx, lengths)`` normalised."""
         where = self._where
         w = self.weight_ih_l0.data
         check_same_backend(where, x, w)
@@ -198,11 +202,11 @@ class RNNBase(Module):
         if lengths is not None:
             if not batched:
                 raise ValueError(f"{where}: lengths needs a batched 3-D input, got shape {tuple(x.shape)}")
-            _check_lengths(where, lengths, batch, steps, w)
-        return hx
+            lengths = _check_lengths(where, lengths, batch, steps, w)
+        return hx, lengths
 
     def forward(self, input: Any, hx: Any = None, lengths: Any = None) -> tuple:
-        hx = self._check(input, hx, lengths)
+        hx, lengths = self._check(input, hx, lengths)
         mode = self.mode
         kwargs = dict(num_layers=self.num_layers, bidirectional=self.bidirectional, batch_first=self.batch_first,
                       dropout=self.dropout, training=self.training, lengths=lengths, has_biases=self.bias,
