@@ -84,9 +84,11 @@ class History:
         return len(self.epoch)
 
     def keys(self) -> Iterable[str]:
+        """The recorded quantities (``"loss"``, ``"val_loss"``, metric names, ``"lr"``)."""
         return self.history.keys()
 
     def items(self) -> Iterable[tuple[str, list[float]]]:
+        """``(name, per-epoch values)`` pairs."""
         return self.history.items()
 
     def best(self, key: str, mode: str = "auto") -> tuple[int, float]:
@@ -299,7 +301,7 @@ class Trainer:
     def __init__(self, model: Module, loss_fn: Module, optimizer: Any, train_loader: Any, *, epochs: int,
                  val_loader: Any = None, metrics: Iterable[str | Metric] | None = None,
                  callbacks: Sequence[Callback] | None = None, scheduler: Any = None,
-                 scheduler_monitor: str | None = None, log_every: int = 50, stop_on_nonfinite: bool = True,
+                 scheduler_monitor: str | None = None, log_every: int | None = None, stop_on_nonfinite: bool = True,
                  verbose: bool = True, clip_grad_norm: float | None = None) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"fit: model must be an nnx.Module, got {type(model).__name__}")
@@ -307,6 +309,9 @@ class Trainer:
             raise TypeError(f"fit: optimizer must be an nnx optimizer, got {type(optimizer).__name__}")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 0:
             raise ValueError(f"fit: epochs must be a non-negative integer, got {epochs!r}")
+        if log_every is None:  # about 10 reads per epoch, at most every 50 batches
+            n = _len_or_none(train_loader)
+            log_every = 50 if n is None else max(1, min(50, n // 10))
         if isinstance(log_every, bool) or not isinstance(log_every, int) or log_every < 1:
             raise ValueError(f"fit: log_every must be a positive integer, got {log_every!r}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -494,7 +499,7 @@ class Trainer:
 def fit(model: Module, loss_fn: Module, optimizer: Any, train_loader: Any, epochs: int = 1, val_loader: Any = None,
         metrics: Iterable[str | Metric] | None = None, callbacks: Sequence[Callback] | None = None,
         scheduler: Any = None, *, scheduler_monitor: str | None = None, verbose: bool = True, quiet: bool = False,
-        log_every: int = 50, stop_on_nonfinite: bool = True, clip_grad_norm: float | None = None,
+        log_every: int | None = None, stop_on_nonfinite: bool = True, clip_grad_norm: float | None = None,
         initial_epoch: int = 0, resume_from: str | os.PathLike | None = None) -> History:
     """Train ``model`` for ``epochs`` epochs over ``train_loader``; returns a :class:`History`.
 
@@ -515,6 +520,7 @@ def fit(model: Module, loss_fn: Module, optimizer: Any, train_loader: Any, epoch
             summary per epoch is printed instead).
         log_every: read the running loss and metrics (one host synchronisation) every this many
             batches, for the progress bar and the NaN/Inf check, and at the end of each epoch.
+            Default: a tenth of an epoch, at most 50 batches.
         stop_on_nonfinite: raise :class:`NonFiniteError` (naming the epoch and the first bad
             batch) when a training loss is NaN/Inf. It is detected at the next log step, always
             before any callback of that epoch runs, so no checkpoint of a diverged model is written.
