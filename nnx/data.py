@@ -176,7 +176,8 @@ class DataLoader:
 
     Args:
         dataset: a :class:`TensorDataset`, a tuple ``(X, y, ...)`` of equally long arrays (wrapped
-            in a TensorDataset), a single array, or any object with ``__len__``/``__getitem__``.
+            in a TensorDataset), a single array, or any object with ``__len__``/``__getitem__``
+            (a list is a list of samples, as in PyTorch).
         batch_size: samples per batch (the last one may be smaller unless ``drop_last``).
         shuffle: a new seeded order every epoch; the order of epoch ``k`` depends only on the
             seed and ``k``.
@@ -199,7 +200,7 @@ class DataLoader:
                  seed: int | None = None, generator: Any = None, backend: str | backends.Backend | None = None,
                  device: Any = None, dtype: str | None = None,
                  collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
-        if isinstance(dataset, (tuple, list)) and dataset and all(hasattr(t, "shape") for t in dataset):
+        if isinstance(dataset, tuple) and dataset and all(hasattr(t, "shape") for t in dataset):
             dataset = TensorDataset(*dataset)
             self._single = False
         elif hasattr(dataset, "shape") and hasattr(dataset, "dtype"):
@@ -291,7 +292,7 @@ def random_split(dataset: Any, lengths: Sequence[int | float], seed: int | None 
 
     >>> train, val = nnx.data.random_split(ds, [0.8, 0.2], seed=0)   # doctest: +SKIP
     """
-    if isinstance(dataset, (tuple, list)) and dataset and all(hasattr(t, "shape") for t in dataset):
+    if isinstance(dataset, tuple) and dataset and all(hasattr(t, "shape") for t in dataset):
         dataset = TensorDataset(*dataset)
     n = len(dataset)
     lengths = list(lengths)

@@ -213,3 +213,13 @@ def test_reversed_host_arrays_convert(backend):
     np.testing.assert_array_equal(host(nnx.asarray(X[::-1, ::-1])), X[::-1, ::-1].astype(np.float32))
     xb = next(iter(nnx.data.DataLoader(X[::-1], batch_size=4)))
     np.testing.assert_array_equal(host(xb), X[::-1].astype(np.float32))
+
+
+def test_list_is_a_list_of_samples(backend):
+    samples = [(np.full(3, float(i)), i) for i in range(5)]
+    xs, ys = collect(nnx.data.DataLoader(samples, batch_size=5))
+    np.testing.assert_array_equal(ys[0], np.arange(5))
+    assert xs[0].shape == (5, 3)
+    images = [np.full((4, 4), float(i)) for i in range(6)]  # equal-length arrays in a list: still samples
+    (batch,) = list(nnx.data.DataLoader(images, batch_size=6))
+    assert tuple(batch.shape) == (6, 4, 4)
