@@ -221,9 +221,20 @@ def _fmt(logs: dict[str, float]) -> str:
 
 
 # ---------------------------------------------------------------------------------------- evaluate / predict
+def _as_loader(data: Any, batch_size: int) -> Any:
+    """Arrays, or a tuple ``(X, y)`` of arrays, become a DataLoader; loaders pass through."""
+    from .data import DataLoader
+
+    if (hasattr(data, "shape") and hasattr(data, "dtype")) or (
+            isinstance(data, tuple) and data and all(hasattr(t, "shape") for t in data)):
+        return DataLoader(data, batch_size=batch_size)
+    return data
+
+
 def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterable[str | Metric] | None = None,
-             *, prefix: str = "") -> dict[str, float]:
-    """Loss and metrics of ``model`` over ``loader`` (pairs ``(x, y)``), without training.
+             *, prefix: str = "", batch_size: int = 256) -> dict[str, float]:
+    """Loss and metrics of ``model`` over ``loader`` (pairs ``(x, y)``, or a tuple of arrays
+    ``(X, y)`` split into batches of ``batch_size``), without training.
 
     Runs under ``nnx.no_grad()`` in eval mode (dropout off, running statistics used); every
     submodule's training flag is restored afterwards. The loss is the batch losses' mean weighted
@@ -233,6 +244,7 @@ def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterab
     >>> nnx.evaluate(model, nnx.CrossEntropyLoss(), test_loader, metrics=["accuracy"])  # doctest: +SKIP
     {'loss': 0.1234, 'accuracy': 0.9611}
     """
+    loader = _as_loader(loader, batch_size)
     ms = [copy.deepcopy(m) for m in _metrics(metrics)]
     for m in ms:
         m.reset()
@@ -263,16 +275,13 @@ def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterab
 def predict(model: Module, data: Any, batch_size: int = 256) -> Any:
     """Model outputs for ``data``, concatenated along the first axis, on the model's backend.
 
-    ``data`` is an array (host or backend; split into batches of ``batch_size``) or a loader
-    yielding arrays or ``(x, y)`` pairs (targets ignored). Runs in eval mode under ``no_grad``;
-    training flags are restored.
+    ``data`` is an array (host or backend; split into batches of ``batch_size``), a tuple
+    ``(X, y)`` of arrays, or a loader yielding arrays or ``(x, y)`` pairs (targets ignored).
+    Runs in eval mode under ``no_grad``; training flags are restored.
 
     >>> logits = nnx.predict(model, X_test)            # (N, C) array       # doctest: +SKIP
     """
-    from .data import DataLoader
-
-    if hasattr(data, "shape") and hasattr(data, "dtype"):
-        data = DataLoader(data, batch_size=batch_size)
+    data = _as_loader(data, batch_size)
     modes = _Modes(model)
     b = model.backend
     model.eval()

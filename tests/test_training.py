@@ -405,3 +405,12 @@ def test_resume_from_foreign_checkpoint_changes_nothing(backend, tmp_path):
     for k, v in other.state_dict().items():
         np.testing.assert_array_equal(host(v), before[k])
     assert other_opt.param_groups[0]["lr"] == 0.5
+
+
+def test_evaluate_and_predict_accept_arrays(backend):
+    model, _, _, val = setup()
+    X, y = blobs(96)
+    a = nnx.evaluate(model, nnx.CrossEntropyLoss(), (X[72:], y[72:]), metrics=["accuracy"], batch_size=5)
+    b = nnx.evaluate(model, nnx.CrossEntropyLoss(), val, metrics=["accuracy"])
+    assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
+    assert tuple(nnx.predict(model, (X[:7], y[:7]), batch_size=3).shape) == (7, 3)
