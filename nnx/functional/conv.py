@@ -34,7 +34,6 @@ import backends
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
-_STRIDE1 = True
 
 __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_forward",
@@ -260,7 +259,7 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
            conv_output_size(w_in, kernel[1], stride_[1], pads[2] + pads[3], dilation_[1]))
     _check_out(where, x, out, kernel, dilation_, pads)
     device = b.device_of(x)
-    if _STRIDE1 and stride_ == (1, 1) and kernel != (1, 1):
+    if stride_ == (1, 1) and kernel != (1, 1):
         return _conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device)
     xpad = _pad2d(xp, x, pads, 0.0, device)
     o = weight.shape[0]

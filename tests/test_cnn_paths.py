@@ -1,0 +1,201 @@
+"""The computation paths of the convolution kernels, their memory behaviour, and composite CNN modules.
+
+- strided/grouped convolutions build im2col from the adapter's ``sliding_windows`` where the
+  backend has it, else from stacked strided slices (pure standard): both are checked here;
+- stride-1 convolutions use the flat-shift formulation on every backend;
+- a forward closure holds the padded input, never an im2col matrix, and nothing survives backward;
+- a residual block (composite module with a hand-written backward) passes gradcheck.
+"""
+
+from __future__ import annotations
+
+import gc
+import importlib.util
+import os
+import types
+import weakref
+
+import numpy as np
+import pytest
+
+import nnx
+import nnx.functional as F
+
+from helpers import assert_close, copy_params_to_torch, host, rand
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+STRIDED = [dict(stride=2, padding=1), dict(stride=(2, 3), dilation=(2, 1), padding=2, groups=2),
+           dict(stride=3, padding=0)]
+
+
+@pytest.mark.parametrize("cfg", STRIDED, ids=["s2p1", "s23-d21-g2", "s3"])
+def test_sliding_windows_path_and_standard_fallback_agree(backend, monkeypatch, cfg):
+    x, w, b = rand(2, 4, 9, 8), rand(6, 4 // cfg.get("groups", 1), 3, 3, seed=1), rand(6, seed=2)
+    dy_shape = tuple(F.conv2d(x, w, b, **cfg).shape)
+    dy = rand(*dy_shape, seed=3)
+    calls = []
+    original = type(backend).sliding_windows
+
+    def spy(self, *args, **kwargs):
+        out = original(self, *args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(type(backend), "sliding_windows", spy)
+    y1, back1 = F.conv2d_forward(x, w, b, **cfg)
+    dx1, (dw1, db1) = back1(dy)
+    assert calls and all(c == (backend.name in ("numpy", "cupy")) for c in calls)  # the view is used where it exists
+
+    monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)  # force the fallback
+    y2, back2 = F.conv2d_forward(x, w, b, **cfg)
+    dx2, (dw2, db2) = back2(dy)
+    for a, e in ((y1, y2), (dx1, dx2), (dw1, dw2), (db1, db2)):
+        np.testing.assert_allclose(host(a), host(e), rtol=1e-12, atol=1e-12)
+
+
+def test_fallback_path_matches_torch(backend, monkeypatch, torch):
+    monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)
+    layer = nnx.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype="float64")
+    tlayer = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype=torch.float64)
+    copy_params_to_torch(layer, tlayer)
+    x = rand(2, 4, 7, 6)
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx)
+    assert_close(layer(x), ty, rtol=1e-10, atol=1e-10)
+    ty.backward(torch.ones_like(ty))
+    dx = layer.backward(nnx.asarray(np.ones(tuple(ty.shape)), dtype="float64"))
+    assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
+    assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_stride1_path_does_not_need_sliding_windows(backend, monkeypatch):
+    monkeypatch.setattr(type(backend), "sliding_windows",
+                        lambda self, *a, **k: pytest.fail("stride-1 convolution asked for sliding windows"))
+    y, back = F.conv2d_forward(rand(1, 2, 5, 5), rand(3, 2, 3, 3, seed=1), padding=1)
+    back(rand(*tuple(y.shape), seed=2))
+
+
+def _closure_arrays(fn, seen=None) -> list:
+    """Every array reachable from the closure cells of ``fn`` (following nested closures)."""
+    seen = set() if seen is None else seen
+    out = []
+    for cell in fn.__closure__ or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:
+            continue
+        if id(v) in seen:
+            continue
+        seen.add(id(v))
+        if callable(v) and getattr(v, "__closure__", None):
+            out += _closure_arrays(v, seen)
+        elif hasattr(v, "__array_namespace__") and not isinstance(v, types.ModuleType):
+            out.append(v)
+    return out
+
+
+@pytest.mark.parametrize("cfg", [dict(padding=2), dict(stride=2, padding=1), dict(padding=1, groups=2)],
+                         ids=["stride1", "stride2", "groups"])
+def test_forward_closure_holds_no_im2col_matrix(cfg):
+    nnx.set_backend("numpy")
+    x = rand(4, 4, 12, 12, dtype="float32")
+    w = rand(8, 4 // cfg.get("groups", 1), 5, 5, seed=1, dtype="float32")
+    y, back = F.conv2d_forward(x, w, **cfg)
+    sizes = [int(np.prod(a.shape)) for a in _closure_arrays(back)]
+    p = cfg["padding"]
+    padded_input = 4 * 4 * (12 + 2 * p + 1) * (12 + 2 * p)  # (N, C, Hp + 1 spare row, Wp)
+    im2col = 4 * 4 * 25 * int(np.prod(y.shape[2:]))
+    assert sizes and max(sizes) <= padded_input < im2col
+
+
+def test_nothing_survives_backward():
+    nnx.set_backend("numpy")
+    model = nnx.Sequential(nnx.Conv2d(2, 4, 3, padding=1), nnx.BatchNorm2d(4), nnx.ReLU(), nnx.MaxPool2d(2),
+                           nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
+    x = rand(2, 2, 8, 8, dtype="float32")
+    y = model(x)
+    held = [weakref.ref(a) for m in model for fn in m._tape for a in _closure_arrays(fn)]
+    assert held and all(r() is not None for r in held)
+    model.backward(nnx.asarray(np.ones(tuple(y.shape)), dtype="float32"))
+    del y
+    gc.collect()
+    assert all(m._tape == [] for m in model)
+    alive = [r for r in held if r() is not None and r() is not x]
+    # what is left is referenced from outside the closures only: parameters and buffers
+    params = {id(p.data) for p in model.parameters()} | {id(b) for b in model.buffers()}
+    assert all(id(r()) in params for r in alive)
+
+
+def test_residual_block_gradcheck(backend):
+    block_module = load_example("residual_block")
+    nnx.manual_seed(0)
+    x = rand(2, 2, 4, 4)
+    assert nnx.gradcheck(block_module.BasicBlock(2, 2, dtype="float64"), x)
+    assert nnx.gradcheck(block_module.BasicBlock(2, 3, stride=2, dtype="float64"), x)
+
+
+def test_residual_block_matches_torch(backend, torch):
+    block = load_example("residual_block").BasicBlock(3, 4, stride=2, dtype="float64")
+    nn = torch.nn
+
+    class TorchBlock(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False, dtype=torch.float64)
+            self.bn1 = nn.BatchNorm2d(4, dtype=torch.float64)
+            self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False, dtype=torch.float64)
+            self.bn2 = nn.BatchNorm2d(4, dtype=torch.float64)
+            self.downsample = nn.Sequential(nn.Conv2d(3, 4, 1, stride=2, bias=False, dtype=torch.float64),
+                                            nn.BatchNorm2d(4, dtype=torch.float64))
+
+        def forward(self, t):
+            out = torch.relu(self.bn1(self.conv1(t)))
+            return torch.relu(self.bn2(self.conv2(out)) + self.downsample(t))
+
+    tblock = TorchBlock()
+    copy_params_to_torch(block, tblock)  # same state_dict keys as torchvision's BasicBlock
+    x = rand(2, 3, 6, 5)
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tblock(tx)
+    y = block(x)
+    assert_close(y, ty, rtol=1e-10, atol=1e-10)
+    dy = np.random.default_rng(0).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy))
+    dx = block.backward(nnx.asarray(dy, dtype="float64"))
+    assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
+    tparams = dict(tblock.named_parameters())
+    for name, p in block.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=1e-9, atol=1e-10, what=name)
+    tsd = tblock.state_dict()
+    for key, value in block.state_dict().items():
+        assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
+
+
+def test_cnn_digits_example_reaches_97_percent():
+    pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
+    try:
+        accuracy = load_example("cnn_digits").main(["--quiet", "--epochs", "8", "--seed", "0"])
+    finally:
+        nnx.set_backend("numpy")
+    assert accuracy >= 0.97
+
+
+@pytest.mark.parametrize("name", ["array_api_strict", "torch"])
+def test_cnn_digits_example_runs_on_other_backends(name):
+    pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
+    if nnx.available_backends().get(name) is not True:
+        pytest.skip(f"backend {name} not available: {nnx.available_backends().get(name)}")
+    try:
+        accuracy = load_example("cnn_digits").main(["--quiet", "--epochs", "1", "--backend", name])
+    finally:
+        nnx.set_backend("numpy")
+    assert accuracy >= 0.6
