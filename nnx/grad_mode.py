@@ -23,11 +23,16 @@ def is_grad_enabled() -> bool:
 class _GradMode:
     mode = True
 
+    def __new__(cls, fn: Callable | None = None) -> Any:
+        self = super().__new__(cls)
+        self._tokens = []
+        return self(fn) if callable(fn) else self  # bare @nnx.no_grad decorates too, as torch
+
     def __enter__(self) -> None:
-        self._token = _enabled.set(self.mode)
+        self._tokens.append(_enabled.set(self.mode))  # a stack: one instance may be entered re-entrantly
 
     def __exit__(self, *exc: Any) -> None:
-        _enabled.reset(self._token)
+        _enabled.reset(self._tokens.pop())
 
     def __call__(self, fn: Callable) -> Callable:
         @functools.wraps(fn)

@@ -515,3 +515,38 @@ def test_reassigned_parameter_keeps_its_place(backend, torch):
     layer.backward(rand(5, 3, seed=1))
     assert layer.weight.grad.shape == (3, 2) and layer.bias.grad.shape == (3,)
     assert nnx.gradcheck(layer, rand(2, 2, seed=2))
+
+
+def test_grad_mode_forms_and_threads(backend):
+    model = nnx.Linear(2, 2)
+
+    @nnx.no_grad
+    def bare(v):
+        assert not nnx.is_grad_enabled()
+        return model(v)
+
+    bare(nnx.asarray(np.ones((1, 2))))
+    assert nnx.is_grad_enabled() and len(model._tape) == 0
+    ng = nnx.no_grad()
+    with ng:
+        with ng:  # one instance entered twice
+            assert not nnx.is_grad_enabled()
+        assert not nnx.is_grad_enabled()
+    assert nnx.is_grad_enabled()
+
+    import threading
+    inside, checked = threading.Event(), threading.Event()
+    seen = []
+
+    def holder():
+        with nnx.no_grad():
+            inside.set()
+            checked.wait(5)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    inside.wait(5)
+    seen.append(nnx.is_grad_enabled())  # another thread's no_grad does not reach this one
+    checked.set()
+    t.join()
+    assert seen == [True]
