@@ -40,7 +40,7 @@ def test_available_on_this_machine():
     assert list(avail)[:4] == ["numpy", "array_api_strict", "torch", "cupy"]
     assert avail["numpy"] is True and avail["array_api_strict"] is True and avail["torch"] is True
     if importlib.util.find_spec("cupy") is None:
-        assert avail["cupy"] == "CuPy is not installed (pip install 'nnx-backprop[cuda12]' or '[cuda13]')"
+        assert avail["cupy"].startswith("CuPy is not installed (pip install")
     else:
         assert avail["cupy"] is True or ("CuPy" in avail["cupy"] and avail["cupy"].endswith(")"))
     assert nnx.backend_names()[:4] == ["numpy", "array_api_strict", "torch", "cupy"]
@@ -135,8 +135,9 @@ def test_cupy_probe_installed_without_gpu(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(lambda: False))
     reason = cupy_adapter.probe()
-    assert reason == ("CuPy is installed but no usable CUDA GPU or driver was found "
-                      "(cupy.is_available() is False): cudaErrorNoDevice: no CUDA-capable device is detected")
+    assert reason.startswith("CuPy is installed but no usable CUDA GPU or driver was found")
+    assert "cupy.is_available() is False" in reason
+    assert "no CUDA-capable device is detected" in reason  # the runtime's own words
     assert nnx.available_backends()["cupy"] == reason
     with pytest.raises(nnx.BackendUnavailable, match=r"backend 'cupy' is not available: CuPy is installed but no"):
         nnx.set_backend("cupy")
