@@ -259,3 +259,36 @@ def test_dropout_bad_p(p):
 
 def test_dropout_repr():
     assert repr(nnx.Dropout(0.25)) == "Dropout(p=0.25)"
+
+
+# ----------------------------------------------------------------------------- nnx.init against torch.nn.init
+@pytest.mark.parametrize("nonlinearity,param", [("linear", None), ("relu", None), ("tanh", None), ("sigmoid", None),
+                                                ("leaky_relu", None), ("leaky_relu", 0.2), ("selu", None),
+                                                ("conv2d", None)])
+def test_calculate_gain_matches_torch(torch, nonlinearity, param):
+    assert nnx.init.calculate_gain(nonlinearity, param) == pytest.approx(
+        torch.nn.init.calculate_gain(nonlinearity, param), rel=1e-12)
+
+
+def test_init_distributions(backend):
+    nnx.manual_seed(1)
+    p = nnx.Parameter(nnx.asarray(np.zeros((60, 80))))
+    fan_in, fan_out = 80, 60
+    nnx.init.xavier_uniform_(p, gain=2.0)
+    a = 2.0 * math.sqrt(6.0 / (fan_in + fan_out))
+    w = host(p.data)
+    assert np.abs(w).max() <= a and np.abs(w).max() > 0.95 * a and w.dtype == np.float32
+    nnx.init.kaiming_normal_(p, nonlinearity="relu")
+    assert host(p.data).std() == pytest.approx(math.sqrt(2.0 / fan_in), rel=0.05)
+    nnx.init.kaiming_uniform_(p, mode="fan_out", nonlinearity="relu")
+    bound = math.sqrt(2.0) * math.sqrt(3.0 / fan_out)
+    assert np.abs(host(p.data)).max() <= bound and np.abs(host(p.data)).max() > 0.95 * bound
+    nnx.init.xavier_normal_(p)
+    assert host(p.data).std() == pytest.approx(math.sqrt(2.0 / (fan_in + fan_out)), rel=0.05)
+    nnx.init.constant_(p, 0.25)
+    assert np.all(host(p.data) == 0.25)
+    nnx.init.orthogonal_(p, gain=1.5)
+    q = host(p.data).astype(np.float64)
+    np.testing.assert_allclose(q @ q.T, 2.25 * np.eye(60), atol=1e-4)  # rows orthogonal (60 < 80)
+    with pytest.raises(ValueError, match="fan in and fan out need at least 2 dimensions"):
+        nnx.init.xavier_uniform_(nnx.Parameter(nnx.asarray(np.zeros(3))))
