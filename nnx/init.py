@@ -139,7 +139,7 @@ def orthogonal_(t: Parameter | Any, gain: float = 1.0) -> Any:
     q, r = be.qr(gaussian)
     k = min(rows, cols)
     diag = xp.sum(r * xp.eye(k, dtype=r.dtype, device=be.device), axis=0)
-    q = q * xp.where(diag < 0, -1.0, 1.0)
+    q = q * xp.sign(diag)  # as torch; where(diag < 0, -1.0, 1.0) has two scalars, which the standard rejects
     if rows < cols:
         q = xp.matrix_transpose(q)
     return _assign(t, xp.astype(xp.reshape(gain * q, shape), dtype))

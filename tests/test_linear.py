@@ -7,10 +7,11 @@ import math
 
 import numpy as np
 import pytest
-from helpers import assert_close, copy_params_to_torch, host, rand
 
 import nnx
 import nnx.functional as F
+
+from helpers import assert_close, copy_params_to_torch, host, rand
 
 
 def _torch_linear(torch, layer: nnx.Linear):
