@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import assert_close, host, rand
 
 import nnx
 import nnx.functional as F
+
+from helpers import assert_close, host, rand
 
 # (id, nnx module factory, torch functional form, nnx functional form)
 ACTIVATIONS = [

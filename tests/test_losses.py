@@ -7,10 +7,11 @@ import itertools
 
 import numpy as np
 import pytest
-from helpers import assert_close, host, rand
 
 import nnx
 import nnx.functional as F
+
+from helpers import assert_close, host, rand
 
 REDUCTIONS = ["mean", "sum", "none"]
 N, C = 5, 4
