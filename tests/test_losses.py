@@ -270,3 +270,16 @@ def test_loss_repr_and_bad_reduction():
         nnx.MSELoss(reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing must be in"):
         nnx.CrossEntropyLoss(label_smoothing=1.5)
+
+
+def test_loss_weight_buffers_state_dict_like_torch(backend, torch):
+    w = nnx.asarray(np.array([0.5, 2.0, 1.0]), dtype="float64")
+    tw = torch.tensor([0.5, 2.0, 1.0], dtype=torch.float64)
+    pairs = [(nnx.CrossEntropyLoss(weight=w), torch.nn.CrossEntropyLoss(weight=tw)),
+             (nnx.NLLLoss(), torch.nn.NLLLoss()),
+             (nnx.BCEWithLogitsLoss(pos_weight=w), torch.nn.BCEWithLogitsLoss(pos_weight=tw)),
+             (nnx.BCELoss(weight=w), torch.nn.BCELoss(weight=tw))]
+    for ours, theirs in pairs:
+        assert list(ours.state_dict()) == list(theirs.state_dict()), type(ours).__name__
+    loss = nnx.CrossEntropyLoss(weight=w).to(dtype="float32")
+    assert str(loss.weight.dtype).endswith("float32")
