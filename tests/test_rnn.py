@@ -390,3 +390,14 @@ def test_functional_backward_runs_once(backend):
     backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
     with pytest.raises(RuntimeError, match="already differentiated or released"):
         backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
+
+
+def test_workspace_is_bounded(backend):
+    """Variable sequence lengths do not grow the pool beyond max_shapes distinct shapes."""
+    m = nnx.GRU(IN, H, dtype="float64")
+    for steps in range(1, 15):
+        m(rand(steps, 2, IN))
+        m.backward(nnx.asarray(np.ones((steps, 2, H)), dtype="float64"))
+    assert len(m._workspace._free) <= m._workspace.max_shapes
+    m._workspace.clear()
+    assert not m._workspace._free
