@@ -199,3 +199,23 @@ def test_cnn_digits_example_runs_on_other_backends(name):
     finally:
         nnx.set_backend("numpy")
     assert accuracy >= 0.6
+
+
+@pytest.mark.parametrize("cfg", [dict(padding=1), dict(stride=2, padding=1, groups=2)], ids=["stride1", "strided"])
+def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
+    """With a tiny im2col budget every sample is its own chunk; results are unchanged."""
+    monkeypatch.setattr(F.conv, "COLUMN_CHUNK_BYTES", 1)
+    layer = nnx.Conv2d(4, 6, 3, dtype="float64", **cfg)
+    tlayer = torch.nn.Conv2d(4, 6, 3, dtype=torch.float64, **cfg)
+    copy_params_to_torch(layer, tlayer)
+    x = rand(3, 4, 6, 5)
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx)
+    assert_close(layer(x), ty, rtol=1e-10, atol=1e-10)
+    dy = np.random.default_rng(2).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy))
+    dx = layer.backward(nnx.asarray(dy, dtype="float64"))
+    assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
+    assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
+    assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
+    assert F.conv._batch_chunks(3, 100, "float64") == [(0, 1), (1, 2), (2, 3)]

@@ -6,22 +6,28 @@ only (as ``torch.nn.functional``).
 
 How convolution is computed (the Array API standard has neither convolution nor strided views):
 
-* **im2col** gathers, for every output position, the ``C/groups * kh * kw`` input values it
-  sees into a ``(N, groups, C/groups*kh*kw, OH*OW)`` matrix; one batched ``matmul`` with the
-  weight ``(groups, O/groups, C/groups*kh*kw)`` gives the output in NCHW order directly.
-  The gather uses the backend's ``sliding_windows`` (NumPy's ``sliding_window_view``, CuPy's;
-  a strided view, then one copy) where the adapter has it, and otherwise the pure-standard
+* **Stride 1** (the common case: LeNet, VGG, ResNet 3x3 blocks), on every backend: "flat
+  shifts". The padded input is flattened per channel; for each kernel offset the inputs of all
+  output positions, read row by row over the full padded width, are one contiguous slice. So
+  im2col is ``kh*kw`` contiguous copies and the convolution one batched ``matmul``; the few
+  extra columns per row (``Wp - OW``) are computed and dropped. Pure standard, and the fastest
+  formulation measured on NumPy (long contiguous copies instead of short strided ones).
+* **Strided / 1x1** convolutions: im2col gathers, for every output position, the
+  ``C/groups*kh*kw`` values it sees into ``(N, C*kh*kw, OH*OW)``, then one batched ``matmul``.
+  The gather uses the backend's ``sliding_windows`` (NumPy's ``sliding_window_view``, CuPy's; a
+  strided view, then one copy) where the adapter has it, and otherwise the pure-standard
   formulation: one strided slice of the padded input per kernel offset, stacked.
-* **col2im** (the input gradient and the transposed convolution) runs the same offsets the
-  other way: ``dx[..., a*dh::sh, b*dw::sw] += dcols[..., a, b, :, :]``. Within one offset the
-  strided positions are distinct, so this is a plain sliced add, exact in the standard (no
-  scatter with repeated indices is needed).
-* Max pooling keeps the index of the winning kernel offset (first maximum, as PyTorch) and its
-  backward adds ``where(index == k, dy, 0)`` into the slice of offset ``k``: also no scatter.
+* **col2im** (the input gradient, and the transposed convolution's forward) runs the same
+  offsets the other way: one sliced ``+=`` per kernel offset. Within one offset the positions
+  are distinct, so this is exact in the standard (no scatter with repeated indices).
+* **Max pooling** is separable (max over column taps, then over row taps, with ``maximum``);
+  its backward routes ``dy`` back with equality masks, first maximum wins as in PyTorch: no
+  scatter, no index array.
 
-Memory: a forward closure keeps the (padded) input, never the im2col matrix; the matrix is
-rebuilt in backward and freed at once, so the largest temporary is one im2col matrix of one
-layer. After ``backward`` runs, the module drops the closure and with it everything it held.
+Memory: a forward closure keeps the (padded) input, never an im2col matrix; the matrix is
+rebuilt in backward. The batch is processed in chunks so that no im2col block exceeds
+``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least). After ``backward`` runs, the
+module drops the closure and with it everything it held.
 """
 
 from __future__ import annotations
@@ -34,6 +40,11 @@ import backends
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
+
+#: Largest im2col block (bytes) that the stride-1 convolution builds at once: the batch is
+#: processed in chunks of samples so that the column matrix stays cache-sized and its memory
+#: bounded, whatever the batch size. 0 means the whole batch at once.
+COLUMN_CHUNK_BYTES = 8 << 20
 
 __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_forward",
@@ -263,28 +274,47 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
         return _conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device)
     xpad = _pad2d(xp, x, pads, 0.0, device)
     o = weight.shape[0]
-    y = _conv_matmul(xp, weight, _im2col(b, xpad, kernel, stride_, dilation_, out), groups)
-    y = xp.reshape(y, (n, o, out[0], out[1]))
-    if bias is not None:
-        y += xp.reshape(bias, (1, o, 1, 1))
     padded_shape = tuple(xpad.shape)
     w_shape = tuple(weight.shape)
+    chunks = _batch_chunks(n, weight.shape[1] * groups * kernel[0] * kernel[1] * out[0] * out[1], x.dtype)
+    parts = [_conv_matmul(xp, weight, _im2col(b, xpad[lo:hi, ...], kernel, stride_, dilation_, out), groups)
+             for lo, hi in chunks]
+    y = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, out[0], out[1]))
+    del parts
+    if bias is not None:
+        y += xp.reshape(bias, (1, o, 1, 1))
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dy3 = xp.reshape(dy, (n, o, out[0] * out[1]))
-        cols = _im2col(b, xpad, kernel, stride_, dilation_, out)
-        dweight = _conv_weight_grad(xp, dy3, cols, groups, w_shape)
-        del cols
+        dweight = None
+        dx_parts = []
+        for lo, hi in chunks:
+            cols = _im2col(b, xpad[lo:hi, ...], kernel, stride_, dilation_, out)
+            part = _conv_weight_grad(xp, dy3[lo:hi, ...], cols, groups, w_shape)
+            dweight = part if dweight is None else dweight + part
+            del cols
+            if input_grad:
+                dcols = _conv_cols_grad(xp, weight, dy3[lo:hi, ...], groups)
+                dx_parts.append(_col2im(xp, dcols, (hi - lo,) + padded_shape[1:], kernel, stride_, dilation_,
+                                        out, device))
+                del dcols
         dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
         dx = None
         if input_grad:
-            dcols = _conv_cols_grad(xp, weight, dy3, groups)
-            dxp = _col2im(xp, dcols, padded_shape, kernel, stride_, dilation_, out, device)
+            dxp = dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0)
             top, _, left, _ = pads
             dx = dxp if dxp.shape == x.shape else dxp[:, :, top:top + h, left:left + w_in]
         return dx, (dweight, dbias)
 
     return y, backward
+
+
+def _batch_chunks(n: int, column_elements_per_sample: int, dtype: Any) -> list[tuple[int, int]]:
+    """Split a batch of ``n`` so that each chunk's im2col matrix stays under ``COLUMN_CHUNK_BYTES``."""
+    itemsize = 8 if backends.Backend.dtype_name(dtype).endswith("64") else 4
+    per_sample = max(1, column_elements_per_sample * itemsize)
+    chunk = max(1, min(n, COLUMN_CHUNK_BYTES // per_sample)) if COLUMN_CHUNK_BYTES else n
+    return [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
 
 
 def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],
@@ -320,11 +350,12 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
 
     kc = kk * cg
     rows = kc + (1 if bias is not None else 0)  # a row of ones carries the bias through the matmul
+    chunks = _batch_chunks(n, g * rows * run, x.dtype)
 
-    def columns() -> Array:
-        cols = xp.empty((n, g, rows, run), dtype=x.dtype, device=device)
+    def columns(lo: int, hi: int) -> Array:
+        cols = xp.empty((hi - lo, g, rows, run), dtype=x.dtype, device=device)
         for k, s in enumerate(offsets):
-            cols[:, :, k * cg:(k + 1) * cg, :] = flat[..., s:s + run]
+            cols[:, :, k * cg:(k + 1) * cg, :] = flat[lo:hi, :, :, s:s + run]
         if bias is not None:
             cols[:, :, kc, :] = 1.0
         return cols
@@ -332,7 +363,9 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kc))
     if bias is not None:
         wk = xp.concat([wk, xp.reshape(bias, (g, og, 1))], axis=2)
-    yext = xp.reshape(xp.matmul(wk, columns()), (n, o, oh, wp))
+    parts = [xp.matmul(wk, columns(lo, hi)) for lo, hi in chunks]
+    yext = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, oh, wp))
+    del parts
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
@@ -343,17 +376,23 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
             dy_ext = dy
         dy4 = xp.reshape(dy_ext, (n, g, og, run))
         del dy_ext
-        dwk = xp.sum(xp.matmul(dy4, xp.matrix_transpose(columns())), axis=0)  # (G, Og, rows)
+        wt = xp.matrix_transpose(wk[:, :, :kc])
+        dflat = xp.zeros((n, g, cg, length), dtype=dy.dtype, device=device) if input_grad else None
+        dwk = None
+        for lo, hi in chunks:
+            dyc = dy4[lo:hi, ...]
+            part = xp.sum(xp.matmul(dyc, xp.matrix_transpose(columns(lo, hi))), axis=0)  # (G, Og, rows)
+            dwk = part if dwk is None else dwk + part
+            if input_grad:
+                dcols = xp.reshape(xp.matmul(wt, dyc), (hi - lo, g, kk, cg, run))
+                for k, s in enumerate(offsets):
+                    dflat[lo:hi, :, :, s:s + run] += dcols[:, :, k, ...]
+                del dcols
         dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :, :kc], (g, og, kk, cg)), (0, 1, 3, 2)),
                              (o, cg, kh, kw))
         dbias = xp.reshape(dwk[:, :, kc], (o,)) if bias is not None else None
         dx = None
         if input_grad:
-            dcols = xp.reshape(xp.matmul(xp.matrix_transpose(wk[:, :, :kc]), dy4), (n, g, kk, cg, run))
-            dflat = xp.zeros((n, g, cg, length), dtype=dy.dtype, device=device)
-            for k, s in enumerate(offsets):
-                dflat[..., s:s + run] += dcols[:, :, k, ...]
-            del dcols
             dx = xp.reshape(dflat, (n, c, hp + spare, wp))[:, :, top:top + h, left:left + w]
         return dx, (dweight, dbias)
 
