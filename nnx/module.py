@@ -472,13 +472,16 @@ class Module:
         return ""
 
     def __repr__(self) -> str:
-        lines = []
+        extra = self.extra_repr()
+        lines = extra.split("\n") if extra else []
         for name, m in self._modules.items():
             child = repr(m).replace("\n", "\n  ")
             lines.append(f"({name}): {child}")
-        head = f"{type(self).__name__}({self.extra_repr()}"
+        head = f"{type(self).__name__}("
         if not lines:
             return head + ")"
+        if len(lines) == 1 and extra:  # torch's layout: a one-line extra_repr stays inline
+            return head + extra + ")"
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 

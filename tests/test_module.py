@@ -550,3 +550,28 @@ def test_grad_mode_forms_and_threads(backend):
     checked.set()
     t.join()
     assert seen == [True]
+
+
+def test_repr_with_extra_and_children_matches_torch(torch):
+    class Wrapper(nnx.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = nnx.Linear(2, 2)
+            self.missing = None
+            self.add_module("empty", None)
+
+        def extra_repr(self):
+            return "scale=2.0\nmode='x'"
+
+    class TWrapper(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inner = torch.nn.Linear(2, 2)
+            self.add_module("empty", None)
+
+        def extra_repr(self):
+            return "scale=2.0\nmode='x'"
+
+    TWrapper.__name__ = "Wrapper"
+    assert repr(Wrapper()) == repr(TWrapper())
+    assert repr(nnx.Sequential()) == repr(torch.nn.Sequential()) == "Sequential()"
