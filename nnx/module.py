@@ -56,18 +56,22 @@ class Parameter:
 
     @property
     def shape(self) -> tuple[int, ...]:
+        """The array's shape as a tuple of ints."""
         return tuple(self.data.shape)
 
     @property
     def dtype(self) -> Any:
+        """The array's dtype (the backend library's dtype object)."""
         return self.data.dtype
 
     @property
     def ndim(self) -> int:
+        """Number of dimensions."""
         return self.data.ndim
 
     @property
     def size(self) -> int:
+        """Number of elements."""
         n = 1
         for s in self.data.shape:
             n *= s
@@ -75,9 +79,11 @@ class Parameter:
 
     @property
     def backend(self) -> backends.Backend:
+        """The backend (array library and device) the data lives on."""
         return backends.backend_of(self.data)
 
     def numel(self) -> int:
+        """Number of elements (as ``torch.Tensor.numel``)."""
         return self.size
 
     def accumulate_grad(self, g: Any) -> None:
@@ -175,6 +181,7 @@ class Module:
 
     # ------------------------------------------------------------------ forward / backward
     def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """Compute the output; subclasses implement it (call the module, not ``forward``)."""
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -246,6 +253,7 @@ class Module:
     # ------------------------------------------------------------------ traversal
     def named_modules(self, prefix: str = "", memo: set | None = None,
                       remove_duplicate: bool = True) -> Iterator[tuple[str, Module]]:
+        """``(name, module)`` for this module and every descendant, depth first, as torch."""
         memo = set() if memo is None else memo
         if id(self) in memo:
             return
@@ -257,15 +265,18 @@ class Module:
                 yield from m.named_modules(f"{prefix}.{name}" if prefix else name, memo, remove_duplicate)
 
     def modules(self) -> Iterator[Module]:
+        """This module and every descendant, depth first."""
         for _, m in self.named_modules():
             yield m
 
     def named_children(self) -> Iterator[tuple[str, Module]]:
+        """``(name, module)`` for the direct children."""
         for name, m in self._modules.items():
             if m is not None:
                 yield name, m
 
     def children(self) -> Iterator[Module]:
+        """The direct children."""
         for _, m in self.named_children():
             yield m
 
@@ -282,10 +293,12 @@ class Module:
                 yield full, p
 
     def parameters(self, recurse: bool = True) -> Iterator[Parameter]:
+        """Every parameter (shared ones once), in registration order; pass it to an optimizer."""
         for _, p in self.named_parameters(recurse=recurse):
             yield p
 
     def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, Any]]:
+        """``(name, array)`` for every buffer (running statistics and the like)."""
         mods = self.named_modules() if recurse else [("", self)]
         for mod_prefix, m in mods:
             for name, b in m._buffers.items():
@@ -293,6 +306,7 @@ class Module:
                     yield ".".join(s for s in (prefix, mod_prefix, name) if s), b
 
     def buffers(self, recurse: bool = True) -> Iterator[Any]:
+        """Every buffer array."""
         for _, b in self.named_buffers(recurse=recurse):
             yield b
 
@@ -462,13 +476,16 @@ class Module:
         return self
 
     def double(self) -> Module:
+        """Convert floating parameters and buffers to float64 (in place); returns self."""
         return self.to(dtype="float64")
 
     def float(self) -> Module:
+        """Convert floating parameters and buffers to float32 (in place); returns self."""
         return self.to(dtype="float32")
 
     # ------------------------------------------------------------------ repr
     def extra_repr(self) -> str:
+        """The layer's settings shown inside its ``repr`` (override in subclasses)."""
         return ""
 
     def __repr__(self) -> str:
@@ -520,6 +537,7 @@ class Sequential(Module):
             self._seq = list(self._modules.values())
 
     def append(self, module: Module) -> Sequential:
+        """Add ``module`` at the end; returns self."""
         self.add_module(str(len(self._modules)), module)
         return self
 
@@ -535,6 +553,7 @@ class Sequential(Module):
         return self._seq[idx]
 
     def forward(self, x: Any) -> Any:
+        """Apply the modules in order."""
         for m in self._seq:
             x = m(x)
         return x
@@ -555,10 +574,12 @@ class ModuleList(Module):
             self.append(m)
 
     def append(self, module: Module) -> ModuleList:
+        """Add ``module`` at the end; returns self."""
         self.add_module(str(len(self._modules)), module)
         return self
 
     def extend(self, modules: Iterable[Module]) -> ModuleList:
+        """Add every module of ``modules`` at the end; returns self."""
         for m in modules:
             self.append(m)
         return self
@@ -599,10 +620,13 @@ class ModuleDict(Module):
         return iter(self._modules)
 
     def keys(self) -> Iterable[str]:
+        """The names, in insertion order."""
         return self._modules.keys()
 
     def values(self) -> Iterable[Module]:
+        """The modules, in insertion order."""
         return self._modules.values()
 
     def items(self) -> Iterable[tuple[str, Module]]:
+        """``(name, module)`` pairs, in insertion order."""
         return self._modules.items()

@@ -102,20 +102,20 @@ def test_public_name_has_docstring(name, obj):
     assert doc and len(doc.strip()) >= 10, f"{name} has no docstring"
 
 
-CORE_CLASSES = [nnx.Module, nnx.Parameter, nnx.Sequential, nnx.optim.Optimizer]
+CORE_CLASSES = [nnx.Module, nnx.Parameter, nnx.Sequential, nnx.ModuleList, nnx.ModuleDict, nnx.optim.Optimizer,
+                *[getattr(lr_scheduler, n) for n in ("LRScheduler", "LambdaLR", "StepLR", "MultiStepLR",
+                                                      "ExponentialLR", "CosineAnnealingLR", "LinearLR",
+                                                      "SequentialLR", "ReduceLROnPlateau")]]
 
 
-def test_core_classes_public_methods_documented():
-    """The methods users call on every model and optimizer (inherited documentation counts)."""
-    essential = {"backward", "state_dict", "load_state_dict", "to", "train", "eval", "zero_grad",
-                 "named_parameters", "register_buffer", "register_parameter", "add_module", "apply", "clear_tape",
-                 "requires_grad_", "register_forward_hook", "step", "add_param_group", "accumulate_grad"}
-    missing = []
-    for cls in CORE_CLASSES:
-        for name in essential:
-            if hasattr(cls, name) and not inspect.getdoc(getattr(cls, name)):
-                missing.append(f"{cls.__name__}.{name}")
-    assert not missing, f"undocumented: {missing}"
+@pytest.mark.parametrize("cls", CORE_CLASSES, ids=[c.__name__ for c in CORE_CLASSES])
+def test_core_classes_public_methods_documented(cls):
+    """Every public method and property of the classes users touch in every program (inherited documentation
+    counts)."""
+    missing = [name for name in dir(cls) if not name.startswith("_") and callable(getattr(cls, name, None))
+               or isinstance(inspect.getattr_static(cls, name, None), property)]
+    missing = [name for name in missing if not name.startswith("_") and not inspect.getdoc(getattr(cls, name))]
+    assert not missing, f"{cls.__name__}: undocumented {missing}"
 
 
 # ----------------------------------------------------------------------------- the public contract: torch's signatures

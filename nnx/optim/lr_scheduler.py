@@ -29,6 +29,7 @@ class LRScheduler:
         self.step()
 
     def lr_at(self, epoch: int) -> list[float]:
+        """The rate of every parameter group at step ``epoch`` (closed form)."""
         raise NotImplementedError
 
     def step(self) -> None:
@@ -46,6 +47,7 @@ class LRScheduler:
         return list(self._last_lr)
 
     def state_dict(self) -> dict[str, Any]:
+        """The schedule's state (everything but the optimizer and functions)."""
         return {k: v for k, v in self.__dict__.items() if k != "optimizer" and not callable(v)
                 and not (isinstance(v, (list, tuple)) and any(callable(f) for f in v))}  # no functions
 
@@ -160,6 +162,7 @@ class SequentialLR(LRScheduler):
         return self.schedulers[i].lr_at(epoch - offset)
 
     def state_dict(self) -> dict[str, Any]:
+        """The schedule's state, with the state of each child scheduler."""
         out = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedulers")}
         out["schedulers"] = [s.state_dict() for s in self.schedulers]
         return out
@@ -207,6 +210,7 @@ class ReduceLROnPlateau:
         return a > ref
 
     def step(self, metrics: Any) -> None:
+        """Record this epoch's ``metrics`` value; lower the rates after ``patience`` bad epochs."""
         current = float(metrics)
         self.last_epoch += 1
         if self._better(current):
@@ -227,10 +231,13 @@ class ReduceLROnPlateau:
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def get_last_lr(self) -> list[float]:
+        """The rates after the most recent ``step``."""
         return list(self._last_lr)
 
     def state_dict(self) -> dict[str, Any]:
+        """The scheduler's state (everything but the optimizer)."""
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state returned by :meth:`state_dict`."""
         self.__dict__.update(state)
