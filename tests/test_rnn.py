@@ -401,3 +401,37 @@ def test_workspace_is_bounded(backend):
     assert len(m._workspace._free) <= m._workspace.max_shapes
     m._workspace.clear()
     assert not m._workspace._free
+
+
+# ----------------------------------------------------------------------------- LSTM with projections
+@pytest.mark.parametrize("lengths", [None, LENGTHS])
+def test_lstm_proj_size_parity(backend, torch, lengths):
+    kw = {"num_layers": 2, "bidirectional": True, "proj_size": 2, "batch_first": True}
+    m = nnx.LSTM(IN, 3, dtype="float64", **kw)
+    tm = torch.nn.LSTM(IN, 3, dtype=torch.float64, **kw)
+    assert list(m.state_dict()) == list(tm.state_dict())
+    copy_params_to_torch(m, tm)
+    rng = np.random.default_rng(0)
+    xs, h0, c0 = rng.standard_normal((B, T, IN)), rng.standard_normal((4, B, 2)), rng.standard_normal((4, B, 3))
+    tx, th0, tc0 = (torch.tensor(a, requires_grad=True) for a in (xs, h0, c0))
+    f64 = "float64"
+    out, (hn, cn) = m(nnx.asarray(xs, dtype=f64), (nnx.asarray(h0, dtype=f64), nnx.asarray(c0, dtype=f64)),
+                      lengths=lengths)
+    tout, (thn, tcn) = _torch_run(torch, tm, tx, (th0, tc0), lengths, True)
+    assert tuple(out.shape) == (B, T, 4) and tuple(hn.shape) == (4, B, 2) and tuple(cn.shape) == (4, B, 3)
+    for a, e in ((out, tout), (hn, thn), (cn, tcn)):
+        assert_close(a, e, rtol=1e-9, atol=1e-10)
+    g = [rng.standard_normal(tuple(a.shape)) for a in (out, hn, cn)]
+    sum((a * torch.tensor(b)).sum() for a, b in zip((tout, thn, tcn), g)).backward()
+    dx, (dh0, dc0) = m.backward(*[nnx.asarray(a, dtype=f64) for a in g])
+    for a, e in ((dx, tx.grad), (dh0, th0.grad), (dc0, tc0.grad)):
+        assert_close(a, e, rtol=1e-8, atol=1e-10)
+    tparams = dict(tm.named_parameters())
+    for name, p in m.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=1e-8, atol=1e-10, what=f"grad of {name}")
+
+
+def test_lstm_proj_size_gradcheck(backend):
+    m = nnx.LSTM(IN, 3, proj_size=1, bidirectional=True, dtype="float64")
+    h0, c0 = rand(2, 2, 1, seed=5), rand(2, 2, 3, seed=6)
+    assert nnx.gradcheck(Flat(m, lengths=[3, 2]), rand(3, 2, IN, seed=4), h0, c0, atol=1e-6, rtol=1e-4)

@@ -93,8 +93,10 @@ def test_constructor_arguments():
         nnx.LSTM(2, 0)
     with pytest.raises(ValueError, match="GRU: dropout must be in"):
         nnx.GRU(2, 3, dropout=1.5)
-    with pytest.raises(ValueError, match="LSTM: proj_size is not supported"):
-        nnx.LSTM(2, 3, proj_size=2)
+    with pytest.raises(ValueError, match=r"LSTM: proj_size has to be smaller than hidden_size \(3\), got 3"):
+        nnx.LSTM(2, 3, proj_size=3)
+    with pytest.raises(ValueError, match="RNNBase: proj_size is only supported by LSTM, got 1"):
+        nnx.layers.recurrent.RNNBase("GRU", 2, 3, proj_size=1)
     with pytest.raises(ValueError, match="RNNCell: nonlinearity must be"):
         nnx.RNNCell(2, 3, nonlinearity="gelu")
 
@@ -108,3 +110,13 @@ def test_backward_errors(backend):
         lstm.backward((rand(4, 1, 3),))
     with pytest.raises(TypeError, match="LSTM.backward: pass either one tuple"):
         lstm.backward((rand(4, 1, 3), None), rand(1, 1, 3))
+
+
+def test_projected_lstm_state_shapes(backend):
+    lstm = nnx.LSTM(4, 3, proj_size=2)
+    x = _x(5, 2, 4)
+    with pytest.raises(ValueError, match=r"expected h0 of shape \(1, 2, 2\) \(num_layers \* num_directions, batch, "
+                                         r"proj_size\), got \(1, 2, 3\)"):
+        lstm(x, (_x(1, 2, 3), _x(1, 2, 3)))
+    with pytest.raises(ValueError, match=r"expected c0 of shape \(1, 2, 3\)"):
+        lstm(x, (_x(1, 2, 2), _x(1, 2, 2)))

@@ -199,21 +199,23 @@ class Workspace:
 
 def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Array | None, b_hh: Array | None,
                h0: Array, c0: Array | None, masks: tuple[Array, Array] | None, reverse: bool,
-               consts: dict) -> tuple[Array, Array, Array | None, Callable]:
+               consts: dict, w_hr: Array | None = None) -> tuple[Array, Array, Array | None, Callable]:
     """Run one direction of one layer over ``x`` (``(T, B, I)``).
 
     Returns ``(out (T, B, H), h_n, c_n or None, backward)`` with
-    ``backward(dout, dh_n, dc_n, need_dx) -> (dx, dh0, dc0, (dw_ih, dw_hh, db_ih, db_hh))``
+    ``backward(dout, dh_n, dc_n, need_dx) -> (dx, dh0, dc0, (dw_ih, dw_hh, db_ih, db_hh, dw_hr))``
     (``dout``, ``dh_n``, ``dc_n`` may be None) and ``backward.release()`` to give the buffers back
     without differentiating.
 
     Storage: the input projection ``xg`` (``(T, B, G*H)``) is overwritten step by step with the
     gate activations, and in the backward pass with the gate gradients; the previous states (and
-    for the LSTM the cell states and ``tanh(c)``) go into workspace buffers.
+    for the LSTM the cell states and ``tanh(c)``) go into workspace buffers. An LSTM with
+    projections (``w_hr``, ``(P, H)``) carries ``h = (o * tanh(c)) @ w_hr.T`` of size ``P``.
     """
     steps, batch, in_size = x.shape
-    hidden = w_hh.shape[1]
+    state_size = w_hh.shape[1]  # size of h: hidden, or proj_size for an LSTM with projections
     gh = w_hh.shape[0]  # gates * hidden
+    hidden = gh // {"LSTM": 4, "GRU": 3}.get(mode, 1)
     scale = consts.get("prescale")
     ws: Workspace | None = consts.get("workspace")
     dtype, device = x.dtype, x.device
@@ -244,13 +246,17 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
     mb, mf = masks if masks is not None else (None, None)
 
     outs: list = [None] * steps
-    hp = take((steps, batch, hidden))           # state before each step
+    hp = take((steps, batch, state_size))       # state before each step
+    mp = None
     cp = tc_buf = gn = None
     h, c = h0, c0
     two_h = 2 * hidden
     if mode == "LSTM":
         cp = take((steps, batch, hidden))       # cell state before each step
         tc_buf = take((steps, batch, hidden))   # tanh(new cell state)
+        if w_hr is not None:
+            mp = take((steps, batch, hidden))   # o * tanh(c), before the projection
+            w_hrT = xp.matrix_transpose(w_hr)
         a_scale, a_shift = consts["act_scale"], consts["act_shift"]
         for t in order:
             z = xp.matmul(h, w_hh_sT)
@@ -264,6 +270,9 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
             c_new += i * g
             tc = xp.tanh(c_new)
             h_new = o * tc
+            if w_hr is not None:
+                mp[t, ...] = h_new
+                h_new = xp.matmul(h_new, w_hrT)
             hp[t, ...] = h
             cp[t, ...] = c
             tc_buf[t, ...] = tc
@@ -320,7 +329,7 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
 
     def release() -> None:
         if state["live"] and ws is not None:
-            ws.give(*[buf for buf in (hp, cp, tc_buf, gn) if buf is not None])
+            ws.give(*[buf for buf in (hp, cp, tc_buf, gn, mp) if buf is not None])
         state["live"] = False
 
     def backward(dout: Array | None, dh_n: Array | None, dc_n: Array | None,
@@ -334,6 +343,8 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
             dc = dc_n if dc_n is not None else xp.zeros_like(c0)
             d_shift = consts["d_shift"]
             s_mask = consts["d_smask"]
+            if w_hr is not None:
+                dhp = take((steps, batch, state_size))  # gradients of the projected outputs
         elif mode == "GRU":
             dzh = take((steps, batch, gh))
         back_order = range(steps) if reverse else range(steps - 1, -1, -1)
@@ -353,6 +364,9 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
                 a = xg[t, ...]
                 tc = tc_buf[t, ...]
                 i, f, g, o = a[:, :hidden], a[:, hidden:two_h], a[:, two_h:3 * hidden], a[:, 3 * hidden:]
+                if w_hr is not None:
+                    dhp[t, ...] = dh_new
+                    dh_new = xp.matmul(dh_new, w_hr)
                 dcn = dh_new * o
                 dcn *= 1.0 - tc * tc
                 dcn += dc_new
@@ -392,7 +406,7 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
             if mb is not None:
                 dh += dh_pass
         dz_all = xp.reshape(xg, (steps * batch, gh))
-        hp2 = xp.reshape(hp, (steps * batch, hidden))
+        hp2 = xp.reshape(hp, (steps * batch, state_size))
         dzh_all = dz_all if dzh is None else xp.reshape(dzh, (steps * batch, gh))
         dw_ih = xp.matmul(xp.matrix_transpose(dz_all), x2)
         dw_hh = xp.matmul(xp.matrix_transpose(dzh_all), hp2)
@@ -402,10 +416,16 @@ def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Arr
         else:
             db_ih = db_hh = None
         dx = xp.reshape(xp.matmul(dz_all, w_ih), (steps, batch, in_size)) if need_dx else None
+        dw_hr = None
+        if w_hr is not None:
+            dw_hr = xp.matmul(xp.matrix_transpose(xp.reshape(dhp, (steps * batch, state_size))),
+                              xp.reshape(mp, (steps * batch, hidden)))
+            if ws is not None:
+                ws.give(dhp)
         if dzh is not None and ws is not None:
             ws.give(dzh)
         release()
-        return dx, dh, dc, (dw_ih, dw_hh, db_ih, db_hh)
+        return dx, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, dw_hr)
 
     backward.release = release  # type: ignore[attr-defined]
     return out, h_n, c_n, backward
@@ -427,15 +447,16 @@ def _constants(xp: Any, mode: str, hidden: int, dtype: Any, device: Any) -> dict
 # ============================================================================ full layers
 def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *, num_layers: int,
                        bidirectional: bool, batch_first: bool, dropout: float, training: bool,
-                       lengths: Any, has_biases: bool, workspace: Workspace | None = None) -> tuple[tuple, Backward]:
+                       lengths: Any, has_biases: bool, workspace: Workspace | None = None,
+                       has_projections: bool = False) -> tuple[tuple, Backward]:
     b = backends.backend_of(x)
     xp = b.xp
     directions = 2 if bidirectional else 1
-    per_dir = 4 if has_biases else 2
+    per_dir = (4 if has_biases else 2) + (1 if has_projections else 0)
     if len(weights) != num_layers * directions * per_dir:
         raise ValueError(f"{mode.lower()}_forward: expected {num_layers * directions * per_dir} weight arrays "
-                         f"for num_layers={num_layers}, bidirectional={bidirectional}, has_biases={has_biases}; "
-                         f"got {len(weights)}")
+                         f"for num_layers={num_layers}, bidirectional={bidirectional}, has_biases={has_biases}"
+                         f"{', has_projections=True' if has_projections else ''}; got {len(weights)}")
     is_lstm = mode == "LSTM"
     unbatched = x.ndim == 2
     if unbatched:
@@ -443,18 +464,20 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
     elif batch_first:
         x = xp.permute_dims(x, (1, 0, 2))
     steps, batch = x.shape[0], x.shape[1]
-    hidden = weights[1].shape[1]
+    hidden = weights[1].shape[1]          # size of h (proj_size with projections)
+    cell_size = weights[1].shape[0] // 4 if is_lstm else hidden
     h0_all = c0_all = None
     if hx is not None:
         h0_all, c0_all = hx if is_lstm else (hx, None)
         if unbatched:
             h0_all = h0_all[:, None, :]
             c0_all = c0_all[:, None, :] if c0_all is not None else None
-    zeros = None
+    zeros = c_zeros = None
     if h0_all is None:
         zeros = xp.zeros((batch, hidden), dtype=x.dtype, device=x.device)
+        c_zeros = zeros if cell_size == hidden else xp.zeros((batch, cell_size), dtype=x.dtype, device=x.device)
     masks = lengths_mask(lengths, steps, x) if lengths is not None else None
-    consts = _constants(xp, mode, hidden, x.dtype, x.device)
+    consts = _constants(xp, mode, cell_size, x.dtype, x.device)
     consts["workspace"] = workspace
 
     layer_in = x
@@ -469,9 +492,10 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
             w = weights[k * per_dir:(k + 1) * per_dir]
             b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
             h0 = h0_all[k, ...] if h0_all is not None else zeros
-            c0 = (c0_all[k, ...] if c0_all is not None else zeros) if is_lstm else None
+            c0 = (c0_all[k, ...] if c0_all is not None else c_zeros) if is_lstm else None
             out, hn, cn, back = _direction(mode, xp, layer_in, w[0], w[1], b_ih, b_hh, h0, c0, masks,
-                                           reverse=d == 1, consts=consts)
+                                           reverse=d == 1, consts=consts,
+                                           w_hr=w[-1] if has_projections else None)
             outs.append(out)
             dir_backs.append(back)
             h_n.append(hn)
@@ -539,7 +563,8 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
                                                 d_cn[k, ...] if d_cn is not None else None, need_dx)
                 backs[layer][d] = None  # free this direction's activations now
                 dh0[k], dc0[k] = dh, dc
-                grads[k * per_dir:(k + 1) * per_dir] = list(g[:per_dir])
+                grads[k * per_dir:(k + 1) * per_dir] = (list(g[:2]) + (list(g[2:4]) if has_biases else [])
+                                                        + ([g[4]] if has_projections else []))
                 if dx is not None:
                     d_in = dx if d_in is None else d_in + dx
             d_layer = d_in
@@ -605,11 +630,16 @@ def rnn_forward(x: Array, hx: Array | None, weights: Sequence[Array], *, nonline
 def lstm_forward(x: Array, hx: tuple[Array, Array] | None, weights: Sequence[Array], *, num_layers: int = 1,
                  bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
                  training: bool = False, lengths: Any = None,
-                 has_biases: bool = True, workspace: Workspace | None = None) -> tuple[tuple, Backward]:
-    """Long short-term memory, gate order ``i, f, g, o``; returns ``((output, (h_n, c_n)), backward)``."""
+                 has_biases: bool = True, workspace: Workspace | None = None,
+                 has_projections: bool = False) -> tuple[tuple, Backward]:
+    """Long short-term memory, gate order ``i, f, g, o``; returns ``((output, (h_n, c_n)), backward)``.
+
+    With ``has_projections`` each direction of each layer has a fifth array ``w_hr`` (``(P, H)``,
+    after the biases, PyTorch's order) and carries ``h = (o * tanh(c)) @ w_hr.T`` of size ``P``.
+    """
     return _recurrent_forward("LSTM", x, hx, weights, num_layers=num_layers, bidirectional=bidirectional,
                               batch_first=batch_first, dropout=dropout, training=training, lengths=lengths,
-                              has_biases=has_biases, workspace=workspace)
+                              has_biases=has_biases, workspace=workspace, has_projections=has_projections)
 
 
 def gru_forward(x: Array, hx: Array | None, weights: Sequence[Array], *, num_layers: int = 1,

@@ -126,19 +126,24 @@ class RNNBase(Module):
         self.batch_first = bool(batch_first)
         self.dropout = check_probability(name, "dropout", dropout, inclusive_high=True)
         self.bidirectional = bool(bidirectional)
-        if proj_size:
-            raise ValueError(f"{name}: proj_size is not supported by nnx (got {proj_size!r}); use proj_size=0")
-        self.proj_size = 0
+        self.proj_size = check_positive_int(name, "proj_size", proj_size, allow_zero=True)
+        if proj_size and mode != "LSTM":
+            raise ValueError(f"{name}: proj_size is only supported by LSTM, got {proj_size!r}")
+        if proj_size >= hidden_size:
+            raise ValueError(f"{name}: proj_size has to be smaller than hidden_size ({hidden_size}), got {proj_size}")
         gate = _GATES[mode] * hidden_size
         directions = 2 if bidirectional else 1
+        real_hidden = proj_size or hidden_size  # size of h and of each direction's output
         self._flat_weights_names: list[str] = []
         for layer in range(num_layers):
-            layer_in = input_size if layer == 0 else hidden_size * directions
+            layer_in = input_size if layer == 0 else real_hidden * directions
             for d in range(directions):
                 suffix = f"_l{layer}" + ("_reverse" if d == 1 else "")
-                shapes = [("weight_ih", (gate, layer_in)), ("weight_hh", (gate, hidden_size))]
+                shapes = [("weight_ih", (gate, layer_in)), ("weight_hh", (gate, real_hidden))]
                 if bias:
                     shapes += [("bias_ih", (gate,)), ("bias_hh", (gate,))]
+                if proj_size:
+                    shapes.append(("weight_hr", (proj_size, hidden_size)))
                 for pname, shape in shapes:
                     setattr(self, pname + suffix, new_parameter(shape, dtype, backend, device))
                     self._flat_weights_names.append(pname + suffix)
@@ -181,23 +186,26 @@ class RNNBase(Module):
         if steps < 1:
             raise ValueError(f"{where}: the input has no time steps (shape {tuple(x.shape)})")
         directions = 2 if self.bidirectional else 1
-        want = (self.num_layers * directions, batch, self.hidden_size) if batched else (
-            self.num_layers * directions, self.hidden_size)
+
+        def want(size: int) -> tuple:
+            return (self.num_layers * directions, batch, size) if batched else (self.num_layers * directions, size)
+
         if hx is not None:
             if self.mode == "LSTM":
                 if not isinstance(hx, (tuple, list)) or len(hx) != 2:
-                    raise TypeError(f"{where}: hx must be a pair (h0, c0) of arrays of shape {want}, "
-                                    f"got {type(hx).__name__}")
-                states = [("h0", hx[0]), ("c0", hx[1])]
+                    raise TypeError(f"{where}: hx must be a pair (h0, c0) of arrays of shape "
+                                    f"{want(self.proj_size or self.hidden_size)}, got {type(hx).__name__}")
+                states = [("h0", hx[0], self.proj_size or self.hidden_size, "proj_size" if self.proj_size
+                           else "hidden_size"), ("c0", hx[1], self.hidden_size, "hidden_size")]
                 hx = (hx[0], hx[1])
             else:
-                states = [("hx", hx)]
-            for sname, s in states:
+                states = [("hx", hx, self.hidden_size, "hidden_size")]
+            for sname, s, size, size_name in states:
                 check_same_backend(where, s, w, what=sname)
                 check_floating(where, s, w.dtype, what=sname)
-                if tuple(s.shape) != want:
-                    raise ValueError(f"{where}: expected {sname} of shape {want} "
-                                     f"(num_layers * num_directions, batch, hidden_size)"
+                if tuple(s.shape) != want(size):
+                    raise ValueError(f"{where}: expected {sname} of shape {want(size)} "
+                                     f"(num_layers * num_directions, batch, {size_name})"
                                      f"{'' if batched else ' for unbatched input'}, got {tuple(s.shape)}")
         if lengths is not None:
             if not batched:
@@ -212,7 +220,8 @@ class RNNBase(Module):
                       dropout=self.dropout, training=self.training, lengths=lengths, has_biases=self.bias,
                       workspace=self._workspace)
         if mode == "LSTM":
-            result, backward = F.lstm_forward(input, hx, self._flat_weights, **kwargs)
+            result, backward = F.lstm_forward(input, hx, self._flat_weights, has_projections=self.proj_size > 0,
+                                              **kwargs)
         elif mode == "GRU":
             result, backward = F.gru_forward(input, hx, self._flat_weights, **kwargs)
         else:
@@ -253,6 +262,8 @@ class RNNBase(Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
+        if self.proj_size:
+            s += f", proj_size={self.proj_size}"
         return s
 
 
@@ -299,7 +310,10 @@ class LSTM(RNNBase):
     a tanh gate, all four from one fused product ``x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh``.
 
     Args: ``input_size, hidden_size, num_layers=1, bias=True, batch_first=False, dropout=0.0,
-    bidirectional=False, proj_size=0`` (only 0 is supported), ``device, dtype``, ``backend``.
+    bidirectional=False, proj_size=0, device, dtype``, and ``backend``. With ``proj_size > 0``
+    the hidden state is projected, ``h_t = W_hr (o * tanh(c_t))`` (parameters ``weight_hr_l{k}``
+    of shape ``(proj_size, hidden_size)``), so ``output`` and ``h_n`` have ``proj_size`` features
+    per direction while ``c_n`` keeps ``hidden_size``.
 
     Returns ``(output, (h_n, c_n))``. See :class:`RNNBase` for ``hx = (h0, c0)`` and ``lengths``.
 
