@@ -190,3 +190,55 @@ def test_failed_forward_leaves_parameters_alone(backend):
             layer(bad)
     np.testing.assert_array_equal(host(layer.weight.data), w)
     assert layer.weight.grad is None
+
+
+def test_optimizer_state_left_behind_by_model_to(backend):
+    """Moving a model after its optimizer has state: the next step says what happened and updates nothing."""
+    other = {"numpy": "torch", "torch": "array_api_strict", "array_api_strict": "numpy"}[backend.name]
+    model = nnx.Sequential(nnx.Linear(3, 2))
+    opt = nnx.optim.Adam(model.parameters(), lr=0.1)
+    loss_fn = nnx.MSELoss()
+    loss_fn(model(rand(4, 3, dtype="float32")), rand(4, 2, dtype="float32", seed=1))
+    model.backward(loss_fn.backward())
+    opt.step()
+    model.to(other)
+    before = [host(p.data).copy() for p in model.parameters()]
+    for p in model.parameters():
+        p.grad = p.data * 0.5
+    with pytest.raises(ValueError, match=r"Adam.step: optimizer state 'exp_avg' lives on another backend or device "
+                                         r"than its parameter .*create the optimizer after model.to\(...\)"):
+        opt.step()
+    for b_, p in zip(before, model.parameters()):
+        np.testing.assert_array_equal(host(p.data), b_)
+
+
+def test_optimizer_state_or_gradient_on_another_device():
+    """Same library, another device (array_api_strict's device1): caught before anything changes."""
+    with nnx.use_backend("array_api_strict"):
+        model = nnx.Sequential(nnx.Linear(3, 2))
+        opt = nnx.optim.Adam(model.parameters(), lr=0.1)
+        for p in model.parameters():
+            p.grad = p.data * 0.5
+        opt.step()
+        state = [host(st["exp_avg"]).copy() for st in opt.state.values()]
+        model.to(device="device1")
+        for p in model.parameters():
+            p.grad = p.data * 0.5
+        before = [host(p.data).copy() for p in model.parameters()]
+        with pytest.raises(ValueError, match=r"Adam.step: optimizer state 'exp_avg' lives on another backend or "
+                                             r"device than its parameter \(.*CPU_DEVICE.* vs .*device1"):
+            opt.step()
+        for b_, p in zip(before, model.parameters()):
+            np.testing.assert_array_equal(host(p.data), b_)
+        for s_, st in zip(state, opt.state.values()):
+            np.testing.assert_array_equal(host(st["exp_avg"]), s_)
+
+        fresh = nnx.Linear(3, 2)
+        sgd = nnx.optim.SGD(fresh.parameters(), lr=0.1)
+        fresh.weight.grad = fresh.weight.data * 0.5
+        fresh.bias.grad = nnx.asarray(np.ones(2), device="device1")  # the last one: the weight would go first
+        w = host(fresh.weight.data).copy()
+        with pytest.raises(ValueError, match=r"SGD.step: gradient is a .*device1.* but its parameter is a "
+                                             r".*CPU_DEVICE.*nothing was updated"):
+            sgd.step()
+        np.testing.assert_array_equal(host(fresh.weight.data), w)

@@ -65,15 +65,17 @@ class Optimizer:
                 if grad is None or not p.requires_grad:
                     continue
                 data = p.data
-                if type(grad) is not type(data) or tuple(grad.shape) != tuple(data.shape) or grad.dtype != data.dtype:
+                if (type(grad) is not type(data) or tuple(grad.shape) != tuple(data.shape) or grad.dtype != data.dtype
+                        or grad.device != data.device):
                     raise ValueError(f"{name}.step: gradient is a {describe(grad)} but its parameter is a "
                                      f"{describe(data)}; nothing was updated")
                 st = self.state.get(p)
                 if st:
                     for k, v in st.items():
-                        if hasattr(v, "shape") and type(v) is not type(data):
+                        if hasattr(v, "shape") and (type(v) is not type(data) or v.device != data.device):
                             raise ValueError(
-                                f"{name}.step: optimizer state {k!r} lives on another backend than its parameter "
+                                f"{name}.step: optimizer state {k!r} lives on another backend or device than its "
+                                "parameter "
                                 f"({describe(v)} vs {describe(data)}); create the optimizer after model.to(...)")
                 pairs.append((g, p, grad))
         return pairs
