@@ -4,8 +4,8 @@
    conv 6@5x5 pad 2, ReLU, maxpool 2, conv 16@5x5, ReLU, maxpool 2, fc 120, 84, 10 (ReLU between).
    Contestants, interleaved in one process, at 1 and 2 threads:
    - ``nnx``: nnx on the NumPy backend (layers, ``CrossEntropyLoss``, ``optim.SGD``);
-   - ``numpy_floor``: the same math written by hand in raw NumPy (im2col through
-     ``sliding_window_view`` + matmul, col2im, reshape max-pool): no framework at all;
+   - ``numpy_floor``: the same math written by hand in raw NumPy (flat-shift im2col into kept,
+     preallocated buffers, ``matmul(out=)``, col2im, separable max-pool): no framework at all;
    - ``torch``: PyTorch CPU (oneDNN/MKL-DNN convolutions).
 2. A ResNet basic block (3x3 conv, BatchNorm, ReLU, 3x3 conv, BatchNorm, residual add, ReLU)
    at 64 channels, 32x32, batch 16: forward + backward + SGD step, nnx vs PyTorch.
@@ -110,74 +110,108 @@ def torch_step(x: np.ndarray, y: np.ndarray):
     return step
 
 
-def _im2col(xpad: np.ndarray, k: int, oh: int, ow: int) -> np.ndarray:
-    win = np.lib.stride_tricks.sliding_window_view(xpad, (k, k), axis=(2, 3))  # (N, C, OH, OW, k, k)
-    n, c = xpad.shape[:2]
-    return win.transpose(0, 1, 4, 5, 2, 3).reshape(n, c * k * k, oh * ow)
+class FloorConv:
+    """Raw-NumPy stride-1 convolution with preallocated buffers: flat-shift im2col into a kept
+    column buffer (``np.copyto``), one ``np.matmul(out=)``, no framework, no checks, no re-gather
+    in backward. The same math as nnx's kernel; the floor a framework can approach."""
+
+    def __init__(self, n: int, c: int, h: int, o: int, k: int, pad: int, rng: np.random.Generator) -> None:
+        bound = 1.0 / math.sqrt(c * k * k)
+        self.w = rng.uniform(-bound, bound, (o, c, k, k)).astype(np.float32)
+        self.b = rng.uniform(-bound, bound, o).astype(np.float32)
+        self.n, self.c, self.h, self.o, self.k, self.pad = n, c, h, o, k, pad
+        self.hp = self.wp = h + 2 * pad
+        self.oh = self.ow = self.hp - k + 1
+        self.run = self.oh * self.wp
+        self.xpad = np.zeros((n, c, self.hp + 1, self.wp), np.float32)
+        self.flat = self.xpad.reshape(n, c, -1)
+        self.cols = np.empty((n, k * k * c + 1, self.run), np.float32)
+        self.cols[:, -1, :] = 1.0
+        self.offsets = [a * self.wp + bb for a in range(k) for bb in range(k)]
+        self.yext = np.empty((n, o, self.run), np.float32)
+        self.dy_ext = np.zeros((n, o, self.oh, self.wp), np.float32)
+        self.dflat = np.zeros_like(self.flat)
+        self.dwk = np.empty((n, o, k * k * c + 1), np.float32)
+        self.vel_w, self.vel_b = np.zeros_like(self.w), np.zeros_like(self.b)
+
+    def wk(self) -> np.ndarray:
+        o, c, k = self.o, self.c, self.k
+        w = self.w.reshape(o, c, k * k).transpose(0, 2, 1).reshape(o, k * k * c)
+        return np.concatenate([w, self.b[:, None]], axis=1)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        p, h, c, run = self.pad, self.h, self.c, self.run
+        self.xpad[:, :, p:p + h, p:p + h] = x
+        for i, s in enumerate(self.offsets):
+            np.copyto(self.cols[:, i * c:(i + 1) * c, :], self.flat[:, :, s:s + run])
+        np.matmul(self.wk(), self.cols, out=self.yext)
+        return self.yext.reshape(self.n, self.o, self.oh, self.wp)[:, :, :, :self.ow]
+
+    def backward(self, dy: np.ndarray, input_grad: bool) -> np.ndarray | None:
+        self.dy_ext[:, :, :, :self.ow] = dy
+        dy3 = self.dy_ext.reshape(self.n, self.o, self.run)
+        np.matmul(dy3, self.cols.transpose(0, 2, 1), out=self.dwk)
+        dwk = self.dwk.sum(0)
+        kc = self.k * self.k * self.c
+        self.gw = dwk[:, :kc].reshape(self.o, self.k * self.k, self.c).transpose(0, 2, 1).reshape(self.w.shape)
+        self.gb = dwk[:, kc]
+        if not input_grad:
+            return None
+        dcols = np.matmul(self.wk()[:, :kc].T, dy3)
+        self.dflat[...] = 0.0
+        c, run = self.c, self.run
+        for i, s in enumerate(self.offsets):
+            self.dflat[:, :, s:s + run] += dcols[:, i * c:(i + 1) * c, :]
+        p, h = self.pad, self.h
+        return self.dflat.reshape(self.xpad.shape)[:, :, p:p + h, p:p + h]
+
+    def sgd(self) -> None:
+        for v, g, buf in ((self.w, self.gw, self.vel_w), (self.b, self.gb, self.vel_b)):
+            buf *= MOMENTUM
+            buf += g
+            v -= LR * buf
 
 
-def _col2im(dcols: np.ndarray, shape: tuple[int, ...], k: int, oh: int, ow: int) -> np.ndarray:
-    n, c, hp, wp = shape
-    d6 = dcols.reshape(n, c, k, k, oh, ow)
-    dx = np.zeros(shape, np.float32)
-    for i in range(k):
-        for j in range(k):
-            dx[:, :, i:i + oh, j:j + ow] += d6[:, :, i, j]
-    return dx
+def _pool2_forward(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    m1 = np.maximum(a[..., 0::2], a[..., 1::2])
+    return np.maximum(m1[:, :, 0::2], m1[:, :, 1::2]), m1
+
+
+def _pool2_backward(dout: np.ndarray, a: np.ndarray, m1: np.ndarray, out: np.ndarray) -> np.ndarray:
+    n, c, h, w = a.shape
+    top = dout * (m1[:, :, 0::2] == out)
+    dm1 = np.stack([top, dout - top], axis=3).reshape(n, c, h, w // 2)
+    left = dm1 * (a[..., 0::2] == m1)
+    return np.stack([left, dm1 - left], axis=4).reshape(n, c, h, w)
 
 
 def numpy_floor_step(x: np.ndarray, y: np.ndarray):
-    """LeNet-5 forward, backward and SGD-momentum written by hand in NumPy: the floor."""
+    """LeNet-5 forward, backward and SGD-momentum written by hand in raw NumPy: the floor."""
     rng = np.random.default_rng(0)
+    conv1 = FloorConv(BATCH, 1, 28, 6, 5, 2, rng)
+    conv2 = FloorConv(BATCH, 6, 14, 16, 5, 0, rng)
 
     def uniform(shape, fan_in):
         bound = 1.0 / math.sqrt(fan_in)
         return rng.uniform(-bound, bound, shape).astype(np.float32)
 
-    p = {
-        "w1": uniform((6, 1, 5, 5), 25), "b1": uniform((6,), 25),
-        "w2": uniform((16, 6, 5, 5), 150), "b2": uniform((16,), 150),
-        "w3": uniform((120, 400), 400), "b3": uniform((120,), 400),
-        "w4": uniform((84, 120), 120), "b4": uniform((84,), 120),
-        "w5": uniform((10, 84), 84), "b5": uniform((10,), 84),
-    }
+    p = {"w3": uniform((120, 400), 400), "b3": uniform((120,), 400), "w4": uniform((84, 120), 120),
+         "b4": uniform((84,), 120), "w5": uniform((10, 84), 84), "b5": uniform((10,), 84)}
     bufs = {k: np.zeros_like(v) for k, v in p.items()}
     data = Batches(x, y)
     rows = np.arange(BATCH)
 
-    def pool_forward(a: np.ndarray):
-        n, c, h, w = a.shape
-        r = a.reshape(n, c, h // 2, 2, w // 2, 2)
-        out = r.max(axis=(3, 5))
-        mask = r == out[:, :, :, None, :, None]
-        return out, mask
-
-    def pool_backward(dout: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        n, c, h2, _, w2, _ = mask.shape
-        return (mask * dout[:, :, :, None, :, None]).reshape(n, c, h2 * 2, w2 * 2)
-
     def step() -> None:
         xb, yb = data.next()
         n = xb.shape[0]
-        # conv1 (pad 2) + relu + pool
-        x1 = np.zeros((n, 1, 32, 32), np.float32)
-        x1[:, :, 2:30, 2:30] = xb
-        c1 = _im2col(x1, 5, 28, 28)
-        a1 = np.matmul(p["w1"].reshape(6, 25), c1).reshape(n, 6, 28, 28)
-        a1 += p["b1"][:, None, None]
-        np.maximum(a1, 0.0, out=a1)
-        p1, m1 = pool_forward(a1)
-        # conv2 + relu + pool
-        c2 = _im2col(p1, 5, 10, 10)
-        a2 = np.matmul(p["w2"].reshape(16, 150), c2).reshape(n, 16, 10, 10)
-        a2 += p["b2"][:, None, None]
-        np.maximum(a2, 0.0, out=a2)
-        p2, m2 = pool_forward(a2)
+        a1 = np.maximum(conv1.forward(xb), 0.0)
+        p1, m1 = _pool2_forward(a1)
+        a2 = np.maximum(conv2.forward(p1), 0.0)
+        p2, m2 = _pool2_forward(a2)
         f = p2.reshape(n, 400)
         h3 = np.maximum(f @ p["w3"].T + p["b3"], 0.0)
         h4 = np.maximum(h3 @ p["w4"].T + p["b4"], 0.0)
         logits = h4 @ p["w5"].T + p["b5"]
-        # softmax cross-entropy gradient
         logits -= logits.max(axis=1, keepdims=True)
         e = np.exp(logits)
         e /= e.sum(axis=1, keepdims=True)
@@ -189,14 +223,12 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
         d3 = (d4 @ p["w4"]) * (h3 > 0)
         g["w3"], g["b3"] = d3.T @ f, d3.sum(0)
         df = (d3 @ p["w3"]).reshape(n, 16, 5, 5)
-        da2 = pool_backward(df, m2) * (a2 > 0)
-        da2 = da2.reshape(n, 16, 100)
-        g["w2"] = np.matmul(da2, c2.transpose(0, 2, 1)).sum(0).reshape(16, 6, 5, 5)
-        g["b2"] = da2.sum(axis=(0, 2))
-        dp1 = _col2im(np.matmul(p["w2"].reshape(16, 150).T, da2), (n, 6, 14, 14), 5, 10, 10)
-        da1 = (pool_backward(dp1, m1) * (a1 > 0)).reshape(n, 6, 784)
-        g["w1"] = np.matmul(da1, c1.transpose(0, 2, 1)).sum(0).reshape(6, 1, 5, 5)
-        g["b1"] = da1.sum(axis=(0, 2))
+        da2 = _pool2_backward(df, a2, m2, p2) * (a2 > 0)
+        dp1 = conv2.backward(da2, True)
+        da1 = _pool2_backward(dp1, a1, m1, p1) * (a1 > 0)
+        conv1.backward(da1, False)
+        conv1.sgd()
+        conv2.sgd()
         for k, v in p.items():  # SGD with momentum (torch's rule)
             buf = bufs[k]
             buf *= MOMENTUM

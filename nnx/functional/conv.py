@@ -41,7 +41,7 @@ import backends
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
 
-#: Largest im2col block (bytes) that the stride-1 convolution builds at once: the batch is
+#: Largest im2col block (bytes) that a convolution builds at once: the batch is
 #: processed in chunks of samples so that the column matrix stays cache-sized and its memory
 #: bounded, whatever the batch size. 0 means the whole batch at once.
 COLUMN_CHUNK_BYTES = 8 << 20
