@@ -41,6 +41,9 @@ def test_kernel_larger_than_padded_input(backend):
         nnx.Conv2d(2, 3, 3, dilation=2)(rand(1, 2, 4, 4, dtype="float32"))
     with pytest.raises(ValueError, match=r"MaxPool2d\(kernel_size=\(4, 4\).*larger than the padded input"):
         nnx.MaxPool2d(4)(rand(1, 2, 3, 3, dtype="float32"))
+    with pytest.raises(ValueError, match=r"ConvTranspose2d\(2, 2, .*padding \(4, 4\) leaves no output for input "
+                                         r"shape \(1, 2, 2, 2\) \(computed output size \(-4, -4\)\)"):
+        nnx.ConvTranspose2d(2, 2, 3, padding=4)(rand(1, 2, 2, 2, dtype="float32"))
     with pytest.raises(ValueError, match=r"conv2d: kernel size \(5, 5\).*larger than the padded input"):
         nnx.functional.conv2d(rand(1, 2, 3, 3), rand(3, 2, 5, 5))
 

@@ -299,6 +299,11 @@ class ConvTranspose2d(_ConvNd):
         if not self._fast_ok(x):
             self._check(x)
         op = self._output_padding(x, output_size)
+        sizes = tuple((x.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+                      + self.dilation[i] * (self.kernel_size[i] - 1) + op[i] + 1 for i in range(2))
+        if min(sizes) <= 0:
+            raise ValueError(f"{self._where}: padding {self.padding} leaves no output for input shape "
+                             f"{tuple(x.shape)} (computed output size {sizes}); use less padding or a larger input")
         b = self.bias.data if self.bias is not None else None
         y, backward = F.conv_transpose2d_forward(x, self.weight.data, b, self.stride, self.padding, op, self.groups,
                                                  self.dilation)
