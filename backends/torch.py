@@ -94,3 +94,9 @@ class TorchBackend(Backend):
 
     def erf(self, x):
         return self._torch.erf(x)
+
+    def sliding_windows(self, x, window, axes):
+        # Tensor.unfold appends each window dimension last, in order: NumPy's sliding_window_view layout
+        for axis, size in zip(axes, window):
+            x = x.unfold(axis, size, 1)
+        return x

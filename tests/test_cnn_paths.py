@@ -53,7 +53,7 @@ def test_sliding_windows_path_and_standard_fallback_agree(backend, monkeypatch, 
     monkeypatch.setattr(type(backend), "sliding_windows", spy)
     y1, back1 = F.conv2d_forward(x, w, b, **cfg)
     dx1, (dw1, db1) = back1(dy)
-    assert calls and all(c == (backend.name in ("numpy", "cupy")) for c in calls)  # the view is used where it exists
+    assert calls and all(c == (backend.name in ("numpy", "cupy", "torch")) for c in calls)  # views where they exist
 
     monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)  # force the fallback
     y2, back2 = F.conv2d_forward(x, w, b, **cfg)
@@ -219,3 +219,14 @@ def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
     assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
     assert F.conv._batch_chunks(3, 100, "float64") == [(0, 1), (1, 2), (2, 3)]
+
+
+def test_adapter_sliding_windows_layout_matches_numpy(backend):
+    """Every adapter that offers sliding windows returns NumPy's ``sliding_window_view`` layout."""
+    data = np.arange(2 * 3 * 5 * 6, dtype=np.float64).reshape(2, 3, 5, 6)
+    windows = backend.sliding_windows(nnx.asarray(data), (2, 3), (2, 3))
+    if windows is None:
+        assert backend.name == "array_api_strict"  # the standard has no strided views
+        return
+    expected = np.lib.stride_tricks.sliding_window_view(data, (2, 3), axis=(2, 3))
+    np.testing.assert_array_equal(host(windows), expected)
