@@ -283,3 +283,28 @@ def test_loss_weight_buffers_state_dict_like_torch(backend, torch):
         assert list(ours.state_dict()) == list(theirs.state_dict()), type(ours).__name__
     loss = nnx.CrossEntropyLoss(weight=w).to(dtype="float32")
     assert str(loss.weight.dtype).endswith("float32")
+
+
+@pytest.mark.parametrize("config", [dict(), dict(weight=True), dict(ignore_index=1), dict(label_smoothing=0.0,
+                                    reduction="none"), dict(ignore_index=1, label_smoothing=0.1, reduction="sum")],
+                         ids=["plain", "weight", "ignore", "none", "ignore_smoothing"])
+def test_cross_entropy_and_nll_with_masked_logits(backend, torch, config):
+    """-inf logits for classes that are not the target (action or vocabulary masks) give torch's finite loss,
+    not 0 * -inf = NaN (and no RuntimeWarning). Ignored rows may hold -inf anywhere."""
+    kw = dict(config)
+    use_w = kw.pop("weight", False)
+    raw = np.array([[1.0, -np.inf, 0.5, 0.0], [0.2, 0.1, -np.inf, 0.3], [-np.inf, 0.7, -np.inf, 0.1]])
+    target = np.array([0, 1, 1])
+    if kw.get("label_smoothing"):  # with smoothing every class counts: only the ignored row keeps its -inf
+        raw[:2] = np.nan_to_num(raw[:2], neginf=-30.0)
+    x = nnx.asarray(raw, dtype="float64")
+    t = nnx.asarray(target)
+    w = nnx.asarray(np.array([0.5, 2.0, 1.0, 1.5]), dtype="float64") if use_w else None
+    tw = _t(torch, w) if use_w else None
+    _check_parity(torch, nnx.CrossEntropyLoss(weight=w, **kw), x, t,
+                  lambda a, b: torch.nn.functional.cross_entropy(a, b, weight=tw, **kw))
+    if not kw.get("label_smoothing"):
+        logp = F.log_softmax(x, dim=1)
+        nll_kw = {k: v for k, v in kw.items() if k != "label_smoothing"}
+        _check_parity(torch, nnx.NLLLoss(weight=w, **nll_kw), logp, t,
+                      lambda a, b: torch.nn.functional.nll_loss(a, b, weight=tw, **nll_kw))

@@ -140,7 +140,8 @@ def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Arra
     valid = t != ignore_index
     t_safe = xp.where(valid, t, xp.zeros_like(t))
     classes = xp.arange(c, dtype=t.dtype, device=b.device_of(t))
-    onehot = xp.astype(t_safe[:, None] == classes[None, :], logp.dtype)
+    hit = t_safe[:, None] == classes[None, :]
+    onehot = xp.astype(hit, logp.dtype)
     validf = xp.astype(valid, logp.dtype)
     if weight is not None:
         w_t = xp.take(weight, t_safe, axis=0) * validf
@@ -151,10 +152,13 @@ def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Arra
     eps = float(label_smoothing)
     # loss_i = -sum_c a_ic logp_ic with a = (1 - eps) w_t onehot + eps / C * w_c (valid rows only)
     a = ((1.0 - eps) * w_t)[:, None] * onehot
+    # log-probabilities are selected with where(), not multiplied by 0: a masked logit is -inf and 0 * -inf is NaN
+    per = -((1.0 - eps) * w_t) * xp.sum(xp.where(hit & valid[:, None], logp, 0.0), axis=1)
     if eps > 0.0:
         smooth = validf[:, None] * (w_row if w_row is not None else 1.0) * (eps / c)
         a = a + smooth
-    per = -xp.sum(a * logp, axis=1)
+        per = per - (eps / c) * xp.sum(xp.where(valid[:, None], logp * (w_row if w_row is not None else 1.0), 0.0),
+                                       axis=1)
     if reduction == "mean":
         denom = xp.sum(w_t)
         loss = xp.asarray(xp.sum(per) / denom)
