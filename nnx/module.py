@@ -371,7 +371,7 @@ class Module:
 
         Every value is checked (shape, numeric kind) and converted to this module's backend,
         device and dtype before any is assigned, so an error leaves the model unchanged. With
-        ``strict=True`` missing or unexpected keys are an error; otherwise they are returned.
+        ``strict=True`` missing or unexpected keys raise RuntimeError (as PyTorch); otherwise they are returned.
         """
         from .backend import to_numpy
 
@@ -387,7 +387,7 @@ class Module:
                 parts.append(f"missing keys {missing}")
             if unexpected:
                 parts.append(f"unexpected keys {unexpected}")
-            raise KeyError(f"{where}: " + "; ".join(parts) + " (pass strict=False to load the rest)")
+            raise RuntimeError(f"{where}: " + "; ".join(parts) + " (pass strict=False to load the rest)")
         staged: list[tuple[Module, str, str, Any]] = []
         for key, m, name, kind in items:
             if key not in given:

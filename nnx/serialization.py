@@ -25,7 +25,7 @@ header's ``__metadata__``, the same checks and the same atomic write.
   ``fsync``-ed and renamed over the target, and the directory is ``fsync``-ed. A crash or
   ``SIGKILL`` during a save leaves the previous file intact (a stray ``.<name>.*.tmp`` may remain).
 * Loading is all-or-nothing: a truncated, corrupted or hand-crafted file, or one whose keys,
-  shapes or dtypes do not fit the model, raises :class:`CheckpointError` (or ``KeyError`` /
+  shapes or dtypes do not fit the model, raises :class:`CheckpointError` (or ``RuntimeError`` /
   ``ValueError`` / ``TypeError`` from ``load_state_dict`` naming the key) before any weight,
   optimizer state, scheduler state or random generator changes.
 * A file saved on one backend loads on any other: arrays are stored as host arrays and
