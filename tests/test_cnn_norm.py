@@ -35,6 +35,7 @@ BN_GRID = [
     dict(affine=False),
     dict(track_running_stats=False),
     dict(affine=False, track_running_stats=False),
+    dict(bias=False),
 ]
 
 
@@ -45,8 +46,9 @@ def test_batchnorm_parity_training_and_eval(backend, torch, cfg, kind, shape):
     cls, tcls = (nnx.BatchNorm2d, torch.nn.BatchNorm2d) if kind == "2d" else (nnx.BatchNorm1d, torch.nn.BatchNorm1d)
     layer = cls(4, dtype="float64", **cfg)
     tlayer = tcls(4, dtype=torch.float64, **cfg)
-    if layer.affine:  # non-trivial affine parameters
+    if layer.weight is not None:  # non-trivial affine parameters
         layer.weight.data = rand(4, seed=7) * 0.5 + 1.0
+    if layer.bias is not None:
         layer.bias.data = rand(4, seed=8)
     copy_params_to_torch(layer, tlayer)
     assert list(layer.state_dict()) == list(tlayer.state_dict())
@@ -136,12 +138,14 @@ def test_layernorm_gradcheck(backend):
 
 @pytest.mark.parametrize("groups,channels,cfg,shape",
                          [(2, 4, dict(), (2, 4, 3, 2)), (1, 4, dict(), (2, 4, 3)),
-                          (4, 4, dict(affine=False), (1, 4, 2, 2)), (2, 6, dict(eps=1e-3), (3, 6))],
-                         ids=["g2", "layer-like", "instance-like", "2d-input"])
+                          (4, 4, dict(affine=False), (1, 4, 2, 2)), (2, 6, dict(eps=1e-3), (3, 6)),
+                          (2, 4, dict(bias=False), (2, 4, 3))],
+                         ids=["g2", "layer-like", "instance-like", "2d-input", "no-bias"])
 def test_groupnorm_parity(backend, torch, groups, channels, cfg, shape):
     layer = nnx.GroupNorm(groups, channels, dtype="float64", **cfg)
-    if layer.affine:
+    if layer.weight is not None:
         layer.weight.data = rand(channels, seed=3) + 1.0
+    if layer.bias is not None:
         layer.bias.data = rand(channels, seed=4)
     tlayer = torch.nn.GroupNorm(groups, channels, dtype=torch.float64, **cfg)
     copy_params_to_torch(layer, tlayer)

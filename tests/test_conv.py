@@ -6,6 +6,8 @@ odd sizes, batch of 1) is what matters, not the size.
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
 
@@ -253,3 +255,18 @@ def test_eval_mode_records_nothing(backend):
     with nnx.no_grad():
         conv(rand(1, 2, 5, 5, dtype="float32"))
     assert conv._tape == []
+
+
+CNN_LAYERS = ["Conv1d", "Conv2d", "ConvTranspose2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "BatchNorm1d",
+              "BatchNorm2d", "LayerNorm", "GroupNorm", "Dropout2d"]
+
+
+@pytest.mark.parametrize("name", CNN_LAYERS)
+def test_signature_matches_torch(torch, name):
+    """Argument names, order of the positional ones, and defaults as torch.nn (plus nnx's ``backend``)."""
+    ours = inspect.signature(getattr(nnx, name)).parameters
+    theirs = inspect.signature(getattr(torch.nn, name)).parameters
+    assert {k: p.default for k, p in ours.items() if k != "backend"} == {k: p.default for k, p in theirs.items()}
+    positional = [k for k, p in ours.items() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    assert positional == [k for k in theirs if k in positional][:len(positional)]
+    assert inspect.getdoc(getattr(nnx, name)) and len(inspect.getdoc(getattr(nnx, name))) > 100

@@ -436,7 +436,7 @@ class _BatchNorm(Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = True,
                  track_running_stats: bool = True, *, dtype: Any = None, backend: Any = None,
-                 device: Any = None) -> None:
+                 device: Any = None, bias: bool = True) -> None:
         super().__init__()
         name = type(self).__name__
         self.num_features = check_positive_int(name, "num_features", num_features)
@@ -451,7 +451,10 @@ class _BatchNorm(Module):
         self.track_running_stats = bool(track_running_stats)
         if affine:
             self.weight = Parameter(_full((num_features,), 1.0, dtype, backend, device))
-            self.bias = Parameter(_full((num_features,), 0.0, dtype, backend, device))
+            if bias:
+                self.bias = Parameter(_full((num_features,), 0.0, dtype, backend, device))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
@@ -476,8 +479,9 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """Running statistics reset; weight 1, bias 0."""
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             init.ones_(self.weight)
+        if self.bias is not None:
             init.zeros_(self.bias)
 
     def _ref(self) -> Any:
@@ -530,7 +534,8 @@ class BatchNorm2d(_BatchNorm):
     """Batch normalisation of NCHW images per channel (``torch.nn.BatchNorm2d``).
 
     Args: ``num_features`` (C), ``eps=1e-5``, ``momentum=0.1`` (``None``: cumulative average
-    over all batches seen), ``affine=True`` (learn ``weight``/``bias`` of shape ``(C,)``),
+    over all batches seen), ``affine=True`` (learn ``weight``/``bias`` of shape ``(C,)``; ``bias=False``
+    keeps only the weight, as PyTorch 2.13),
     ``track_running_stats=True`` (buffers ``running_mean``, ``running_var`` and
     ``num_batches_tracked``; the running variance is unbiased, as PyTorch).
 
@@ -587,6 +592,7 @@ class LayerNorm(Module):
             self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
+        """Weight 1, bias 0."""
         if self.weight is not None:
             init.ones_(self.weight)
         if self.bias is not None:
@@ -621,14 +627,14 @@ class GroupNorm(Module):
     normalised over its channels and spatial positions, then a per-channel affine transform.
 
     Args: ``num_groups``, ``num_channels`` (divisible by ``num_groups``), ``eps=1e-5``,
-    ``affine=True`` (``weight`` ones, ``bias`` zeros, shape ``(num_channels,)``).
+    ``affine=True`` (``weight`` ones, ``bias`` zeros, shape ``(num_channels,)``; ``bias=False`` drops the bias).
     Input ``(N, C, *)``.
 
     >>> gn = nnx.GroupNorm(4, 16)     # doctest: +SKIP
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True, *,
-                 dtype: Any = None, backend: Any = None, device: Any = None) -> None:
+                 dtype: Any = None, backend: Any = None, device: Any = None, bias: bool = True) -> None:
         super().__init__()
         self.num_groups = check_positive_int("GroupNorm", "num_groups", num_groups)
         self.num_channels = check_positive_int("GroupNorm", "num_channels", num_channels)
@@ -639,14 +645,19 @@ class GroupNorm(Module):
         self.affine = bool(affine)
         if affine:
             self.weight = Parameter(_full((num_channels,), 1.0, dtype, backend, device))
-            self.bias = Parameter(_full((num_channels,), 0.0, dtype, backend, device))
+            if bias:
+                self.bias = Parameter(_full((num_channels,), 0.0, dtype, backend, device))
+            else:
+                self.register_parameter("bias", None)
         else:
             self.register_parameter("weight", None)
             self.register_parameter("bias", None)
 
     def reset_parameters(self) -> None:
-        if self.affine:
+        """Weight 1, bias 0."""
+        if self.weight is not None:
             init.ones_(self.weight)
+        if self.bias is not None:
             init.zeros_(self.bias)
 
     def forward(self, x: Any) -> Any:
