@@ -7,11 +7,13 @@ only (as ``torch.nn.functional``).
 How convolution is computed (the Array API standard has neither convolution nor strided views):
 
 * **Stride 1** (the common case: LeNet, VGG, ResNet 3x3 blocks), on every backend: "flat
-  shifts". The padded input is flattened per channel; for each kernel offset the inputs of all
-  output positions, read row by row over the full padded width, are one contiguous slice. So
-  im2col is ``kh*kw`` contiguous copies and the convolution one batched ``matmul``; the few
-  extra columns per row (``Wp - OW``) are computed and dropped. Pure standard, and the fastest
-  formulation measured on NumPy (long contiguous copies instead of short strided ones).
+  shifts". The padded input is stored channel-major and flattened per (channel, sample); for
+  each kernel offset the inputs of all output positions, read row by row over the full padded
+  width, are one contiguous slice. So im2col is ``kh*kw`` long contiguous copies and the
+  convolution one ``matmul`` per group over the whole batch (big enough for a multi-threaded
+  BLAS); the few extra columns per row (``Wp - OW``) are computed and dropped. Pure standard,
+  and the fastest formulation measured on NumPy (long contiguous copies instead of short
+  strided ones).
 * **Strided / 1x1** convolutions: im2col gathers, for every output position, the
   ``C/groups*kh*kw`` values it sees into ``(N, C*kh*kw, OH*OW)``, then one batched ``matmul``.
   The gather uses the backend's ``sliding_windows`` (NumPy's ``sliding_window_view``, CuPy's; a
