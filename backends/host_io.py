@@ -103,6 +103,12 @@ def _fsync_dir(directory: str) -> None:
         os.close(dfd)
 
 
+def _contiguous(arr: np.ndarray) -> np.ndarray:
+    """C-contiguous copy (or the array itself) of the same shape: ``np.ascontiguousarray`` turns a 0-d
+    array (BatchNorm's ``num_batches_tracked``) into shape ``(1,)``."""
+    return np.ascontiguousarray(arr).reshape(arr.shape)
+
+
 def write_archive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
     """Write ``arrays`` (name -> host array) and ``meta`` (JSON-able dict) atomically to ``path``.
 
@@ -125,7 +131,7 @@ def write_archive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: 
             zf.writestr(META_NAME, meta_bytes)
             for name, arr in arrays.items():
                 with zf.open(name + ".npy", mode="w", force_zip64=True) as member:
-                    np.lib.format.write_array(member, np.ascontiguousarray(arr), allow_pickle=False)
+                    np.lib.format.write_array(member, _contiguous(arr), allow_pickle=False)
 
     atomic_write(path, write)
 
@@ -256,7 +262,7 @@ def _safetensors_numpy() -> Any:
 
 def _write_safetensors(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta_json: str) -> None:
     st = _safetensors_numpy()
-    data = st.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={META_NAME: meta_json})
+    data = st.save({k: _contiguous(v) for k, v in arrays.items()}, metadata={META_NAME: meta_json})
     atomic_write(path, lambda f: f.write(data))
 
 

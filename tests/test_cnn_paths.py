@@ -230,3 +230,25 @@ def test_adapter_sliding_windows_layout_matches_numpy(backend):
         return
     expected = np.lib.stride_tricks.sliding_window_view(data, (2, 3), axis=(2, 3))
     np.testing.assert_array_equal(host(windows), expected)
+
+
+@pytest.mark.parametrize("suffix", [".nnx", ".safetensors"])
+def test_cnn_save_load_round_trip_keeps_0d_buffers(tmp_path, suffix):
+    """Regression: 0-d arrays (BatchNorm's num_batches_tracked, as torch) were written with shape (1,)."""
+    if suffix == ".safetensors":
+        pytest.importorskip("safetensors")
+    nnx.set_backend("numpy")
+    model = nnx.Sequential(nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2), nnx.ReLU())
+    x = rand(2, 1, 5, 5, dtype="float32")
+    model(x)
+    model.eval()
+    path = str(tmp_path / f"cnn{suffix}")
+    nnx.save(model, path)
+    loaded = nnx.load(path)
+    state = loaded.state_dict() if isinstance(loaded, nnx.Module) else loaded
+    assert tuple(state["1.num_batches_tracked"].shape) == ()
+    assert int(host(state["1.num_batches_tracked"])) == 1
+    fresh = nnx.Sequential(nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2), nnx.ReLU())
+    fresh.load_state_dict(state)
+    fresh.eval()
+    np.testing.assert_array_equal(host(fresh(x)), host(model(x)))
