@@ -7,13 +7,13 @@ only (as ``torch.nn.functional``).
 How convolution is computed (the Array API standard has neither convolution nor strided views):
 
 * **Stride 1** (the common case: LeNet, VGG, ResNet 3x3 blocks), on every backend: "flat
-  shifts". The padded input is stored channel-major and flattened per (channel, sample); for
-  each kernel offset the inputs of all output positions, read row by row over the full padded
-  width, are one contiguous slice. So im2col is ``kh*kw`` long contiguous copies and the
-  convolution one ``matmul`` per group over the whole batch (big enough for a multi-threaded
-  BLAS); the few extra columns per row (``Wp - OW``) are computed and dropped. Pure standard,
-  and the fastest formulation measured on NumPy (long contiguous copies instead of short
-  strided ones).
+  shifts". The padded input is flattened per (sample, channel); for each kernel offset the
+  inputs of all output positions, read row by row over the full padded width, are one
+  contiguous slice. So im2col is ``kh*kw`` long contiguous copies and the
+  convolution one batched ``matmul`` (one small GEMM per sample, which OpenBLAS's AVX-512
+  small-matrix kernels run fastest); the few extra columns per row (``Wp - OW``) are computed
+  and dropped. Pure standard, and the fastest formulation measured on NumPy (long contiguous
+  copies instead of short strided ones).
 * **Strided / 1x1** convolutions: im2col gathers, for every output position, the
   ``C/groups*kh*kw`` values it sees into ``(N, C*kh*kw, OH*OW)``, then one batched ``matmul``.
   The gather uses the backend's ``sliding_windows`` (NumPy's ``sliding_window_view``, CuPy's; a
@@ -324,17 +324,15 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
                     ) -> tuple[Array, Backward]:
     """Stride-1 convolution by "flat shifts" (pure standard; the fast path on every backend).
 
-    The zero-padded input is stored channel-major, ``(C, N, Hp + 1, Wp)``, and flattened over
-    its last two axes. For kernel offset ``(a, b)`` the inputs of *all* output positions, read
-    row by row over the full padded width ``Wp``, form one contiguous run per (channel, sample)
-    ``flat[..., a*dh*Wp + b*dw :][: OH*Wp]``; the ``Wp - OW`` extra columns per row are computed
-    and dropped (the spare bottom row absorbs the overrun). So im2col is ``kh*kw`` slice copies
-    of long contiguous runs into ``(G, kh*kw*C/G (+1), n*OH*Wp)``, and the convolution is *one*
-    matmul per group over the whole (chunk of the) batch, ``(O/G, kh*kw*C/G) @ (., n*OH*Wp)``,
-    large enough for a multi-threaded BLAS. A row of ones in the columns carries the bias. The
-    output is transposed back to NCHW in the copy that drops the extra columns. col2im (the
-    input gradient) adds the same runs back, with the extra columns of ``dy`` zeroed. The
-    column matrix is rebuilt in backward: the closure holds the padded input only.
+    The zero-padded input ``(N, C, Hp + 1, Wp)`` is flattened over its last two axes. For kernel
+    offset ``(a, b)`` the inputs of *all* output positions, read row by row over the full padded
+    width ``Wp``, form one contiguous run ``flat[..., a*dh*Wp + b*dw :][: OH*Wp]``: the
+    ``Wp - OW`` extra columns per row are computed and dropped (the spare bottom row absorbs the
+    overrun). So im2col is ``kh*kw`` contiguous slice copies, stacked as
+    ``(N, G, kh*kw*C/G, OH*Wp)``, and the convolution one batched matmul with the weight
+    ``(G, O/G, kh*kw*C/G)``; the output is a view ``[..., :OW]`` of ``(N, O, OH, Wp)`` (NCHW).
+    col2im (the input gradient) adds the same runs back, with the extra columns of ``dy``
+    zeroed. The column matrix is rebuilt in backward: the closure holds the padded input only.
     """
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
@@ -345,62 +343,59 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     dh, dw = dilation
     spare = 1 if dw * (kw - 1) > 0 else 0
     length = (hp + spare) * wp
-    xcn = xp.zeros((c, n, hp + spare, wp), dtype=x.dtype, device=device)
-    xcn[:, :, top:top + h, left:left + w] = xp.permute_dims(x, (1, 0, 2, 3))
-    flat = xp.reshape(xcn, (g, cg, n, length))
-    del xcn
+    xpad = xp.zeros((n, c, hp + spare, wp), dtype=x.dtype, device=device)
+    xpad[:, :, top:top + h, left:left + w] = x
+    flat = xp.reshape(xpad, (n, g, cg, length))
+    del xpad
     run = oh * wp
     offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
+
     kc = kk * cg
     rows = kc + (1 if bias is not None else 0)  # a row of ones carries the bias through the matmul
     chunks = _batch_chunks(n, g * rows * run, x.dtype)
 
     def columns(lo: int, hi: int) -> Array:
-        cols = xp.empty((g, rows, hi - lo, run), dtype=x.dtype, device=device)
+        cols = xp.empty((hi - lo, g, rows, run), dtype=x.dtype, device=device)
         for k, s in enumerate(offsets):
-            cols[:, k * cg:(k + 1) * cg, :, :] = flat[:, :, lo:hi, s:s + run]
+            cols[:, :, k * cg:(k + 1) * cg, :] = flat[lo:hi, :, :, s:s + run]
         if bias is not None:
-            cols[:, kc, :, :] = 1.0
-        return xp.reshape(cols, (g, rows, (hi - lo) * run))
+            cols[:, :, kc, :] = 1.0
+        return cols
 
     wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kc))
     if bias is not None:
         wk = xp.concat([wk, xp.reshape(bias, (g, og, 1))], axis=2)
-    parts = []
-    for lo, hi in chunks:
-        yc = xp.reshape(xp.matmul(wk, columns(lo, hi)), (o, hi - lo, oh, wp))
-        parts.append(xp.permute_dims(yc[:, :, :, :ow] if ow != wp else yc, (1, 0, 2, 3)))
-    y = parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
-    y = xp.reshape(xp.reshape(y, (n, o * oh * ow)), (n, o, oh, ow))  # one transposing copy to NCHW
+    parts = [xp.matmul(wk, columns(lo, hi)) for lo, hi in chunks]
+    yext = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, oh, wp))
     del parts
+    y = yext[:, :, :, :ow] if ow != wp else yext
+    del yext
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dy_cn = xp.permute_dims(dy, (1, 0, 2, 3))
-        if ow != wp:  # dy channel-major over the full padded width, the extra columns zero
-            dy_ext = xp.concat([dy_cn, xp.zeros((o, n, oh, wp - ow), dtype=dy.dtype, device=device)], axis=3)
+        if ow != wp:  # dy over the full padded width, the extra columns zero
+            dy_ext = xp.concat([dy, xp.zeros((n, o, oh, wp - ow), dtype=dy.dtype, device=device)], axis=3)
         else:
-            dy_ext = xp.reshape(xp.reshape(dy_cn, (o, n * oh * ow)), (o, n, oh, ow))
-        dy4 = xp.reshape(dy_ext, (g, og, n, run))
-        del dy_ext, dy_cn
+            dy_ext = dy
+        dy4 = xp.reshape(dy_ext, (n, g, og, run))
+        del dy_ext
         wt = xp.matrix_transpose(wk[:, :, :kc])
-        dflat = xp.zeros((g, cg, n, length), dtype=dy.dtype, device=device) if input_grad else None
+        dflat = xp.zeros((n, g, cg, length), dtype=dy.dtype, device=device) if input_grad else None
         dwk = None
         for lo, hi in chunks:
-            dyc = xp.reshape(dy4[:, :, lo:hi, :], (g, og, (hi - lo) * run))
-            part = xp.matmul(dyc, xp.matrix_transpose(columns(lo, hi)))  # (G, Og, rows)
+            dyc = dy4[lo:hi, ...]
+            part = xp.sum(xp.matmul(dyc, xp.matrix_transpose(columns(lo, hi))), axis=0)  # (G, Og, rows)
             dwk = part if dwk is None else dwk + part
             if input_grad:
-                dcols = xp.reshape(xp.matmul(wt, dyc), (g, kk, cg, hi - lo, run))
+                dcols = xp.reshape(xp.matmul(wt, dyc), (hi - lo, g, kk, cg, run))
                 for k, s in enumerate(offsets):
-                    dflat[:, :, lo:hi, s:s + run] += dcols[:, k, ...]
+                    dflat[lo:hi, :, :, s:s + run] += dcols[:, :, k, ...]
                 del dcols
         dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :, :kc], (g, og, kk, cg)), (0, 1, 3, 2)),
                              (o, cg, kh, kw))
         dbias = xp.reshape(dwk[:, :, kc], (o,)) if bias is not None else None
         dx = None
         if input_grad:
-            dxcn = xp.reshape(dflat, (c, n, hp + spare, wp))[:, :, top:top + h, left:left + w]
-            dx = xp.reshape(xp.reshape(xp.permute_dims(dxcn, (1, 0, 2, 3)), (n, c * h * w)), (n, c, h, w))
+            dx = xp.reshape(dflat, (n, c, hp + spare, wp))[:, :, top:top + h, left:left + w]
         return dx, (dweight, dbias)
 
     return y, backward
