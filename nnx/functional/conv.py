@@ -27,9 +27,10 @@ How convolution is computed (the Array API standard has neither convolution nor 
   scatter, no index array.
 
 Memory: a forward closure keeps the (padded) input, never an im2col matrix; the matrix is
-rebuilt in backward. The batch is processed in chunks so that no im2col block exceeds
-``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least). After ``backward`` runs, the
-module drops the closure and with it everything it held.
+rebuilt in backward (measured faster on NumPy than keeping it: the freed block is reused at
+once instead of new memory being faulted in). The batch is processed in chunks so that no
+im2col block exceeds ``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least). After
+``backward`` runs, the module drops the closure and with it everything it held.
 """
 
 from __future__ import annotations
@@ -330,9 +331,10 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     ``Wp - OW`` extra columns per row are computed and dropped (the spare bottom row absorbs the
     overrun). So im2col is ``kh*kw`` contiguous slice copies, stacked as
     ``(N, G, kh*kw*C/G, OH*Wp)``, and the convolution one batched matmul with the weight
-    ``(G, O/G, kh*kw*C/G)``; the output is a view ``[..., :OW]`` of ``(N, O, OH, Wp)`` (NCHW).
-    col2im (the input gradient) adds the same runs back, with the extra columns of ``dy``
-    zeroed. The column matrix is rebuilt in backward: the closure holds the padded input only.
+    ``(G, O/G, kh*kw*C/G)`` (plus a row of ones that carries the bias); the output is a view
+    ``[..., :OW]`` of ``(N, O, OH, Wp)`` (NCHW). col2im (the input gradient) adds the same runs
+    back, with the extra columns of ``dy`` zeroed. The batch is processed in chunks of at most
+    ``COLUMN_CHUNK_BYTES`` of columns, rebuilt in backward: the closure holds the padded input only.
     """
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
