@@ -194,11 +194,10 @@ def main() -> None:
 
             runners = {k: runner(s) for k, s in steppers.items()}
             if not args.no_sklearn:
-                n_sk = BATCH * steps
-                runners["sklearn"] = lambda: sklearn_epoch_throughput(x, y, n_sk)
+                runners["sklearn"] = lambda n=BATCH * steps: sklearn_epoch_throughput(x, y, n)
             res = interleaved(runners, repeats)
             nnx_median = res["nnx"]["median"]
-            for name, r in res.items():
+            for r in res.values():
                 r["nnx_ratio"] = nnx_median / r["median"]
             results[f"{n_threads}_thread"] = res
     write("mlp", {

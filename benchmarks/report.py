@@ -30,7 +30,8 @@ def groups(node: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, .
 
 def table(title: str, entries: dict[str, dict], unit: str) -> str:
     ref = next((v["median"] for k, v in entries.items() if k.startswith("nnx")), None)
-    lines = [f"**{title}**", "", f"| implementation | {unit} (median) | min – max | nnx / this |", "| --- | ---: | ---: | ---: |"]
+    lines = [f"**{title}**", "", f"| implementation | {unit} (median) | min – max | nnx / this |",
+             "| --- | ---: | ---: | ---: |"]
     for name, st in entries.items():
         ratio = f"{ref / st['median']:.2f}" if ref else "—"
         lines.append(f"| {name} | {st['median']:,.0f} | {st['min']:,.0f} – {st['max']:,.0f} | {ratio} |")

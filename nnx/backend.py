@@ -114,7 +114,8 @@ def asarray(obj: Any, dtype: Any = None, backend: str | Backend | None = None, d
 
 
 def _is_host(obj: Any) -> bool:
-    return type(obj).__module__ == "numpy" or type(obj).__name__ == "ndarray" and type(obj).__module__.startswith("numpy")
+    module = type(obj).__module__
+    return module == "numpy" or (type(obj).__name__ == "ndarray" and module.startswith("numpy"))
 
 
 def _kind_of(obj: Any) -> str:

@@ -136,8 +136,9 @@ class CrossEntropyLoss(_Loss):
         self._check(input, target, False)
         if input.ndim >= 2 and backends.Backend.dtype_name(target.dtype).startswith(("int", "uint")) \
                 and tuple(target.shape) != tuple(input.shape[:1]) + tuple(input.shape[2:]):
+            want = tuple(input.shape[:1]) + tuple(input.shape[2:])
             raise ValueError(
-                f"CrossEntropyLoss: class-index target must have shape {tuple(input.shape[:1]) + tuple(input.shape[2:])} "
+                f"CrossEntropyLoss: class-index target must have shape {want} "
                 f"for input of shape {tuple(input.shape)}, got {tuple(target.shape)}"
             )
         return self._finish(*F.cross_entropy_forward(input, target, self.weight, self.ignore_index,

@@ -1,6 +1,7 @@
 import numpy as np
 
 import nnx
+
 from helpers import host, rand
 
 

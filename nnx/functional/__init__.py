@@ -6,17 +6,15 @@ Everything here is written against the Array API standard: the namespace comes f
 and what the standard lacks comes from the backend adapter.
 """
 
-from .activation import (
-    elu, elu_forward, gelu, gelu_forward, hardtanh, hardtanh_forward, leaky_relu, leaky_relu_forward,
-    log_softmax, log_softmax_forward, mish, mish_forward, relu, relu_forward, sigmoid, sigmoid_forward,
-    silu, silu_forward, softmax, softmax_forward, softplus, softplus_forward, tanh, tanh_forward,
-)
-from .linear import dropout, dropout_forward, flatten, flatten_forward, linear, linear_forward
-from .loss import (
-    binary_cross_entropy, binary_cross_entropy_forward, binary_cross_entropy_with_logits,
-    binary_cross_entropy_with_logits_forward, cross_entropy, cross_entropy_forward, huber_loss,
-    huber_loss_forward, l1_loss, l1_loss_forward, mse_loss, mse_loss_forward, nll_loss, nll_loss_forward,
-    smooth_l1_loss, smooth_l1_loss_forward,
-)
-from .conv import *  # noqa: F401,F403  (convolution, pooling, normalisation kernels)
-from .recurrent import *  # noqa: F401,F403  (embedding and recurrent kernels)
+from . import activation as _activation
+from . import conv as _conv
+from . import linear as _linear
+from . import loss as _loss
+from . import recurrent as _recurrent
+from .activation import *  # noqa: F403
+from .conv import *  # noqa: F403  (convolution, pooling, normalisation kernels)
+from .linear import *  # noqa: F403
+from .loss import *  # noqa: F403
+from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
+
+__all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_conv.__all__, *_recurrent.__all__]

@@ -19,6 +19,33 @@ import backends
 
 from ._util import namespace
 
+__all__ = [
+    "elu",
+    "elu_forward",
+    "gelu",
+    "gelu_forward",
+    "hardtanh",
+    "hardtanh_forward",
+    "leaky_relu",
+    "leaky_relu_forward",
+    "log_softmax",
+    "log_softmax_forward",
+    "mish",
+    "mish_forward",
+    "relu",
+    "relu_forward",
+    "sigmoid",
+    "sigmoid_forward",
+    "silu",
+    "silu_forward",
+    "softmax",
+    "softmax_forward",
+    "softplus",
+    "softplus_forward",
+    "tanh",
+    "tanh_forward",
+]
+
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
 

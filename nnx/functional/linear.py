@@ -7,6 +7,15 @@ from typing import Any
 
 import backends
 
+__all__ = [
+    "dropout",
+    "dropout_forward",
+    "flatten",
+    "flatten_forward",
+    "linear",
+    "linear_forward",
+]
+
 Array = Any
 
 

@@ -14,6 +14,25 @@ import backends
 
 from ._util import reduce_loss
 
+__all__ = [
+    "binary_cross_entropy",
+    "binary_cross_entropy_forward",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_forward",
+    "cross_entropy",
+    "cross_entropy_forward",
+    "huber_loss",
+    "huber_loss_forward",
+    "l1_loss",
+    "l1_loss_forward",
+    "mse_loss",
+    "mse_loss_forward",
+    "nll_loss",
+    "nll_loss_forward",
+    "smooth_l1_loss",
+    "smooth_l1_loss_forward",
+]
+
 Array = Any
 
 
