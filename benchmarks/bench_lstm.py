@@ -217,6 +217,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=None, help="timed training steps per run (default 60)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--out", default="lstm", help="results name (benchmarks/results/<out>.json)")
     args = parser.parse_args()
     steps = args.steps or (10 if args.quick else 60)
     repeats = 1 if args.quick else args.repeats
@@ -250,7 +251,7 @@ def main() -> None:
         "machine": machine(),
         "results": results,
     }
-    write("lstm", payload)
+    write(args.out, payload)
 
 
 if __name__ == "__main__":

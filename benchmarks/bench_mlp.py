@@ -174,6 +174,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=None, help="timed steps per run (default: one epoch)")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--no-sklearn", action="store_true")
+    parser.add_argument("--out", default="mlp", help="results name (benchmarks/results/<out>.json)")
     args = parser.parse_args()
     steps = args.steps or (30 if args.quick else N_SAMPLES // BATCH)
     repeats = 1 if args.quick else args.repeats
@@ -200,7 +201,7 @@ def main() -> None:
             for r in res.values():
                 r["nnx_ratio"] = nnx_median / r["median"]
             results[f"{n_threads}_thread"] = res
-    write("mlp", {
+    write(args.out, {
         "benchmark": "MLP 784-512-512-10, ReLU, cross-entropy, Adam, batch 128, float32; samples/s",
         "steps_per_run": steps,
         "repeats": repeats,

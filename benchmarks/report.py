@@ -43,9 +43,12 @@ def render(path: str) -> str:
         data = json.load(f)
     m = data.get("machine", {})
     unit = data.get("unit", "samples/s")
+    blas = next((b for b in m.get("blas", []) if b.get("internal_api") == "openblas"), {})
+    env = ", ".join(f"{k}={v}" for k, v in sorted(m.get("env", {}).items())) or "no OPENBLAS_* variables"
     head = [f"### {data.get('benchmark', os.path.basename(path))}", "",
-            f"{m.get('date', '?')}, {m.get('cpu', '?')}, {m.get('cores', '?')} cores, NumPy {m.get('numpy', '?')}, "
-            f"PyTorch {m.get('torch', '—')}; {data.get('repeats', '?')} interleaved repeats. "
+            f"{m.get('date', '?')}, {m.get('cpu', '?')}, {m.get('cores', '?')} cores, NumPy {m.get('numpy', '?')} "
+            f"(OpenBLAS {blas.get('version', '?')}, {blas.get('architecture', '?')} kernels; {env}), "
+            f"PyTorch {m.get('torch', '—')}; medians of {data.get('repeats', '?')} interleaved repeats. "
             f"Source: `benchmarks/results/{os.path.basename(path)}`.", ""]
     body = [table(" / ".join(p) or "results", e, unit) for p, e in groups(data.get("results", {}))]
     return "\n".join(head) + "\n" + "\n\n".join(body) + "\n"
