@@ -50,7 +50,8 @@ def render(path: str) -> str:
             f"(OpenBLAS {blas.get('version', '?')}, {blas.get('architecture', '?')} kernels; {env}), "
             f"PyTorch {m.get('torch', '—')}; medians of {data.get('repeats', '?')} interleaved repeats. "
             f"Source: `benchmarks/results/{os.path.basename(path)}`.", ""]
-    body = [table(" / ".join(p) or "results", e, unit) for p, e in groups(data.get("results", {}))]
+    measured = {k: v for k, v in data.items() if k != "machine"}
+    body = [table(" / ".join(k for k in p if k != "results") or "results", e, unit) for p, e in groups(measured)]
     return "\n".join(head) + "\n" + "\n\n".join(body) + "\n"
 
 
