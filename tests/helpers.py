@@ -33,3 +33,13 @@ def copy_params_to_torch(module: nnx.Module, tmodule: Any) -> None:
 
     sd = {k: torch.from_numpy(host(v).copy()) for k, v in module.state_dict().items()}
     tmodule.load_state_dict(sd, strict=True)
+
+
+def require_backend(*names: str) -> None:
+    """Skip the calling test, with the registry's reason, unless every named backend works here."""
+    import pytest
+
+    status = nnx.available_backends()
+    for name in names:
+        if status.get(name) is not True:
+            pytest.skip(f"needs backend {name!r}: {status.get(name)}")

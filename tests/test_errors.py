@@ -8,7 +8,7 @@ import pytest
 
 import nnx
 
-from helpers import host, rand
+from helpers import host, rand, require_backend
 
 LINEAR = r"Linear\(in_features=4, out_features=3\)"
 
@@ -56,6 +56,7 @@ def test_error_is_raised_before_anything_is_recorded(backend):
 
 # ----------------------------------------------------------------------------- mixed backends and devices
 def test_numpy_array_into_torch_model():
+    require_backend("torch")
     with nnx.use_backend("torch"):
         layer = nnx.Linear(4, 3)
         model = nnx.Sequential(layer, nnx.ReLU())
@@ -71,6 +72,7 @@ def test_numpy_array_into_torch_model():
 
 
 def test_torch_tensor_into_numpy_model():
+    require_backend("torch")
     layer = nnx.Linear(4, 3, backend="numpy")
     x = nnx.asarray(np.ones((2, 4)), backend="torch")
     with pytest.raises(nnx.BackendMismatchError, match=LINEAR + r": input is a torch on cpu array of shape \(2, 4\) "
@@ -96,6 +98,7 @@ def test_strict_arrays_on_two_devices():
 
 
 def test_loss_target_from_another_backend():
+    require_backend("torch")
     logits = nnx.asarray(np.ones((2, 3)), backend="torch")
     with pytest.raises(nnx.BackendMismatchError, match=r"CrossEntropyLoss: target is a numpy array of shape \(2,\) "
                                                        r"and dtype int64, but the input lives on backend 'torch'"):
@@ -195,6 +198,7 @@ def test_failed_forward_leaves_parameters_alone(backend):
 def test_optimizer_state_left_behind_by_model_to(backend):
     """Moving a model after its optimizer has state: the next step says what happened and updates nothing."""
     other = {"numpy": "torch", "torch": "array_api_strict", "array_api_strict": "numpy"}[backend.name]
+    require_backend(other)
     model = nnx.Sequential(nnx.Linear(3, 2))
     opt = nnx.optim.Adam(model.parameters(), lr=0.1)
     loss_fn = nnx.MSELoss()
