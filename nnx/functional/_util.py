@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import backends
@@ -21,3 +22,16 @@ def reduce_loss(xp: Any, per_item: Any, reduction: str, where: str) -> Any:
     if reduction == "none":
         return per_item
     raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def functional_form(forward: Callable) -> Callable:
+    """The plain functional form of an op: ``name(*args)`` returns only the output of ``name_forward``."""
+
+    def fn(*args: Any, **kwargs: Any) -> Any:
+        return forward(*args, **kwargs)[0]
+
+    name = forward.__name__.removesuffix("_forward")
+    fn.__name__ = fn.__qualname__ = name
+    fn.__module__ = forward.__module__
+    fn.__doc__ = (forward.__doc__ or "") + f"\n\nFunctional form: returns only the output of ``{forward.__name__}``."
+    return fn

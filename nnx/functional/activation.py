@@ -17,7 +17,7 @@ from typing import Any
 
 import backends
 
-from ._util import namespace
+from ._util import functional_form, namespace
 
 __all__ = [
     "elu",
@@ -230,25 +230,15 @@ def log_softmax_forward(x: Array, dim: int = -1) -> tuple[Array, Backward]:
     return y, backward
 
 
-def _plain(forward: Callable) -> Callable:
-    def fn(x: Array, *args: Any, **kwargs: Any) -> Array:
-        return forward(x, *args, **kwargs)[0]
-
-    name = forward.__name__.removesuffix("_forward")
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (forward.__doc__ or "") + f"\n\nFunctional form: returns only the output of ``{forward.__name__}``."
-    return fn
-
-
-relu = _plain(relu_forward)
-leaky_relu = _plain(leaky_relu_forward)
-elu = _plain(elu_forward)
-sigmoid = _plain(sigmoid_forward)
-tanh = _plain(tanh_forward)
-gelu = _plain(gelu_forward)
-silu = _plain(silu_forward)
-softplus = _plain(softplus_forward)
-mish = _plain(mish_forward)
-hardtanh = _plain(hardtanh_forward)
-softmax = _plain(softmax_forward)
-log_softmax = _plain(log_softmax_forward)
+relu = functional_form(relu_forward)
+leaky_relu = functional_form(leaky_relu_forward)
+elu = functional_form(elu_forward)
+sigmoid = functional_form(sigmoid_forward)
+tanh = functional_form(tanh_forward)
+gelu = functional_form(gelu_forward)
+silu = functional_form(silu_forward)
+softplus = functional_form(softplus_forward)
+mish = functional_form(mish_forward)
+hardtanh = functional_form(hardtanh_forward)
+softmax = functional_form(softmax_forward)
+log_softmax = functional_form(log_softmax_forward)

@@ -12,7 +12,7 @@ from typing import Any
 
 import backends
 
-from ._util import reduce_loss
+from ._util import functional_form, reduce_loss
 
 __all__ = [
     "binary_cross_entropy",
@@ -328,21 +328,11 @@ def binary_cross_entropy_with_logits_forward(input: Array, target: Array, weight
     return loss, _reduced_backward(xp, grad, _numel(per), reduction)
 
 
-def _plain(forward: Callable) -> Callable:
-    def fn(*args: Any, **kwargs: Any) -> Array:
-        return forward(*args, **kwargs)[0]
-
-    name = forward.__name__.removesuffix("_forward")
-    fn.__name__ = fn.__qualname__ = name
-    fn.__doc__ = (forward.__doc__ or "") + f"\n\nFunctional form: returns only the loss of ``{forward.__name__}``."
-    return fn
-
-
-mse_loss = _plain(mse_loss_forward)
-l1_loss = _plain(l1_loss_forward)
-huber_loss = _plain(huber_loss_forward)
-smooth_l1_loss = _plain(smooth_l1_loss_forward)
-cross_entropy = _plain(cross_entropy_forward)
-nll_loss = _plain(nll_loss_forward)
-binary_cross_entropy = _plain(binary_cross_entropy_forward)
-binary_cross_entropy_with_logits = _plain(binary_cross_entropy_with_logits_forward)
+mse_loss = functional_form(mse_loss_forward)
+l1_loss = functional_form(l1_loss_forward)
+huber_loss = functional_form(huber_loss_forward)
+smooth_l1_loss = functional_form(smooth_l1_loss_forward)
+cross_entropy = functional_form(cross_entropy_forward)
+nll_loss = functional_form(nll_loss_forward)
+binary_cross_entropy = functional_form(binary_cross_entropy_forward)
+binary_cross_entropy_with_logits = functional_form(binary_cross_entropy_with_logits_forward)

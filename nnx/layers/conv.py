@@ -189,6 +189,16 @@ class _ConvNd(Module):
             s += ", bias=False"
         return s
 
+    def forward(self, x: Any) -> Any:
+        if not self._fast_ok(x):
+            self._check(x)
+        _check_fits(self._where, x, self.kernel_size, self.stride, self.dilation, self._pad_totals())
+        b = self.bias.data if self.bias is not None else None
+        y, backward = type(self)._op(x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups)
+        if self.recording:
+            self._record(backward)
+        return y
+
 
 class Conv2d(_ConvNd):
     """2-D convolution over NCHW images (``torch.nn.Conv2d``).
@@ -217,15 +227,7 @@ class Conv2d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
-        if not self._fast_ok(x):
-            self._check(x)
-        _check_fits(self._where, x, self.kernel_size, self.stride, self.dilation, self._pad_totals())
-        b = self.bias.data if self.bias is not None else None
-        y, backward = F.conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups)
-        if self.recording:
-            self._record(backward)
-        return y
+    _op = staticmethod(F.conv2d_forward)
 
 
 class Conv1d(_ConvNd):
@@ -246,15 +248,7 @@ class Conv1d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
-        if not self._fast_ok(x):
-            self._check(x)
-        _check_fits(self._where, x, self.kernel_size, self.stride, self.dilation, self._pad_totals())
-        b = self.bias.data if self.bias is not None else None
-        y, backward = F.conv1d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups)
-        if self.recording:
-            self._record(backward)
-        return y
+    _op = staticmethod(F.conv1d_forward)
 
 
 class ConvTranspose2d(_ConvNd):
