@@ -26,7 +26,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
-from common import interleaved, machine, threads, time_steps, write  # noqa: E402
+from common import Batches, interleaved, machine, threads, time_steps, write  # noqa: E402
 
 BATCH = 64
 N_SAMPLES = 4096
@@ -39,18 +39,6 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     x = rng.standard_normal((N_SAMPLES, 1, 28, 28), dtype=np.float32)
     y = rng.integers(0, 10, N_SAMPLES).astype(np.int64)
     return x, y
-
-
-class Batches:
-    """Cycles through the data in fixed batches (the same order for every contestant)."""
-
-    def __init__(self, x, y) -> None:
-        self.x, self.y, self.i = x, y, 0
-
-    def next(self):
-        i = self.i
-        self.i = (i + BATCH) % (len(self.x) - BATCH)
-        return self.x[i:i + BATCH], self.y[i:i + BATCH]
 
 
 # ------------------------------------------------------------------------------ LeNet-5
@@ -73,7 +61,7 @@ def nnx_step(x: np.ndarray, y: np.ndarray):
     model = nnx_lenet()
     loss_fn = nnx.CrossEntropyLoss()
     opt = nnx.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    data = Batches(x, y)
+    data = Batches(x, y, BATCH)
 
     def step() -> None:
         xb, yb = data.next()
@@ -98,7 +86,7 @@ def torch_step(x: np.ndarray, y: np.ndarray):
     )
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-    data = Batches(torch.from_numpy(x), torch.from_numpy(y))
+    data = Batches(torch.from_numpy(x), torch.from_numpy(y), BATCH)
 
     def step() -> None:
         xb, yb = data.next()
@@ -198,7 +186,7 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
     p = {"w3": uniform((120, 400), 400), "b3": uniform((120,), 400), "w4": uniform((84, 120), 120),
          "b4": uniform((84,), 120), "w5": uniform((10, 84), 84), "b5": uniform((10,), 84)}
     bufs = {k: np.zeros_like(v) for k, v in p.items()}
-    data = Batches(x, y)
+    data = Batches(x, y, BATCH)
     rows = np.arange(BATCH)
 
     def step() -> None:

@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import interleaved, machine, threads, time_steps, write  # noqa: E402
+from common import Batches, interleaved, machine, threads, time_steps, write  # noqa: E402
 
 SIZES = (784, 512, 512, 10)
 BATCH = 128
@@ -36,18 +36,6 @@ def make_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-class Batches:
-    """Cycles through the data set in fixed batches of 128 (the same order for everyone)."""
-
-    def __init__(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x, self.y, self.i = x, y, 0
-
-    def next(self) -> tuple[np.ndarray, np.ndarray]:
-        i = self.i
-        self.i = (i + BATCH) % (len(self.x) - BATCH)
-        return self.x[i:i + BATCH], self.y[i:i + BATCH]
-
-
 def nnx_step(x: np.ndarray, y: np.ndarray):
     import nnx
 
@@ -56,7 +44,7 @@ def nnx_step(x: np.ndarray, y: np.ndarray):
     model = nnx.Sequential(nnx.Linear(784, 512), nnx.ReLU(), nnx.Linear(512, 512), nnx.ReLU(), nnx.Linear(512, 10))
     loss_fn = nnx.CrossEntropyLoss()
     opt = nnx.optim.Adam(model.parameters(), lr=1e-3)
-    data = Batches(x, y)
+    data = Batches(x, y, BATCH)
 
     def step() -> None:
         xb, yb = data.next()
@@ -85,7 +73,7 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
     deltas = [np.empty((BATCH, s), np.float32) for s in SIZES[1:]]
     state = {"t": 0}
     b1, b2, eps, lr = 0.9, 0.999, 1e-8, 1e-3
-    data = Batches(x, y)
+    data = Batches(x, y, BATCH)
     rows = np.arange(BATCH)
 
     def step() -> None:
@@ -140,7 +128,7 @@ def torch_step(x: np.ndarray, y: np.ndarray, fused: bool):
     loss_fn = torch.nn.CrossEntropyLoss()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=fused or None)
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
-    data = Batches(tx, ty)
+    data = Batches(tx, ty, BATCH)
 
     def step() -> None:
         xb, yb = data.next()

@@ -111,3 +111,15 @@ def write(name: str, payload: dict[str, Any]) -> str:
         f.write(text + "\n")
     print(text)
     return path
+
+
+class Batches:
+    """Cycles through ``(x, y)`` in fixed consecutive batches: the same order for every contestant."""
+
+    def __init__(self, x: Any, y: Any, batch: int) -> None:
+        self.x, self.y, self.batch, self.i = x, y, batch, 0
+
+    def next(self) -> tuple[Any, Any]:
+        i, b = self.i, self.batch
+        self.i = (i + b) % (len(self.x) - b)
+        return self.x[i:i + b], self.y[i:i + b]
