@@ -252,3 +252,36 @@ def test_cnn_save_load_round_trip_keeps_0d_buffers(tmp_path, suffix):
     fresh.load_state_dict(state)
     fresh.eval()
     np.testing.assert_array_equal(host(fresh(x)), host(model(x)))
+
+
+SAME_SIZE = [dict(c=4, o=4, k=(3, 3), padding=1), dict(c=4, o=6, k=(3, 2), padding="same", dilation=(2, 1), groups=2),
+             dict(c=2, o=8, k=(5, 5), padding=2), dict(c=3, o=3, k=(1, 3), padding=(0, 1), bias=False)]
+
+
+@pytest.mark.parametrize("input_grad", [True, False], ids=["dx", "no-dx"])
+@pytest.mark.parametrize("cfg", SAME_SIZE, ids=["3x3", "same-d21-g2", "O>2C", "1x3-nobias"])
+def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, cfg, input_grad):
+    """Stride-1 "same"-size convolutions take the backward that im2cols dy (dx as a full
+    convolution with the flipped kernel); when O is large against C they keep the im2col-of-x
+    backward. Both, chunked per sample, must match torch, with and without the input gradient."""
+    monkeypatch.setattr(F.conv, "COLUMN_CHUNK_BYTES", 1)
+    cfg = dict(cfg)
+    c, o, k = cfg.pop("c"), cfg.pop("o"), cfg.pop("k")
+    layer = nnx.Conv2d(c, o, k, dtype="float64", **cfg)
+    tlayer = torch.nn.Conv2d(c, o, k, dtype=torch.float64, **cfg)
+    copy_params_to_torch(layer, tlayer)
+    x = rand(3, c, 6, 7)
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx)
+    assert tuple(ty.shape[2:]) == (6, 7)
+    assert_close(layer(x), ty, rtol=1e-10, atol=1e-10)
+    dy = np.random.default_rng(2).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy))
+    dx = layer.backward(nnx.asarray(dy, dtype="float64"), input_grad=input_grad)
+    if input_grad:
+        assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
+    else:
+        assert dx is None
+    assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
+    if layer.bias is not None:
+        assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)

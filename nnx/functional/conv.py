@@ -19,6 +19,12 @@ How convolution is computed (the Array API standard has neither convolution nor 
   The gather uses the backend's ``sliding_windows`` (NumPy's ``sliding_window_view``, CuPy's; a
   strided view, then one copy) where the adapter has it, and otherwise the pure-standard
   formulation: one strided slice of the padded input per kernel offset, stacked.
+* **Stride-1 backward, "same" output size** (ResNet/VGG 3x3, padding 1): one im2col of ``dy``
+  (written into a zero buffer, flat shifts by the flipped kernel offsets) gives both gradients:
+  ``dx`` as a stride-1 "full" convolution with the flipped, transposed kernel (a forward-shaped
+  GEMM and contiguous copies) and ``dW^T = D @ x^T`` with ``x`` read as a free view of the
+  padded input; no im2col of ``x`` is rebuilt and there is no col2im. Taken when
+  ``O <= 2C`` (``O <= C`` without the input gradient); otherwise the path below.
 * **col2im** (the input gradient, and the transposed convolution's forward) runs the same
   offsets the other way: one sliced ``+=`` per kernel offset. Within one offset the positions
   are distinct, so this is exact in the standard (no scatter with repeated indices).
@@ -373,7 +379,16 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
+    same_size_backward = None
+    if (oh, ow) == (h, w):  # "same" output size: a backward that needs no im2col of x at all
+        same_size_backward = _same_size_backward(xp, flat, weight, bias is not None, pads, dilation, groups,
+                                                 (n, c, h, w), spare, device)
+
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        # The same-size backward builds im2col of dy (O channels) instead of x (C channels) and
+        # replaces col2im's kh*kw strided adds by a GEMM: worth it unless O is much larger than C.
+        if same_size_backward is not None and o <= (2 * c if input_grad else c):
+            return same_size_backward(dy, input_grad)
         if ow != wp:  # dy over the full padded width, the extra columns zero
             dy_ext = xp.concat([dy, xp.zeros((n, o, oh, wp - ow), dtype=dy.dtype, device=device)], axis=3)
         else:
@@ -401,6 +416,73 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
         return dx, (dweight, dbias)
 
     return y, backward
+
+
+def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads: tuple[int, int, int, int],
+                        dilation: tuple[int, int], groups: int, x_shape: tuple[int, int, int, int], spare: int,
+                        device: Any) -> Backward:
+    """Backward of a stride-1 convolution whose output has the input's size (``padding="same"``).
+
+    Both gradients come from one im2col of ``dy`` (never of ``x``): ``dy`` is written once into a
+    zero buffer of width ``Wp`` (its "full" padding, ``dh*(kh-1) - top`` rows above), whose flat
+    shifts by the *flipped* kernel offsets give columns ``D`` ``(N, G, kh*kw*O/G, H*Wp)``. Then
+
+    * ``dx = W_flipped^T @ D``: the input gradient as a stride-1 "full" convolution (contiguous
+      copies and a forward-shaped GEMM instead of ``kh*kw`` strided read-modify-write adds);
+    * ``dW^T = D @ x^T``: the padded input ``flat`` read from ``top*Wp + left`` for ``H*Wp`` elements
+      is ``x`` on the same ``H x Wp`` grid with zeros in the ``Wp - W`` extra columns (they are
+      padding), which cancel the junk columns of ``D``; a free view, no im2col of ``x``.
+
+    Chunked like the forward (at most ``COLUMN_CHUNK_BYTES`` of ``D`` at once).
+    """
+    n, c, h, w = x_shape
+    o, cg, kh, kw = weight.shape
+    g, og, kk = groups, o // groups, kh * kw
+    top, _, left, _ = pads
+    dh, dw = dilation
+    wp = flat.shape[3] // (h + pads[0] + pads[1] + spare)
+    run = h * wp
+    ph = dh * (kh - 1) - top  # rows of zeros above dy in the "full" layout (>= 0 since oh == h)
+    pw = dw * (kw - 1) - left
+    hb = h + dh * (kh - 1) + spare
+    # flipped offsets: column block k' = (kh-1-a)*kw + (kw-1-b) reads dy shifted by (a, b)
+    offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
+    start = top * wp + left
+    rows = kk * og
+    chunks = _batch_chunks(n, g * rows * run, weight.dtype)
+    # (G, Cg, kk*Og): wd[g, c, k', o] = weight[g*Og + o, c, flip(k')]
+    wd = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(weight, (g, og, cg, kk)), axis=3), (0, 2, 3, 1)),
+                    (g, cg, rows))
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dybuf = xp.zeros((n, o, hb, wp), dtype=dy.dtype, device=device)
+        dybuf[:, :, ph:ph + h, pw:pw + w] = dy
+        dflat = xp.reshape(dybuf, (n, g, og, hb * wp))
+        del dybuf
+        dwk = None
+        dx_parts = []
+        for lo, hi in chunks:
+            cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
+            for k, s in enumerate(offsets):
+                cols[:, :, k, :, :] = dflat[lo:hi, :, :, s:s + run]
+            cols = xp.reshape(cols, (hi - lo, g, rows, run))
+            # dW^T = D @ x^T: (kk*Og, Cg) per group; this operand order runs faster in OpenBLAS than x @ D^T
+            part = xp.sum(xp.matmul(cols, xp.matrix_transpose(flat[lo:hi, :, :, start:start + run])), axis=0)
+            dwk = part if dwk is None else dwk + part  # (G, kk*Og, Cg)
+            if input_grad:
+                dx_parts.append(xp.matmul(wd, cols))  # (chunk, G, Cg, H*Wp)
+            del cols
+        dweight = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(dwk, (g, kk, og, cg)), axis=1), (0, 2, 3, 1)),
+                             (o, cg, kh, kw))
+        dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
+        dx = None
+        if input_grad:
+            dxe = dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0)
+            del dx_parts
+            dx = xp.reshape(dxe, (n, c, h, wp))[:, :, :, :w]
+        return dx, (dweight, dbias)
+
+    return backward
 
 
 def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: Any = 1, padding: Any = 0,
