@@ -130,9 +130,17 @@ def test_nothing_survives_backward():
     gc.collect()
     assert all(m._tape == [] for m in model)
     alive = [r for r in held if r() is not None and r() is not x]
-    # what is left is referenced from outside the closures only: parameters and buffers
+    # what is left is referenced from outside the closures only: parameters and buffers, and the
+    # scratch buffers (padded input) a Conv2d keeps in its workspace for the next step
     params = {id(p.data) for p in model.parameters()} | {id(b) for b in model.buffers()}
-    assert all(id(r()) in params for r in alive)
+    pooled = {id(a) for m in model if isinstance(m, nnx.Conv2d) for bufs in m._workspace._free.values() for a in bufs}
+    assert all(id(r()) in params | pooled for r in alive)
+    assert any(id(r()) in pooled for r in alive)  # the stride-1 layer's padded input went back to its pool
+    # the pool holds at most: padded input, padded dy, and one column block within COLUMN_CHUNK_BYTES
+    conv = model[0]
+    col_blocks = [a for bufs in conv._workspace._free.values() for a in bufs if a.ndim == 1]
+    assert len(col_blocks) == 1 and col_blocks[0].nbytes <= F.conv.COLUMN_CHUNK_BYTES
+    assert sum(len(b) for b in conv._workspace._free.values()) == 3
 
 
 def test_residual_block_gradcheck(backend):
@@ -285,3 +293,33 @@ def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, c
     assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
     if layer.bias is not None:
         assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
+
+
+def test_conv2d_workspace_reuse_across_steps_matches_torch(backend, torch):
+    """A Conv2d reuses its padded-input, padded-dy and column buffers from step to step: two
+    forwards recorded before their backwards, then more steps on new data, all match torch."""
+    layer = nnx.Conv2d(3, 4, 3, padding=1, dtype="float64")
+    tlayer = torch.nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64)
+    copy_params_to_torch(layer, tlayer)
+    xs = [rand(2, 3, 5, 6, seed=s) for s in range(4)]
+    dys = [np.random.default_rng(10 + s).standard_normal((2, 4, 5, 6)) for s in range(4)]
+
+    def reference(i):
+        tx = torch.from_numpy(host(xs[i]).copy()).requires_grad_(True)
+        tlayer.zero_grad()
+        ty = tlayer(tx)
+        ty.backward(torch.from_numpy(dys[i]))
+        return ty.detach(), tx.grad, tlayer.weight.grad.clone(), tlayer.bias.grad.clone()
+
+    ys = [layer(xs[0]), layer(xs[1])]  # two closures alive at once, each with its own padded input
+    for i in (1, 0, 2, 3):
+        if i >= 2:
+            ys.append(layer(xs[i]))
+        for p in layer.parameters():  # (zero_grad would also drop the recorded passes)
+            p.grad = None
+        dx = layer.backward(nnx.asarray(dys[i], dtype="float64"))
+        ty, tdx, tdw, tdb = reference(i)
+        assert_close(ys[i], ty, rtol=1e-10, atol=1e-10)
+        assert_close(dx, tdx, rtol=1e-10, atol=1e-10)
+        assert_close(layer.weight.grad, tdw, rtol=1e-10, atol=1e-10)
+        assert_close(layer.bias.grad, tdb, rtol=1e-10, atol=1e-10)

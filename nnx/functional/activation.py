@@ -71,7 +71,9 @@ def relu_forward(x: Array) -> tuple[Array, Backward]:
     y = xp.maximum(x, 0.0)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
-        return dy * _mask(xp, y > 0, dy.dtype), ()
+        dx = _mask(xp, y > 0, dy.dtype)  # a new array: multiply into it instead of allocating the product
+        dx *= dy
+        return dx, ()
 
     return y, backward
 

@@ -32,11 +32,12 @@ How convolution is computed (the Array API standard has neither convolution nor 
   its backward routes ``dy`` back with equality masks, first maximum wins as in PyTorch: no
   scatter, no index array.
 
-Memory: a forward closure keeps the (padded) input, never an im2col matrix; the matrix is
-rebuilt in backward (measured faster on NumPy than keeping it: the freed block is reused at
-once instead of new memory being faulted in). The batch is processed in chunks so that no
-im2col block exceeds ``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least). After
-``backward`` runs, the module drops the closure and with it everything it held.
+Memory: a forward closure keeps the (padded) input, never an im2col matrix (the stride-1
+"same" backward needs none of ``x``; the others rebuild it). The batch is processed in chunks
+so that no im2col block exceeds ``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least).
+After ``backward`` runs, the module drops the closure; a ``Conv2d`` layer gives its scratch
+buffers (padded input, padded ``dy``, one flat column block) back to its own workspace for the
+next step (fresh multi-megabyte buffers every step cost more in page faults than the copies).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import backends
+
+from .recurrent import Workspace
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
@@ -266,6 +269,15 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     >>> y, back = conv2d_forward(x, w, b, padding=1)      # doctest: +SKIP
     >>> dx, (dw, db) = back(dy)                            # doctest: +SKIP
     """
+    return _conv2d_forward(x, weight, bias, stride, padding, dilation, groups, None)
+
+
+def _conv2d_forward(x: Array, weight: Array, bias: Array | None, stride: Any, padding: Any, dilation: Any,
+                    groups: int, workspace: Workspace | None) -> tuple[Array, Backward]:
+    """:func:`conv2d_forward`; with a ``workspace`` (a layer's own) the stride-1 path borrows its
+    padded input and column buffers from it and gives them back when its backward has run, so
+    that a training loop does not re-fault megabytes of fresh memory every step. The backward
+    of a call made with a workspace may run once only (as a layer's tape guarantees)."""
     where = "conv2d"
     b = backends.backend_of(x)
     xp = b.xp
@@ -280,7 +292,7 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     _check_out(where, x, out, kernel, dilation_, pads)
     device = b.device_of(x)
     if stride_ == (1, 1) and kernel != (1, 1):
-        return _conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device)
+        return _conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device, workspace)
     xpad = _pad2d(xp, x, pads, 0.0, device)
     o = weight.shape[0]
     padded_shape = tuple(xpad.shape)
@@ -318,6 +330,27 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     return y, backward
 
 
+def _view(xp: Any, buf: Array, shape: tuple[int, ...]) -> Array:
+    """The first ``prod(shape)`` elements of the flat buffer ``buf`` as an array of ``shape``."""
+    return xp.reshape(buf[:math.prod(shape)], shape)
+
+
+def _zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, int, int],
+                        inner: tuple[int, int, int, int], dtype: Any, device: Any, kind: type) -> Array:
+    """A ``shape`` buffer whose elements outside rows ``inner[0]:inner[1]`` x columns
+    ``inner[2]:inner[3]`` are zero (the caller fills the inside): new zeros, or a workspace
+    buffer with only its border cleared."""
+    if ws is None:
+        return xp.zeros(shape, dtype=dtype, device=device)
+    buf = ws.take(xp, shape, dtype, device, kind)
+    r0, r1, c0, c1 = inner
+    buf[:, :, :r0, :] = 0.0
+    buf[:, :, r1:, :] = 0.0
+    buf[:, :, r0:r1, :c0] = 0.0
+    buf[:, :, r0:r1, c1:] = 0.0
+    return buf
+
+
 def _batch_chunks(n: int, column_elements_per_sample: int, dtype: Any) -> list[tuple[int, int]]:
     """Split a batch of ``n`` so that each chunk's im2col matrix stays under ``COLUMN_CHUNK_BYTES``."""
     itemsize = 8 if backends.Backend.dtype_name(dtype).endswith("64") else 4
@@ -327,8 +360,8 @@ def _batch_chunks(n: int, column_elements_per_sample: int, dtype: Any) -> list[t
 
 
 def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],
-                    dilation: tuple[int, int], groups: int, out: tuple[int, int], device: Any
-                    ) -> tuple[Array, Backward]:
+                    dilation: tuple[int, int], groups: int, out: tuple[int, int], device: Any,
+                    ws: Workspace | None = None) -> tuple[Array, Backward]:
     """Stride-1 convolution by "flat shifts" (pure standard; the fast path on every backend).
 
     The zero-padded input ``(N, C, Hp + 1, Wp)`` is flattened over its last two axes. For kernel
@@ -351,10 +384,10 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     dh, dw = dilation
     spare = 1 if dw * (kw - 1) > 0 else 0
     length = (hp + spare) * wp
-    xpad = xp.zeros((n, c, hp + spare, wp), dtype=x.dtype, device=device)
+    xpad = _zero_border_buffer(xp, ws, (n, c, hp + spare, wp), (top, top + h, left, left + w), x.dtype, device,
+                               type(x))
     xpad[:, :, top:top + h, left:left + w] = x
     flat = xp.reshape(xpad, (n, g, cg, length))
-    del xpad
     run = oh * wp
     offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
 
@@ -362,8 +395,9 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     rows = kc + (1 if bias is not None else 0)  # a row of ones carries the bias through the matmul
     chunks = _batch_chunks(n, g * rows * run, x.dtype)
 
-    def columns(lo: int, hi: int) -> Array:
-        cols = xp.empty((hi - lo, g, rows, run), dtype=x.dtype, device=device)
+    def columns(lo: int, hi: int, buf: Array | None = None) -> Array:
+        shape = (hi - lo, g, rows, run)
+        cols = xp.empty(shape, dtype=x.dtype, device=device) if buf is None else _view(xp, buf, shape)
         for k, s in enumerate(offsets):
             cols[:, :, k * cg:(k + 1) * cg, :] = flat[lo:hi, :, :, s:s + run]
         if bias is not None:
@@ -373,22 +407,38 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kc))
     if bias is not None:
         wk = xp.concat([wk, xp.reshape(bias, (g, og, 1))], axis=2)
-    parts = [xp.matmul(wk, columns(lo, hi)) for lo, hi in chunks]
+    same_size = (oh, ow) == (h, w)
+    # one flat column buffer serves the forward's and the same-size backward's im2col blocks
+    col_elems = chunks[0][1] * g * rows * run
+    if same_size:
+        col_elems = max(col_elems, _batch_chunks(n, g * kk * og * run, x.dtype)[0][1] * g * kk * og * run)
+    colbuf = None if ws is None else ws.take(xp, (col_elems,), x.dtype, device, type(x))
+    parts = [xp.matmul(wk, columns(lo, hi, colbuf)) for lo, hi in chunks]
+    if colbuf is not None:
+        ws.give(colbuf)
+        del colbuf
     yext = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, oh, wp))
     del parts
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
     same_size_backward = None
-    if (oh, ow) == (h, w):  # "same" output size: a backward that needs no im2col of x at all
+    if same_size:  # "same" output size: a backward that needs no im2col of x at all
         same_size_backward = _same_size_backward(xp, flat, weight, bias is not None, pads, dilation, groups,
-                                                 (n, c, h, w), spare, device)
+                                                 (n, c, h, w), spare, device, ws, col_elems)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         # The same-size backward builds im2col of dy (O channels) instead of x (C channels) and
         # replaces col2im's kh*kw strided adds by a GEMM: worth it unless O is much larger than C.
         if same_size_backward is not None and o <= (2 * c if input_grad else c):
-            return same_size_backward(dy, input_grad)
+            result = same_size_backward(dy, input_grad)
+        else:
+            result = general_backward(dy, input_grad)
+        if ws is not None:
+            ws.give(xpad)
+        return result
+
+    def general_backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         if ow != wp:  # dy over the full padded width, the extra columns zero
             dy_ext = xp.concat([dy, xp.zeros((n, o, oh, wp - ow), dtype=dy.dtype, device=device)], axis=3)
         else:
@@ -420,7 +470,7 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
 
 def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads: tuple[int, int, int, int],
                         dilation: tuple[int, int], groups: int, x_shape: tuple[int, int, int, int], spare: int,
-                        device: Any) -> Backward:
+                        device: Any, ws: Workspace | None, col_elems: int) -> Backward:
     """Backward of a stride-1 convolution whose output has the input's size (``padding="same"``).
 
     Both gradients come from one im2col of ``dy`` (never of ``x``): ``dy`` is written once into a
@@ -455,14 +505,18 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
                     (g, cg, rows))
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dybuf = xp.zeros((n, o, hb, wp), dtype=dy.dtype, device=device)
+        dybuf = _zero_border_buffer(xp, ws, (n, o, hb, wp), (ph, ph + h, pw, pw + w), dy.dtype, device,
+                                    type(dy))
         dybuf[:, :, ph:ph + h, pw:pw + w] = dy
         dflat = xp.reshape(dybuf, (n, g, og, hb * wp))
-        del dybuf
+        colbuf = None if ws is None else ws.take(xp, (col_elems,), dy.dtype, device, type(dy))
         dwk = None
         dx_parts = []
         for lo, hi in chunks:
-            cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
+            if colbuf is None:
+                cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
+            else:
+                cols = _view(xp, colbuf, (hi - lo, g, kk, og, run))
             for k, s in enumerate(offsets):
                 cols[:, :, k, :, :] = dflat[lo:hi, :, :, s:s + run]
             cols = xp.reshape(cols, (hi - lo, g, rows, run))
@@ -472,6 +526,9 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
             if input_grad:
                 dx_parts.append(xp.matmul(wd, cols))  # (chunk, G, Cg, H*Wp)
             del cols
+        if ws is not None:
+            ws.give(dybuf, colbuf)
+        del dybuf, dflat, colbuf
         dweight = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(dwk, (g, kk, og, cg)), axis=1), (0, 2, 3, 1)),
                              (o, cg, kh, kw))
         dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
@@ -837,6 +894,17 @@ def adaptive_avg_pool2d(x: Array, output_size: Any) -> Array:
 
 
 # ---------------------------------------------------------------------------- normalisation
+def _channel_dot(xp: Any, a: Array, b: Array, axes: tuple[int, ...]) -> Array:
+    """``sum(a * b)`` over ``axes`` (every axis but the channel axis 1) without an ``a * b`` temporary.
+
+    For ``(N, C, ...)`` inputs: ``vecdot`` over the last axis (one fused multiply-add pass, any
+    strides), then a sum of the small ``(N, C, ...)`` result; 2-D inputs use the plain product.
+    """
+    if a.ndim <= 2:
+        return xp.sum(a * b, axis=axes)
+    return xp.sum(xp.vecdot(a, b, axis=-1), axis=(0,) + tuple(range(2, a.ndim - 1)))
+
+
 def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None = None,
                        bias: Array | None = None, training: bool = False, momentum: Any = 0.1,
                        eps: float = 1e-5) -> tuple[Array, Backward]:
@@ -865,7 +933,7 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
                              f"shape {tuple(x.shape)}")
         mean = xp.mean(x, axis=axes)
         xc = x - xp.reshape(mean, cshape)
-        var = xp.mean(xc * xc, axis=axes)
+        var = _channel_dot(xp, xc, xc, axes) * (1.0 / count)
         invstd = 1.0 / xp.sqrt(var + eps)
         if training and running_mean is not None:
             running_mean[...] = (1.0 - momentum) * running_mean + momentum * xp.astype(mean, running_mean.dtype)
@@ -883,15 +951,17 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dbias = xp.sum(dy, axis=axes)
-        dweight = xp.sum(dy * xhat, axis=axes)
+        dweight = _channel_dot(xp, dy, xhat, axes)
         dx = None
         if input_grad:
             scale = invstd if weight is None else invstd * weight
             if use_batch:
+                # dx = scale*dy - xhat*(scale*dweight/n) - scale*dbias/n: two elementwise passes and one
+                # temporary (the standard has no fused multiply-add or out=)
                 inv_n = 1.0 / count
-                dx = dy - xp.reshape(dbias * inv_n, cshape)
-                dx -= xhat * xp.reshape(dweight * inv_n, cshape)
-                dx *= xp.reshape(scale, cshape)
+                dx = xhat * xp.reshape(scale * (dweight * -inv_n), cshape)
+                dx += dy * xp.reshape(scale, cshape)
+                dx -= xp.reshape(scale * (dbias * inv_n), cshape)
             else:
                 dx = dy * xp.reshape(scale, cshape)
         return dx, (dweight if weight is not None else None, dbias if bias is not None else None)

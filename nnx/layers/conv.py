@@ -18,6 +18,7 @@ from .. import init
 from ..backend import get_backend, get_default_dtype
 from ..errors import check_floating, check_positive_int, check_probability, check_same_backend
 from ..functional import conv as F
+from ..functional.recurrent import Workspace
 from ..module import Module, Parameter
 
 __all__ = [
@@ -103,6 +104,8 @@ class _ConvNd(Module):
         super().__init__()
         name = type(self).__name__
         n = self._n
+        # scratch buffers (padded input, im2col blocks) reused across calls, see F._conv2d_forward
+        self._workspace = Workspace(max_shapes=4)
         self.in_channels = check_positive_int(name, "in_channels", in_channels)
         self.out_channels = check_positive_int(name, "out_channels", out_channels)
         self.groups = check_positive_int(name, "groups", groups)
@@ -194,7 +197,12 @@ class _ConvNd(Module):
             self._check(x)
         _check_fits(self._where, x, self.kernel_size, self.stride, self.dilation, self._pad_totals())
         b = self.bias.data if self.bias is not None else None
-        y, backward = type(self)._op(x, self.weight.data, b, self.stride, self.padding, self.dilation, self.groups)
+        if type(self)._op is F.conv2d_forward:  # the 2-D kernel reuses this layer's scratch buffers
+            y, backward = F._conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+                                            self.groups, self._workspace)
+        else:
+            y, backward = type(self)._op(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+                                         self.groups)
         if self.recording:
             self._record(backward)
         return y
