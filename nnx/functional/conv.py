@@ -35,8 +35,8 @@ How convolution is computed (the Array API standard has neither convolution nor 
 Memory: a forward closure keeps the (padded) input, never an im2col matrix (the stride-1
 "same" backward needs none of ``x``; the others rebuild it). The batch is processed in chunks
 so that no im2col block exceeds ``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least).
-After ``backward`` runs, the module drops the closure; a ``Conv2d`` layer gives its scratch
-buffers (padded input, padded ``dy``, one flat column block) back to its own workspace for the
+After ``backward`` runs, the module drops the closure; a ``Conv2d`` layer gives its padded
+input and padded ``dy`` (when at least ``POOL_MIN_BYTES``) back to its own workspace for the
 next step (fresh multi-megabyte buffers every step cost more in page faults than the copies).
 """
 
@@ -330,9 +330,19 @@ def _conv2d_forward(x: Array, weight: Array, bias: Array | None, stride: Any, pa
     return y, backward
 
 
-def _view(xp: Any, buf: Array, shape: tuple[int, ...]) -> Array:
-    """The first ``prod(shape)`` elements of the flat buffer ``buf`` as an array of ``shape``."""
-    return xp.reshape(buf[:math.prod(shape)], shape)
+#: Scratch buffers smaller than this are not pooled: malloc hands a small freed block back
+#: cache-hot, while a pooled one is cold; big ones would be page-faulted in afresh.
+POOL_MIN_BYTES = 1 << 20
+
+
+def _pooled(ws: Workspace | None, shape: tuple[int, ...], dtype: Any) -> bool:
+    itemsize = 8 if backends.Backend.dtype_name(dtype).endswith("64") else 4
+    return ws is not None and math.prod(shape) * itemsize >= POOL_MIN_BYTES
+
+
+def _give(ws: Workspace | None, buf: Array) -> None:
+    if ws is not None and _pooled(ws, tuple(buf.shape), buf.dtype):
+        ws.give(buf)
 
 
 def _zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, int, int],
@@ -340,7 +350,7 @@ def _zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, in
     """A ``shape`` buffer whose elements outside rows ``inner[0]:inner[1]`` x columns
     ``inner[2]:inner[3]`` are zero (the caller fills the inside): new zeros, or a workspace
     buffer with only its border cleared."""
-    if ws is None:
+    if not _pooled(ws, shape, dtype):
         return xp.zeros(shape, dtype=dtype, device=device)
     buf = ws.take(xp, shape, dtype, device, kind)
     r0, r1, c0, c1 = inner
@@ -395,9 +405,8 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     rows = kc + (1 if bias is not None else 0)  # a row of ones carries the bias through the matmul
     chunks = _batch_chunks(n, g * rows * run, x.dtype)
 
-    def columns(lo: int, hi: int, buf: Array | None = None) -> Array:
-        shape = (hi - lo, g, rows, run)
-        cols = xp.empty(shape, dtype=x.dtype, device=device) if buf is None else _view(xp, buf, shape)
+    def columns(lo: int, hi: int) -> Array:
+        cols = xp.empty((hi - lo, g, rows, run), dtype=x.dtype, device=device)
         for k, s in enumerate(offsets):
             cols[:, :, k * cg:(k + 1) * cg, :] = flat[lo:hi, :, :, s:s + run]
         if bias is not None:
@@ -408,15 +417,9 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     if bias is not None:
         wk = xp.concat([wk, xp.reshape(bias, (g, og, 1))], axis=2)
     same_size = (oh, ow) == (h, w)
-    # one flat column buffer serves the forward's and the same-size backward's im2col blocks
-    col_elems = chunks[0][1] * g * rows * run
-    if same_size:
-        col_elems = max(col_elems, _batch_chunks(n, g * kk * og * run, x.dtype)[0][1] * g * kk * og * run)
-    colbuf = None if ws is None else ws.take(xp, (col_elems,), x.dtype, device, type(x))
-    parts = [xp.matmul(wk, columns(lo, hi, colbuf)) for lo, hi in chunks]
-    if colbuf is not None:
-        ws.give(colbuf)
-        del colbuf
+    # (the column blocks are not pooled: a freshly freed block is cache-hot when malloc hands it
+    # out again, a pooled one is cold; pooling them measured slower, LeNet by 25%)
+    parts = [xp.matmul(wk, columns(lo, hi)) for lo, hi in chunks]
     yext = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, oh, wp))
     del parts
     y = yext[:, :, :, :ow] if ow != wp else yext
@@ -425,7 +428,7 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     same_size_backward = None
     if same_size:  # "same" output size: a backward that needs no im2col of x at all
         same_size_backward = _same_size_backward(xp, flat, weight, bias is not None, pads, dilation, groups,
-                                                 (n, c, h, w), spare, device, ws, col_elems)
+                                                 (n, c, h, w), spare, device, ws)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         # The same-size backward builds im2col of dy (O channels) instead of x (C channels) and
@@ -435,7 +438,7 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
         else:
             result = general_backward(dy, input_grad)
         if ws is not None:
-            ws.give(xpad)
+            _give(ws, xpad)
         return result
 
     def general_backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
@@ -470,7 +473,7 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
 
 def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads: tuple[int, int, int, int],
                         dilation: tuple[int, int], groups: int, x_shape: tuple[int, int, int, int], spare: int,
-                        device: Any, ws: Workspace | None, col_elems: int) -> Backward:
+                        device: Any, ws: Workspace | None) -> Backward:
     """Backward of a stride-1 convolution whose output has the input's size (``padding="same"``).
 
     Both gradients come from one im2col of ``dy`` (never of ``x``): ``dy`` is written once into a
@@ -509,14 +512,10 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
                                     type(dy))
         dybuf[:, :, ph:ph + h, pw:pw + w] = dy
         dflat = xp.reshape(dybuf, (n, g, og, hb * wp))
-        colbuf = None if ws is None else ws.take(xp, (col_elems,), dy.dtype, device, type(dy))
         dwk = None
         dx_parts = []
         for lo, hi in chunks:
-            if colbuf is None:
-                cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
-            else:
-                cols = _view(xp, colbuf, (hi - lo, g, kk, og, run))
+            cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
             for k, s in enumerate(offsets):
                 cols[:, :, k, :, :] = dflat[lo:hi, :, :, s:s + run]
             cols = xp.reshape(cols, (hi - lo, g, rows, run))
@@ -527,8 +526,8 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
                 dx_parts.append(xp.matmul(wd, cols))  # (chunk, G, Cg, H*Wp)
             del cols
         if ws is not None:
-            ws.give(dybuf, colbuf)
-        del dybuf, dflat, colbuf
+            _give(ws, dybuf)
+        del dybuf, dflat
         dweight = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(dwk, (g, kk, og, cg)), axis=1), (0, 2, 3, 1)),
                              (o, cg, kh, kw))
         dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
