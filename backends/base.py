@@ -167,6 +167,12 @@ class Backend:
         q, r = np.linalg.qr(self.to_numpy(a))
         return self.asarray(q, dtype=a.dtype), self.asarray(r, dtype=a.dtype)
 
+    def matmul_into(self, a: Array, b: Array, out: Array) -> Array:
+        """Write ``matmul(a, b)`` into ``out`` (an existing array of the result's shape) and return
+        ``out``. Fallback: compute, then copy in; adapters with ``out=`` write directly."""
+        out[...] = self.xp.matmul(a, b)
+        return out
+
     def sliding_windows(self, x: Array, window: tuple[int, ...], axes: tuple[int, ...]) -> Array | None:
         """Read-only strided view of all windows of ``x`` (as NumPy's ``sliding_window_view``).
 

@@ -58,6 +58,9 @@ class NumpyBackend(Backend):
             return erf_standard(np, x)
         return erf(x).astype(x.dtype, copy=False)
 
+    def matmul_into(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        return np.matmul(a, b, out=out)
+
     def sliding_windows(self, x: np.ndarray, window: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
         return np.lib.stride_tricks.sliding_window_view(x, window, axis=axes)
 

@@ -419,9 +419,14 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     same_size = (oh, ow) == (h, w)
     # (the column blocks are not pooled: a freshly freed block is cache-hot when malloc hands it
     # out again, a pooled one is cold; pooling them measured slower, LeNet by 25%)
-    parts = [xp.matmul(wk, columns(lo, hi)) for lo, hi in chunks]
-    yext = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, oh, wp))
-    del parts
+    if len(chunks) == 1:
+        yext = xp.matmul(wk, columns(0, n))
+    else:  # each chunk's product straight into its rows of the output (no parts + concat copy)
+        bk = backends.backend_of(x)
+        yext = xp.empty((n, g, og, run), dtype=x.dtype, device=device)
+        for lo, hi in chunks:
+            bk.matmul_into(wk, columns(lo, hi), yext[lo:hi, ...])
+    yext = xp.reshape(yext, (n, o, oh, wp))
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
@@ -513,7 +518,8 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
         dybuf[:, :, ph:ph + h, pw:pw + w] = dy
         dflat = xp.reshape(dybuf, (n, g, og, hb * wp))
         dwk = None
-        dx_parts = []
+        dxe = xp.empty((n, g, cg, run), dtype=dy.dtype, device=device) if input_grad else None
+        bk = backends.backend_of(dy)
         for lo, hi in chunks:
             cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
             for k, s in enumerate(offsets):
@@ -523,7 +529,7 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
             part = xp.sum(xp.matmul(cols, xp.matrix_transpose(flat[lo:hi, :, :, start:start + run])), axis=0)
             dwk = part if dwk is None else dwk + part  # (G, kk*Og, Cg)
             if input_grad:
-                dx_parts.append(xp.matmul(wd, cols))  # (chunk, G, Cg, H*Wp)
+                bk.matmul_into(wd, cols, dxe[lo:hi, ...])  # (chunk, G, Cg, H*Wp)
             del cols
         if ws is not None:
             _give(ws, dybuf)
@@ -533,8 +539,6 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
         dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
         dx = None
         if input_grad:
-            dxe = dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0)
-            del dx_parts
             dx = xp.reshape(dxe, (n, c, h, wp))[:, :, :, :w]
         return dx, (dweight, dbias)
 
