@@ -943,18 +943,21 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
         if training and running_var is not None:
             unbiased = var * (count / (count - 1))
             running_var[...] = (1.0 - momentum) * running_var + momentum * xp.astype(unbiased, running_var.dtype)
-        xc *= xp.reshape(invstd, cshape)
-        xhat = xc
+        # the closure keeps xc = x - mean (xhat = xc * invstd is never materialised: y is one
+        # product and one add away from xc, and backward folds invstd into its per-channel factors)
+        y = xc * xp.reshape(invstd if weight is None else invstd * weight, cshape)
     else:
         invstd = 1.0 / xp.sqrt(running_var + eps)
-        xhat = (x - xp.reshape(running_mean, cshape)) * xp.reshape(invstd, cshape)
-    y = xhat * xp.reshape(weight, cshape) if weight is not None else xhat * 1.0
+        xc = (x - xp.reshape(running_mean, cshape)) * xp.reshape(invstd, cshape)  # here xhat itself
+        y = xc * xp.reshape(weight, cshape) if weight is not None else xc * 1.0
     if bias is not None:
         y += xp.reshape(bias, cshape)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dbias = xp.sum(dy, axis=axes)
-        dweight = _channel_dot(xp, dy, xhat, axes)
+        dweight = _channel_dot(xp, dy, xc, axes)  # sum(dy * xhat), up to the invstd factor
+        if use_batch:
+            dweight = dweight * invstd
         dx = None
         if input_grad:
             scale = invstd if weight is None else invstd * weight
@@ -962,7 +965,7 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
                 # dx = scale*dy - xhat*(scale*dweight/n) - scale*dbias/n: two elementwise passes and one
                 # temporary (the standard has no fused multiply-add or out=)
                 inv_n = 1.0 / count
-                dx = xhat * xp.reshape(scale * (dweight * -inv_n), cshape)
+                dx = xc * xp.reshape(scale * invstd * (dweight * -inv_n), cshape)
                 dx += dy * xp.reshape(scale, cshape)
                 dx -= xp.reshape(scale * (dbias * inv_n), cshape)
             else:
