@@ -431,7 +431,7 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
     del yext
 
     same_size_backward = None
-    if same_size:  # "same" output size: a backward that needs no im2col of x at all
+    if same_size and o <= 2 * c:  # "same" output size: a backward that needs no im2col of x at all
         same_size_backward = _same_size_backward(xp, flat, weight, bias is not None, pads, dilation, groups,
                                                  (n, c, h, w), spare, device, ws)
 
@@ -448,7 +448,8 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
 
     def general_backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         if ow != wp:  # dy over the full padded width, the extra columns zero
-            dy_ext = xp.concat([dy, xp.zeros((n, o, oh, wp - ow), dtype=dy.dtype, device=device)], axis=3)
+            dy_ext = xp.zeros((n, o, oh, wp), dtype=dy.dtype, device=device)
+            dy_ext[:, :, :, :ow] = dy
         else:
             dy_ext = dy
         dy4 = xp.reshape(dy_ext, (n, g, og, run))
@@ -458,16 +459,17 @@ def _conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: 
         dwk = None
         for lo, hi in chunks:
             dyc = dy4[lo:hi, ...]
-            part = xp.sum(xp.matmul(dyc, xp.matrix_transpose(columns(lo, hi))), axis=0)  # (G, Og, rows)
+            # dW^T = cols @ dy^T: (G, rows, Og); this operand order runs faster in OpenBLAS
+            part = xp.sum(xp.matmul(columns(lo, hi), xp.matrix_transpose(dyc)), axis=0)
             dwk = part if dwk is None else dwk + part
             if input_grad:
                 dcols = xp.reshape(xp.matmul(wt, dyc), (hi - lo, g, kk, cg, run))
                 for k, s in enumerate(offsets):
                     dflat[lo:hi, :, :, s:s + run] += dcols[:, :, k, ...]
                 del dcols
-        dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :, :kc], (g, og, kk, cg)), (0, 1, 3, 2)),
+        dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :kc, :], (g, kk, cg, og)), (0, 3, 2, 1)),
                              (o, cg, kh, kw))
-        dbias = xp.reshape(dwk[:, :, kc], (o,)) if bias is not None else None
+        dbias = xp.reshape(dwk[:, kc, :], (o,)) if bias is not None else None
         dx = None
         if input_grad:
             dx = xp.reshape(dflat, (n, c, hp + spare, wp))[:, :, top:top + h, left:left + w]
@@ -508,11 +510,11 @@ def _same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pad
     start = top * wp + left
     rows = kk * og
     chunks = _batch_chunks(n, g * rows * run, weight.dtype)
-    # (G, Cg, kk*Og): wd[g, c, k', o] = weight[g*Og + o, c, flip(k')]
-    wd = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(weight, (g, og, cg, kk)), axis=3), (0, 2, 3, 1)),
-                    (g, cg, rows))
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        # (G, Cg, kk*Og): wd[g, c, k', o] = weight[g*Og + o, c, flip(k')]
+        wd = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(weight, (g, og, cg, kk)), axis=3), (0, 2, 3, 1)),
+                        (g, cg, rows)) if input_grad else None
         dybuf = _zero_border_buffer(xp, ws, (n, o, hb, wp), (ph, ph + h, pw, pw + w), dy.dtype, device,
                                     type(dy))
         dybuf[:, :, ph:ph + h, pw:pw + w] = dy
