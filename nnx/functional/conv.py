@@ -34,7 +34,7 @@ How convolution is computed (the Array API standard has neither convolution nor 
 
 Memory: a forward closure keeps the (padded) input, never an im2col matrix (the stride-1
 "same" backward needs none of ``x``; the others rebuild it). The batch is processed in chunks
-so that no im2col block exceeds ``COLUMN_CHUNK_BYTES`` (4 MiB; one sample's columns at least).
+so that no im2col block exceeds ``COLUMN_CHUNK_BYTES`` (8 MiB; one sample's columns at least).
 After ``backward`` runs, the module drops the closure; a ``Conv2d`` layer gives its padded
 input and padded ``dy`` (when at least ``POOL_MIN_BYTES``) back to its own workspace for the
 next step (fresh multi-megabyte buffers every step cost more in page faults than the copies).
@@ -56,7 +56,7 @@ Backward = Callable[..., tuple[Any, tuple]]
 #: Largest im2col block (bytes) that a convolution builds at once: the batch is
 #: processed in chunks of samples so that the column matrix stays cache-sized and its memory
 #: bounded, whatever the batch size. 0 means the whole batch at once.
-COLUMN_CHUNK_BYTES = 4 << 20
+COLUMN_CHUNK_BYTES = 8 << 20
 
 __all__ = [
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_forward",
