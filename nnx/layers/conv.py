@@ -432,6 +432,21 @@ class AdaptiveAvgPool2d(Module):
 
 
 # ============================================================================ normalisation
+def _register_affine(module: Module, shape: tuple[int, ...], affine: bool, bias: bool, dtype: Any, backend: Any,
+                     device: Any) -> None:
+    """The normalisation layers' ``weight`` (ones) and ``bias`` (zeros) of ``shape``, or None for each absent one."""
+    module.register_parameter("weight", Parameter(_full(shape, 1.0, dtype, backend, device)) if affine else None)
+    module.register_parameter("bias", Parameter(_full(shape, 0.0, dtype, backend, device)) if affine and bias
+                              else None)
+
+
+def _reset_affine(module: Module) -> None:
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 class _BatchNorm(Module):
     _ndims: tuple[int, ...] = (4,)
     _layout = "(N, C, H, W)"
@@ -451,15 +466,7 @@ class _BatchNorm(Module):
         self.momentum = None if momentum is None else float(momentum)
         self.affine = bool(affine)
         self.track_running_stats = bool(track_running_stats)
-        if affine:
-            self.weight = Parameter(_full((num_features,), 1.0, dtype, backend, device))
-            if bias:
-                self.bias = Parameter(_full((num_features,), 0.0, dtype, backend, device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, (num_features,), affine, bias, dtype, backend, device)
         if track_running_stats:
             self.register_buffer("running_mean", _full((num_features,), 0.0, dtype, backend, device))
             self.register_buffer("running_var", _full((num_features,), 1.0, dtype, backend, device))
@@ -481,10 +488,7 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """Running statistics reset; weight 1, bias 0."""
         self.reset_running_stats()
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _ref(self) -> Any:
         if self.weight is not None:
@@ -583,22 +587,11 @@ class LayerNorm(Module):
         self.normalized_shape = shape
         self.eps = float(eps)
         self.elementwise_affine = bool(elementwise_affine)
-        if elementwise_affine:
-            self.weight = Parameter(_full(shape, 1.0, dtype, backend, device))
-            if bias:
-                self.bias = Parameter(_full(shape, 0.0, dtype, backend, device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, shape, elementwise_affine, bias, dtype, backend, device)
 
     def reset_parameters(self) -> None:
         """Weight 1, bias 0."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x: Any) -> Any:
         k = len(self.normalized_shape)
@@ -645,22 +638,11 @@ class GroupNorm(Module):
                              f"{num_channels}, num_groups={num_groups}")
         self.eps = float(eps)
         self.affine = bool(affine)
-        if affine:
-            self.weight = Parameter(_full((num_channels,), 1.0, dtype, backend, device))
-            if bias:
-                self.bias = Parameter(_full((num_channels,), 0.0, dtype, backend, device))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, (num_channels,), affine, bias, dtype, backend, device)
 
     def reset_parameters(self) -> None:
         """Weight 1, bias 0."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, x: Any) -> Any:
         w = self.weight.data if self.weight is not None else None
