@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import gc
-import importlib.util
-import os
 import types
 import weakref
 
@@ -21,17 +19,7 @@ import pytest
 import nnx
 import nnx.functional as F
 
-from helpers import assert_close, copy_params_to_torch, host, rand
-
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-
-
-def load_example(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from helpers import assert_close, copy_params_to_torch, host, load_example, rand
 
 STRIDED = [dict(stride=2, padding=1), dict(stride=(2, 3), dilation=(2, 1), padding=2, groups=2),
            dict(stride=3, padding=0)]

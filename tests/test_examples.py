@@ -2,29 +2,21 @@
 
 from __future__ import annotations
 
-import importlib.util
 import os
 
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import EXAMPLES, load_example
 
 
 def test_mlp_digits_reaches_97_percent():
     pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
-    accuracy = load("mlp_digits").main(["--quiet", "--epochs", "30", "--seed", "0"])
+    accuracy = load_example("mlp_digits").main(["--quiet", "--epochs", "30", "--seed", "0"])
     assert accuracy >= 0.97
 
 
 def test_custom_backward_example_gradchecks_and_fits():
-    assert load("custom_backward").main(["--seed", "0"]) < 0.05
+    assert load_example("custom_backward").main(["--seed", "0"]) < 0.05
 
 
 @pytest.mark.parametrize("name", ["array_api_strict", "torch"])
@@ -35,7 +27,7 @@ def test_mlp_digits_runs_on_other_backends(name):
     if nnx.available_backends().get(name) is not True:
         pytest.skip(f"backend {name} not available: {nnx.available_backends().get(name)}")
     try:
-        accuracy = load("mlp_digits").main(["--quiet", "--epochs", "5", "--backend", name])
+        accuracy = load_example("mlp_digits").main(["--quiet", "--epochs", "5", "--backend", name])
     finally:
         nnx.set_backend("numpy")
     assert accuracy >= 0.9

@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
-import os
-
 import pytest
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from helpers import load_example
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
 def test_rnn_sequence_digits_reaches_95_percent(cell):
     pytest.importorskip("sklearn")
-    accuracy = _load("rnn_sequence_digits").main(["--quiet", "--cell", cell, "--seed", "0"])
+    accuracy = load_example("rnn_sequence_digits").main(["--quiet", "--cell", cell, "--seed", "0"])
     assert accuracy >= 0.95
 
 
 def test_char_lm_learns_and_samples():
-    result = _load("char_lm").main(["--quiet", "--max-chars", "20000", "--epochs", "2", "--hidden", "64",
+    result = load_example("char_lm").main(["--quiet", "--max-chars", "20000", "--epochs", "2", "--hidden", "64",
                                     "--seq-len", "32", "--sample-length", "40", "--temperature", "0.5"])
     first, last = result["history"][0], result["history"][-1]
     assert last["val_ppl"] < first["val_ppl"] < result["vocab"]   # better than uniform, and improving
@@ -41,7 +31,7 @@ def test_rnn_sequence_digits_runs_on_other_backends(name):
     if nnx.available_backends().get(name) is not True:
         pytest.skip(f"backend {name} not available: {nnx.available_backends().get(name)}")
     try:
-        accuracy = _load("rnn_sequence_digits").main(["--quiet", "--epochs", "3", "--cell", "gru",
+        accuracy = load_example("rnn_sequence_digits").main(["--quiet", "--epochs", "3", "--cell", "gru",
                                                       "--backend", name])
     finally:
         nnx.set_backend("numpy")
