@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from common import interleaved, machine, threads, time_steps, write  # noqa: E402
+from common import NumpyAdam, interleaved, machine, threads, time_steps, write  # noqa: E402
 
 INPUT, HIDDEN, STEPS, BATCH, CLASSES = 32, 128, 32, 64, 10
 N_BATCHES = 16
@@ -83,9 +83,6 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
     b_out = rng.uniform(-k, k, CLASSES).astype(np.float32)
     params = [w_ih, w_hh, b_ih, b_hh, w_out, b_out]
     grads = [np.empty_like(p) for p in params]
-    m = [np.zeros_like(p) for p in params]
-    v = [np.zeros_like(p) for p in params]
-    scratch = [np.empty_like(p) for p in params]
     T, B, H = STEPS, BATCH, HIDDEN
     gates = np.empty((T, B, G), np.float32)      # pre-activations, then activations (in place)
     dgates = np.empty((T, B, G), np.float32)     # gradients of the pre-activations
@@ -96,8 +93,7 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
     dc = np.empty((B, H), np.float32)
     tmp = np.empty((B, H), np.float32)
     rows = np.arange(B)
-    state = {"t": 0}
-    b1, b2, eps, lr = 0.9, 0.999, 1e-8, 1e-3
+    adam = NumpyAdam(params, lr=1e-3)
     data = Batches(x, y)
 
     def sigmoid_(a):
@@ -168,23 +164,7 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
         np.matmul(gf.T, hs[:T].reshape(T * B, H), out=grads[1])
         np.sum(gf, axis=0, out=grads[2])
         grads[3][...] = grads[2]
-        state["t"] += 1
-        n = state["t"]
-        step_size = lr / (1 - b1 ** n)
-        inv_bc2 = 1.0 / math.sqrt(1 - b2 ** n)
-        for p_, g_, mm, vv, s in zip(params, grads, m, v, scratch):
-            mm *= b1
-            mm += (1 - b1) * g_
-            np.multiply(g_, g_, out=s)
-            vv *= b2
-            s *= 1 - b2
-            vv += s
-            np.sqrt(vv, out=s)
-            s *= inv_bc2
-            s += eps
-            np.divide(mm, s, out=s)
-            s *= step_size
-            p_ -= s
+        adam.step(grads)
 
     step.params, step.grads = params, grads  # type: ignore[attr-defined]  (for checking the floor's math)
     return step

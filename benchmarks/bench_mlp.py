@@ -22,7 +22,7 @@ import warnings
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Batches, interleaved, machine, threads, time_steps, write  # noqa: E402
+from common import Batches, NumpyAdam, interleaved, machine, threads, time_steps, write  # noqa: E402
 
 SIZES = (784, 512, 512, 10)
 BATCH = 128
@@ -65,14 +65,10 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
         ws.append(rng.uniform(-bound, bound, (fan_out, fan_in)).astype(np.float32))
         bs.append(rng.uniform(-bound, bound, fan_out).astype(np.float32))
     params = [p for pair in zip(ws, bs) for p in pair]
-    m = [np.zeros_like(p) for p in params]
-    v = [np.zeros_like(p) for p in params]
-    scratch = [np.empty_like(p) for p in params]
     grads = [np.empty_like(p) for p in params]
     acts = [np.empty((BATCH, s), np.float32) for s in SIZES[1:]]
     deltas = [np.empty((BATCH, s), np.float32) for s in SIZES[1:]]
-    state = {"t": 0}
-    b1, b2, eps, lr = 0.9, 0.999, 1e-8, 1e-3
+    adam = NumpyAdam(params, lr=1e-3)
     data = Batches(x, y, BATCH)
     rows = np.arange(BATCH)
 
@@ -98,23 +94,7 @@ def numpy_floor_step(x: np.ndarray, y: np.ndarray):
             if i > 0:
                 np.matmul(deltas[i], ws[i], out=deltas[i - 1])
                 deltas[i - 1] *= acts[i - 1] > 0
-        state["t"] += 1
-        t = state["t"]
-        step_size = lr / (1 - b1 ** t)
-        inv_bc2 = 1.0 / math.sqrt(1 - b2 ** t)
-        for p, g, mm, vv, s in zip(params, grads, m, v, scratch):
-            mm *= b1
-            mm += (1 - b1) * g
-            np.multiply(g, g, out=s)
-            vv *= b2
-            s *= 1 - b2
-            vv += s
-            np.sqrt(vv, out=s)
-            s *= inv_bc2
-            s += eps
-            np.divide(mm, s, out=s)
-            s *= step_size
-            p -= s
+        adam.step(grads)
 
     return step
 

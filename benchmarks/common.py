@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import statistics
@@ -123,3 +124,37 @@ class Batches:
         i, b = self.i, self.batch
         self.i = (i + b) % (len(self.x) - b)
         return self.x[i:i + b], self.y[i:i + b]
+
+
+class NumpyAdam:
+    """The raw-NumPy floors' Adam: torch.optim.Adam's arithmetic, in place, one scratch buffer per parameter."""
+
+    def __init__(self, params: list, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8) -> None:
+        import numpy as np
+
+        self.params, self.lr, (self.b1, self.b2), self.eps, self.t = params, lr, betas, eps, 0
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+        self.scratch = [np.empty_like(p) for p in params]
+
+    def step(self, grads: list) -> None:
+        import numpy as np
+
+        self.t += 1
+        b1, b2 = self.b1, self.b2
+        step_size = self.lr / (1 - b1 ** self.t)
+        inv_bc2 = 1.0 / math.sqrt(1 - b2 ** self.t)
+        for p, g, mm, vv, s in zip(self.params, grads, self.m, self.v, self.scratch):
+            mm *= b1
+            mm += (1 - b1) * g
+            np.multiply(g, g, out=s)
+            vv *= b2
+            s *= 1 - b2
+            vv += s
+            np.sqrt(vv, out=s)
+            s *= inv_bc2
+            s += self.eps
+            np.divide(mm, s, out=s)
+            s *= step_size
+            p -= s
