@@ -1,6 +1,6 @@
 """The backend registry: the only place in nnx that knows concrete array libraries.
 
->>> import backends
+>>> import nnx_backends as backends
 >>> backends.names()
 ['numpy', 'array_api_strict', 'torch', 'cupy']
 >>> backends.get("numpy").xp.__name__
@@ -53,11 +53,11 @@ def register(name: str, factory: Callable[[Any], Backend], probe: Callable[[], s
 
 def _lazy(module: str, cls: str) -> tuple[Callable[[Any], Backend], Callable[[], str | None]]:
     def factory(device: Any) -> Backend:
-        return getattr(importlib.import_module(f"backends.{module}"), cls)(device)
+        return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(device)
 
     def probe() -> str | None:
         try:
-            mod = importlib.import_module(f"backends.{module}")
+            mod = importlib.import_module(f"{__name__}.{module}")
         except ImportError as exc:
             return f"adapter failed to import: {exc}"
         return mod.probe()

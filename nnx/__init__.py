@@ -10,7 +10,7 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 >>> model.backward(loss_fn.backward()); opt.step(); opt.zero_grad()   # doctest: +SKIP
 """
 
-from backends import BackendUnavailable
+from nnx_backends import BackendUnavailable
 
 from . import callbacks, data, functional, init, metrics, optim
 from . import serialization as _serialization

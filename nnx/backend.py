@@ -14,8 +14,8 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-import backends
-from backends import Backend
+import nnx_backends as backends
+from nnx_backends import Backend
 
 _default: Backend | None = None
 _override: contextvars.ContextVar[Backend | None] = contextvars.ContextVar("nnx_backend", default=None)

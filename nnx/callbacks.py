@@ -25,7 +25,7 @@ import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import backends
+import nnx_backends as backends
 
 if TYPE_CHECKING:
     from .training import Trainer

@@ -26,8 +26,8 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import backends
-from backends import host_io
+import nnx_backends as backends
+from nnx_backends import host_io
 
 from .backend import get_backend, get_default_dtype, to_numpy
 

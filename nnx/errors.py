@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 
 class BackendMismatchError(TypeError):

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .module import Module
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .module import Parameter
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from . import functional as F
 from .errors import NotRecordedError, check_floating, check_same_backend

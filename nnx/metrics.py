@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .backend import to_numpy
 

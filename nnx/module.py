@@ -19,7 +19,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
-import backends
+import nnx_backends as backends
 
 from .backend import get_backend
 from .errors import NotRecordedError

@@ -45,8 +45,8 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-import backends
-from backends import host_io
+import nnx_backends as backends
+from nnx_backends import host_io
 
 from .backend import get_backend, to_numpy
 from .module import Module, Parameter

@@ -52,7 +52,7 @@ def summary(model: Module, input_shape: tuple[int, ...], batch_size: int = 1, dt
 
 def _param_dtype(model: Module) -> str:
     for p in model.parameters():
-        from backends import Backend
+        from nnx_backends import Backend
 
         return Backend.dtype_name(p.dtype)
     return get_default_dtype()

@@ -30,7 +30,7 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .backend import asarray, to_numpy, use_backend
 from .callbacks import Callback, NonFiniteError, step_scheduler

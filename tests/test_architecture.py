@@ -9,7 +9,7 @@ import pathlib
 
 import pytest
 
-import backends
+import nnx_backends as backends
 import nnx
 import nnx.functional
 import nnx.init
@@ -80,7 +80,7 @@ def _public(module) -> list[tuple[str, object]]:
         obj = getattr(module, n)
         home = getattr(obj, "__module__", None) or getattr(obj, "__name__", "")
         if inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj) or callable(obj):
-            if home.split(".")[0] in ("nnx", "backends"):
+            if home.split(".")[0] in ("nnx", "nnx_backends"):
                 out.append((f"{module.__name__}.{n}", obj))
     return out
 
@@ -91,7 +91,7 @@ PUBLIC = [item for mod in (nnx, nnx.functional, nnx.optim, lr_scheduler, nnx.ini
 def test_public_api_is_not_empty():
     names = {n for n, _ in PUBLIC}
     for expected in ("nnx.Linear", "nnx.CrossEntropyLoss", "nnx.optim.Adam", "nnx.functional.gelu_forward",
-                     "nnx.optim.lr_scheduler.CosineAnnealingLR", "nnx.init.kaiming_uniform_", "backends.register"):
+                     "nnx.optim.lr_scheduler.CosineAnnealingLR", "nnx.init.kaiming_uniform_", "nnx_backends.register"):
         assert expected in names
     assert set(nnx.__all__) <= set(dir(nnx)), "every name in nnx.__all__ exists"
 
@@ -153,3 +153,16 @@ def test_argument_names_and_defaults_match_torch(torch):
                 problems.append(f"{ours.__name__}({name}=...): default {p.default!r}, torch "
                                 f"{tsig.parameters[name].default!r}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_users_own_backends_folder_does_not_shadow_the_adapters(tmp_path):
+    """The adapters install as ``nnx_backends``: a project with its own ``backends/`` still imports nnx."""
+    import subprocess
+    import sys
+
+    (tmp_path / "backends").mkdir()
+    (tmp_path / "backends" / "__init__.py").write_text("raise ImportError('the user project backends/ was imported')\n")
+    code = "import nnx; print(nnx.available_backends()['numpy'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"

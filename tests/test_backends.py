@@ -18,10 +18,10 @@ import types
 import numpy as np
 import pytest
 
-import backends as registry
+import nnx_backends as registry
 import nnx
-from backends.base import Backend, erf_standard
-from backends.numpy import NumpyBackend
+from nnx_backends.base import Backend, erf_standard
+from nnx_backends.numpy import NumpyBackend
 
 from helpers import host, require_backend
 
@@ -135,7 +135,7 @@ def _fake_cupy(is_available):
 
 
 def test_cupy_probe_installed_without_gpu(monkeypatch):
-    from backends import cupy as cupy_adapter
+    from nnx_backends import cupy as cupy_adapter
 
     monkeypatch.setitem(sys.modules, "cupy", _fake_cupy(lambda: False))
     reason = cupy_adapter.probe()
@@ -151,7 +151,7 @@ def test_cupy_probe_installed_without_gpu(monkeypatch):
 
 
 def test_cupy_probe_is_available_raises(monkeypatch):
-    from backends import cupy as cupy_adapter
+    from nnx_backends import cupy as cupy_adapter
 
     def boom():
         raise RuntimeError("CUDA driver version is insufficient for CUDA runtime version")
@@ -162,7 +162,7 @@ def test_cupy_probe_is_available_raises(monkeypatch):
 
 
 def test_cupy_probe_import_raises(monkeypatch):
-    from backends import cupy as cupy_adapter
+    from nnx_backends import cupy as cupy_adapter
 
     monkeypatch.delitem(sys.modules, "cupy", raising=False)
     monkeypatch.setattr(sys, "meta_path", [_FailingImport(), *sys.meta_path])
@@ -173,7 +173,7 @@ def test_cupy_probe_import_raises(monkeypatch):
 
 
 def test_cupy_probe_not_installed(monkeypatch):
-    from backends import cupy as cupy_adapter
+    from nnx_backends import cupy as cupy_adapter
 
     monkeypatch.setitem(sys.modules, "cupy", None)  # import raises ImportError
     assert cupy_adapter.probe().startswith("CuPy is not installed (pip install")
@@ -181,7 +181,7 @@ def test_cupy_probe_not_installed(monkeypatch):
 
 def test_real_cupy_reason():
     cupy = pytest.importorskip("cupy", reason="CuPy is not installed here; the fake-module tests cover the probe")
-    from backends import cupy as cupy_adapter
+    from nnx_backends import cupy as cupy_adapter
 
     reason = cupy_adapter.probe()
     if cupy.is_available():

@@ -7,7 +7,7 @@ import importlib
 import numpy as np
 import pytest
 
-import backends
+import nnx_backends as backends
 import nnx
 
 from helpers import host

@@ -9,7 +9,7 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-import backends as registry
+import nnx_backends as registry
 import nnx
 
 from helpers import assert_close, host, rand

@@ -18,9 +18,9 @@ import zipfile
 import numpy as np
 import pytest
 
-import backends
+import nnx_backends as backends
 import nnx
-from backends import host_io
+from nnx_backends import host_io
 
 from helpers import host
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import backends
+import nnx_backends as backends
 import nnx
 
 from helpers import host
@@ -126,7 +126,7 @@ def test_predict_and_evaluate_restore_modes(backend):
     model.eval()
     with nnx.no_grad():
         ref = model(nnx.asarray(X))
-    np.testing.assert_allclose(host(out), host(ref), rtol=1e-6)
+    np.testing.assert_allclose(host(out), host(ref), rtol=1e-5, atol=1e-6)  # batch-size-dependent GEMM rounding
     model.train()
     model[0].eval()
     nnx.evaluate(model, nnx.CrossEntropyLoss(), val)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 
 def namespace(x: Any) -> Any:

@@ -15,7 +15,7 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from ._util import functional_form, namespace
 

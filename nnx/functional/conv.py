@@ -46,7 +46,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .recurrent import Workspace
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from ._util import functional_form, reduce_loss
 

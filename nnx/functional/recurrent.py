@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 Array = Any
 Backward = Callable[..., tuple]

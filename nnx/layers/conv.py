@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .. import init
 from ..backend import get_backend, get_default_dtype

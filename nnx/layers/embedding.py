@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .. import functional as F
 from .. import init

@@ -14,7 +14,7 @@ from ..module import Module, Parameter
 
 def new_parameter(shape: tuple[int, ...], dtype: Any = None, backend: Any = None, device: Any = None) -> Parameter:
     """An uninitialised (zero) parameter on the requested or current backend, default dtype float32."""
-    import backends
+    import nnx_backends as backends
 
     b = get_backend() if backend is None and device is None else backends.get(
         backend if backend is not None else get_backend().name, device)

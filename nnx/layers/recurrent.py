@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from .. import functional as F
 from .. import init

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from ..module import Parameter
 

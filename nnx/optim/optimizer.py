@@ -11,7 +11,7 @@ import copy
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from ..errors import describe
 from ..module import Parameter

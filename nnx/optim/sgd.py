@@ -6,7 +6,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
-import backends
+import nnx_backends as backends
 
 from ..module import Parameter
 from .optimizer import Optimizer
