@@ -9,11 +9,11 @@ import pathlib
 
 import pytest
 
-import nnx_backends as backends
 import nnx
 import nnx.functional
 import nnx.init
 import nnx.optim
+import nnx_backends as backends
 from nnx.optim import lr_scheduler
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

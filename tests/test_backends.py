@@ -18,8 +18,8 @@ import types
 import numpy as np
 import pytest
 
-import nnx_backends as registry
 import nnx
+import nnx_backends as registry
 from nnx_backends.base import Backend, erf_standard
 from nnx_backends.numpy import NumpyBackend
 

@@ -7,8 +7,8 @@ import importlib
 import numpy as np
 import pytest
 
-import nnx_backends as backends
 import nnx
+import nnx_backends as backends
 
 from helpers import host
 

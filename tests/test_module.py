@@ -9,8 +9,8 @@ from collections import OrderedDict
 import numpy as np
 import pytest
 
-import nnx_backends as registry
 import nnx
+import nnx_backends as registry
 
 from helpers import assert_close, host, rand
 

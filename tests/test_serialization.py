@@ -18,8 +18,8 @@ import zipfile
 import numpy as np
 import pytest
 
-import nnx_backends as backends
 import nnx
+import nnx_backends as backends
 from nnx_backends import host_io
 
 from helpers import host

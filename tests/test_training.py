@@ -10,8 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-import nnx_backends as backends
 import nnx
+import nnx_backends as backends
 
 from helpers import host
 
