@@ -52,7 +52,7 @@ class CharLM(nnx.Module):
         out, state = self.lstm(self.embed(ids), state)    # (B, T, hidden)
         return self.head(out), state                     # logits (B, T, vocab)
 
-    def backward(self, grad_logits, input_grad: bool = False):
+    def backward(self, grad_logits, *, input_grad: bool = False):
         d_out = self.head.backward(grad_logits)
         d_emb = self.lstm.backward(d_out)                 # the final state is not used by the loss
         self.embed.backward(d_emb)

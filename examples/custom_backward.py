@@ -35,9 +35,7 @@ class Square(nnx.Module):
 
     def forward(self, x):
         y, backward = square_forward(x)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)  # kept only in training mode, outside nnx.no_grad()
 
 
 class Residual(nnx.Module):
@@ -50,7 +48,7 @@ class Residual(nnx.Module):
     def forward(self, x):
         return x + self.body(x)
 
-    def backward(self, grad_output, input_grad=True):
+    def backward(self, grad_output, *, input_grad=True):
         return grad_output + self.body.backward(grad_output)
 
 

@@ -56,12 +56,12 @@ class BasicBlock(nnx.Module):
         skip = self.downsample(x) if self.downsample is not None else x
         return self.relu2(out + skip)
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         d = self.relu2.backward(grad_output)           # the sum's gradient goes to both branches
         body = self.relu1.backward(self.conv2.backward(self.bn2.backward(d)))
-        body = self.conv1.backward(self.bn1.backward(body), input_grad)
+        body = self.conv1.backward(self.bn1.backward(body), input_grad=input_grad)
         if self.downsample is not None:
-            skip = self.downsample.backward(d, input_grad)
+            skip = self.downsample.backward(d, input_grad=input_grad)
         else:
             skip = d if input_grad else None
         return body + skip if input_grad else None

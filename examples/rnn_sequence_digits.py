@@ -76,7 +76,7 @@ class SequenceClassifier(nnx.Module):
         h_n = state[0] if self.is_lstm else state
         return self.head(h_n[-1, ...])                   # (batch, classes)
 
-    def backward(self, grad_logits, input_grad: bool = False):
+    def backward(self, grad_logits, *, input_grad: bool = False):
         d_last = self.head.backward(grad_logits)      # (batch, hidden)
         d_h_n = d_last[None, ...]                      # h_n is (num_layers * directions, batch, hidden)
         return self.rnn.backward(None, d_h_n, input_grad=input_grad)

@@ -46,7 +46,7 @@ class _Loss(Module):
         self._last = (backward, loss) if is_grad_enabled() else None
         return loss
 
-    def backward(self, grad_output: Any = None, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any = None, *, input_grad: bool = True) -> Any:
         """dloss/dinput of the most recent call, times ``grad_output`` (default 1)."""
         if self._last is None:
             raise NotRecordedError(

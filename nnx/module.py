@@ -208,39 +208,89 @@ class Module:
         """True when a forward pass now would record its backward closure."""
         return self.training and is_grad_enabled()
 
-    def _record(self, backward_fn: Callable) -> None:
-        """Push the closure of one forward pass (leaf layers call this after their op)."""
+    def record(self, output: Any, backward: Callable, params: tuple[str, ...] = ()) -> Any:
+        """Record one forward pass of a leaf op and return its ``output``: the public way to add an op.
+
+        ``backward(dy, input_grad)`` is the op's closure; it returns ``(dx, grads)`` where ``grads``
+        holds one gradient (or None) for each name in ``params``, in that order: gradients are paired
+        with parameters by name, never by registration order. Nothing is recorded in eval mode or
+        under :func:`nnx.no_grad`, so the closure and the activations it holds are dropped at once.
+
+        >>> import nnx
+        >>> import nnx.functional as F
+        >>> class Scale(nnx.Module):          # y = x * w, written as a leaf op
+        ...     def __init__(self):
+        ...         super().__init__()
+        ...         self.w = nnx.Parameter(nnx.asarray([2.0]))
+        ...     def forward(self, x):
+        ...         w = self.w.data
+        ...         def backward(dy, input_grad=True):
+        ...             dx = dy * w if input_grad else None
+        ...             return dx, (nnx.get_backend().xp.sum(dy * x, axis=0),)
+        ...         return self.record(x * w, backward, params=("w",))
+        >>> m = Scale()
+        >>> y = m(nnx.asarray([[1.0], [3.0]]))
+        >>> dx = m.backward(nnx.asarray([[1.0], [1.0]]))
+        >>> nnx.to_numpy(m.w.grad).tolist(), nnx.to_numpy(dx).tolist()
+        ([4.0], [[2.0], [2.0]])
+
+        Not in PyTorch, which records a graph instead.
+        """
+        if not self.recording:
+            return output
+        for name in params:
+            if name not in self._parameters:
+                raise KeyError(f"{type(self).__name__}.record: {name!r} is not a parameter of this module "
+                               f"(it has {list(self._parameters)})")
         tape = self._tape
-        tape.append(backward_fn)
+        tape.append((backward, tuple(params)))
         if len(tape) == TAPE_WARNING_LENGTH:
             warnings.warn(
                 f"{type(self).__name__} holds {TAPE_WARNING_LENGTH} recorded forward passes that no backward "
                 "has consumed, and the activations they keep; run inference under model.eval() or "
                 "nnx.no_grad(), or call model.zero_grad() / model.clear_tape() between steps",
                 TapeGrowthWarning, stacklevel=3)
+        return output
 
-    def _pop(self) -> Callable:
+    def _pop_record(self) -> tuple[Callable, tuple[str, ...]]:
         try:
             return self._tape.pop()
         except IndexError:
+            if self._modules and type(self).backward is Module.backward:
+                raise NotRecordedError(
+                    f"{type(self).__name__}.backward: this module has child modules but no backward of its own. "
+                    "Compose it from containers whose backward is derived (nnx.Sequential, nnx.Residual, "
+                    "nnx.Parallel, nnx.Graph) or write a backward that calls the children in reverse order "
+                    "(see examples/custom_backward.py)"
+                ) from None
             raise NotRecordedError(
                 f"{type(self).__name__}.backward: no recorded forward pass to differentiate; "
                 "run forward in training mode (model.train()) outside nnx.no_grad(), once per backward call"
             ) from None
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def _pop(self) -> Callable:
+        """The newest recorded closure (for modules whose own ``backward`` replays it)."""
+        return self._pop_record()[0]
+
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         """Backpropagate ``grad_output`` (dL/d output) through the newest recorded forward.
 
         Fills ``p.grad`` of this module's parameters (adding to what is there) and returns
         dL/d input, or None when ``input_grad`` is False (the first layer of a network, whose
         input is data, skips that product).
 
-        Leaf layers use this default: their recorded closure ``fn(dy, input_grad)`` returns
-        ``(dx, grads)`` with ``grads`` in the order the parameters were registered.
+        Leaf layers use this default: the closure recorded by :meth:`record` returns
+        ``(dx, grads)``, one gradient for each parameter name given to :meth:`record`.
         """
-        fn = self._pop()
+        fn, names = self._pop_record()
         dx, grads = fn(grad_output, input_grad)
-        for p, g in zip(self._parameters.values(), grads):
+        if len(grads) != len(names):
+            raise RuntimeError(
+                f"{type(self).__name__}.backward: the recorded op returned {len(grads)} parameter gradients "
+                f"for the {len(names)} parameters it was recorded with {names}")
+        params = self._parameters
+        for name, g in zip(names, grads, strict=True):
+            p = params[name]
             if p is not None:
                 p.accumulate_grad(g)
         return dx
@@ -558,11 +608,12 @@ class Sequential(Module):
             x = m(x)
         return x
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
+        """Backpropagate through the children in reverse order (derived; nothing to write)."""
         seq = self._seq
         for m in reversed(seq[1:]):
             grad_output = m.backward(grad_output)
-        return seq[0].backward(grad_output, input_grad) if seq else grad_output
+        return seq[0].backward(grad_output, input_grad=input_grad) if seq else grad_output
 
 
 class ModuleList(Module):

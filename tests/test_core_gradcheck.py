@@ -74,8 +74,8 @@ def test_names_the_wrong_extra_input(backend):
 class _WrongWeightGrad(nnx.Linear):
     """A Linear whose weight gradient is 10% too large at (1, 0)."""
 
-    def backward(self, grad_output, input_grad=True):
-        dx = super().backward(grad_output, input_grad)
+    def backward(self, grad_output, *, input_grad=True):
+        dx = super().backward(grad_output, input_grad=input_grad)
         self.weight.grad = _scaled_at(self.weight.backend, self.weight.grad, (1, 0), 1.1)
         return dx
 
@@ -105,8 +105,8 @@ def test_missing_and_misshaped_gradients(backend):
         nnx.gradcheck(flat_dx, rand(2, 3, seed=1))
 
     class NoBiasGrad(nnx.Linear):
-        def backward(self, grad_output, input_grad=True):
-            dx = super().backward(grad_output, input_grad)
+        def backward(self, grad_output, *, input_grad=True):
+            dx = super().backward(grad_output, input_grad=input_grad)
             self.bias.grad = None
             return dx
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import nnx
+import nnx.functional as F
 import nnx_backends as registry
 
 from helpers import assert_close, host, rand
@@ -484,7 +485,7 @@ def test_tied_parameter_between_two_layers_matches_torch(backend, torch):
             return self.dec(self.act(self.enc(x)))
 
         def backward(self, grad_output, input_grad=True):
-            return self.enc.backward(self.act.backward(self.dec.backward(grad_output)), input_grad)
+            return self.enc.backward(self.act.backward(self.dec.backward(grad_output)), input_grad=input_grad)
 
     model = AutoEncoder()
     tenc, tdec = torch.nn.Linear(3, 3).double(), torch.nn.Linear(3, 3, bias=False).double()
@@ -575,3 +576,66 @@ def test_repr_with_extra_and_children_matches_torch(torch):
     TWrapper.__name__ = "Wrapper"
     assert repr(Wrapper()) == repr(TWrapper())
     assert repr(nnx.Sequential()) == repr(torch.nn.Sequential()) == "Sequential()"
+
+
+# ----------------------------------------------------------------------------- record: gradients by name
+class _BiasFirst(nnx.Module):
+    """A leaf op whose parameters are registered bias first: gradients must still pair by name."""
+
+    def __init__(self):
+        super().__init__()
+        self.bias = nnx.Parameter(nnx.asarray(np.zeros(2), dtype="float64"))
+        self.weight = nnx.Parameter(nnx.asarray(np.ones((2, 3)), dtype="float64"))
+
+    def forward(self, x):
+        y, backward = F.linear_forward(x, self.weight.data, self.bias.data)
+        return self.record(y, backward, params=("weight", "bias"))
+
+
+def test_record_pairs_gradients_by_name_not_registration_order(backend):
+    m = _BiasFirst()
+    x = rand(4, 3, dtype="float64")
+    m(x)
+    m.backward(nnx.asarray(np.ones((4, 2)), dtype="float64"))
+    assert m.weight.grad.shape == (2, 3) and m.bias.grad.shape == (2,)
+    np.testing.assert_allclose(host(m.bias.grad), [4.0, 4.0])
+    np.testing.assert_allclose(host(m.weight.grad), np.tile(host(x).sum(0), (2, 1)))
+
+
+def test_record_refuses_a_gradient_count_that_does_not_match_the_names(backend):
+    class Wrong(_BiasFirst):
+        def forward(self, x):
+            y, backward = F.linear_forward(x, self.weight.data, self.bias.data)
+            return self.record(y, backward, params=("weight",))
+
+    m = Wrong()
+    m(rand(4, 3, dtype="float64"))
+    with pytest.raises(RuntimeError, match=r"Wrong.backward: the recorded op returned 2 parameter gradients for "
+                                           r"the 1 parameters it was recorded with \('weight',\)"):
+        m.backward(nnx.asarray(np.ones((4, 2)), dtype="float64"))
+
+
+def test_record_refuses_an_unknown_parameter_name(backend):
+    class Typo(_BiasFirst):
+        def forward(self, x):
+            y, backward = F.linear_forward(x, self.weight.data, self.bias.data)
+            return self.record(y, backward, params=("weights", "bias"))
+
+    with pytest.raises(KeyError, match="'weights' is not a parameter of this module"):
+        Typo()(rand(4, 3, dtype="float64"))
+
+
+def test_composite_without_backward_names_the_cause(backend):
+    class TwoLayers(nnx.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nnx.Linear(3, 3), nnx.Linear(3, 1)
+
+        def forward(self, x):
+            return self.b(self.a(x))
+
+    m = TwoLayers()
+    m(rand(2, 3, dtype="float32"))
+    with pytest.raises(nnx.NotRecordedError, match="TwoLayers.backward: this module has child modules but no "
+                                                   "backward of its own"):
+        m.backward(nnx.asarray(np.ones((2, 1), dtype=np.float32)))

@@ -57,9 +57,7 @@ class Poison(nnx.Module):
             self.calls += 1
             if self.calls > self.after:
                 x = x * float("nan")
-        if self.recording:
-            self._record(lambda dy, input_grad=True: (dy, ()))
-        return x
+        return self.record(x, lambda dy, input_grad=True: (dy, ()))
 
 
 # ------------------------------------------------------------------------------------------ fit

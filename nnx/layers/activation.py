@@ -17,9 +17,7 @@ class _Activation(Module):
 
     def forward(self, x: Any) -> Any:
         y, backward = type(self)._forward(x, **self._kwargs())
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v}" for k, v in self._kwargs().items())

@@ -203,9 +203,7 @@ class _ConvNd(Module):
         else:
             y, backward = type(self)._op(x, self.weight.data, b, self.stride, self.padding, self.dilation,
                                          self.groups)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight", "bias"))
 
 
 class Conv2d(_ConvNd):
@@ -309,9 +307,7 @@ class ConvTranspose2d(_ConvNd):
         b = self.bias.data if self.bias is not None else None
         y, backward = F.conv_transpose2d_forward(x, self.weight.data, b, self.stride, self.padding, op, self.groups,
                                                  self.dilation)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight", "bias"))
 
 
 # ============================================================================ pooling
@@ -350,9 +346,7 @@ class MaxPool2d(Module):
                     self.ceil_mode)
         y, backward = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
                                            self.ceil_mode)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return (f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}, "
@@ -394,9 +388,7 @@ class AvgPool2d(Module):
                     self.ceil_mode)
         y, backward = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
                                            self.count_include_pad, self.divisor_override)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
@@ -423,9 +415,7 @@ class AdaptiveAvgPool2d(Module):
     def forward(self, x: Any) -> Any:
         _check_plain(f"AdaptiveAvgPool2d(output_size={self.output_size!r})", x, (4,), "(N, C, H, W)")
         y, backward = F.adaptive_avg_pool2d_forward(x, self.output_size)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return f"output_size={self.output_size!r}"
@@ -527,9 +517,7 @@ class _BatchNorm(Module):
         rm = self.running_mean if self.track_running_stats else None
         rv = self.running_var if self.track_running_stats else None
         y, backward = F.batch_norm_forward(x, rm, rv, w, b, use_batch, momentum, self.eps)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight", "bias"))
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, affine={self.affine}, "
@@ -609,9 +597,7 @@ class LayerNorm(Module):
                              f"got shape {tuple(getattr(x, 'shape', ()))}")
         b = self.bias.data if self.bias is not None else None
         y, backward = F.layer_norm_forward(x, self.normalized_shape, w, b, self.eps)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight", "bias"))
 
     def extra_repr(self) -> str:
         return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
@@ -657,9 +643,7 @@ class GroupNorm(Module):
                                  f"got shape {tuple(x.shape)}")
         b = self.bias.data if self.bias is not None else None
         y, backward = F.group_norm_forward(x, self.num_groups, w, b, self.eps)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight", "bias"))
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
@@ -680,9 +664,7 @@ class Dropout2d(Module):
     def forward(self, x: Any) -> Any:
         _check_plain(f"Dropout2d(p={self.p})", x, (3, 4), "(N, C, H, W)")
         y, backward = F.dropout2d_forward(x, self.p, self.training)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

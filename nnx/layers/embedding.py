@@ -102,9 +102,7 @@ class Embedding(Module):
         self._check(input)
         y, backward = F.embedding_forward(input, w, self.padding_idx, self.max_norm, self.norm_type,
                                           self.scale_grad_by_freq)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight",))
 
     def _check(self, ids: Any) -> None:
         where = f"Embedding({self.num_embeddings}, {self.embedding_dim})"

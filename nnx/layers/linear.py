@@ -64,9 +64,7 @@ class Linear(Module):
             self._check(x)
         b = self.bias.data if self.bias is not None else None
         y, backward = F.linear_forward(x, w, b)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward, params=("weight", "bias"))
 
     def _check(self, x: Any) -> None:
         where = f"Linear(in_features={self.in_features}, out_features={self.out_features})"
@@ -90,7 +88,7 @@ class Identity(Module):
     def forward(self, x: Any) -> Any:
         return x
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         return grad_output if input_grad else None
 
 
@@ -108,9 +106,7 @@ class Flatten(Module):
                 raise ValueError(f"Flatten(start_dim={self.start_dim}, end_dim={self.end_dim}): "
                                  f"dimension {d} out of range for input of shape {tuple(x.shape)}")
         y, backward = F.flatten_forward(x, self.start_dim, self.end_dim)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
@@ -125,9 +121,7 @@ class Dropout(Module):
 
     def forward(self, x: Any) -> Any:
         y, backward = F.dropout_forward(x, self.p, self.training)
-        if self.recording:
-            self._record(backward)
-        return y
+        return self.record(y, backward)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

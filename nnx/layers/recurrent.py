@@ -228,7 +228,7 @@ class RNNBase(Module):
             result, backward = F.rnn_forward(input, hx, self._flat_weights,
                                              nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kwargs)
         if self.recording:
-            self._record(backward)
+            self.record(result, backward)
         else:
             backward.release()
         return result
@@ -294,7 +294,7 @@ class RNN(RNNBase):
                          bias, batch_first, dropout, bidirectional, 0, device, dtype, backend=backend)
         self.nonlinearity = nonlinearity
 
-    def backward(self, grad_output: Any = None, grad_h_n: Any = None, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any = None, grad_h_n: Any = None, *, input_grad: bool = True) -> Any:
         """Backpropagate ``grad_output`` (dL/d output) and ``grad_h_n`` (dL/d h_n); either may be None."""
         return self._backward(grad_output, grad_h_n, None, input_grad)
 
@@ -333,7 +333,7 @@ class LSTM(RNNBase):
                          proj_size, device, dtype, backend=backend)
 
     def backward(self, grad_output: Any = None, grad_h_n: Any = None, grad_c_n: Any = None,
-                 input_grad: bool = True) -> Any:
+                 *, input_grad: bool = True) -> Any:
         """Backpropagate dL/d output, dL/d h_n and dL/d c_n (any may be None)."""
         return self._backward(grad_output, grad_h_n, grad_c_n, input_grad)
 
@@ -357,7 +357,7 @@ class GRU(RNNBase):
         super().__init__("GRU", input_size, hidden_size, num_layers, bias, batch_first, dropout, bidirectional,
                          0, device, dtype, backend=backend)
 
-    def backward(self, grad_output: Any = None, grad_h_n: Any = None, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any = None, grad_h_n: Any = None, *, input_grad: bool = True) -> Any:
         """Backpropagate ``grad_output`` (dL/d output) and ``grad_h_n`` (dL/d h_n); either may be None."""
         return self._backward(grad_output, grad_h_n, None, input_grad)
 
@@ -442,7 +442,7 @@ class RNNCellBase(Module):
             result, backward = F.rnn_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh,
                                                   "tanh" if self.mode == "RNN_TANH" else "relu", ws)
         if self.recording:
-            self._record(backward)
+            self.record(result, backward)
         else:
             backward.release()
         return result
@@ -482,7 +482,7 @@ class RNNCell(RNNCellBase):
                          device, dtype, backend=backend)
         self.nonlinearity = nonlinearity
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         """Backpropagate dL/d h' through the newest step; returns ``dx`` or ``(dx, dh)``."""
         return self._backward(grad_output, input_grad)
 
@@ -503,7 +503,7 @@ class LSTMCell(RNNCellBase):
                  dtype: Any = None, *, backend: Any = None) -> None:
         super().__init__("LSTM", input_size, hidden_size, bias, device, dtype, backend=backend)
 
-    def backward(self, grad_h: Any = None, grad_c: Any = None, input_grad: bool = True) -> Any:
+    def backward(self, grad_h: Any = None, grad_c: Any = None, *, input_grad: bool = True) -> Any:
         """Backpropagate dL/d h' and dL/d c' through the newest step."""
         if isinstance(grad_c, bool):
             grad_c, input_grad = None, grad_c
@@ -526,6 +526,6 @@ class GRUCell(RNNCellBase):
                  dtype: Any = None, *, backend: Any = None) -> None:
         super().__init__("GRU", input_size, hidden_size, bias, device, dtype, backend=backend)
 
-    def backward(self, grad_output: Any, input_grad: bool = True) -> Any:
+    def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         """Backpropagate dL/d h' through the newest step; returns ``dx`` or ``(dx, dh)``."""
         return self._backward(grad_output, input_grad)
