@@ -48,7 +48,7 @@ from typing import Any
 
 import nnx_backends as backends
 
-from .recurrent import Workspace
+from .workspace import Workspace
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]

@@ -18,7 +18,7 @@ from .. import init
 from ..backend import get_backend, get_default_dtype
 from ..errors import check_floating, check_positive_int, check_probability, check_same_backend
 from ..functional import conv as F
-from ..functional.recurrent import Workspace
+from ..functional.workspace import Workspace
 from ..module import Module, Parameter
 
 __all__ = [
