@@ -70,6 +70,7 @@ for _name, _module, _cls in (
     ("array_api_strict", "array_api_strict", "ArrayApiStrictBackend"),
     ("torch", "torch", "TorchBackend"),
     ("cupy", "cupy", "CupyBackend"),
+    ("jax", "jax", "JaxBackend"),
 ):
     register(_name, *_lazy(_module, _cls))
 
@@ -137,6 +138,7 @@ def get(name: str, device: Any = None) -> Backend:
         if reason is not None:
             raise BackendUnavailable(f"backend {name!r} is not available: {reason}")
         inst = _factories[name](device)
+        _check_mutability(name, inst)
         same = _instances.get((name, inst.device_name))
         if same is not None:  # the device given another way (a Device object): one instance, one RNG
             _instances[key] = same
@@ -151,6 +153,20 @@ def get(name: str, device: Any = None) -> Backend:
         return inst
 
 
+def _check_mutability(name: str, inst: Backend) -> None:
+    """Refuse a backend whose ``mutable`` claim is false: with a wrong claim, updates written in
+    place would silently do nothing (immutable arrays) or copy for nothing (mutable ones)."""
+    xp = inst.xp
+    a = xp.zeros((1,), dtype=xp.float32, device=inst.device)
+    b = a
+    b += 1.0
+    changed = bool(inst.to_numpy(a)[0] == 1.0)
+    if changed != bool(inst.mutable):
+        raise ValueError(
+            f"backend {name!r} declares mutable={inst.mutable!r}, but `b = a; b += 1` "
+            f"{'changed' if changed else 'did not change'} `a`: set the adapter's `mutable` attribute to {changed!r}")
+
+
 def instances() -> list[Backend]:
     """Backends created so far in this process (used to seed and checkpoint every RNG)."""
     with _lock:
@@ -161,7 +177,8 @@ def instances() -> list[Backend]:
 
 
 _seed: int | None = None
-_BUILTIN_BY_MODULE = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "array_api_strict": "array_api_strict"}
+_BUILTIN_BY_MODULE = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "array_api_strict": "array_api_strict",
+                      "jax": "jax", "jaxlib": "jax"}
 
 
 def seed_all(seed: int) -> None:

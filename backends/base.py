@@ -40,6 +40,9 @@ class Backend:
     array_type: type = object
     #: True when arrays live in host memory, so reading a value back (a validity check) is cheap
     host_memory: bool = False
+    #: True when the library's arrays can be written in place (``x[i] = v``, ``x += v`` changes
+    #: ``x``). Immutable libraries (JAX) declare False; the registry checks the claim once.
+    mutable: bool = True
 
     def __init__(self) -> None:
         self._host_rng = np.random.default_rng()
@@ -180,6 +183,30 @@ class Backend:
         formulation (a sum over kernel offsets of strided slices).
         """
         return None
+
+    # ----------------------------------------------------------------- writes by index
+    # The standard leaves in-place writes unsupported on libraries whose arrays are immutable.
+    # Every write of nnx goes through these two methods and uses what they return: on a mutable
+    # library they write in place and return ``x`` itself (no copy); on an immutable one they
+    # return a new array (array-api-extra's ``at``, the well-kept implementation of exactly this).
+    def at_set(self, x: Array, index: Any, values: Array | float) -> Array:
+        """``x[index] = values``; returns the updated array (``x`` itself where writes are in place)."""
+        if self.mutable:
+            x[index] = values
+            return x
+        import array_api_extra as xpx
+
+        return xpx.at(x, index).set(values, xp=self.xp)
+
+    def at_add(self, x: Array, index: Any, values: Array | float) -> Array:
+        """``x[index] += values`` for an index without repeats (use :meth:`scatter_add` for
+        repeated indices); returns the updated array."""
+        if self.mutable:
+            x[index] += values
+            return x
+        import array_api_extra as xpx
+
+        return xpx.at(x, index).add(values, xp=self.xp)
 
     # ----------------------------------------------------------------- fused updates
     def adam_update_(

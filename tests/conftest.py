@@ -27,7 +27,27 @@ try:
 except ImportError:
     pass
 
-BACKEND_NAMES = ["numpy", "array_api_strict", "torch", "cupy"]
+#: The backends every numeric test runs on. NNX_TEST_BACKENDS overrides the list: a comma-separated
+#: list of registered names (a plug-in backend registered through the ``nnx.backends`` entry point
+#: included), or ``all`` for every registered backend.
+DEFAULT_BACKENDS = ["numpy", "array_api_strict", "torch", "cupy"]
+
+
+def _backend_names() -> list[str]:
+    wanted = os.environ.get("NNX_TEST_BACKENDS", "").strip()
+    if not wanted:
+        return DEFAULT_BACKENDS
+    if wanted == "all":
+        return nnx.backend_names()
+    names = [n.strip() for n in wanted.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(nnx.backend_names()))
+    if unknown:
+        raise pytest.UsageError(f"NNX_TEST_BACKENDS names unregistered backends {unknown}; "
+                                f"registered: {nnx.backend_names()}")
+    return names
+
+
+BACKEND_NAMES = _backend_names()
 
 
 def _params() -> list:

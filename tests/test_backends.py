@@ -37,7 +37,7 @@ def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:
 # ----------------------------------------------------------------------------- registry basics
 def test_available_on_this_machine():
     avail = nnx.available_backends()
-    assert list(avail)[:4] == ["numpy", "array_api_strict", "torch", "cupy"]
+    assert list(avail)[:5] == ["numpy", "array_api_strict", "torch", "cupy", "jax"]
     assert avail["numpy"] is True and avail["array_api_strict"] is True
     if importlib.util.find_spec("torch") is None:
         assert avail["torch"] == "PyTorch is not installed (pip install torch)"
@@ -54,21 +54,21 @@ def test_available_on_this_machine():
 def test_unknown_backend_name_lists_registered_names(call):
     with pytest.raises(ValueError) as info:
         if call == "set_backend":
-            nnx.set_backend("jax")
+            nnx.set_backend("tensorflow")
         elif call == "use_backend":
-            with nnx.use_backend("jax"):
+            with nnx.use_backend("tensorflow"):
                 pass
         elif call == "get":
-            registry.get("jax")
+            registry.get("tensorflow")
         elif call == "asarray":
-            nnx.asarray([1.0], backend="jax")
+            nnx.asarray([1.0], backend="tensorflow")
         else:
-            nnx.Linear(2, 2, backend="jax")
+            nnx.Linear(2, 2, backend="tensorflow")
     msg = str(info.value)
-    assert "unknown backend 'jax'" in msg
-    for name in ("numpy", "array_api_strict", "torch", "cupy"):
+    assert "unknown backend 'tensorflow'" in msg
+    for name in ("numpy", "array_api_strict", "torch", "cupy", "jax"):
         assert repr(name) in msg
-    assert nnx.get_backend().name != "jax"
+    assert nnx.get_backend().name != "tensorflow"
 
 
 def test_get_caches_instances_and_devices():
@@ -517,3 +517,62 @@ def test_entry_point_backends(clean_registry, monkeypatch):
         registry.get("plugin_c")
     nnx.backend_names()
     assert groups == ["nnx.backends"], "entry points are read once"
+
+
+# ------------------------------------------------------------------------- mutability and writes by index
+class _ClaimsImmutable(NumpyBackend):
+    """NumPy arrays (mutable) behind an adapter that wrongly says they are immutable."""
+
+    name = "claims_immutable"
+    mutable = False
+
+
+class _ClaimsMutable(Backend):
+    """JAX arrays (immutable) behind an adapter that wrongly says they are mutable."""
+
+    name = "claims_mutable"
+
+    def __init__(self, device=None):
+        super().__init__()
+        import jax.numpy as jnp
+
+        self.xp, self.device, self.array_type = jnp, None, type(jnp.zeros(1))
+
+    def asarray(self, obj, dtype=None, copy=None):
+        return self.xp.asarray(obj, dtype=dtype)
+
+    def to_numpy(self, x):
+        return np.asarray(x)
+
+
+def test_a_wrong_mutability_claim_is_refused_at_creation(clean_registry):
+    registry.register("claims_immutable", lambda d: _ClaimsImmutable(d))
+    with pytest.raises(ValueError, match=r"backend 'claims_immutable' declares mutable=False, but `b = a; b \+= 1` "
+                                         r"changed `a`: set the adapter's `mutable` attribute to True"):
+        registry.get("claims_immutable")
+    pytest.importorskip("jax", reason="the immutable half of this check needs JAX (pip install jax)")
+    registry.register("claims_mutable", lambda d: _ClaimsMutable(d))
+    with pytest.raises(ValueError, match=r"declares mutable=True, but `b = a; b \+= 1` did not change `a`"):
+        registry.get("claims_mutable")
+
+
+def test_every_available_backend_declares_its_mutability_truthfully():
+    for name, status in nnx.available_backends().items():
+        if status is True:
+            b = registry.get(name)  # the registry checks the claim on creation
+            assert b.mutable is (name != "jax"), name
+
+
+@pytest.mark.parametrize("kind", ["set", "add"])
+def test_at_set_and_at_add_return_the_written_array(backend, kind):
+    x = backend.asarray(np.arange(6.0).reshape(2, 3), dtype="float64")
+    v = backend.asarray(np.array([10.0, 20.0]), dtype="float64")
+    fn = backend.at_set if kind == "set" else backend.at_add
+    out = fn(x, (slice(None), 1), v)
+    want = np.arange(6.0).reshape(2, 3)
+    want[:, 1] = [10.0, 20.0] if kind == "set" else want[:, 1] + [10.0, 20.0]
+    np.testing.assert_array_equal(host(out), want)
+    if backend.mutable:
+        assert out is x, "a mutable backend writes in place"
+    else:
+        np.testing.assert_array_equal(host(x), np.arange(6.0).reshape(2, 3))  # immutable: x is untouched
