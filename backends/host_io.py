@@ -15,10 +15,13 @@ skipped by NumPy as a non-``.npy`` file).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import stat
 import tempfile
+import time
 import zipfile
 from collections.abc import Callable
 from typing import Any
@@ -47,6 +50,10 @@ _MAX_META_BYTES = 64 * 2**20
 _MAX_HEADER = 10000
 # deflate cannot expand data by more than ~1032x; anything beyond is a lie (or a zip bomb)
 _MAX_DEFLATE_RATIO = 1100
+#: without an explicit ``max_bytes``, an archive may unpack to at most this many bytes beyond its own
+#: size (stored members unpack to their own size; only compressed ones can expand)
+DEFAULT_MAX_BYTES = 4 * 2**30
+_MAX_JSON_DEPTH = 64
 _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
@@ -66,7 +73,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    _remove_stale_temporaries(directory, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_tmp_prefix(path), suffix=".tmp")
     try:
         if hasattr(os, "fchmod"):  # mkstemp makes 0600 files; give the file the permissions open() would
             try:
@@ -86,6 +94,39 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Any], None]) -> None:
             pass
         raise
     _fsync_dir(directory)
+
+
+#: a temporary file of a save older than this was left by a killed process (a save in progress
+#: rewrites its file continuously, so its modification time stays recent)
+STALE_TEMPORARY_SECONDS = 15 * 60
+
+
+def _tmp_prefix(path: str) -> str:
+    return "." + os.path.basename(path) + "."
+
+
+def _remove_stale_temporaries(directory: str, basename: str) -> None:
+    """Remove temporary files of earlier saves of the same target that were killed (SIGKILL, power
+    loss) before they could clean up. Only files named like ours (``.<target>.<random>.tmp``), owned
+    by this user and untouched for :data:`STALE_TEMPORARY_SECONDS` are removed, so a concurrent
+    save of the same file is never disturbed."""
+    prefix = "." + basename + "."
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    now = time.time()
+    for name in names:
+        if not (name.startswith(prefix) and name.endswith(".tmp")) or len(name) <= len(prefix) + 4:
+            continue
+        full = os.path.join(directory, name)
+        try:
+            st = os.lstat(full)
+            if (stat.S_ISREG(st.st_mode) and now - st.st_mtime > STALE_TEMPORARY_SECONDS
+                    and (not hasattr(os, "getuid") or st.st_uid == os.getuid())):
+                os.unlink(full)
+        except OSError:
+            continue
 
 
 def _fsync_dir(directory: str) -> None:
@@ -137,21 +178,29 @@ def write_archive(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta: 
 
 
 # ---------------------------------------------------------------------------------------- reading
-def read_archive(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+def read_archive(path: str | os.PathLike, max_bytes: int | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     """Read an archive written by :func:`write_archive` (or a plain ``numpy.savez`` file).
 
     Returns ``(arrays, meta)``; ``meta`` is None for a plain ``.npz`` without nnx metadata.
     Nothing in the file is executed: ``.npy`` headers are parsed with ``allow_pickle=False``,
     object/structured/string dtypes are refused, and every array's declared size is checked
-    against the bytes actually stored before memory is allocated. Zip CRCs detect corruption.
+    against the bytes actually stored before memory is allocated. Zip CRCs detect corruption;
+    safetensors files written by nnx carry a SHA-256 digest of their tensor data, checked here.
+
+    ``max_bytes`` bounds the total size the archive may unpack to, checked before anything is
+    decompressed (zip bombs). Default: the file's own size plus :data:`DEFAULT_MAX_BYTES` (4 GiB),
+    so uncompressed checkpoints of any size load; pass a larger value for huge compressed ones.
     Raises :class:`ArchiveError` with the reason for anything else than a sound archive.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no such checkpoint file: {path!r}")
     file_size = os.path.getsize(path)
+    if max_bytes is None:
+        max_bytes = file_size + DEFAULT_MAX_BYTES
     if _is_safetensors_path(path):
-        return _read_safetensors(path, file_size)
+        return _read_safetensors(path, file_size, max_bytes)
     try:
         zf = zipfile.ZipFile(path, mode="r")
     except zipfile.BadZipFile as exc:
@@ -162,41 +211,76 @@ def read_archive(path: str | os.PathLike) -> tuple[dict[str, np.ndarray], dict[s
     try:
         with zf:
             infos = zf.infolist()
-            total = 0
-            for info in infos:
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise ArchiveError(f"{path!r}: member {info.filename!r} uses an unsupported compression")
-                if info.compress_size > file_size or (
-                        info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size) or (
-                        info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO):
-                    raise ArchiveError(f"{path!r}: member {info.filename!r} declares {info.file_size} bytes, "
-                                       f"more than the file can hold (truncated or hand-crafted)")
-                total += info.file_size
+            _check_members(path, infos, file_size, max_bytes)
             for info in infos:
                 name = info.filename
                 if name == META_NAME:
-                    if info.file_size > _MAX_META_BYTES:
-                        raise ArchiveError(f"{path!r}: metadata of {info.file_size} bytes is too large")
-                    try:
-                        meta = json.loads(zf.read(name).decode("utf-8"))
-                    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-                        raise ArchiveError(f"{path!r}: metadata is not valid JSON ({exc})") from None
-                    if not isinstance(meta, dict):
-                        raise ArchiveError(f"{path!r}: metadata must be a JSON object")
+                    meta = _parse_meta(path, zf.read(info))
                     continue
                 if not name.endswith(".npy"):
                     raise ArchiveError(f"{path!r}: unexpected member {name!r} (only .npy arrays and metadata "
                                        "are allowed)")
-                key = name[:-4]
-                if key in arrays:
-                    raise ArchiveError(f"{path!r}: array {key!r} appears twice")
                 with zf.open(info) as member:
-                    arrays[key] = _read_npy(member, info.file_size, f"{path!r}: array {key!r}")
+                    arrays[name[:-4]] = _read_npy(member, info.file_size, f"{path!r}: array {name[:-4]!r}")
     except zipfile.BadZipFile as exc:
         raise ArchiveError(f"{path!r} is corrupted ({exc})") from None
     except (EOFError, OSError) as exc:
         raise ArchiveError(f"{path!r} is truncated or unreadable ({exc})") from None
     return arrays, meta
+
+
+def _check_members(path: str, infos: list[zipfile.ZipInfo], file_size: int, max_bytes: int) -> None:
+    """Every member's declared sizes, compression, encryption and name, and the total, before any is read."""
+    total = 0
+    seen: set[str] = set()
+    for info in infos:
+        if info.filename in seen:
+            raise ArchiveError(f"{path!r}: member {info.filename!r} appears twice (a hand-crafted archive; "
+                               "refusing to guess which one counts)")
+        seen.add(info.filename)
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"{path!r}: member {info.filename!r} is encrypted; nnx checkpoints never are")
+        if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise ArchiveError(f"{path!r}: member {info.filename!r} uses an unsupported compression")
+        if info.compress_size > file_size or (
+                info.compress_type == zipfile.ZIP_STORED and info.file_size != info.compress_size) or (
+                info.file_size > max(info.compress_size, 1) * _MAX_DEFLATE_RATIO):
+            raise ArchiveError(f"{path!r}: member {info.filename!r} declares {info.file_size} bytes, "
+                               f"more than the file can hold (truncated or hand-crafted)")
+        if info.filename == META_NAME and info.file_size > _MAX_META_BYTES:
+            raise ArchiveError(f"{path!r}: metadata of {info.file_size} bytes is too large")
+        total += info.file_size
+    if total > max_bytes:
+        raise ArchiveError(f"{path!r} unpacks to {total} bytes, more than the {max_bytes} allowed (max_bytes); "
+                           "a compressed archive this large is refused unless max_bytes allows it")
+
+
+def _parse_meta(path: str, raw: bytes) -> dict[str, Any]:
+    """The JSON metadata member: an object, nested at most :data:`_MAX_JSON_DEPTH` deep."""
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ArchiveError(f"{path!r}: metadata is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ArchiveError(f"{path!r}: metadata is nested too deeply to be an nnx checkpoint") from None
+    if not isinstance(meta, dict):
+        raise ArchiveError(f"{path!r}: metadata must be a JSON object")
+    if _depth(meta) > _MAX_JSON_DEPTH:
+        raise ArchiveError(f"{path!r}: metadata is nested more than {_MAX_JSON_DEPTH} levels deep")
+    return meta
+
+
+def _depth(obj: Any) -> int:
+    """Nesting depth of a JSON value, without recursion (a hostile file may nest thousands deep)."""
+    deepest, stack = 0, [(obj, 1)]
+    while stack:
+        node, d = stack.pop()
+        deepest = max(deepest, d)
+        if isinstance(node, dict):
+            stack.extend((v, d + 1) for v in node.values())
+        elif isinstance(node, list):
+            stack.extend((v, d + 1) for v in node)
+    return deepest
 
 
 def _read_npy(f: Any, member_size: int, where: str) -> np.ndarray:
@@ -215,7 +299,7 @@ def _read_npy(f: Any, member_size: int, where: str) -> np.ndarray:
     if dtype.hasobject or dtype.kind not in _ALLOWED_KINDS or dtype.fields is not None:
         raise ArchiveError(f"{where} has dtype {dtype}; only bool, integer and floating arrays are accepted "
                            "(object arrays would need pickle)")
-    if not all(isinstance(s, int) and s >= 0 for s in shape):
+    if not all(type(s) is int and s >= 0 for s in shape):  # bool is an int subclass: (True, 48) is refused
         raise ArchiveError(f"{where} declares an invalid shape {shape}")
     count = math.prod(shape)
     nbytes = count * dtype.itemsize
@@ -260,14 +344,31 @@ def _safetensors_numpy() -> Any:
     return st
 
 
+#: safetensors metadata key of the SHA-256 digest nnx records over the tensors (names, dtypes, shapes, data)
+DIGEST_NAME = "__nnx_sha256__"
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for key in sorted(arrays):
+        arr = _contiguous(arrays[key])
+        h.update(json.dumps([key, arr.dtype.str, list(arr.shape)]).encode("utf-8"))
+        h.update(memoryview(arr).cast("B") if arr.nbytes else b"")
+    return h.hexdigest()
+
+
 def _write_safetensors(path: str | os.PathLike, arrays: dict[str, np.ndarray], meta_json: str) -> None:
     st = _safetensors_numpy()
-    data = st.save({k: _contiguous(v) for k, v in arrays.items()}, metadata={META_NAME: meta_json})
+    arrays = {k: _contiguous(v) for k, v in arrays.items()}
+    data = st.save(arrays, metadata={META_NAME: meta_json, DIGEST_NAME: _digest(arrays)})
     atomic_write(path, lambda f: f.write(data))
 
 
-def _read_safetensors(path: str, file_size: int) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
+def _read_safetensors(path: str, file_size: int, max_bytes: int
+                      ) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
     st = _safetensors_numpy()
+    if file_size > max_bytes:
+        raise ArchiveError(f"{path!r} holds {file_size} bytes, more than the {max_bytes} allowed (max_bytes)")
     with open(path, "rb") as f:
         data = f.read()
     if len(data) < 8:
@@ -301,16 +402,17 @@ def _read_safetensors(path: str, file_size: int) -> tuple[dict[str, np.ndarray],
         arrays = st.load(data)
     except Exception as exc:
         raise ArchiveError(f"{path!r} is not a valid safetensors file ({exc})") from None
+    arrays = {k: np.array(v, copy=True) for k, v in arrays.items()}
     meta = None
     extra = header.get("__metadata__")
+    if isinstance(extra, dict) and DIGEST_NAME in extra and extra[DIGEST_NAME] != _digest(arrays):
+        raise ArchiveError(f"{path!r}: tensor data does not match the SHA-256 digest recorded when nnx wrote the "
+                           "file (corrupted on disk or in transfer)")
     if isinstance(extra, dict) and META_NAME in extra:
-        try:
-            meta = json.loads(extra[META_NAME])
-        except (TypeError, json.JSONDecodeError) as exc:
-            raise ArchiveError(f"{path!r}: nnx metadata is not valid JSON ({exc})") from None
-        if not isinstance(meta, dict):
-            raise ArchiveError(f"{path!r}: nnx metadata must be a JSON object")
-    return {k: np.array(v, copy=True) for k, v in arrays.items()}, meta
+        if not isinstance(extra[META_NAME], str):
+            raise ArchiveError(f"{path!r}: nnx metadata must be a JSON string")
+        meta = _parse_meta(path, extra[META_NAME].encode("utf-8"))
+    return arrays, meta
 
 
 # ---------------------------------------------------------------------------------------- data helpers

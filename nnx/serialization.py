@@ -163,11 +163,11 @@ def _write(path: str | os.PathLike, kind: str, tree: dict[str, Any]) -> None:
     host_io.write_archive(path, arrays, meta)
 
 
-def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _read(path: str | os.PathLike, max_bytes: int | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """Read and fully validate a file; returns (decoded tree, meta) or (plain arrays, None) for a plain npz."""
     where = f"nnx.load({os.fspath(path)!r})"
     try:
-        arrays, meta = host_io.read_archive(path)
+        arrays, meta = host_io.read_archive(path, max_bytes=max_bytes)
     except host_io.ArchiveError as exc:
         raise CheckpointError(str(exc)) from None
     if meta is None:
@@ -232,8 +232,18 @@ def save(obj: Module | dict[str, Any], path: str | os.PathLike) -> None:
     _write(path, "state_dict", {"model": state})
 
 
+def _bound_for(model: Module | None, copies: int, max_bytes: int | None) -> int | None:
+    """The most bytes a file meant for ``model`` can sensibly unpack to: ``copies`` copies of its state
+    (weights, optimizer moments), each up to 8 bytes an element (float64 weights for a float16 model),
+    plus 16 MiB for metadata and small entries. None (the archive reader's default) without a model."""
+    if max_bytes is not None or model is None:
+        return max_bytes
+    elements = sum(math.prod(tuple(v.shape)) for v in model.state_dict().values())
+    return copies * 8 * elements + 16 * 2**20
+
+
 def load(path: str | os.PathLike, model: Module | None = None, *, strict: bool = True,
-         backend: str | backends.Backend | None = None, device: Any = None) -> Any:
+         backend: str | backends.Backend | None = None, device: Any = None, max_bytes: int | None = None) -> Any:
     """Load weights saved by :func:`save` (or the model part of a :func:`save_checkpoint` file).
 
     Without ``model``: returns an ordered ``state_dict`` of arrays on the current backend (or
@@ -243,9 +253,15 @@ def load(path: str | os.PathLike, model: Module | None = None, *, strict: bool =
 
     A plain ``numpy.savez`` file (a converted PyTorch ``state_dict``, say) loads too.
 
+    ``max_bytes`` bounds what the file may unpack to, checked before anything is decompressed (zip
+    bombs). Default: with ``model``, what that model's state can take (8 bytes an element, plus
+    16 MiB); without, the file's size plus 4 GiB (``nnx_backends.host_io.DEFAULT_MAX_BYTES``).
+
     Raises :class:`CheckpointError` for an unusable file, ``FileNotFoundError`` if it is absent.
     """
-    tree, meta = _read(path)
+    if model is not None and not isinstance(model, Module):
+        raise TypeError(f"nnx.load: model must be an nnx.Module, got {type(model).__name__}")
+    tree, meta = _read(path, _bound_for(model, 1, max_bytes))
     if meta is None:
         state = tree
     else:
@@ -419,7 +435,8 @@ def _restore_rng(states: Any, where: str) -> list[str]:
 
 
 def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, optimizer: Any = None,
-                    scheduler: Any = None, rng: bool = True, strict: bool = True) -> dict[str, Any]:
+                    scheduler: Any = None, rng: bool = True, strict: bool = True,
+                    max_bytes: int | None = None) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint` into the objects given, all or nothing.
 
     Restores the model weights, the optimizer state, the scheduler state and (``rng=True``) the
@@ -431,9 +448,14 @@ def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     Returns a dict with ``"epoch"``, ``"extra"``, ``"meta"`` (the file's metadata: versions,
     backend, dtypes), ``"rng_skipped"`` and the raw ``"model"``, ``"optimizer"`` and ``"scheduler"``
     states (host arrays) for parts that were not given an object to load into.
+
+    ``max_bytes`` as in :func:`load`; with ``model`` the default allows the weights and three
+    optimizer moments per element (Adam with AMSGrad).
     """
     where = f"nnx.load_checkpoint({os.fspath(path)!r})"
-    tree, meta = _read(path)
+    if model is not None and not isinstance(model, Module):
+        raise TypeError(f"nnx.load_checkpoint: model must be an nnx.Module, got {type(model).__name__}")
+    tree, meta = _read(path, _bound_for(model, 4, max_bytes))
     if meta is None or meta.get("kind") != "checkpoint":
         raise CheckpointError(f"{where}: this is a weights file, not a training checkpoint; use nnx.load"
                               if meta is not None else f"{where}: a plain .npz file, not an nnx checkpoint")
@@ -447,8 +469,8 @@ def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     if scheduler is not None:
         _check_scheduler_state(scheduler, tree["scheduler"], where)
     epoch = tree.get("epoch")
-    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int)):
-        raise CheckpointError(f"{where}: epoch must be an int, got {epoch!r}")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
+        raise CheckpointError(f"{where}: epoch must be an int >= 0, got {epoch!r}")
     snap = _Snapshot(model, optimizer, scheduler)
     skipped: list[str] = []
     try:

@@ -497,3 +497,134 @@ def test_safetensors_format(backend, tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_safetensors)
     with pytest.raises(ImportError, match=r"nnx-backprop\[safetensors\]"):
         nnx.save(model, tmp_path / "x.safetensors")
+
+
+# ------------------------------------------------------------------------------------ hardening
+def test_safetensors_bit_flip_is_refused_and_foreign_files_still_load(backend, tmp_path):
+    st = pytest.importorskip("safetensors.numpy", reason="pip install safetensors")
+    model = make_model()
+    path = tmp_path / "m.safetensors"
+    nnx.save(model, path)
+    data = bytearray(path.read_bytes())
+    offset = bytes(data).find(host(model.state_dict()["0.weight"]).tobytes())
+    assert offset > 0
+    data[offset + 5] ^= 0x01  # one flipped bit in the tensor data: safetensors has no checksum of its own
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(bytes(data))
+    _expect_refused(bad, "does not match the SHA-256 digest", backend)
+    foreign = tmp_path / "foreign.safetensors"  # written by another tool: no digest, loads as is
+    foreign.write_bytes(st.save(weights(model)))
+    assert_same({k: host(v) for k, v in nnx.load(foreign).items()}, weights(model))
+
+
+def _bomb(path, members: int, member_bytes: int):
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for i in range(members):
+            with zf.open(f"w{i}.npy", "w") as f:
+                arr_header = _npy(np.zeros(0, dtype=np.uint8))[:-0 or None]
+                f.write(arr_header)
+                chunk = bytes(1 << 20)
+                for _ in range(member_bytes >> 20):
+                    f.write(chunk)
+
+
+def test_zip_bomb_total_is_bounded_before_decompressing(backend, tmp_path):
+    bomb = tmp_path / "bomb.nnx"
+    _bomb(bomb, members=4, member_bytes=8 << 20)  # 32 MiB of zeros in a file of ~32 KiB
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(nnx.CheckpointError, match=r"unpacks to \d+ bytes, more than the \d+ allowed"):
+        nnx.load(bomb, model=make_model())  # bound by the model's own size
+    with pytest.raises(host_io.ArchiveError, match="more than the 1048576 allowed"):
+        host_io.read_archive(bomb, max_bytes=1 << 20)  # the documented bound without a model
+
+
+def test_duplicate_members_are_refused(backend, tmp_path):
+    model = make_model()
+    good = tmp_path / "good.nnx"
+    nnx.save(model, good)
+    with zipfile.ZipFile(good) as zf:
+        meta = zf.read(host_io.META_NAME)
+    dup = tmp_path / "dup.nnx"
+    with zipfile.ZipFile(good) as src, zipfile.ZipFile(dup, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info))
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # zipfile warns about the duplicate name: that is the point
+            dst.writestr(host_io.META_NAME, meta.replace(b'"format_version"', b'"format_version_"'))
+    _expect_refused(dup, "appears twice", backend)
+
+
+def test_encrypted_member_deep_json_and_bool_shapes_are_refused_clearly(backend, tmp_path):
+    w = weights(make_model())
+    enc = tmp_path / "enc.nnx"
+    _write_zip(enc, {"0.weight.npy": _npy(w["0.weight"])})
+    raw = bytearray(enc.read_bytes())  # set the "encrypted" flag bit in the local and the central header
+    raw[raw.find(b"PK\x03\x04") + 6] |= 0x1
+    raw[raw.find(b"PK\x01\x02") + 8] |= 0x1
+    enc.write_bytes(bytes(raw))
+    _expect_refused(enc, "is encrypted", backend)
+    deep = tmp_path / "deep.nnx"
+    _write_zip(deep, {host_io.META_NAME: b"[" * 100_000 + b"]" * 100_000})
+    _expect_refused(deep, "nested too deeply|must be a JSON object", backend)
+    deep_obj = tmp_path / "deep_obj.nnx"
+    _write_zip(deep_obj, {host_io.META_NAME: b'{"a":' + b"[" * 100 + b"]" * 100 + b"}"})
+    _expect_refused(deep_obj, "nested more than 64 levels deep", backend)
+    boolean = tmp_path / "bool.nnx"
+    header = _npy(np.zeros((1, 48), dtype=np.float32)).replace(b"(1, 48)", b"(True, 48)")
+    _write_zip(boolean, {"0.weight.npy": header})
+    _expect_refused(boolean, r"invalid shape \(True, 48\)", backend)
+
+
+def test_stale_temporaries_of_killed_saves_are_removed(backend, tmp_path):
+    path = tmp_path / "m.nnx"
+    stale = tmp_path / ".m.nnx.k1ll3d.tmp"
+    fresh = tmp_path / ".m.nnx.running.tmp"  # a concurrent save in progress: must survive
+    other = tmp_path / ".other.nnx.k1ll3d.tmp"  # another target's: not ours to touch
+    for f in (stale, fresh, other):
+        f.write_bytes(b"partial")
+    old = time.time() - host_io.STALE_TEMPORARY_SECONDS - 60
+    os.utime(stale, (old, old))
+    os.utime(other, (old, old))
+    nnx.save(make_model(), path)
+    assert not stale.exists() and fresh.exists() and other.exists()
+
+
+def test_negative_epoch_is_refused_before_anything_is_loaded(backend, tmp_path):
+    model, opt = make_model(), None
+    path = tmp_path / "ck.nnx"
+    nnx.save_checkpoint(path, model=model, epoch=3)
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i) for i in zf.infolist()}
+    members[host_io.META_NAME] = members[host_io.META_NAME].replace(b'"epoch": 3', b'"epoch": -5')
+    bad = tmp_path / "bad.nnx"
+    _write_zip(bad, members)
+    target = make_model(seed=5)
+    before = weights(target)
+    with pytest.raises(nnx.CheckpointError, match=r"epoch must be an int >= 0, got -5"):
+        nnx.load_checkpoint(bad, model=target)
+    assert_same(weights(target), before)
+    assert opt is None
+
+
+def test_save_fsyncs_the_data_before_the_rename_and_the_directory_after(backend, tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.path.isdir(f"/proc/self/fd/{fd}") if os.path.exists("/proc/self/fd") else None))
+        return real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", None))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(host_io.os, "fsync", fsync)
+    monkeypatch.setattr(host_io.os, "replace", replace)
+    nnx.save(make_model(), tmp_path / "m.nnx")
+    kinds = [k for k, _ in events]
+    assert kinds.index("fsync") < kinds.index("replace"), "the file's data reaches the disk before the rename"
+    assert kinds[-1] == "fsync" and kinds.count("fsync") == 2, "the directory entry is made durable after it"
+    if events[0][1] is not None:
+        assert events[0][1] is False and events[-1][1] is True  # first the file, last the directory
