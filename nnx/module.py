@@ -96,6 +96,60 @@ class Parameter:
         return f"Parameter(shape={self.shape}, dtype={backends.Backend.dtype_name(self.dtype)})"
 
 
+def _check_all_recorded(module: Module, path: str) -> None:
+    """Raise NotRecordedError, naming the submodule, if a leaf layer under ``module`` that uses the default
+    backward has no recorded forward. Modules with a backward of their own are trusted to check theirs."""
+    for name, child in module.named_children():
+        where = f"{path}.{name}"
+        if type(child).backward is Module.backward:
+            if not child._tape and not child._modules:
+                raise NotRecordedError(
+                    f"{type(child).__name__}.backward: no recorded forward pass to differentiate (at {where}); run "
+                    "forward in training mode (model.train()) outside nnx.no_grad(), and do not switch a layer to "
+                    "eval() between forward and backward; no gradient was written")
+        elif isinstance(child, Sequential):
+            _check_all_recorded(child, where)
+
+
+class _OutputSpec(NamedTuple):
+    """What a recorded forward produced (kept instead of the output itself, which it does not keep alive)."""
+
+    shape: tuple[int, ...]
+    dtype: Any
+    array_type: type
+    device: Any
+
+
+def _spec_of(output: Any) -> _OutputSpec | None:
+    if not hasattr(output, "shape") or not hasattr(output, "dtype"):
+        return None  # outputs that are tuples (recurrent layers) are checked by their own backward
+    return _OutputSpec(tuple(output.shape), output.dtype, type(output), getattr(output, "device", None))
+
+
+def _check_grad_output(where: str, dy: Any, spec: _OutputSpec | None) -> None:
+    """Refuse a gradient that does not match the recorded output before anything is consumed:
+    broadcasting a (1, F) gradient over a (N, F) output, or a float64 gradient turning float32
+    parameter gradients into float64, would otherwise be silently wrong."""
+    if spec is None:
+        return
+    if not hasattr(dy, "shape") or not hasattr(dy, "dtype"):
+        raise TypeError(f"{where}.backward: expected the gradient of the output as an array of shape "
+                        f"{spec.shape}, got {type(dy).__name__}")
+    if type(dy) is not spec.array_type or getattr(dy, "device", None) != spec.device:
+        from .errors import BackendMismatchError, describe
+
+        raise BackendMismatchError(
+            f"{where}.backward: the output gradient is a {describe(dy)}, but the output was a "
+            f"{spec.array_type.__module__}.{spec.array_type.__name__} on {spec.device}; "
+            "put it on the output's backend with nnx.asarray(dy, backend=..., device=...)")
+    if tuple(dy.shape) != spec.shape:
+        raise ValueError(f"{where}.backward: the output gradient has shape {tuple(dy.shape)}, but the output "
+                         f"it belongs to has shape {spec.shape}")
+    if dy.dtype != spec.dtype:
+        raise TypeError(f"{where}.backward: the output gradient has dtype {backends.Backend.dtype_name(dy.dtype)}, "
+                        f"but the output has dtype {backends.Backend.dtype_name(spec.dtype)}")
+
+
 class IncompatibleKeys(NamedTuple):
     """What ``load_state_dict`` found: keys the model has but the dict lacks, and the reverse."""
 
@@ -243,7 +297,7 @@ class Module:
                 raise KeyError(f"{type(self).__name__}.record: {name!r} is not a parameter of this module "
                                f"(it has {list(self._parameters)})")
         tape = self._tape
-        tape.append((backward, tuple(params)))
+        tape.append((backward, tuple(params), _spec_of(output)))
         if len(tape) == TAPE_WARNING_LENGTH:
             warnings.warn(
                 f"{type(self).__name__} holds {TAPE_WARNING_LENGTH} recorded forward passes that no backward "
@@ -252,7 +306,7 @@ class Module:
                 TapeGrowthWarning, stacklevel=3)
         return output
 
-    def _pop_record(self) -> tuple[Callable, tuple[str, ...]]:
+    def _pop_record(self) -> tuple[Callable, tuple[str, ...], Any]:
         try:
             return self._tape.pop()
         except IndexError:
@@ -282,7 +336,9 @@ class Module:
         Leaf layers use this default: the closure recorded by :meth:`record` returns
         ``(dx, grads)``, one gradient for each parameter name given to :meth:`record`.
         """
-        fn, names = self._pop_record()
+        if self._tape:
+            _check_grad_output(type(self).__name__, grad_output, self._tape[-1][2])
+        fn, names, _ = self._pop_record()
         dx, grads = fn(grad_output, input_grad)
         if len(grads) != len(names):
             raise RuntimeError(
@@ -609,8 +665,13 @@ class Sequential(Module):
         return x
 
     def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
-        """Backpropagate through the children in reverse order (derived; nothing to write)."""
+        """Backpropagate through the children in reverse order (derived; nothing to write).
+
+        Every leaf below is checked for a recorded forward first, so a child switched to eval()
+        between forward and backward raises before any gradient is written (all or nothing).
+        """
         seq = self._seq
+        _check_all_recorded(self, type(self).__name__)
         for m in reversed(seq[1:]):
             grad_output = m.backward(grad_output)
         return seq[0].backward(grad_output, input_grad=input_grad) if seq else grad_output

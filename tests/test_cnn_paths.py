@@ -112,7 +112,7 @@ def test_nothing_survives_backward(monkeypatch):
                            nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
     x = rand(2, 2, 8, 8, dtype="float32")
     y = model(x)
-    held = [weakref.ref(a) for m in model for fn, _ in m._tape for a in _closure_arrays(fn)]
+    held = [weakref.ref(a) for m in model for fn, *_ in m._tape for a in _closure_arrays(fn)]
     assert held and all(r() is not None for r in held)
     model.backward(nnx.asarray(np.ones(tuple(y.shape)), dtype="float32"))
     del y

@@ -184,7 +184,7 @@ def test_flatten_torch_parity_and_gradcheck(backend, torch, start, end):
     ty = torch.nn.Flatten(start, end)(torch.tensor(host(x)))
     assert tuple(y.shape) == tuple(ty.shape)
     assert_close(y, ty, what="flatten output")
-    dy = nnx.asarray(np.arange(np.prod(ty.shape), dtype=np.float64).reshape(tuple(ty.shape)))
+    dy = nnx.asarray(np.arange(np.prod(ty.shape), dtype=np.float64).reshape(tuple(ty.shape)), dtype="float64")
     dx = layer.backward(dy)
     assert tuple(dx.shape) == tuple(x.shape)
     np.testing.assert_array_equal(host(dx), host(dy).reshape(host(x).shape))

@@ -639,3 +639,37 @@ def test_composite_without_backward_names_the_cause(backend):
     with pytest.raises(nnx.NotRecordedError, match="TwoLayers.backward: this module has child modules but no "
                                                    "backward of its own"):
         m.backward(nnx.asarray(np.ones((2, 1), dtype=np.float32)))
+
+
+# ----------------------------------------------------------------------------- output gradients are checked
+@pytest.mark.parametrize("bad", ["broadcast", "shape", "dtype", "list", "other_backend"])
+def test_a_wrong_output_gradient_is_refused_before_anything_changes(backend, bad):
+    model = nnx.Sequential(nnx.Linear(3, 4), nnx.ReLU(), nnx.Linear(4, 2))
+    y = model(rand(5, 3, dtype="float32"))
+    good = np.ones(tuple(y.shape), dtype=np.float32)
+    dy, match, err = {
+        "broadcast": (nnx.asarray(good[:1]), r"Linear.backward: the output gradient has shape \(1, 2\), but the "
+                                             r"output it belongs to has shape \(5, 2\)", ValueError),
+        "shape": (nnx.asarray(good.T), r"has shape \(2, 5\)", ValueError),
+        "dtype": (nnx.asarray(good, dtype="float64"), "the output gradient has dtype float64, but the output has "
+                                                       "dtype float32", TypeError),
+        "list": (good.tolist(), "expected the gradient of the output as an array of shape", TypeError),
+        "other_backend": (good, "the output gradient is a numpy array", nnx.BackendMismatchError),
+    }[bad]
+    if bad == "other_backend" and backend.name == "numpy":
+        pytest.skip("a NumPy array is this backend's own array type")
+    with pytest.raises(err, match=match):
+        model.backward(dy)
+    assert all(p.grad is None for p in model.parameters()), "no gradient was written"
+    assert all(len(m._tape) == 1 for m in model), "no record was consumed"
+    model.backward(nnx.asarray(good))  # the right gradient still works afterwards
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_a_child_put_in_eval_between_forward_and_backward_changes_nothing(backend):
+    model = nnx.Sequential(nnx.Linear(3, 4), nnx.Sequential(nnx.Tanh(), nnx.Linear(4, 4)), nnx.Linear(4, 2))
+    y = model(rand(5, 3, dtype="float32"))
+    model[1][1].eval()  # drops its record
+    with pytest.raises(nnx.NotRecordedError, match=r"Linear.backward: no recorded forward pass to differentiate \(at Sequential.1.1\)"):
+        model.backward(nnx.asarray(np.ones(tuple(y.shape), dtype=np.float32)))
+    assert all(p.grad is None for p in model.parameters()), "no layer wrote a gradient"
