@@ -670,6 +670,7 @@ def test_a_child_put_in_eval_between_forward_and_backward_changes_nothing(backen
     model = nnx.Sequential(nnx.Linear(3, 4), nnx.Sequential(nnx.Tanh(), nnx.Linear(4, 4)), nnx.Linear(4, 2))
     y = model(rand(5, 3, dtype="float32"))
     model[1][1].eval()  # drops its record
-    with pytest.raises(nnx.NotRecordedError, match=r"Linear.backward: no recorded forward pass to differentiate \(at Sequential.1.1\)"):
+    with pytest.raises(nnx.NotRecordedError,
+                       match=r"Linear.backward: no recorded forward pass to differentiate \(at Sequential.1.1\)"):
         model.backward(nnx.asarray(np.ones(tuple(y.shape), dtype=np.float32)))
     assert all(p.grad is None for p in model.parameters()), "no layer wrote a gradient"
