@@ -308,3 +308,24 @@ def test_cross_entropy_and_nll_with_masked_logits(backend, torch, config):
         nll_kw = {k: v for k, v in kw.items() if k != "label_smoothing"}
         _check_parity(torch, nnx.NLLLoss(weight=w, **nll_kw), logp, t,
                       lambda a, b: torch.nn.functional.nll_loss(a, b, weight=tw, **nll_kw))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), 1.5, -0.25])
+def test_bce_refuses_probabilities_outside_0_1(backend, bad):
+    p = np.array([[0.2, 0.7], [0.4, bad]])
+    t = np.array([[0.0, 1.0], [1.0, 0.0]])
+    loss_fn = nnx.BCELoss()
+    if backend.host_memory:
+        with pytest.raises(ValueError, match=r"binary_cross_entropy: all elements of input must be probabilities "
+                                             r"in \[0, 1\] \(NaN is not\)"):
+            loss_fn(nnx.asarray(p), nnx.asarray(t))
+    else:  # devices do not synchronise to check: the loss is NaN, which fit() reports as NonFiniteError
+        assert np.isnan(float(host(loss_fn(nnx.asarray(p), nnx.asarray(t)))))
+
+
+def test_cross_entropy_weight_of_the_wrong_length_is_refused(backend):
+    logits = nnx.asarray(np.zeros((4, 3)))
+    target = nnx.asarray(np.array([0, 1, 2, 1]))
+    with pytest.raises(ValueError, match=r"cross_entropy: weight must have one entry per class, shape \(3,\), "
+                                         r"got \(2,\)"):
+        nnx.CrossEntropyLoss(weight=nnx.asarray(np.ones(2)))(logits, target)

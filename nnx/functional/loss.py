@@ -156,6 +156,8 @@ def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Arra
         raise ValueError(f"{where}: target has {t.shape[0]} elements but input has {m} rows "
                          f"(input {input_shape}, target {tuple(target.shape)})")
     _check_targets(where, b, t, c, ignore_index)
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise ValueError(f"{where}: weight must have one entry per class, shape ({c},), got {tuple(weight.shape)}")
     valid = t != ignore_index
     t_safe = xp.where(valid, t, xp.zeros_like(t))
     classes = xp.arange(c, dtype=t.dtype, device=b.device_of(t))
@@ -277,15 +279,26 @@ def binary_cross_entropy_forward(input: Array, target: Array, weight: Array | No
 
     Prefer :func:`binary_cross_entropy_with_logits`, which is stable for any logit.
     """
-    xp = backends.backend_of(input).xp
+    b = backends.backend_of(input)
+    xp = b.xp
 
     def clamped_log(v: Array) -> Array:  # max(log v, -100) without evaluating log(0) (no RuntimeWarning)
         pos = v > 0.0
         return xp.where(pos, xp.maximum(xp.log(xp.where(pos, v, 1.0)), -100.0), -100.0)
 
+    # As PyTorch, probabilities outside [0, 1] (NaN included) are refused: the clamped logs would
+    # otherwise turn them into a finite, even negative, loss and training would go on silently.
+    outside = ~((input >= 0.0) & (input <= 1.0))
+    if b.host_memory:
+        if _numel(input) and bool(xp.any(outside)):
+            raise ValueError("binary_cross_entropy: all elements of input must be probabilities in [0, 1] "
+                             "(NaN is not); use BCEWithLogitsLoss on logits")
+        outside = None
     log_p = clamped_log(input)
     log_1mp = clamped_log(1.0 - input)
     per = -(target * log_p + (1.0 - target) * log_1mp)
+    if outside is not None:  # on a device, no synchronising check: a NaN loss that fit() reports
+        per = xp.where(outside, xp.nan, per)
     if weight is not None:
         per = per * weight
     loss = reduce_loss(xp, per, reduction, "binary_cross_entropy")
