@@ -252,10 +252,12 @@ def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterab
     modes = _Modes(model)
     b = model.backend
     model.eval()
+    seen = 0
     try:
         with no_grad(), use_backend(b):
             for batch in loader:
                 x, y = _split_batch(batch, "evaluate")
+                seen += int(x.shape[0])
                 x, y = _place(x, b), _place(y, b)
                 out = model(x)
                 if loss_fn is not None:
@@ -264,6 +266,9 @@ def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterab
                     m.update(out, y)
     finally:
         modes.restore()
+    if seen == 0:
+        raise ValueError("evaluate: the data is empty (no batch, or only empty batches); there is nothing to "
+                         "average")
     logs: dict[str, float] = {}
     if loss_fn is not None:
         logs[prefix + "loss"] = loss_mean.compute()

@@ -412,3 +412,22 @@ def test_evaluate_and_predict_accept_arrays(backend):
     b = nnx.evaluate(model, nnx.CrossEntropyLoss(), val, metrics=["accuracy"])
     assert a["accuracy"] == b["accuracy"] and a["loss"] == pytest.approx(b["loss"], rel=1e-5)
     assert tuple(nnx.predict(model, (X[:7], y[:7]), batch_size=3).shape) == (7, 3)
+
+
+def test_evaluate_on_empty_data_is_refused_like_predict(backend):
+    model = mlp()
+    X, y = blobs(6)
+    empty = nnx.data.DataLoader((X[:0], y[:0]), batch_size=4)
+    with pytest.raises(ValueError, match="evaluate: the data is empty"):
+        nnx.evaluate(model, nnx.CrossEntropyLoss(), empty, metrics=["accuracy"])
+    with pytest.raises(ValueError, match="predict: the data is empty"):
+        nnx.predict(model, X[:0])
+
+
+@pytest.mark.parametrize("n", [32, 33, 47, 48])
+def test_drop_last_drops_only_an_incomplete_batch(n):
+    X = np.arange(n, dtype=np.float32)[:, None]
+    sizes = [int(x.shape[0]) for x, in nnx.data.DataLoader((X,), batch_size=16, drop_last=True)]
+    assert sizes == [16] * (n // 16), "a complete last batch is kept, an incomplete one dropped"
+    kept = [int(x.shape[0]) for x, in nnx.data.DataLoader((X,), batch_size=16)]
+    assert sum(kept) == n and len(kept) == -(-n // 16)
