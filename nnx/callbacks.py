@@ -93,6 +93,13 @@ def _monitored(logs: dict[str, float], monitor: str, where: str) -> float:
     return float(logs[monitor])
 
 
+def _check_monitor_at_start(trainer: Any, monitor: str, where: str) -> None:
+    """Refuse at the start of fit, not after the first epoch, a ``val_*`` quantity without validation data."""
+    if monitor.startswith("val_") and getattr(trainer, "val_loader", None) is None:
+        raise ValueError(f"{where}: monitor={monitor!r} needs validation data, but fit was given no val_loader; "
+                         f"pass val_loader= to fit, or monitor {monitor[4:]!r} (the training quantity)")
+
+
 class _Monitor:
     def __init__(self, monitor: str, mode: str, min_delta: float, where: str) -> None:
         self.monitor = monitor
@@ -146,6 +153,9 @@ class EarlyStopping(Callback):
     @property
     def best(self) -> float:
         return self._m.best
+
+    def on_train_begin(self, trainer: Trainer) -> None:
+        _check_monitor_at_start(trainer, self.monitor, "EarlyStopping")
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:
         value = _monitored(logs, self.monitor, "EarlyStopping")
@@ -271,6 +281,8 @@ class ModelCheckpoint(Callback):
         return self._m.best
 
     def on_train_begin(self, trainer: Trainer) -> None:
+        if self.save_best:
+            _check_monitor_at_start(trainer, self.monitor, "ModelCheckpoint")
         os.makedirs(self.dirpath, exist_ok=True)
 
     def on_epoch_end(self, trainer: Trainer, epoch: int, logs: dict[str, float]) -> None:

@@ -431,3 +431,13 @@ def test_drop_last_drops_only_an_incomplete_batch(n):
     assert sizes == [16] * (n // 16), "a complete last batch is kept, an incomplete one dropped"
     kept = [int(x.shape[0]) for x, in nnx.data.DataLoader((X,), batch_size=16)]
     assert sum(kept) == n and len(kept) == -(-n // 16)
+
+
+@pytest.mark.parametrize("make", [lambda d: nnx.callbacks.ModelCheckpoint(d), lambda d: nnx.callbacks.EarlyStopping()])
+def test_monitoring_val_quantities_without_val_loader_fails_at_the_start(backend, tmp_path, make):
+    model, opt, train, _ = setup()
+    before = {k: host(v).copy() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"monitor='val_loss' needs validation data, but fit was given no val_loader"):
+        nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, callbacks=[make(tmp_path / "ck")])
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(host(v), before[k], err_msg=f"{k} trained before the refusal")
