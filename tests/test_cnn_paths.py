@@ -106,7 +106,7 @@ def test_forward_closure_holds_no_im2col_matrix(cfg):
 
 
 def test_nothing_survives_backward(monkeypatch):
-    monkeypatch.setattr(F.conv, "POOL_MIN_BYTES", 0)  # pool even these tiny scratch buffers
+    monkeypatch.setattr(F._flat_shift, "POOL_MIN_BYTES", 0)  # pool even these tiny scratch buffers
     nnx.set_backend("numpy")
     model = nnx.Sequential(nnx.Conv2d(2, 4, 3, padding=1), nnx.BatchNorm2d(4), nnx.ReLU(), nnx.MaxPool2d(2),
                            nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
@@ -199,7 +199,7 @@ def test_cnn_digits_example_runs_on_other_backends(name):
 @pytest.mark.parametrize("cfg", [dict(padding=1), dict(stride=2, padding=1, groups=2)], ids=["stride1", "strided"])
 def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
     """With a tiny im2col budget every sample is its own chunk; results are unchanged."""
-    monkeypatch.setattr(F.conv, "COLUMN_CHUNK_BYTES", 1)
+    monkeypatch.setattr(F._im2col, "COLUMN_CHUNK_BYTES", 1)
     layer = nnx.Conv2d(4, 6, 3, dtype="float64", **cfg)
     tlayer = torch.nn.Conv2d(4, 6, 3, dtype=torch.float64, **cfg)
     copy_params_to_torch(layer, tlayer)
@@ -213,7 +213,7 @@ def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
     assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
-    assert F.conv._batch_chunks(3, 100, "float64") == [(0, 1), (1, 2), (2, 3)]
+    assert F._im2col.batch_chunks(3, 100, "float64") == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_adapter_sliding_windows_layout_matches_numpy(backend):
@@ -259,7 +259,7 @@ def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, c
     """Stride-1 "same"-size convolutions take the backward that im2cols dy (dx as a full
     convolution with the flipped kernel); when O is large against C they keep the im2col-of-x
     backward. Both, chunked per sample, must match torch, with and without the input gradient."""
-    monkeypatch.setattr(F.conv, "COLUMN_CHUNK_BYTES", 1)
+    monkeypatch.setattr(F._im2col, "COLUMN_CHUNK_BYTES", 1)
     cfg = dict(cfg)
     c, o, k = cfg.pop("c"), cfg.pop("o"), cfg.pop("k")
     layer = nnx.Conv2d(c, o, k, dtype="float64", **cfg)
@@ -285,7 +285,7 @@ def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, c
 def test_conv2d_workspace_reuse_across_steps_matches_torch(backend, torch, monkeypatch):
     """A Conv2d reuses its padded-input and padded-dy buffers from step to step: two forwards
     recorded before their backwards, then more steps on new data, all match torch."""
-    monkeypatch.setattr(F.conv, "POOL_MIN_BYTES", 0)
+    monkeypatch.setattr(F._flat_shift, "POOL_MIN_BYTES", 0)
     layer = nnx.Conv2d(3, 4, 3, padding=1, dtype="float64")
     tlayer = torch.nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64)
     copy_params_to_torch(layer, tlayer)

@@ -17,7 +17,9 @@ import nnx_backends as backends
 from .. import init
 from ..backend import get_backend, get_default_dtype
 from ..errors import check_floating, check_positive_int, check_probability, check_same_backend
-from ..functional import conv as F
+from .. import functional as F
+from ..functional._validation import ntuple, pair
+from ..functional.convolution import _conv2d_forward
 from ..functional.workspace import Workspace
 from ..module import Module, Parameter
 
@@ -115,9 +117,9 @@ class _ConvNd(Module):
         if out_channels % groups:
             raise ValueError(f"{name}: out_channels must be divisible by groups, got out_channels={out_channels}, "
                              f"groups={groups}")
-        self.kernel_size = F._ntuple(name, "kernel_size", kernel_size, n, False)
-        self.stride = F._ntuple(name, "stride", stride, n, False)
-        self.dilation = F._ntuple(name, "dilation", dilation, n, False)
+        self.kernel_size = ntuple(name, "kernel_size", kernel_size, n, False)
+        self.stride = ntuple(name, "stride", stride, n, False)
+        self.dilation = ntuple(name, "dilation", dilation, n, False)
         if isinstance(padding, str):
             if self._transposed or padding not in ("same", "valid"):
                 allowed = ("an int or a tuple of ints" if self._transposed
@@ -128,8 +130,8 @@ class _ConvNd(Module):
                                  f"(stride must be 1), got stride={self.stride}")
             self.padding: Any = padding
         else:
-            self.padding = F._ntuple(name, "padding", padding, n, True)
-        self.output_padding = F._ntuple(name, "output_padding", output_padding, n, True)
+            self.padding = ntuple(name, "padding", padding, n, True)
+        self.output_padding = ntuple(name, "output_padding", output_padding, n, True)
         if padding_mode != "zeros":
             raise NotImplementedError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
         self.padding_mode = padding_mode
@@ -198,7 +200,7 @@ class _ConvNd(Module):
         _check_fits(self._where, x, self.kernel_size, self.stride, self.dilation, self._pad_totals())
         b = self.bias.data if self.bias is not None else None
         if type(self)._op is F.conv2d_forward:  # the 2-D kernel reuses this layer's scratch buffers
-            y, backward = F._conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
+            y, backward = _conv2d_forward(x, self.weight.data, b, self.stride, self.padding, self.dilation,
                                             self.groups, self._workspace)
         else:
             y, backward = type(self)._op(x, self.weight.data, b, self.stride, self.padding, self.dilation,
@@ -328,10 +330,10 @@ class MaxPool2d(Module):
         name = "MaxPool2d"
         if return_indices:
             raise NotImplementedError(f"{name}: return_indices=True is not supported")
-        k = F._pair(name, "kernel_size", kernel_size)
-        s = k if stride is None else F._pair(name, "stride", stride)
-        p = F._pair(name, "padding", padding, allow_zero=True)
-        d = F._pair(name, "dilation", dilation)
+        k = pair(name, "kernel_size", kernel_size)
+        s = k if stride is None else pair(name, "stride", stride)
+        p = pair(name, "padding", padding, allow_zero=True)
+        d = pair(name, "dilation", dilation)
         if any(2 * pp > kk for pp, kk in zip(p, k)):
             raise ValueError(f"{name}: padding should be at most half of the kernel size, got padding={p}, "
                              f"kernel_size={k}")
@@ -367,9 +369,9 @@ class AvgPool2d(Module):
                  count_include_pad: bool = True, divisor_override: int | None = None) -> None:
         super().__init__()
         name = "AvgPool2d"
-        k = F._pair(name, "kernel_size", kernel_size)
-        s = k if stride is None else F._pair(name, "stride", stride)
-        p = F._pair(name, "padding", padding, allow_zero=True)
+        k = pair(name, "kernel_size", kernel_size)
+        s = k if stride is None else pair(name, "stride", stride)
+        p = pair(name, "padding", padding, allow_zero=True)
         if any(2 * pp > kk for pp, kk in zip(p, k)):
             raise ValueError(f"{name}: padding should be at most half of the kernel size, got padding={p}, "
                              f"kernel_size={k}")
