@@ -49,7 +49,7 @@ import nnx_backends as backends
 
 from ._flat_shift import conv2d_stride1
 from ._im2col import batch_chunks, col2im, conv_cols_grad, conv_matmul, conv_weight_grad, im2col
-from ._validation import ntuple, pair
+from ._validation import ntuple, pair, rank_error
 from ._windows import conv_output_size, output_sizes, pad2d
 from .workspace import Workspace
 
@@ -59,37 +59,61 @@ Backward = Callable[..., tuple[Any, tuple]]
 __all__ = [
     "conv1d", "conv1d_forward",
     "conv2d", "conv2d_forward",
-    "conv_output_size",
+    "check_output_padding", "conv_output_size", "conv_padding",
     "conv_transpose2d", "conv_transpose2d_forward",
 ]
 
 
-# ---------------------------------------------------------------------------- convolution
-def _resolve_padding(where: str, padding: Any, kernel: tuple[int, int], stride: tuple[int, int],
-                     dilation: tuple[int, int]) -> tuple[int, int, int, int]:
-    """(top, bottom, left, right) from an int, a pair, ``"valid"`` or ``"same"`` (PyTorch's split)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0, 0, 0)
-        if padding == "same":
-            if stride != (1, 1):
-                raise ValueError(f"{where}: padding='same' is not supported for strided convolutions "
-                                 f"(stride must be 1), got stride={stride}")
-            pads = []
-            for k, d in zip(kernel, dilation):
-                total = d * (k - 1)
-                pads += [total // 2, total - total // 2]
-            return tuple(pads)  # type: ignore[return-value]
-        raise ValueError(f"{where}: padding must be an int, a tuple of ints, 'same' or 'valid', got {padding!r}")
-    ph, pw = pair(where, "padding", padding, allow_zero=True)
+def conv_padding(where: str, padding: Any, stride: tuple[int, ...], n: int = 2,
+                 transposed: bool = False) -> str | tuple[int, ...]:
+    """Validated ``padding`` of an ``n``-D convolution: ``"same"``/``"valid"`` (not for a transposed
+    convolution; ``"same"`` needs stride 1) or a tuple of ``n`` non-negative ints.
+
+    >>> conv_padding("conv2d", 1, (1, 1))
+    (1, 1)
+    >>> conv_padding("conv2d", "same", (1, 1))
+    'same'
+    """
+    if not isinstance(padding, str):
+        return ntuple(where, "padding", padding, n, allow_zero=True)
+    if transposed or padding not in ("same", "valid"):
+        allowed = "an int or a tuple of ints" if transposed else "an int, a tuple of ints, 'same' or 'valid'"
+        raise ValueError(f"{where}: padding must be {allowed}, got {padding!r}")
+    if padding == "same" and any(s != 1 for s in stride):
+        raise ValueError(f"{where}: padding='same' is not supported for strided convolutions "
+                         f"(stride must be 1), got stride={tuple(stride)}")
+    return padding
+
+
+def check_output_padding(where: str, output_padding: tuple[int, ...], stride: tuple[int, ...],
+                         dilation: tuple[int, ...]) -> None:
+    """A transposed convolution's ``output_padding`` must be smaller than its stride or its dilation."""
+    if any(op >= max(s, d) for op, s, d in zip(output_padding, stride, dilation, strict=True)):
+        raise ValueError(f"{where}: output_padding must be smaller than either stride or dilation, got "
+                         f"output_padding={tuple(output_padding)}, stride={tuple(stride)}, "
+                         f"dilation={tuple(dilation)}")
+
+
+def _pads(padding: str | tuple[int, int], kernel: tuple[int, int],
+          dilation: tuple[int, int]) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) from a checked padding (PyTorch's split of ``"same"``)."""
+    if padding == "valid":
+        return (0, 0, 0, 0)
+    if padding == "same":
+        pads: list[int] = []
+        for k, d in zip(kernel, dilation, strict=True):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+        return tuple(pads)  # type: ignore[return-value]
+    ph, pw = padding
     return (ph, ph, pw, pw)
 
 
-def _check_conv_operands(where: str, x: Array, weight: Array, groups: int, transposed: bool = False) -> None:
-    if x.ndim != 4:
-        raise ValueError(f"{where}: expected 4-D input of shape (N, C, H, W), got shape {tuple(x.shape)}")
-    if weight.ndim != 4:
-        raise ValueError(f"{where}: expected a 4-D weight, got shape {tuple(weight.shape)}")
+def _check_operands(where: str, x: Array, weight: Array, groups: int, layout: str = "(N, C, H, W)",
+                    transposed: bool = False) -> None:
+    """Input and weight ranks (``weight.ndim`` is the convolution's) and the input's channel count."""
+    if x.ndim != weight.ndim:
+        raise rank_error(where, x, (weight.ndim,), layout)
     c = x.shape[1]
     want = weight.shape[0] if transposed else weight.shape[1] * groups
     if c != want:
@@ -97,35 +121,38 @@ def _check_conv_operands(where: str, x: Array, weight: Array, groups: int, trans
 
 
 def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: Any = 1, padding: Any = 0,
-                   dilation: Any = 1, groups: int = 1) -> tuple[Array, Backward]:
+                   dilation: Any = 1, groups: int = 1, *, workspace: Workspace | None = None,
+                   where: str = "conv2d") -> tuple[Array, Backward]:
     """2-D cross-correlation (``torch.nn.functional.conv2d``), NCHW.
 
     Shapes: ``x`` ``(N, C, H, W)``, ``weight`` ``(O, C/groups, kh, kw)``, ``bias`` ``(O,)``;
     output ``(N, O, OH, OW)`` with ``OH = floor((H + 2*ph - dh*(kh-1) - 1)/sh) + 1``.
     ``padding`` is an int, a pair, ``"valid"`` or ``"same"`` (stride 1; odd total padding puts
     the extra row/column at the bottom/right, as PyTorch). ``backward(dy, input_grad=True)``
-    returns ``(dx, (dweight, dbias))``.
+    returns ``(dx, (dweight, dbias))``. Errors start with ``where`` (a layer passes its name).
 
-    >>> y, back = conv2d_forward(x, w, b, padding=1)      # doctest: +SKIP
-    >>> dx, (dw, db) = back(dy)                            # doctest: +SKIP
+    With a ``workspace`` (a layer's own) the stride-1 path borrows its padded input and column
+    buffers from it and gives them back when its backward has run, so that a training loop does
+    not re-fault megabytes of fresh memory every step; such a backward may run once only (as a
+    layer's tape guarantees).
+
+    >>> import nnx
+    >>> x, w = nnx.asarray([[[[1.0] * 4] * 4]]), nnx.asarray([[[[1.0] * 3] * 3]])
+    >>> y, back = conv2d_forward(x, w, padding=1)
+    >>> nnx.to_numpy(y)[0, 0, 0].tolist()
+    [4.0, 6.0, 6.0, 4.0]
+    >>> dx, (dw, db) = back(nnx.asarray([[[[1.0] * 4] * 4]]))
+    >>> tuple(dx.shape), tuple(dw.shape), db
+    ((1, 1, 4, 4), (1, 1, 3, 3), None)
     """
-    return _conv2d_forward(x, weight, bias, stride, padding, dilation, groups, None)
-
-
-def _conv2d_forward(x: Array, weight: Array, bias: Array | None, stride: Any, padding: Any, dilation: Any,
-                    groups: int, workspace: Workspace | None) -> tuple[Array, Backward]:
-    """:func:`conv2d_forward`; with a ``workspace`` (a layer's own) the stride-1 path borrows its
-    padded input and column buffers from it and gives them back when its backward has run, so
-    that a training loop does not re-fault megabytes of fresh memory every step. The backward
-    of a call made with a workspace may run once only (as a layer's tape guarantees)."""
-    where = "conv2d"
     b = backends.backend_of(x)
     xp = b.xp
     stride_ = pair(where, "stride", stride)
     dilation_ = pair(where, "dilation", dilation)
-    _check_conv_operands(where, x, weight, groups)
+    padding_ = conv_padding(where, padding, stride_)
+    _check_operands(where, x, weight, groups)
     kernel = (weight.shape[2], weight.shape[3])
-    pads = _resolve_padding(where, padding, kernel, stride_, dilation_)
+    pads = _pads(padding_, kernel, dilation_)
     n, _, h, w_in = x.shape
     out = output_sizes(where, x, kernel, stride_, (pads[0] + pads[1], pads[2] + pads[3]), dilation_)
     device = b.device_of(x)
@@ -175,24 +202,27 @@ def conv2d(x: Array, weight: Array, bias: Array | None = None, stride: Any = 1, 
 
 
 def conv1d_forward(x: Array, weight: Array, bias: Array | None = None, stride: Any = 1, padding: Any = 0,
-                   dilation: Any = 1, groups: int = 1) -> tuple[Array, Backward]:
+                   dilation: Any = 1, groups: int = 1, *, where: str = "conv1d") -> tuple[Array, Backward]:
     """1-D cross-correlation (``torch.nn.functional.conv1d``): ``x`` ``(N, C, L)``, weight
     ``(O, C/groups, k)``, output ``(N, O, L_out)``. Computed as a 2-D convolution of height 1.
 
-    >>> y, back = conv1d_forward(x, w, padding="same")    # doctest: +SKIP
+    >>> import nnx
+    >>> y, back = conv1d_forward(nnx.asarray([[[1.0, 2.0, 3.0]]]), nnx.asarray([[[1.0, 1.0]]]))
+    >>> nnx.to_numpy(y).tolist()
+    [[[3.0, 5.0]]]
     """
-    where = "conv1d"
     xp = backends.backend_of(x).xp
-    if x.ndim != 3:
-        raise ValueError(f"{where}: expected 3-D input of shape (N, C, L), got shape {tuple(x.shape)}")
-    if weight.ndim != 3:
-        raise ValueError(f"{where}: expected a 3-D weight, got shape {tuple(weight.shape)}")
-    (s,) = ntuple(where, "stride", stride, 1, False)
-    (d,) = ntuple(where, "dilation", dilation, 1, False)
-    pad2: Any = padding if isinstance(padding, str) else (0, ntuple(where, "padding", padding, 1, True)[0])
+    (s,) = ntuple(where, "stride", stride, 1)
+    (d,) = ntuple(where, "dilation", dilation, 1)
+    padding_ = conv_padding(where, padding, (s,), n=1)
+    _check_operands(where, x, weight, groups, "(N, C, L)")
+    if isinstance(padding_, tuple):
+        output_sizes(where, x, (weight.shape[2],), (s,), (2 * padding_[0],), (d,))
+    pad2: Any = padding_ if isinstance(padding_, str) else (0, padding_[0])
     n, c, length = x.shape
     w4 = xp.reshape(weight, (weight.shape[0], weight.shape[1], 1, weight.shape[2]))
-    y4, back4 = conv2d_forward(xp.reshape(x, (n, c, 1, length)), w4, bias, (1, s), pad2, (1, d), groups)
+    y4, back4 = conv2d_forward(xp.reshape(x, (n, c, 1, length)), w4, bias, (1, s), pad2, (1, d), groups,
+                               where=where)
     y = xp.reshape(y4, (n, y4.shape[1], y4.shape[3]))
     w_shape = tuple(weight.shape)
 
@@ -211,7 +241,8 @@ def conv1d(x: Array, weight: Array, bias: Array | None = None, stride: Any = 1, 
 
 
 def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: Any = 1, padding: Any = 0,
-                             output_padding: Any = 0, groups: int = 1, dilation: Any = 1) -> tuple[Array, Backward]:
+                             output_padding: Any = 0, groups: int = 1, dilation: Any = 1, *,
+                             where: str = "conv_transpose2d") -> tuple[Array, Backward]:
     """2-D transposed convolution (``torch.nn.functional.conv_transpose2d``), NCHW.
 
     Shapes: ``x`` ``(N, Cin, H, W)``, ``weight`` ``(Cin, Cout/groups, kh, kw)``, output
@@ -219,19 +250,20 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
     It is the input gradient of :func:`conv2d` (col2im of ``weight^T @ x``); its backward is a
     convolution. Note PyTorch's argument order: ``groups`` comes before ``dilation``.
 
-    >>> y, back = conv_transpose2d_forward(x, w, stride=2, padding=1, output_padding=1)  # doctest: +SKIP
+    >>> import nnx
+    >>> x, w = nnx.asarray([[[[1.0] * 3] * 3]]), nnx.asarray([[[[1.0] * 4] * 4]])
+    >>> y, back = conv_transpose2d_forward(x, w, stride=2, padding=1)   # doubles H and W
+    >>> tuple(y.shape)
+    (1, 1, 6, 6)
     """
-    where = "conv_transpose2d"
     b = backends.backend_of(x)
     xp = b.xp
     stride_ = pair(where, "stride", stride)
     dilation_ = pair(where, "dilation", dilation)
-    ph, pw = pair(where, "padding", padding, allow_zero=True)
+    ph, pw = conv_padding(where, padding, stride_, transposed=True)
     oph, opw = pair(where, "output_padding", output_padding, allow_zero=True)
-    if oph >= max(stride_[0], dilation_[0]) or opw >= max(stride_[1], dilation_[1]):
-        raise ValueError(f"{where}: output_padding must be smaller than either stride or dilation, got "
-                         f"output_padding={(oph, opw)}, stride={stride_}, dilation={dilation_}")
-    _check_conv_operands(where, x, weight, groups, transposed=True)
+    check_output_padding(where, (oph, opw), stride_, dilation_)
+    _check_operands(where, x, weight, groups, transposed=True)
     n, cin, h, w_in = x.shape
     kernel = (weight.shape[2], weight.shape[3])
     cout = weight.shape[1] * groups
@@ -239,7 +271,7 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
     ow = (w_in - 1) * stride_[1] - 2 * pw + dilation_[1] * (kernel[1] - 1) + opw + 1
     if oh <= 0 or ow <= 0:
         raise ValueError(f"{where}: padding {(ph, pw)} leaves no output for input shape {tuple(x.shape)} "
-                         f"(computed output size {(oh, ow)})")
+                         f"(computed output size {(oh, ow)}); use less padding or a larger input")
     device = b.device_of(x)
     padded_shape = (n, cout, oh + 2 * ph, ow + 2 * pw)
     inner = (h, w_in)

@@ -38,7 +38,7 @@ def _channel_dot(xp: Any, a: Array, b: Array, axes: tuple[int, ...]) -> Array:
 
 def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None = None,
                        bias: Array | None = None, training: bool = False, momentum: Any = 0.1,
-                       eps: float = 1e-5) -> tuple[Array, Backward]:
+                       eps: float = 1e-5, *, where: str = "batch_norm") -> tuple[Array, Backward]:
     """Batch normalisation over every axis but 1 (``torch.nn.functional.batch_norm``).
 
     ``x`` is ``(N, C, *)``. Training: normalise with the batch mean and biased variance and, if
@@ -47,7 +47,10 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
     average uses ``1/num_batches_tracked``). Evaluation: normalise with the running statistics.
     ``backward`` returns ``(dx, (dweight, dbias))`` (None for absent affine parameters).
 
-    >>> y, back = batch_norm_forward(x, rm, rv, w, b, training=True)   # doctest: +SKIP
+    >>> import nnx
+    >>> y, back = batch_norm_forward(nnx.asarray([[1.0], [3.0]]), None, None, training=True)
+    >>> nnx.to_numpy(y).round(3).tolist()
+    [[-1.0], [1.0]]
     """
     xp = backends.backend_of(x).xp
     c = x.shape[1]
@@ -60,7 +63,7 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
     use_batch = training or running_mean is None or running_var is None
     if use_batch:
         if count <= 1:
-            raise ValueError(f"batch_norm: expected more than 1 value per channel when training, got input "
+            raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
                              f"shape {tuple(x.shape)}")
         mean = xp.mean(x, axis=axes)
         xc = x - xp.reshape(mean, cshape)
@@ -126,19 +129,23 @@ def _normalize_backward(xp: Any, dxhat: Array, xhat: Array, invstd: Array, axes:
 
 
 def layer_norm_forward(x: Array, normalized_shape: Any, weight: Array | None = None, bias: Array | None = None,
-                       eps: float = 1e-5) -> tuple[Array, Backward]:
+                       eps: float = 1e-5, *, where: str = "layer_norm") -> tuple[Array, Backward]:
     """Layer normalisation over the trailing ``normalized_shape`` axes (``torch.nn.functional.layer_norm``).
 
     ``weight``/``bias`` have shape ``normalized_shape``. ``backward`` returns
     ``(dx, (dweight, dbias))``.
 
-    >>> y, back = layer_norm_forward(x, (16,), w, b)    # doctest: +SKIP
+    >>> import nnx
+    >>> y, back = layer_norm_forward(nnx.asarray([[1.0, 3.0]]), (2,))
+    >>> nnx.to_numpy(y).round(3).tolist()
+    [[-1.0, 1.0]]
     """
     xp = backends.backend_of(x).xp
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     k = len(shape)
     if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
-        raise ValueError(f"layer_norm: expected input with trailing shape {shape}, got shape {tuple(x.shape)}")
+        trailing = ", ".join(map(str, shape))
+        raise ValueError(f"{where}: expected input of shape (*, {trailing}), got shape {tuple(x.shape)}")
     axes = tuple(range(x.ndim - k, x.ndim))
     lead = tuple(range(x.ndim - k))
     xhat, invstd = _normalize_last(xp, x, axes, float(eps))
@@ -164,16 +171,19 @@ def layer_norm(x: Array, normalized_shape: Any, weight: Array | None = None, bia
 
 
 def group_norm_forward(x: Array, num_groups: int, weight: Array | None = None, bias: Array | None = None,
-                       eps: float = 1e-5) -> tuple[Array, Backward]:
+                       eps: float = 1e-5, *, where: str = "group_norm") -> tuple[Array, Backward]:
     """Group normalisation (``torch.nn.functional.group_norm``): ``x`` ``(N, C, *)``, the ``C``
     channels split into ``num_groups`` groups, each normalised over its channels and all
     spatial positions; then a per-channel affine ``weight``/``bias`` of shape ``(C,)``.
 
-    >>> y, back = group_norm_forward(x, 2, w, b)     # doctest: +SKIP
+    >>> import nnx
+    >>> y, back = group_norm_forward(nnx.asarray([[[1.0], [3.0]]]), 1)
+    >>> nnx.to_numpy(y).round(3).tolist()
+    [[[-1.0], [1.0]]]
     """
     xp = backends.backend_of(x).xp
     if x.ndim < 2 or x.shape[1] % num_groups:
-        raise ValueError(f"group_norm: expected input (N, C, *) with C divisible by num_groups={num_groups}, "
+        raise ValueError(f"{where}: expected input (N, C, *) with C divisible by num_groups={num_groups}, "
                          f"got shape {tuple(x.shape)}")
     shape = tuple(x.shape)
     n, c = shape[0], shape[1]

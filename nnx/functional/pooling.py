@@ -16,33 +16,67 @@ from typing import Any
 
 import nnx_backends as backends
 
-from ._validation import pair
+from ._validation import pair, rank_error
 from ._windows import offset_slice, output_sizes, pad2d
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
 
 __all__ = [
+    "adaptive_avg_pool2d", "adaptive_output_size", "check_divisor_override", "pool_arguments",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_forward",
     "avg_pool2d", "avg_pool2d_forward",
     "max_pool2d", "max_pool2d_forward",
 ]
 
 
-def _pool_geometry(where: str, x: Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
-                   ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int],
-                                             tuple[int, int], tuple[int, int, int, int]]:
-    if x.ndim != 4:
-        raise ValueError(f"{where}: expected 4-D input of shape (N, C, H, W), got shape {tuple(x.shape)}")
+def pool_arguments(where: str, kernel_size: Any, stride: Any = None, padding: Any = 0,
+                   dilation: Any = 1) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Validated ``(kernel_size, stride, padding, dilation)`` pairs of a 2-D pooling window.
+
+    ``stride`` defaults to ``kernel_size``; ``padding`` must be at most half the kernel (as PyTorch).
+
+    >>> pool_arguments("max_pool2d", 2)
+    ((2, 2), (2, 2), (0, 0), (1, 1))
+    """
     k = pair(where, "kernel_size", kernel_size)
     no_stride = stride is None or (isinstance(stride, (list, tuple)) and len(stride) == 0)
     s = k if no_stride else pair(where, "stride", stride)
     p = pair(where, "padding", padding, allow_zero=True)
     d = pair(where, "dilation", dilation)
-    for i in range(2):
-        if p[i] * 2 > k[i]:
-            raise ValueError(f"{where}: padding should be at most half of the kernel size, got padding={p}, "
-                             f"kernel_size={k}")
+    if any(2 * pp > kk for pp, kk in zip(p, k, strict=True)):
+        raise ValueError(f"{where}: padding should be at most half of the kernel size, got padding={p}, "
+                         f"kernel_size={k}")
+    return k, s, p, d
+
+
+def check_divisor_override(where: str, divisor_override: Any) -> None:
+    """``divisor_override`` of an average pooling must be None or a non-zero integer."""
+    if divisor_override is not None and (isinstance(divisor_override, bool)
+                                         or not isinstance(divisor_override, int) or divisor_override == 0):
+        raise ValueError(f"{where}: divisor_override must be a non-zero integer, got {divisor_override!r}")
+
+
+def adaptive_output_size(where: str, output_size: Any) -> tuple[int | None, int | None]:
+    """Validated ``output_size`` of an adaptive pooling: a positive int, or a pair of positive ints or None.
+
+    >>> adaptive_output_size("adaptive_avg_pool2d", (None, 3))
+    (None, 3)
+    """
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
+    if len(sizes) != 2 or any(s is not None and (isinstance(s, bool) or not isinstance(s, int) or s < 1)
+                              for s in sizes):
+        raise ValueError(f"{where}: output_size must be a positive integer or a pair of positive "
+                         f"integers (or None), got {output_size!r}")
+    return sizes  # type: ignore[return-value]
+
+
+def _pool_geometry(where: str, x: Array, kernel_size: Any, stride: Any, padding: Any, dilation: Any,
+                   ceil_mode: bool) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int],
+                                             tuple[int, int], tuple[int, int, int, int]]:
+    k, s, p, d = pool_arguments(where, kernel_size, stride, padding, dilation)
+    if x.ndim != 4:
+        raise rank_error(where, x, (4,), "(N, C, H, W)")
     h, w = x.shape[2], x.shape[3]
     out = output_sizes(where, x, k, s, (2 * p[0], 2 * p[1]), d, ceil_mode)
     # extra bottom/right padding so that ceil-mode windows fit
@@ -53,7 +87,7 @@ def _pool_geometry(where: str, x: Array, kernel_size: Any, stride: Any, padding:
 
 
 def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                       ceil_mode: bool = False) -> tuple[Array, Backward]:
+                       ceil_mode: bool = False, *, where: str = "max_pool2d") -> tuple[Array, Backward]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``), NCHW.
 
     ``stride`` defaults to ``kernel_size``; padding is implicit ``-inf``. The gradient goes to
@@ -64,9 +98,11 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     so that ties go to the first tap. Only ``maximum``, comparisons and products: no scatter, no
     ``where``. The closure keeps the input and the output (``m1`` is recomputed).
 
-    >>> y, back = max_pool2d_forward(x, 2)     # doctest: +SKIP
+    >>> import nnx
+    >>> y, back = max_pool2d_forward(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 2)
+    >>> nnx.to_numpy(back(nnx.asarray([[[[1.0]]]]))[0]).tolist()    # the gradient goes to the max
+    [[[[0.0, 0.0], [1.0, 0.0]]]]
     """
-    where = "max_pool2d"
     b = backends.backend_of(x)
     xp = b.xp
     k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -158,7 +194,8 @@ def _window_counts(size: int, k: int, s: int, p: int, out: int, lo: int, hi: int
 
 
 def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                       count_include_pad: bool = True, divisor_override: int | None = None) -> tuple[Array, Backward]:
+                       count_include_pad: bool = True, divisor_override: int | None = None, *,
+                       where: str = "avg_pool2d") -> tuple[Array, Backward]:
     """2-D average pooling (``torch.nn.functional.avg_pool2d``), NCHW.
 
     The divisor is ``kernel_h*kernel_w`` where the window lies inside the (zero-)padded input;
@@ -166,17 +203,18 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     ``ceil_mode`` lets hang over the edge count only what they cover (as PyTorch);
     ``divisor_override`` replaces all of this.
 
-    >>> y, back = avg_pool2d_forward(x, 3, stride=2, padding=1)   # doctest: +SKIP
+    >>> import nnx
+    >>> y, back = avg_pool2d_forward(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 2)
+    >>> nnx.to_numpy(y).tolist()
+    [[[[2.5]]]]
     """
-    where = "avg_pool2d"
     b = backends.backend_of(x)
     xp = b.xp
     k, s, p, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, 1, ceil_mode)
+    check_divisor_override(where, divisor_override)
     device = b.device_of(x)
     n, c, h, w = x.shape
     if divisor_override is not None:
-        if isinstance(divisor_override, bool) or not isinstance(divisor_override, int) or divisor_override == 0:
-            raise ValueError(f"{where}: divisor_override must be a non-zero integer, got {divisor_override!r}")
         divisor: Any = float(divisor_override)
     else:
         lo_h, hi_h = (-p[0], h + p[0]) if count_include_pad else (0, h)
@@ -229,7 +267,8 @@ def _adaptive_matrix(size: int, out: int) -> list[list[float]]:
     return rows
 
 
-def adaptive_avg_pool2d_forward(x: Array, output_size: Any) -> tuple[Array, Backward]:
+def adaptive_avg_pool2d_forward(x: Array, output_size: Any, *,
+                                where: str = "adaptive_avg_pool2d") -> tuple[Array, Backward]:
     """Adaptive 2-D average pooling (``torch.nn.functional.adaptive_avg_pool2d``), any output size.
 
     Output cell ``i`` averages input rows ``floor(i*H/OH) .. ceil((i+1)*H/OH) - 1`` (PyTorch's
@@ -237,19 +276,18 @@ def adaptive_avg_pool2d_forward(x: Array, output_size: Any) -> tuple[Array, Back
     (exact, pure standard); global pooling (output 1x1) is a mean. ``output_size`` is an int, a
     pair, or a pair with ``None`` for "same as the input".
 
-    >>> y = adaptive_avg_pool2d(x, 1)      # global average pooling    # doctest: +SKIP
+    >>> import nnx
+    >>> y = adaptive_avg_pool2d(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 1)    # global average pooling
+    >>> nnx.to_numpy(y).tolist()
+    [[[[2.5]]]]
     """
-    where = "adaptive_avg_pool2d"
     b = backends.backend_of(x)
     xp = b.xp
+    sizes = adaptive_output_size(where, output_size)
     if x.ndim != 4:
-        raise ValueError(f"{where}: expected 4-D input of shape (N, C, H, W), got shape {tuple(x.shape)}")
+        raise rank_error(where, x, (4,), "(N, C, H, W)")
     n, c, h, w = x.shape
-    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size, output_size)
-    if len(sizes) != 2:
-        raise ValueError(f"{where}: output_size must be an int or a pair, got {output_size!r}")
     oh, ow = (h if sizes[0] is None else sizes[0]), (w if sizes[1] is None else sizes[1])
-    pair(where, "output_size", (oh, ow))
     device = b.device_of(x)
     if (oh, ow) == (1, 1):
         y = xp.mean(x, axis=(2, 3), keepdims=True)
