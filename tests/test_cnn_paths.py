@@ -213,7 +213,7 @@ def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
     assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
-    assert F._im2col.batch_chunks(3, 100, "float64") == [(0, 1), (1, 2), (2, 3)]
+    assert F._im2col.batch_chunks(np, 3, 100, np.float64) == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_adapter_sliding_windows_layout_matches_numpy(backend):

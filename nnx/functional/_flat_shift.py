@@ -17,6 +17,7 @@ from typing import Any
 import nnx_backends as backends
 
 from ._im2col import batch_chunks
+from ._validation import itemsize
 from .workspace import Workspace
 
 Array = Any
@@ -29,13 +30,14 @@ __all__ = ["POOL_MIN_BYTES", "conv2d_stride1", "give_back", "pooled", "same_size
 POOL_MIN_BYTES = 1 << 20
 
 
-def pooled(ws: Workspace | None, shape: tuple[int, ...], dtype: Any) -> bool:
-    itemsize = 8 if backends.Backend.dtype_name(dtype).endswith("64") else 4
-    return ws is not None and math.prod(shape) * itemsize >= POOL_MIN_BYTES
+def pooled(xp: Any, ws: Workspace | None, shape: tuple[int, ...], dtype: Any) -> bool:
+    """Whether a ``shape`` buffer of ``dtype`` comes from (and goes back to) the workspace ``ws``."""
+    return ws is not None and math.prod(shape) * itemsize(xp, dtype) >= POOL_MIN_BYTES
 
 
-def give_back(ws: Workspace | None, buf: Array) -> None:
-    if ws is not None and pooled(ws, tuple(buf.shape), buf.dtype):
+def give_back(xp: Any, ws: Workspace | None, buf: Array) -> None:
+    """Return ``buf`` to the workspace ``ws`` if it was lent by it."""
+    if ws is not None and pooled(xp, ws, tuple(buf.shape), buf.dtype):
         ws.give(buf)
 
 
@@ -44,7 +46,7 @@ def zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, int
     """A ``shape`` buffer whose elements outside rows ``inner[0]:inner[1]`` x columns
     ``inner[2]:inner[3]`` are zero (the caller fills the inside): new zeros, or a workspace
     buffer with only its border cleared."""
-    if not pooled(ws, shape, dtype):
+    if not pooled(xp, ws, shape, dtype):
         return xp.zeros(shape, dtype=dtype, device=device)
     buf = ws.take(xp, shape, dtype, device, kind)
     r0, r1, c0, c1 = inner
@@ -53,6 +55,19 @@ def zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, int
     buf[:, :, r0:r1, :c0] = 0.0
     buf[:, :, r0:r1, c1:] = 0.0
     return buf
+
+
+def _chunked_matmul(xp: Any, like: Array, wk: Array, columns: Callable[[int, int], Array],
+                    chunks: list[tuple[int, int]], shape: tuple[int, ...], device: Any) -> Array:
+    """``wk @ columns(lo, hi)`` for every batch chunk, as one ``shape`` array: each chunk's product
+    goes straight into its rows of the output (no parts + concat copy)."""
+    if len(chunks) == 1:
+        return xp.matmul(wk, columns(*chunks[0]))
+    bk = backends.backend_of(like)
+    out = xp.empty(shape, dtype=like.dtype, device=device)
+    for lo, hi in chunks:
+        bk.matmul_into(wk, columns(lo, hi), out[lo:hi, ...])
+    return out
 
 
 def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],
@@ -89,7 +104,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
 
     kc = kk * cg
     rows = kc + (1 if bias is not None else 0)  # a row of ones carries the bias through the matmul
-    chunks = batch_chunks(n, g * rows * run, x.dtype)
+    chunks = batch_chunks(xp, n, g * rows * run, x.dtype)
 
     def columns(lo: int, hi: int) -> Array:
         cols = xp.empty((hi - lo, g, rows, run), dtype=x.dtype, device=device)
@@ -105,14 +120,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
     same_size = (oh, ow) == (h, w)
     # (the column blocks are not pooled: a freshly freed block is cache-hot when malloc hands it
     # out again, a pooled one is cold; pooling them measured slower, LeNet by 25%)
-    if len(chunks) == 1:
-        yext = xp.matmul(wk, columns(0, n))
-    else:  # each chunk's product straight into its rows of the output (no parts + concat copy)
-        bk = backends.backend_of(x)
-        yext = xp.empty((n, g, og, run), dtype=x.dtype, device=device)
-        for lo, hi in chunks:
-            bk.matmul_into(wk, columns(lo, hi), yext[lo:hi, ...])
-    yext = xp.reshape(yext, (n, o, oh, wp))
+    yext = xp.reshape(_chunked_matmul(xp, x, wk, columns, chunks, (n, g, og, run), device), (n, o, oh, wp))
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
@@ -129,7 +137,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
         else:
             result = general_backward(dy, input_grad)
         if ws is not None:
-            give_back(ws, xpad)
+            give_back(xp, ws, xpad)
         return result
 
     def general_backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
@@ -195,7 +203,7 @@ def same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads
     offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
     start = top * wp + left
     rows = kk * og
-    chunks = batch_chunks(n, g * rows * run, weight.dtype)
+    chunks = batch_chunks(xp, n, g * rows * run, weight.dtype)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         # (G, Cg, kk*Og): wd[g, c, k', o] = weight[g*Og + o, c, flip(k')]
@@ -220,7 +228,7 @@ def same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads
                 bk.matmul_into(wd, cols, dxe[lo:hi, ...])  # (chunk, G, Cg, H*Wp)
             del cols
         if ws is not None:
-            give_back(ws, dybuf)
+            give_back(xp, ws, dybuf)
         del dybuf, dflat
         dweight = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(dwk, (g, kk, og, cg)), axis=1), (0, 2, 3, 1)),
                              (o, cg, kh, kw))

@@ -12,6 +12,7 @@ from typing import Any
 
 import nnx_backends as backends
 
+from ._validation import itemsize
 from ._windows import offset_slice
 
 Array = Any
@@ -109,9 +110,8 @@ def conv_cols_grad(xp: Any, w: Array, dy: Array, groups: int) -> Array:
     return xp.reshape(d, (n, d.shape[1] * d.shape[2], length))
 
 
-def batch_chunks(n: int, column_elements_per_sample: int, dtype: Any) -> list[tuple[int, int]]:
+def batch_chunks(xp: Any, n: int, column_elements_per_sample: int, dtype: Any) -> list[tuple[int, int]]:
     """Split a batch of ``n`` so that each chunk's im2col matrix stays under ``COLUMN_CHUNK_BYTES``."""
-    itemsize = 8 if backends.Backend.dtype_name(dtype).endswith("64") else 4
-    per_sample = max(1, column_elements_per_sample * itemsize)
+    per_sample = max(1, column_elements_per_sample * itemsize(xp, dtype))
     chunk = max(1, min(n, COLUMN_CHUNK_BYTES // per_sample)) if COLUMN_CHUNK_BYTES else n
     return [(i, min(i + chunk, n)) for i in range(0, n, chunk)]

@@ -162,7 +162,7 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     o = weight.shape[0]
     padded_shape = tuple(xpad.shape)
     w_shape = tuple(weight.shape)
-    chunks = batch_chunks(n, weight.shape[1] * groups * kernel[0] * kernel[1] * out[0] * out[1], x.dtype)
+    chunks = batch_chunks(xp, n, weight.shape[1] * groups * kernel[0] * kernel[1] * out[0] * out[1], x.dtype)
     parts = [conv_matmul(xp, weight, im2col(b, xpad[lo:hi, ...], kernel, stride_, dilation_, out), groups)
              for lo, hi in chunks]
     y = xp.reshape(parts[0] if len(parts) == 1 else xp.concat(parts, axis=0), (n, o, out[0], out[1]))

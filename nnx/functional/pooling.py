@@ -86,6 +86,34 @@ def _pool_geometry(where: str, x: Array, kernel_size: Any, stride: Any, padding:
     return k, s, p, d, out, pads
 
 
+def _split_to_first_max(xp: Any, grad: Array, taps: list[Array], best: Array, dtype: Any) -> list[Array]:
+    """``grad`` shared out over the ``taps``: each takes what is left where it equals ``best``
+    (so ties go to the first tap), the last tap takes the rest."""
+    parts = []
+    for tap in taps[:-1]:
+        part = grad * xp.astype(tap == best, dtype)
+        grad = grad - part
+        parts.append(part)
+    parts.append(grad)
+    return parts
+
+
+def _place_taps(xp: Any, parts: list[Array], slices: list[slice], axis: int, tiled: bool, overlap: bool,
+                shape: tuple[int, ...], dtype: Any, device: Any) -> Array:
+    """A ``shape`` array with ``parts[i]`` at ``slices[i]`` along ``axis`` (2 or 3), summed where
+    taps overlap; when the taps tile the axis exactly they are interleaved (no zero fill)."""
+    if tiled:
+        return xp.reshape(xp.stack(parts, axis=axis + 1), shape)
+    out = xp.zeros(shape, dtype=dtype, device=device)
+    for sl, part in zip(slices, parts, strict=True):
+        index = (slice(None),) * axis + (sl, ...)
+        if overlap:
+            out[index] += part
+        else:
+            out[index] = part
+    return out
+
+
 def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                        ceil_mode: bool = False, *, where: str = "max_pool2d") -> tuple[Array, Backward]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``), NCHW.
@@ -135,42 +163,12 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         dtype = dy.dtype
         m1 = column_max()
         # stage 2: dy -> dm1, row tap by row tap; the first tap equal to the max takes it all
-        parts = []
-        rest = dy
-        for i in range(k[0]):
-            part = rest
-            if i < k[0] - 1:
-                part = rest * xp.astype(m1[:, :, rows[i], :] == y, dtype)
-                rest = rest - part
-            parts.append(part)
-        if tiled_h:  # the row taps tile the input exactly: interleave them, no zero fill
-            dm1 = xp.reshape(xp.stack(parts, axis=3), (n, c, padded_shape[2], out[1]))
-        else:
-            dm1 = xp.zeros((n, c, padded_shape[2], out[1]), dtype=dtype, device=device)
-            for i, part in enumerate(parts):
-                if overlap_h:
-                    dm1[:, :, rows[i], :] += part
-                else:
-                    dm1[:, :, rows[i], :] = part
+        parts = _split_to_first_max(xp, dy, [m1[:, :, r, :] for r in rows], y, dtype)
+        dm1 = _place_taps(xp, parts, rows, 2, tiled_h, overlap_h, (n, c, padded_shape[2], out[1]), dtype, device)
         # stage 1: dm1 -> dx, column tap by column tap
-        parts = []
-        rest = dm1
-        for j in range(k[1]):
-            part = rest
-            if j < k[1] - 1:
-                part = rest * xp.astype(xpad[:, :, :, cols[j]] == m1, dtype)
-                rest = rest - part
-            parts.append(part)
-        del m1, rest, dm1
-        if tiled_w:
-            dxp = xp.reshape(xp.stack(parts, axis=4), padded_shape)
-        else:
-            dxp = xp.zeros(padded_shape, dtype=dtype, device=device)
-            for j, part in enumerate(parts):
-                if overlap_w:
-                    dxp[:, :, :, cols[j]] += part
-                else:
-                    dxp[:, :, :, cols[j]] = part
+        parts = _split_to_first_max(xp, dm1, [xpad[:, :, :, cl] for cl in cols], m1, dtype)
+        del m1, dm1
+        dxp = _place_taps(xp, parts, cols, 3, tiled_w, overlap_w, padded_shape, dtype, device)
         top, _, left, _ = pads
         dx = dxp if padded_shape == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()
