@@ -59,7 +59,7 @@ Backward = Callable[..., tuple[Any, tuple]]
 __all__ = [
     "conv1d", "conv1d_forward",
     "conv2d", "conv2d_forward",
-    "check_output_padding", "conv_output_size", "conv_padding",
+    "conv_output_size",
     "conv_transpose2d", "conv_transpose2d_forward",
 ]
 

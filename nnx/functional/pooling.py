@@ -23,7 +23,6 @@ Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
 
 __all__ = [
-    "adaptive_avg_pool2d", "adaptive_output_size", "check_divisor_override", "pool_arguments",
     "adaptive_avg_pool2d", "adaptive_avg_pool2d_forward",
     "avg_pool2d", "avg_pool2d_forward",
     "max_pool2d", "max_pool2d_forward",

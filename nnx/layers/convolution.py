@@ -16,6 +16,7 @@ from .. import functional as F
 from .. import init
 from ..errors import check_positive_int
 from ..functional._validation import check_input, ntuple, rank_error
+from ..functional.convolution import check_output_padding, conv_padding
 from ..functional.workspace import Workspace
 from ..module import Module, Parameter
 from ._parameters import full
@@ -44,13 +45,13 @@ class _ConvNd(Module):
         self.kernel_size = ntuple(name, "kernel_size", kernel_size, n)
         self.stride = ntuple(name, "stride", stride, n)
         self.dilation = ntuple(name, "dilation", dilation, n)
-        self.padding: Any = F.conv_padding(name, padding, self.stride, n, self._transposed)
+        self.padding: Any = conv_padding(name, padding, self.stride, n, self._transposed)
         self.output_padding = ntuple(name, "output_padding", output_padding, n, allow_zero=True)
         if padding_mode != "zeros":
             raise NotImplementedError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
         self.padding_mode = padding_mode
         if self._transposed:
-            F.check_output_padding(name, self.output_padding, self.stride, self.dilation)
+            check_output_padding(name, self.output_padding, self.stride, self.dilation)
             wshape = (in_channels, out_channels // groups, *self.kernel_size)
         else:
             wshape = (out_channels, in_channels // groups, *self.kernel_size)

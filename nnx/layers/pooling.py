@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import functional as F
 from ..functional._validation import check_array_input
+from ..functional.pooling import adaptive_output_size, check_divisor_override, pool_arguments
 from ..module import Module
 
 __all__ = ["AdaptiveAvgPool2d", "AvgPool2d", "MaxPool2d"]
@@ -35,7 +36,7 @@ class MaxPool2d(Module):
         super().__init__()
         if return_indices:
             raise NotImplementedError("MaxPool2d: return_indices=True is not supported")
-        self.kernel_size, self.stride, self.padding, self.dilation = F.pool_arguments(
+        self.kernel_size, self.stride, self.padding, self.dilation = pool_arguments(
             "MaxPool2d", kernel_size, stride, padding, dilation)
         self.return_indices = False
         self.ceil_mode = bool(ceil_mode)
@@ -68,8 +69,8 @@ class AvgPool2d(Module):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
                  count_include_pad: bool = True, divisor_override: int | None = None) -> None:
         super().__init__()
-        self.kernel_size, self.stride, self.padding, _ = F.pool_arguments("AvgPool2d", kernel_size, stride, padding)
-        F.check_divisor_override("AvgPool2d", divisor_override)
+        self.kernel_size, self.stride, self.padding, _ = pool_arguments("AvgPool2d", kernel_size, stride, padding)
+        check_divisor_override("AvgPool2d", divisor_override)
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = divisor_override
@@ -99,7 +100,7 @@ class AdaptiveAvgPool2d(Module):
 
     def __init__(self, output_size: Any) -> None:
         super().__init__()
-        F.adaptive_output_size("AdaptiveAvgPool2d", output_size)
+        adaptive_output_size("AdaptiveAvgPool2d", output_size)
         self.output_size = output_size
 
     def forward(self, x: Any) -> Any:
