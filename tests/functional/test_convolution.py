@@ -21,6 +21,25 @@ import nnx.functional as F
 from helpers import assert_close, copy_params_to_torch, host, rand
 from helpers import layer_parity as parity
 
+
+@pytest.fixture
+def no_sliding_windows(backend, monkeypatch):
+    """The backend without its strided-view ``sliding_windows``: im2col takes the pure-standard fallback."""
+    monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)
+
+
+@pytest.fixture
+def one_sample_chunks(monkeypatch):
+    """A 1-byte im2col budget: every convolution processes its batch one sample at a time."""
+    monkeypatch.setattr(F._im2col, "COLUMN_CHUNK_BYTES", 1)
+
+
+@pytest.fixture
+def pool_every_buffer(monkeypatch):
+    """Layers' workspaces pool even tiny scratch buffers (normally only those of at least 1 MiB)."""
+    monkeypatch.setattr(F._flat_shift, "POOL_MIN_BYTES", 0)
+
+
 CONV2D_GRID = [
     dict(),
     dict(stride=2),
@@ -143,8 +162,7 @@ def test_sliding_windows_path_and_standard_fallback_agree(backend, monkeypatch, 
         np.testing.assert_allclose(host(a), host(e), rtol=1e-12, atol=1e-12)
 
 
-def test_fallback_path_matches_torch(backend, monkeypatch, torch):
-    monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)
+def test_fallback_path_matches_torch(backend, no_sliding_windows, torch):
     layer = nnx.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype="float64")
     tlayer = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype=torch.float64)
     copy_params_to_torch(layer, tlayer)
@@ -198,8 +216,7 @@ def test_forward_closure_holds_no_im2col_matrix(cfg):
     assert sizes and max(sizes) <= padded_input < im2col
 
 
-def test_nothing_survives_backward(monkeypatch):
-    monkeypatch.setattr(F._flat_shift, "POOL_MIN_BYTES", 0)  # pool even these tiny scratch buffers
+def test_nothing_survives_backward(pool_every_buffer):
     nnx.set_backend("numpy")
     model = nnx.Sequential(nnx.Conv2d(2, 4, 3, padding=1), nnx.BatchNorm2d(4), nnx.ReLU(), nnx.MaxPool2d(2),
                            nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
@@ -224,9 +241,8 @@ def test_nothing_survives_backward(monkeypatch):
 
 
 @pytest.mark.parametrize("cfg", [dict(padding=1), dict(stride=2, padding=1, groups=2)], ids=["stride1", "strided"])
-def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
+def test_chunked_im2col_matches_torch(backend, one_sample_chunks, torch, cfg):
     """With a tiny im2col budget every sample is its own chunk; results are unchanged."""
-    monkeypatch.setattr(F._im2col, "COLUMN_CHUNK_BYTES", 1)
     layer = nnx.Conv2d(4, 6, 3, dtype="float64", **cfg)
     tlayer = torch.nn.Conv2d(4, 6, 3, dtype=torch.float64, **cfg)
     copy_params_to_torch(layer, tlayer)
@@ -260,11 +276,10 @@ SAME_SIZE = [dict(c=4, o=4, k=(3, 3), padding=1), dict(c=4, o=6, k=(3, 2), paddi
 
 @pytest.mark.parametrize("input_grad", [True, False], ids=["dx", "no-dx"])
 @pytest.mark.parametrize("cfg", SAME_SIZE, ids=["3x3", "same-d21-g2", "O>2C", "1x3-nobias"])
-def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, cfg, input_grad):
+def test_stride1_same_size_backward_matches_torch(backend, one_sample_chunks, torch, cfg, input_grad):
     """Stride-1 "same"-size convolutions take the backward that im2cols dy (dx as a full
     convolution with the flipped kernel); when O is large against C they keep the im2col-of-x
     backward. Both, chunked per sample, must match torch, with and without the input gradient."""
-    monkeypatch.setattr(F._im2col, "COLUMN_CHUNK_BYTES", 1)
     cfg = dict(cfg)
     c, o, k = cfg.pop("c"), cfg.pop("o"), cfg.pop("k")
     layer = nnx.Conv2d(c, o, k, dtype="float64", **cfg)
@@ -287,10 +302,9 @@ def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, c
         assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
 
 
-def test_conv2d_workspace_reuse_across_steps_matches_torch(backend, torch, monkeypatch):
+def test_conv2d_workspace_reuse_across_steps_matches_torch(backend, torch, pool_every_buffer):
     """A Conv2d reuses its padded-input and padded-dy buffers from step to step: two forwards
     recorded before their backwards, then more steps on new data, all match torch."""
-    monkeypatch.setattr(F._flat_shift, "POOL_MIN_BYTES", 0)
     layer = nnx.Conv2d(3, 4, 3, padding=1, dtype="float64")
     tlayer = torch.nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64)
     copy_params_to_torch(layer, tlayer)
