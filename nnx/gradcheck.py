@@ -97,9 +97,9 @@ def gradcheck(
     if not inputs:
         raise ValueError("gradcheck: give at least one input array")
     b = backends.backend_of(inputs[0])
-    floating = [backends.Backend.dtype_name(getattr(x, "dtype", "")).startswith("float") for x in inputs]
-    for x, is_float in zip(inputs, floating):
-        if is_float and backends.Backend.dtype_name(x.dtype) != "float64":
+    floating = [hasattr(x, "dtype") and b.xp.isdtype(x.dtype, "real floating") for x in inputs]
+    for x, is_float in zip(inputs, floating, strict=True):
+        if is_float and x.dtype != b.xp.float64:
             raise TypeError(f"gradcheck: inputs must be float64 for a meaningful check, got {x.dtype}")
     check = list(check_inputs) if check_inputs is not None else floating
     module = fn if isinstance(fn, Module) else None

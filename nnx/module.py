@@ -514,7 +514,7 @@ class Module:
             except Exception as exc:
                 raise TypeError(f"{where}: {key!r} is not an array ({type(value).__name__}): {exc}") from None
             got_kind = str(host.dtype)
-            if _numeric_kind(got_kind) != _numeric_kind(cur_kind):
+            if _numeric_kind(backends.backend_of(host).xp, host.dtype) != _numeric_kind(b.xp, current.dtype):
                 raise TypeError(f"{where}: {key!r} has dtype {got_kind} but the model expects {cur_kind}")
             staged.append((m, name, kind, b.asarray(host, dtype=current.dtype, copy=True)))
         for m, name, kind, arr in staged:
@@ -556,7 +556,7 @@ class Module:
         def convert(arr: Any) -> Any:
             if arr is None:
                 return None
-            floating = backends.Backend.dtype_name(arr.dtype).startswith(("float", "bfloat"))
+            floating = backends.backend_of(arr).xp.isdtype(arr.dtype, "real floating")
             want = target.dtype(dtype) if (dtype is not None and floating) else None
             if target.owns(arr) and target.device_of(arr) == target.device:
                 if want is None or arr.dtype == want:
@@ -608,12 +608,13 @@ class Module:
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
-def _numeric_kind(name: str) -> str:
-    if name.startswith(("float", "bfloat")):
+def _numeric_kind(xp: Any, dtype: Any) -> str:
+    """``"float"``, ``"int"`` or the dtype's name: what a loaded array may be converted from."""
+    if xp.isdtype(dtype, "real floating"):
         return "float"
-    if name.startswith(("int", "uint")):
+    if xp.isdtype(dtype, "integral"):
         return "int"
-    return name
+    return backends.Backend.dtype_name(dtype)
 
 
 class Sequential(Module):

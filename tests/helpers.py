@@ -56,3 +56,23 @@ def load_example(name: str) -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def layer_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, *, forward_kwargs: dict | None = None,
+                 tol: float = 1e-10) -> Any:
+    """Compare output, input gradient and parameter gradients of ``layer`` with torch's."""
+    forward_kwargs = forward_kwargs or {}
+    copy_params_to_torch(layer, tlayer)
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx, **forward_kwargs)
+    y = layer(x, **forward_kwargs)
+    assert_close(y, ty, rtol=tol, atol=tol, what="output")
+    dy_host = np.random.default_rng(1).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy_host))
+    dx = layer.backward(nnx.asarray(dy_host, dtype="float64"))
+    assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
+    tparams = dict(tlayer.named_parameters())
+    for name, p in layer.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
+    assert host(y).dtype == np.float64
+    return y

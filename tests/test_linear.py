@@ -198,68 +198,16 @@ def test_flatten_bad_dims_raise(backend):
 
 
 # ----------------------------------------------------------------------------- Dropout
-def test_dropout_statistics_and_scaling(backend):
-    p = 0.3
-    layer = nnx.Dropout(p)
-    x = nnx.asarray(np.ones((200, 150)), dtype="float32")
-    y = host(layer(x))
-    dropped = np.mean(y == 0.0)
-    assert abs(dropped - p) < 0.02, f"dropped fraction {dropped}, expected {p}"
-    kept = y[y != 0.0]
-    np.testing.assert_allclose(kept, 1.0 / (1.0 - p), rtol=1e-6)
-    assert abs(y.mean() - 1.0) < 0.03  # inverted dropout keeps the expectation
-    assert y.dtype == np.float32
-    # backward: the same mask and scaling
-    dy = nnx.asarray(np.full((200, 150), 2.0), dtype="float32")
-    dx = host(layer.backward(dy))
-    np.testing.assert_array_equal(dx == 0.0, y == 0.0)
-    np.testing.assert_allclose(dx[y != 0.0], 2.0 / (1.0 - p), rtol=1e-6)
 
 
-def test_dropout_eval_p0_p1(backend):
-    x = rand(20, 10, dtype="float32")
-    layer = nnx.Dropout(0.5).eval()
-    assert layer(x) is x
-    with pytest.raises(nnx.NotRecordedError):
-        layer.backward(x)
-    layer.train()
-    y1 = host(layer(x))
-    assert np.any(y1 == 0) and not np.array_equal(y1, host(x))
-    assert host(nnx.Dropout(0.0)(x)).tolist() == host(x).tolist()
-    zeros = nnx.Dropout(1.0)
-    np.testing.assert_array_equal(host(zeros(x)), 0.0)
-    np.testing.assert_array_equal(host(zeros.backward(x)), 0.0)
-    assert host(F.dropout(x, 0.5, training=False)).tolist() == host(x).tolist()
 
 
-def test_dropout_reproducible_with_manual_seed(backend):
-    x = nnx.asarray(np.ones((30, 30)))
-    nnx.manual_seed(11)
-    a = host(F.dropout(x, 0.5))
-    nnx.manual_seed(11)
-    b = host(F.dropout(x, 0.5))
-    nnx.manual_seed(12)
-    c = host(F.dropout(x, 0.5))
-    np.testing.assert_array_equal(a, b)
-    assert not np.array_equal(a, c)
 
 
-def test_dropout_gradcheck_with_fixed_mask(backend):
-    def forward(x):
-        nnx.manual_seed(5)  # the same mask on every evaluation
-        return F.dropout_forward(x, 0.4)
-
-    assert nnx.gradcheck(forward, rand(4, 5, seed=1))
 
 
-@pytest.mark.parametrize("p", [-0.1, 1.5, "0.5", True])
-def test_dropout_bad_p(p):
-    with pytest.raises(ValueError, match=r"Dropout: p must be in \[0, 1\], got"):
-        nnx.Dropout(p)
 
 
-def test_dropout_repr():
-    assert repr(nnx.Dropout(0.25)) == "Dropout(p=0.25)"
 
 
 # ----------------------------------------------------------------------------- nnx.init against torch.nn.init

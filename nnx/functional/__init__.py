@@ -7,14 +7,21 @@ and what the standard lacks comes from the backend adapter.
 """
 
 from . import activation as _activation
-from . import conv as _conv
+from . import convolution as _convolution
+from . import dropout as _dropout
 from . import linear as _linear
 from . import loss as _loss
+from . import normalization as _normalization
+from . import pooling as _pooling
 from . import recurrent as _recurrent
 from .activation import *  # noqa: F403
-from .conv import *  # noqa: F403  (convolution, pooling, normalisation kernels)
+from .convolution import *  # noqa: F403
+from .dropout import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
+from .normalization import *  # noqa: F403
+from .pooling import *  # noqa: F403
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
 
-__all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_conv.__all__, *_recurrent.__all__]
+__all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution.__all__, *_pooling.__all__,
+           *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]

@@ -1,4 +1,4 @@
-"""Dense (fully connected) layer, dropout, flatten: forward with an explicit backward."""
+"""Dense (fully connected) layer and flatten: forward with an explicit backward."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from typing import Any
 import nnx_backends as backends
 
 __all__ = [
-    "dropout",
-    "dropout_forward",
     "flatten",
     "flatten_forward",
     "linear",
@@ -48,33 +46,6 @@ def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> tuple[
 def linear(x: Array, weight: Array, bias: Array | None = None) -> Array:
     """Functional form of :func:`linear_forward` (as ``torch.nn.functional.linear``)."""
     return linear_forward(x, weight, bias)[0]
-
-
-def dropout_forward(x: Array, p: float = 0.5, training: bool = True) -> tuple[Array, Callable]:
-    """Zero each element with probability ``p`` and scale the rest by ``1 / (1 - p)``.
-
-    Identity when not training or when ``p == 0``. The mask comes from the backend's random
-    generator on the array's device.
-    """
-    if not training or p == 0.0:
-        return x, lambda dy, input_grad=True: (dy, ())
-    b = backends.backend_of(x)
-    if p == 1.0:
-        mask = b.xp.zeros(x.shape, dtype=x.dtype, device=b.device_of(x))
-    else:
-        mask = b.bernoulli(tuple(x.shape), 1.0 - p, x.dtype)
-        mask *= 1.0 / (1.0 - p)
-    y = x * mask
-
-    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
-        return dy * mask, ()
-
-    return y, backward
-
-
-def dropout(x: Array, p: float = 0.5, training: bool = True) -> Array:
-    """Functional form of :func:`dropout_forward`."""
-    return dropout_forward(x, p, training)[0]
 
 
 def flatten_forward(x: Array, start_dim: int = 1, end_dim: int = -1) -> tuple[Array, Callable]:

@@ -132,9 +132,9 @@ def _log_softmax_rows(xp: Any, z: Array) -> tuple[Array, Array]:
 
 
 def _check_targets(where: str, b: backends.Backend, target: Array, n_classes: int, ignore_index: int) -> None:
-    name = backends.Backend.dtype_name(target.dtype)
-    if not name.startswith(("int", "uint")):
-        raise TypeError(f"{where}: class-index targets must be integers, got dtype {name}")
+    if not b.xp.isdtype(target.dtype, "integral"):
+        raise TypeError(f"{where}: class-index targets must be integers, got dtype "
+                        f"{backends.Backend.dtype_name(target.dtype)}")
     if b.host_memory and _numel(target):
         xp = b.xp
         bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
@@ -225,7 +225,7 @@ def cross_entropy_forward(input: Array, target: Array, weight: Array | None = No
     z, moved_shape = _classes_last(xp, input)
     logp, probs = _log_softmax_rows(xp, z)
     input_shape = tuple(input.shape)
-    target_float = backends.Backend.dtype_name(target.dtype).startswith("float")
+    target_float = xp.isdtype(target.dtype, "real floating")
     if not target_float:
         if input.ndim == 1 and target.ndim == 0:
             target = xp.reshape(target, (1,))

@@ -1,10 +1,9 @@
-"""The computation paths of the convolution kernels, their memory behaviour, and composite CNN modules.
+"""nnx/functional/convolution.py (and its _im2col / _flat_shift kernels): conv2d, conv1d,
+conv_transpose2d gradchecks (float64) and PyTorch parity on every backend, through the layers; the
+stride-1, strided, chunked and fallback paths; what the closures keep; workspace reuse.
 
-- strided/grouped convolutions build im2col from the adapter's ``sliding_windows`` where the
-  backend has it, else from stacked strided slices (pure standard): both are checked here;
-- stride-1 convolutions use the flat-shift formulation on every backend;
-- a forward closure holds the padded input, never an im2col matrix, and nothing survives backward;
-- a residual block (composite module with a hand-written backward) passes gradcheck.
+Shapes are tiny on purpose: the grid of configurations (stride, padding, dilation, groups,
+odd sizes, batch of 1) is what matters, not the size.
 """
 
 from __future__ import annotations
@@ -19,7 +18,120 @@ import pytest
 import nnx
 import nnx.functional as F
 
-from helpers import assert_close, copy_params_to_torch, host, load_example, rand
+from helpers import assert_close, copy_params_to_torch, host, rand
+from helpers import layer_parity as parity
+
+
+@pytest.fixture
+def no_sliding_windows(backend, monkeypatch):
+    """The backend without its strided-view ``sliding_windows``: im2col takes the pure-standard fallback."""
+    monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)
+
+
+@pytest.fixture
+def one_sample_chunks(monkeypatch):
+    """A 1-byte im2col budget: every convolution processes its batch one sample at a time."""
+    monkeypatch.setattr(F._im2col, "COLUMN_CHUNK_BYTES", 1)
+
+
+@pytest.fixture
+def pool_every_buffer(monkeypatch):
+    """Layers' workspaces pool even tiny scratch buffers (normally only those of at least 1 MiB)."""
+    monkeypatch.setattr(F._flat_shift, "POOL_MIN_BYTES", 0)
+
+
+CONV2D_GRID = [
+    dict(),
+    dict(stride=2),
+    dict(stride=(2, 1), padding=(1, 2)),
+    dict(padding=1, dilation=2),
+    dict(padding="same"),
+    dict(padding="same", dilation=(1, 2)),
+    dict(padding="valid", bias=False),
+    dict(groups=2, padding=1),
+    dict(groups=4, stride=2, padding=1),          # depthwise
+    dict(kernel_size=(2, 3), stride=3, padding=1),
+    dict(kernel_size=1, stride=2),
+]
+
+
+def _conv_args(cfg, out=6):
+    cfg = dict(cfg)
+    k = cfg.pop("kernel_size", 3)
+    out = 8 if cfg.get("groups") == 4 else out
+    return (4, out, k), cfg
+
+
+@pytest.mark.parametrize("cfg", CONV2D_GRID, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conv2d_parity(backend, torch, cfg, batch):
+    args, kw = _conv_args(cfg)
+    layer = nnx.Conv2d(*args, dtype="float64", **kw)
+    tlayer = torch.nn.Conv2d(*args, dtype=torch.float64, **kw)
+    parity(torch, layer, tlayer, rand(batch, 4, 7, 6, seed=batch))
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(stride=2, padding=1), dict(groups=2, dilation=2, padding=2),
+                                 dict(padding="same", kernel_size=(2, 2))],
+                         ids=["default", "s2p1", "g2d2", "same-even"])
+def test_conv2d_gradcheck(backend, cfg):
+    args, kw = _conv_args(cfg, out=4)
+    layer = nnx.Conv2d(*args, dtype="float64", **kw)
+    assert nnx.gradcheck(layer, rand(1, 4, 5, 4))
+
+
+CONV1D_GRID = [dict(), dict(stride=2, padding=2), dict(dilation=2, padding="same"), dict(groups=2, bias=False),
+               dict(kernel_size=4, padding="same")]
+
+
+@pytest.mark.parametrize("cfg", CONV1D_GRID, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+def test_conv1d_parity(backend, torch, cfg):
+    cfg = dict(cfg)
+    k = cfg.pop("kernel_size", 3)
+    layer = nnx.Conv1d(4, 6, k, dtype="float64", **cfg)
+    tlayer = torch.nn.Conv1d(4, 6, k, dtype=torch.float64, **cfg)
+    parity(torch, layer, tlayer, rand(2, 4, 9))
+
+
+def test_conv1d_gradcheck(backend):
+    assert nnx.gradcheck(nnx.Conv1d(2, 3, 3, stride=2, padding=1, dtype="float64"), rand(2, 2, 7))
+
+
+CONVT_GRID = [
+    dict(),
+    dict(stride=2),
+    dict(stride=2, padding=1, output_padding=1),
+    dict(stride=(2, 3), padding=(0, 1), output_padding=(1, 2)),
+    dict(groups=2, stride=2, bias=False),
+    dict(dilation=2, padding=1),
+    dict(dilation=2, stride=1, output_padding=1),  # output_padding < dilation
+    dict(kernel_size=(4, 2), stride=2, padding=1),
+]
+
+
+@pytest.mark.parametrize("cfg", CONVT_GRID, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("batch", [1, 2])
+def test_conv_transpose2d_parity(backend, torch, cfg, batch):
+    cfg = dict(cfg)
+    k = cfg.pop("kernel_size", 3)
+    layer = nnx.ConvTranspose2d(4, 6, k, dtype="float64", **cfg)
+    tlayer = torch.nn.ConvTranspose2d(4, 6, k, dtype=torch.float64, **cfg)
+    parity(torch, layer, tlayer, rand(batch, 4, 4, 5, seed=batch))
+
+
+def test_conv_transpose2d_gradcheck(backend):
+    layer = nnx.ConvTranspose2d(2, 4, 3, stride=2, padding=1, output_padding=1, groups=2, dtype="float64")
+    assert nnx.gradcheck(layer, rand(1, 2, 3, 2))
+
+
+def test_conv_transpose2d_output_size(backend, torch):
+    layer = nnx.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dtype="float64")
+    tlayer = torch.nn.ConvTranspose2d(2, 3, 3, stride=2, padding=1, dtype=torch.float64)
+    y = parity(torch, layer, tlayer, rand(1, 2, 4, 4), forward_kwargs=dict(output_size=(8, 7)))
+    assert tuple(y.shape) == (1, 3, 8, 7)
+    with pytest.raises(ValueError, match=r"ConvTranspose2d\(.*requested output size \(9, 7\)"):
+        layer(rand(1, 2, 4, 4), output_size=(9, 7))
+
 
 STRIDED = [dict(stride=2, padding=1), dict(stride=(2, 3), dilation=(2, 1), padding=2, groups=2),
            dict(stride=3, padding=0)]
@@ -50,8 +162,7 @@ def test_sliding_windows_path_and_standard_fallback_agree(backend, monkeypatch, 
         np.testing.assert_allclose(host(a), host(e), rtol=1e-12, atol=1e-12)
 
 
-def test_fallback_path_matches_torch(backend, monkeypatch, torch):
-    monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)
+def test_fallback_path_matches_torch(backend, no_sliding_windows, torch):
     layer = nnx.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype="float64")
     tlayer = torch.nn.Conv2d(4, 6, 3, stride=2, padding=1, groups=2, dtype=torch.float64)
     copy_params_to_torch(layer, tlayer)
@@ -105,8 +216,7 @@ def test_forward_closure_holds_no_im2col_matrix(cfg):
     assert sizes and max(sizes) <= padded_input < im2col
 
 
-def test_nothing_survives_backward(monkeypatch):
-    monkeypatch.setattr(F.conv, "POOL_MIN_BYTES", 0)  # pool even these tiny scratch buffers
+def test_nothing_survives_backward(pool_every_buffer):
     nnx.set_backend("numpy")
     model = nnx.Sequential(nnx.Conv2d(2, 4, 3, padding=1), nnx.BatchNorm2d(4), nnx.ReLU(), nnx.MaxPool2d(2),
                            nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
@@ -130,76 +240,9 @@ def test_nothing_survives_backward(monkeypatch):
     assert sorted(tuple(a.shape) for a in pool) == [(2, 2, 11, 10), (2, 4, 11, 10)]
 
 
-def test_residual_block_gradcheck(backend):
-    block_module = load_example("residual_block")
-    nnx.manual_seed(0)
-    x = rand(2, 2, 4, 4)
-    assert nnx.gradcheck(block_module.BasicBlock(2, 2, dtype="float64"), x)
-    assert nnx.gradcheck(block_module.BasicBlock(2, 3, stride=2, dtype="float64"), x)
-
-
-def test_residual_block_matches_torch(backend, torch):
-    block = load_example("residual_block").BasicBlock(3, 4, stride=2, dtype="float64")
-    nn = torch.nn
-
-    class TorchBlock(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.conv1 = nn.Conv2d(3, 4, 3, stride=2, padding=1, bias=False, dtype=torch.float64)
-            self.bn1 = nn.BatchNorm2d(4, dtype=torch.float64)
-            self.conv2 = nn.Conv2d(4, 4, 3, padding=1, bias=False, dtype=torch.float64)
-            self.bn2 = nn.BatchNorm2d(4, dtype=torch.float64)
-            self.downsample = nn.Sequential(nn.Conv2d(3, 4, 1, stride=2, bias=False, dtype=torch.float64),
-                                            nn.BatchNorm2d(4, dtype=torch.float64))
-
-        def forward(self, t):
-            out = torch.relu(self.bn1(self.conv1(t)))
-            return torch.relu(self.bn2(self.conv2(out)) + self.downsample(t))
-
-    tblock = TorchBlock()
-    copy_params_to_torch(block, tblock)  # same state_dict keys as torchvision's BasicBlock
-    x = rand(2, 3, 6, 5)
-    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
-    ty = tblock(tx)
-    y = block(x)
-    assert_close(y, ty, rtol=1e-10, atol=1e-10)
-    dy = np.random.default_rng(0).standard_normal(tuple(ty.shape))
-    ty.backward(torch.from_numpy(dy))
-    dx = block.backward(nnx.asarray(dy, dtype="float64"))
-    assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
-    tparams = dict(tblock.named_parameters())
-    for name, p in block.named_parameters():
-        assert_close(p.grad, tparams[name].grad, rtol=1e-9, atol=1e-10, what=name)
-    tsd = tblock.state_dict()
-    for key, value in block.state_dict().items():
-        assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
-
-
-def test_cnn_digits_example_reaches_97_percent():
-    pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
-    try:
-        accuracy = load_example("cnn_digits").main(["--quiet", "--epochs", "8", "--seed", "0"])
-    finally:
-        nnx.set_backend("numpy")
-    assert accuracy >= 0.97
-
-
-@pytest.mark.parametrize("name", ["array_api_strict", "torch"])
-def test_cnn_digits_example_runs_on_other_backends(name):
-    pytest.importorskip("sklearn", reason="the digits data ships with scikit-learn")
-    if nnx.available_backends().get(name) is not True:
-        pytest.skip(f"backend {name} not available: {nnx.available_backends().get(name)}")
-    try:
-        accuracy = load_example("cnn_digits").main(["--quiet", "--epochs", "1", "--backend", name])
-    finally:
-        nnx.set_backend("numpy")
-    assert accuracy >= 0.6
-
-
 @pytest.mark.parametrize("cfg", [dict(padding=1), dict(stride=2, padding=1, groups=2)], ids=["stride1", "strided"])
-def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
+def test_chunked_im2col_matches_torch(backend, one_sample_chunks, torch, cfg):
     """With a tiny im2col budget every sample is its own chunk; results are unchanged."""
-    monkeypatch.setattr(F.conv, "COLUMN_CHUNK_BYTES", 1)
     layer = nnx.Conv2d(4, 6, 3, dtype="float64", **cfg)
     tlayer = torch.nn.Conv2d(4, 6, 3, dtype=torch.float64, **cfg)
     copy_params_to_torch(layer, tlayer)
@@ -213,7 +256,7 @@ def test_chunked_im2col_matches_torch(backend, monkeypatch, torch, cfg):
     assert_close(dx, tx.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
     assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
-    assert F.conv._batch_chunks(3, 100, "float64") == [(0, 1), (1, 2), (2, 3)]
+    assert F._im2col.batch_chunks(np, 3, 100, np.float64) == [(0, 1), (1, 2), (2, 3)]
 
 
 def test_adapter_sliding_windows_layout_matches_numpy(backend):
@@ -227,39 +270,16 @@ def test_adapter_sliding_windows_layout_matches_numpy(backend):
     np.testing.assert_array_equal(host(windows), expected)
 
 
-@pytest.mark.parametrize("suffix", [".nnx", ".safetensors"])
-def test_cnn_save_load_round_trip_keeps_0d_buffers(tmp_path, suffix):
-    """Regression: 0-d arrays (BatchNorm's num_batches_tracked, as torch) were written with shape (1,)."""
-    if suffix == ".safetensors":
-        pytest.importorskip("safetensors")
-    nnx.set_backend("numpy")
-    model = nnx.Sequential(nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2), nnx.ReLU())
-    x = rand(2, 1, 5, 5, dtype="float32")
-    model(x)
-    model.eval()
-    path = str(tmp_path / f"cnn{suffix}")
-    nnx.save(model, path)
-    loaded = nnx.load(path)
-    state = loaded.state_dict() if isinstance(loaded, nnx.Module) else loaded
-    assert tuple(state["1.num_batches_tracked"].shape) == ()
-    assert int(host(state["1.num_batches_tracked"])) == 1
-    fresh = nnx.Sequential(nnx.Conv2d(1, 2, 3), nnx.BatchNorm2d(2), nnx.ReLU())
-    fresh.load_state_dict(state)
-    fresh.eval()
-    np.testing.assert_array_equal(host(fresh(x)), host(model(x)))
-
-
 SAME_SIZE = [dict(c=4, o=4, k=(3, 3), padding=1), dict(c=4, o=6, k=(3, 2), padding="same", dilation=(2, 1), groups=2),
              dict(c=2, o=8, k=(5, 5), padding=2), dict(c=3, o=3, k=(1, 3), padding=(0, 1), bias=False)]
 
 
 @pytest.mark.parametrize("input_grad", [True, False], ids=["dx", "no-dx"])
 @pytest.mark.parametrize("cfg", SAME_SIZE, ids=["3x3", "same-d21-g2", "O>2C", "1x3-nobias"])
-def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, cfg, input_grad):
+def test_stride1_same_size_backward_matches_torch(backend, one_sample_chunks, torch, cfg, input_grad):
     """Stride-1 "same"-size convolutions take the backward that im2cols dy (dx as a full
     convolution with the flipped kernel); when O is large against C they keep the im2col-of-x
     backward. Both, chunked per sample, must match torch, with and without the input gradient."""
-    monkeypatch.setattr(F.conv, "COLUMN_CHUNK_BYTES", 1)
     cfg = dict(cfg)
     c, o, k = cfg.pop("c"), cfg.pop("o"), cfg.pop("k")
     layer = nnx.Conv2d(c, o, k, dtype="float64", **cfg)
@@ -282,10 +302,9 @@ def test_stride1_same_size_backward_matches_torch(backend, monkeypatch, torch, c
         assert_close(layer.bias.grad, tlayer.bias.grad, rtol=1e-10, atol=1e-10)
 
 
-def test_conv2d_workspace_reuse_across_steps_matches_torch(backend, torch, monkeypatch):
+def test_conv2d_workspace_reuse_across_steps_matches_torch(backend, torch, pool_every_buffer):
     """A Conv2d reuses its padded-input and padded-dy buffers from step to step: two forwards
     recorded before their backwards, then more steps on new data, all match torch."""
-    monkeypatch.setattr(F.conv, "POOL_MIN_BYTES", 0)
     layer = nnx.Conv2d(3, 4, 3, padding=1, dtype="float64")
     tlayer = torch.nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64)
     copy_params_to_torch(layer, tlayer)

@@ -1,0 +1,215 @@
+"""Normalisation kernels, forward + backward: batch_norm, layer_norm, group_norm.
+
+Each op normalises with the mean and the biased variance over its axes, then applies an optional
+affine ``weight``/``bias``; the backward is the closed form (no autograd).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import nnx_backends as backends
+
+Array = Any
+Backward = Callable[..., tuple[Any, tuple]]
+
+__all__ = [
+    "batch_norm", "batch_norm_forward",
+    "group_norm", "group_norm_forward",
+    "layer_norm", "layer_norm_forward",
+]
+
+
+def _channel_shape(ndim: int, c: int) -> tuple[int, ...]:
+    return (1, c) + (1,) * (ndim - 2)
+
+
+def _channel_dot(xp: Any, a: Array, b: Array, axes: tuple[int, ...]) -> Array:
+    """``sum(a * b)`` over ``axes`` (every axis but the channel axis 1) without an ``a * b`` temporary.
+
+    For ``(N, C, ...)`` inputs: ``vecdot`` over the last axis (one fused multiply-add pass, any
+    strides), then a sum of the small ``(N, C, ...)`` result; 2-D inputs use the plain product.
+    """
+    if a.ndim <= 2:
+        return xp.sum(a * b, axis=axes)
+    return xp.sum(xp.vecdot(a, b, axis=-1), axis=(0,) + tuple(range(2, a.ndim - 1)))
+
+
+def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None = None,
+                       bias: Array | None = None, training: bool = False, momentum: Any = 0.1,
+                       eps: float = 1e-5, *, where: str = "batch_norm") -> tuple[Array, Backward]:
+    """Batch normalisation over every axis but 1 (``torch.nn.functional.batch_norm``).
+
+    ``x`` is ``(N, C, *)``. Training: normalise with the batch mean and biased variance and, if
+    given, update ``running_mean``/``running_var`` in place (``(1-momentum)*old + momentum*new``,
+    the variance unbiased by ``n/(n-1)``); ``momentum`` may be a 0-d array (the cumulative
+    average uses ``1/num_batches_tracked``). Evaluation: normalise with the running statistics.
+    ``backward`` returns ``(dx, (dweight, dbias))`` (None for absent affine parameters).
+
+    >>> import nnx
+    >>> y, back = batch_norm_forward(nnx.asarray([[1.0], [3.0]]), None, None, training=True)
+    >>> nnx.to_numpy(y).round(3).tolist()
+    [[-1.0], [1.0]]
+    """
+    xp = backends.backend_of(x).xp
+    c = x.shape[1]
+    axes = (0,) + tuple(range(2, x.ndim))
+    cshape = _channel_shape(x.ndim, c)
+    count = 1
+    for i in axes:
+        count *= x.shape[i]
+    eps = float(eps)
+    use_batch = training or running_mean is None or running_var is None
+    if use_batch:
+        if count <= 1:
+            raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
+                             f"shape {tuple(x.shape)}")
+        mean = xp.mean(x, axis=axes)
+        xc = x - xp.reshape(mean, cshape)
+        var = _channel_dot(xp, xc, xc, axes) * (1.0 / count)
+        invstd = 1.0 / xp.sqrt(var + eps)
+        if training and running_mean is not None:
+            running_mean[...] = (1.0 - momentum) * running_mean + momentum * xp.astype(mean, running_mean.dtype)
+        if training and running_var is not None:
+            unbiased = var * (count / (count - 1))
+            running_var[...] = (1.0 - momentum) * running_var + momentum * xp.astype(unbiased, running_var.dtype)
+        # the closure keeps xc = x - mean (xhat = xc * invstd is never materialised: y is one
+        # product and one add away from xc, and backward folds invstd into its per-channel factors)
+        y = xc * xp.reshape(invstd if weight is None else invstd * weight, cshape)
+    else:
+        invstd = 1.0 / xp.sqrt(running_var + eps)
+        xc = (x - xp.reshape(running_mean, cshape)) * xp.reshape(invstd, cshape)  # here xhat itself
+        y = xc * xp.reshape(weight, cshape) if weight is not None else xc * 1.0
+    if bias is not None:
+        y += xp.reshape(bias, cshape)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dbias = xp.sum(dy, axis=axes)
+        dweight = _channel_dot(xp, dy, xc, axes)  # sum(dy * xhat), up to the invstd factor
+        if use_batch:
+            dweight = dweight * invstd
+        dx = None
+        if input_grad:
+            scale = invstd if weight is None else invstd * weight
+            if use_batch:
+                # dx = scale*dy - xhat*(scale*dweight/n) - scale*dbias/n: two elementwise passes and one
+                # temporary (the standard has no fused multiply-add or out=)
+                inv_n = 1.0 / count
+                dx = xc * xp.reshape(scale * invstd * (dweight * -inv_n), cshape)
+                dx += dy * xp.reshape(scale, cshape)
+                dx -= xp.reshape(scale * (dbias * inv_n), cshape)
+            else:
+                dx = dy * xp.reshape(scale, cshape)
+        return dx, (dweight if weight is not None else None, dbias if bias is not None else None)
+
+    return y, backward
+
+
+def batch_norm(x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None = None,
+               bias: Array | None = None, training: bool = False, momentum: Any = 0.1, eps: float = 1e-5) -> Array:
+    """Functional form of :func:`batch_norm_forward` (as ``torch.nn.functional.batch_norm``)."""
+    return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+
+
+def _normalize_last(xp: Any, x: Array, axes: tuple[int, ...], eps: float) -> tuple[Array, Array]:
+    mean = xp.mean(x, axis=axes, keepdims=True)
+    xc = x - mean
+    var = xp.mean(xc * xc, axis=axes, keepdims=True)
+    invstd = 1.0 / xp.sqrt(var + eps)
+    xc *= invstd
+    return xc, invstd
+
+
+def _normalize_backward(xp: Any, dxhat: Array, xhat: Array, invstd: Array, axes: tuple[int, ...]) -> Array:
+    """dx of ``xhat = (x - mean) * invstd`` (biased variance) given dL/dxhat."""
+    m1 = xp.mean(dxhat, axis=axes, keepdims=True)
+    m2 = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
+    return (dxhat - m1 - xhat * m2) * invstd
+
+
+def layer_norm_forward(x: Array, normalized_shape: Any, weight: Array | None = None, bias: Array | None = None,
+                       eps: float = 1e-5, *, where: str = "layer_norm") -> tuple[Array, Backward]:
+    """Layer normalisation over the trailing ``normalized_shape`` axes (``torch.nn.functional.layer_norm``).
+
+    ``weight``/``bias`` have shape ``normalized_shape``. ``backward`` returns
+    ``(dx, (dweight, dbias))``.
+
+    >>> import nnx
+    >>> y, back = layer_norm_forward(nnx.asarray([[1.0, 3.0]]), (2,))
+    >>> nnx.to_numpy(y).round(3).tolist()
+    [[-1.0, 1.0]]
+    """
+    xp = backends.backend_of(x).xp
+    shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
+    k = len(shape)
+    if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
+        trailing = ", ".join(map(str, shape))
+        raise ValueError(f"{where}: expected input of shape (*, {trailing}), got shape {tuple(x.shape)}")
+    axes = tuple(range(x.ndim - k, x.ndim))
+    lead = tuple(range(x.ndim - k))
+    xhat, invstd = _normalize_last(xp, x, axes, float(eps))
+    y = xhat * weight if weight is not None else xhat * 1.0
+    if bias is not None:
+        y += bias
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dweight = xp.sum(dy * xhat, axis=lead) if weight is not None else None
+        dbias = xp.sum(dy, axis=lead) if bias is not None else None
+        dx = None
+        if input_grad:
+            dx = _normalize_backward(xp, dy * weight if weight is not None else dy, xhat, invstd, axes)
+        return dx, (dweight, dbias)
+
+    return y, backward
+
+
+def layer_norm(x: Array, normalized_shape: Any, weight: Array | None = None, bias: Array | None = None,
+               eps: float = 1e-5) -> Array:
+    """Functional form of :func:`layer_norm_forward`."""
+    return layer_norm_forward(x, normalized_shape, weight, bias, eps)[0]
+
+
+def group_norm_forward(x: Array, num_groups: int, weight: Array | None = None, bias: Array | None = None,
+                       eps: float = 1e-5, *, where: str = "group_norm") -> tuple[Array, Backward]:
+    """Group normalisation (``torch.nn.functional.group_norm``): ``x`` ``(N, C, *)``, the ``C``
+    channels split into ``num_groups`` groups, each normalised over its channels and all
+    spatial positions; then a per-channel affine ``weight``/``bias`` of shape ``(C,)``.
+
+    >>> import nnx
+    >>> y, back = group_norm_forward(nnx.asarray([[[1.0], [3.0]]]), 1)
+    >>> nnx.to_numpy(y).round(3).tolist()
+    [[[-1.0], [1.0]]]
+    """
+    xp = backends.backend_of(x).xp
+    if x.ndim < 2 or x.shape[1] % num_groups:
+        raise ValueError(f"{where}: expected input (N, C, *) with C divisible by num_groups={num_groups}, "
+                         f"got shape {tuple(x.shape)}")
+    shape = tuple(x.shape)
+    n, c = shape[0], shape[1]
+    cshape = _channel_shape(x.ndim, c)
+    xg = xp.reshape(x, (n, num_groups, -1))
+    xhat_g, invstd = _normalize_last(xp, xg, (2,), float(eps))
+    xhat = xp.reshape(xhat_g, shape)
+    y = xhat * xp.reshape(weight, cshape) if weight is not None else xhat * 1.0
+    if bias is not None:
+        y += xp.reshape(bias, cshape)
+    red = (0,) + tuple(range(2, x.ndim))
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dweight = xp.sum(dy * xhat, axis=red) if weight is not None else None
+        dbias = xp.sum(dy, axis=red) if bias is not None else None
+        dx = None
+        if input_grad:
+            dxhat = dy * xp.reshape(weight, cshape) if weight is not None else dy
+            dxg = _normalize_backward(xp, xp.reshape(dxhat, (n, num_groups, -1)), xhat_g, invstd, (2,))
+            dx = xp.reshape(dxg, shape)
+        return dx, (dweight, dbias)
+
+    return y, backward
+
+
+def group_norm(x: Array, num_groups: int, weight: Array | None = None, bias: Array | None = None,
+               eps: float = 1e-5) -> Array:
+    """Functional form of :func:`group_norm_forward`."""
+    return group_norm_forward(x, num_groups, weight, bias, eps)[0]
