@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .fused_api import FusedOps
+
 Array = Any
 
 
@@ -24,7 +26,7 @@ class BackendUnavailable(RuntimeError):
     """Raised when a backend is asked for but cannot run on this machine (the message says why)."""
 
 
-class Backend:
+class Backend(FusedOps):
     """One array library on one device, as nnx sees it.
 
     Attributes:
