@@ -183,5 +183,6 @@ def adagrad_step_(xp: Any, param: Array, grad: Array, state_sum: Array, *, lr: f
 
 def grad_norm(xp: Any, flat: Array) -> Array:
     """The 2-norm of a flat buffer as a 0-d array, accumulated in at least float32."""
-    acc = flat if flat.dtype != xp.float16 else xp.astype(flat, xp.float32)
+    half = getattr(xp, "float16", None)
+    acc = xp.astype(flat, xp.float32) if half is not None and flat.dtype == half else flat
     return xp.sqrt(xp.sum(acc * acc))
