@@ -98,6 +98,14 @@ class Backend(FusedOps):
     def synchronize(self) -> None:
         """Block until all queued work on the device is done (no-op on synchronous libraries)."""
 
+    def launch_meter(self) -> Any:
+        """A context manager counting this backend's device operations (see ``nnx.count_launches``).
+
+        Adapters that can count override it; the default says how to count instead."""
+        raise NotImplementedError(
+            f"backend {self.name!r} has no launch meter; count on nnx.launches.counting_backend() "
+            "(NumPy arithmetic, counted as CuPy would launch) or on the torch backend")
+
     # ----------------------------------------------------------------- random numbers
     # The standard has no random numbers. The fallback draws on the host with NumPy's PCG64 and
     # copies to the device; adapters with a device generator override these.
