@@ -8,7 +8,8 @@ Two meters, one result type (:class:`LaunchCount`):
   creation that writes memory (``zeros``, ``full``, ``arange``, ... but not ``empty``), host
   copies in, ``astype``/``copy``, gathers (``x[int_array]``) and writes (``x[...] = v``). With
   ``fused=True`` (CuPy mode, the default) each adapter method (:data:`ADAPTER_COSTS`) counts as
-  one launch, whatever NumPy does inside it, because CuPy runs it as one kernel. Host-memory
+  one launch, whatever NumPy does inside it, because CuPy runs it as one kernel; ``fused=False``
+  runs the pure-standard reference of each fused method instead and counts every operation in it. Host-memory
   shortcuts are off (``host_memory = False``), as on a GPU. Exact and deterministic: nothing is
   timed or sampled.
 * :func:`torch_meter` -- on the torch backend, every ATen operator PyTorch dispatches, views
@@ -28,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .base import Backend
 from .fused_api import FUSED_METHODS
 from .numpy import NumpyBackend
 
@@ -212,10 +214,11 @@ class CountingNamespace:
 
 def _adapter_method(name: str, cost: int) -> Any:
     base = getattr(NumpyBackend, name)
+    reference = getattr(Backend, name) if name in FUSED_METHODS or name == "adam_update_" else base
 
     def method(self: CountingBackend, *args: Any, **kwargs: Any) -> Any:
-        if not self.fused:
-            return wrap(base(self, *args, **kwargs))
+        if not self.fused:  # the pure-standard reference on counted arrays: every op it runs counts
+            return wrap(reference(self, *args, **kwargs))
         for _ in range(cost):
             METER.hit(f"adapter.{name}")
         with _inside():
