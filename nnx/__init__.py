@@ -12,8 +12,7 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 
 from nnx_backends import BackendUnavailable
 
-from . import callbacks, data, functional, init, metrics, optim
-from . import amp, launches
+from . import amp, callbacks, data, functional, init, launches, metrics, optim
 from . import serialization as _serialization
 from . import training as _training
 from .backend import (

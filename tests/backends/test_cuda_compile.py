@@ -54,7 +54,8 @@ def _compile(nvrtc, src: str, name: str, exprs: tuple[str, ...] = ()) -> str:
     try:
         nvrtc.compileProgram(prog, opts)
     except Exception as exc:
-        raise AssertionError(f"{name}: NVRTC failed: {exc}\n{nvrtc.getProgramLog(prog)}\n--- source ---\n{src}") from None
+        log = nvrtc.getProgramLog(prog)
+        raise AssertionError(f"{name}: NVRTC failed: {exc}\n{log}\n--- source ---\n{src}") from None
     return nvrtc.getPTX(prog)
 
 

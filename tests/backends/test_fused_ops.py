@@ -67,7 +67,7 @@ def test_lstm_cell(backend, torch, dt):
         r.standard_normal((3, 4))
     h_t, c_t, dg_t, dc_t = _torch_lstm(torch, gates, c_prev, dh, dc)
     res, ref = both(backend, "lstm_cell_forward", nnx.asarray(gates, dt), nnx.asarray(c_prev, dt))
-    for h, c, act in (res, ref):
+    for h, c, _act in (res, ref):
         close(backend, h, h_t, dt)
         close(backend, c, c_t, dt)
     act = res[2]
@@ -113,18 +113,18 @@ def test_cross_entropy(backend, torch, dt, reduction, opts):
     weight = r.uniform(0.5, 2.0, 5) if opts.get("weight") else None
     kw = {k: v for k, v in opts.items() if k != "weight"}
     tl = torch.tensor(logits, requires_grad=True)
-    tloss = torch.nn.functional.cross_entropy(tl, torch.tensor(target), None if weight is None else torch.tensor(weight),
-                                              reduction=reduction, **kw)
+    tw = None if weight is None else torch.tensor(weight)
+    tloss = torch.nn.functional.cross_entropy(tl, torch.tensor(target), tw, reduction=reduction, **kw)
     g = r.standard_normal(6) if reduction == "none" else np.array(1.5)
     tloss.backward(torch.tensor(g))
     w = None if weight is None else nnx.asarray(weight, dt)
     x, t = nnx.asarray(logits, dt), nnx.asarray(target, "int64")
+    b = backend
     for method in (backend, FusedOps):
-        b = backend
-        loss, saved = method.cross_entropy_forward(*(() if method is backend else (b,)), x, t, w, reduction=reduction, **kw)
+        pre = () if method is backend else (b,)
+        loss, saved = method.cross_entropy_forward(*pre, x, t, w, reduction=reduction, **kw)
         close(b, loss, tloss.detach().numpy(), dt)
-        d = method.cross_entropy_backward(*(() if method is backend else (b,)), nnx.asarray(g, dt), saved, t, w,
-                                          reduction=reduction, **kw)
+        d = method.cross_entropy_backward(*pre, nnx.asarray(g, dt), saved, t, w, reduction=reduction, **kw)
         close(b, d, tl.grad.numpy(), dt)
 
 
