@@ -23,8 +23,9 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import nnx  # noqa: E402
 from workloads import WORKLOADS, nnx_step, torch_step  # noqa: E402
+
+import nnx  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 TINY = {"mlp": (8,), "lenet": (4,), "resnet_block": (2,), "lstm": (4,), "gru": (4,)}

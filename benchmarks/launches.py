@@ -18,8 +18,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import nnx  # noqa: E402
 from workloads import WORKLOADS, nnx_step  # noqa: E402
+
+import nnx  # noqa: E402
 
 
 def count(name: str, batch: int, fused: bool = True, tiny: bool = False) -> nnx.launches.LaunchCount:
