@@ -191,3 +191,111 @@ def test_batch_norm_kernels(libs, dtype):
     dx = run(lib, "bn_bwd_dx", dtype, dy=dy, x=x, mean=mean, invstd=invstd, w=w, sdy=sdy, sdxm=sdxm, m=m)["dx"]
     xh = (x - mean) * invstd
     np.testing.assert_allclose(dx, w * invstd / m * (m * dy - sdy - xh * sdxm * invstd), **tol(dtype))
+
+
+ROW_HARNESS = r"""
+#include <cmath>
+using namespace std;
+struct float16 {};
+struct nnx_dim3 { long long x; };
+static nnx_dim3 blockIdx, blockDim, threadIdx;
+#define __global__
+#define __shared__ static
+#define __syncthreads()
+"""
+
+ROW_WRAPPERS = r"""
+typedef TYPE T;
+extern "C" void host_ce_fwd(const T* logits, const long long* target, const T* weight, int has_weight,
+                            long long rows, long long cols, long long ignore_index, double smoothing,
+                            T* loss, T* wy, T* lse) {
+    blockIdx.x = 0; blockDim.x = rows;
+    for (long long r = 0; r < rows; ++r) { threadIdx.x = r;
+        nnx_ce_fwd<T>(logits, target, weight, has_weight, rows, cols, ignore_index, smoothing, loss, wy, lse); }
+}
+extern "C" void host_ce_bwd(const T* logits, const T* lse, const long long* target, const T* weight, int has_weight,
+                            const T* wsum, long long rows, long long cols, long long ignore_index, double smoothing,
+                            const T* grad, int grad_per_row, const T* denom, int use_denom, T* d) {
+    blockIdx.x = 0; blockDim.x = rows;
+    for (long long r = 0; r < rows; ++r) { threadIdx.x = r;
+        nnx_ce_bwd<T>(logits, lse, target, weight, has_weight, wsum, rows, cols, ignore_index, smoothing, grad,
+                      grad_per_row, denom, use_denom, d); }
+}
+extern "C" void host_bn_reduce(const T* x, const T* dy, const T* mean, long long n, long long c, long long l,
+                               int mode, T* out1, T* out2) {
+    blockDim.x = 1; threadIdx.x = 0;  // one thread per block: the shared-memory tree is a no-op
+    for (long long ch = 0; ch < c; ++ch) { blockIdx.x = ch; nnx_bn_reduce<T>(x, dy, mean, n, c, l, mode, out1, out2); }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def row_libs(tmp_path_factory):
+    cxx = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler (g++/clang++) to build the row kernels for the host")
+    out = {}
+    for dt, ct in (("float32", "float"), ("float64", "double")):
+        d = tmp_path_factory.mktemp("row" + dt)
+        src = ROW_HARNESS + K.PREAMBLE + K.ROW_KERNELS + ROW_WRAPPERS.replace("TYPE", ct)
+        (d / "k.cpp").write_text(src)
+        subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-o", str(d / "k.so"), str(d / "k.cpp")], check=True)
+        out[dt] = ctypes.CDLL(str(d / "k.so"))
+    return out
+
+
+def _p(a):
+    return a.ctypes.data_as(ctypes.c_void_p)
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("opts", [dict(smoothing=0.0, weighted=False), dict(smoothing=0.1, weighted=True)])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_row_kernels(row_libs, dtype, opts, reduction):
+    lib = row_libs[np.dtype(dtype).name]
+    r = np.random.default_rng(7)
+    rows, cols, ignore = 6, 5, 2
+    logits = (r.standard_normal((rows, cols)) * 3).astype(dtype)
+    target = r.integers(0, cols, rows).astype(np.int64)
+    target[1] = ignore
+    weight = r.uniform(0.5, 2.0, cols).astype(dtype) if opts["weighted"] else None
+    kw = dict(ignore_index=ignore, label_smoothing=opts["smoothing"], reduction=reduction)
+    ref_loss, saved = T.cross_entropy_forward(np, logits, target, weight, **kw)
+    loss, wy, lse = (np.zeros(rows, dtype) for _ in range(3))
+    wbuf = weight if weight is not None else logits
+    lib.host_ce_fwd(_p(logits), _p(target), _p(wbuf), ctypes.c_int(weight is not None), ctypes.c_longlong(rows),
+                    ctypes.c_longlong(cols), ctypes.c_longlong(ignore), ctypes.c_double(opts["smoothing"]),
+                    _p(loss), _p(wy), _p(lse))
+    total = loss if reduction == "none" else loss.sum() / wy.sum()
+    np.testing.assert_allclose(total, ref_loss, **tol(dtype))
+    grad = r.standard_normal(rows).astype(dtype) if reduction == "none" else np.array([1.5], dtype)
+    ref_d = T.cross_entropy_backward(np, grad if reduction == "none" else grad[0], saved, target, weight, **kw)
+    d = np.zeros_like(logits)
+    wsum = np.array([weight.sum() if weight is not None else 0.0], dtype)
+    denom = np.array([wy.sum()], dtype)
+    lib.host_ce_bwd(_p(logits), _p(lse), _p(target), _p(wbuf), ctypes.c_int(weight is not None), _p(wsum),
+                    ctypes.c_longlong(rows), ctypes.c_longlong(cols), ctypes.c_longlong(ignore),
+                    ctypes.c_double(opts["smoothing"]), _p(grad), ctypes.c_int(reduction == "none"), _p(denom),
+                    ctypes.c_int(reduction == "mean"), _p(d))
+    np.testing.assert_allclose(d, ref_d, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_batch_norm_reduce_row_kernel(row_libs, dtype):
+    lib = row_libs[np.dtype(dtype).name]
+    r = np.random.default_rng(8)
+    n, c, length = 3, 4, 5
+    x = (r.standard_normal((n, c, length)) + 1.5).astype(dtype)
+    dy = r.standard_normal((n, c, length)).astype(dtype)
+    mean, var = np.zeros(c, dtype), np.zeros(c, dtype)
+    args = (ctypes.c_longlong(n), ctypes.c_longlong(c), ctypes.c_longlong(length))
+    lib.host_bn_reduce(_p(x), _p(x), _p(x), *args, ctypes.c_int(0), _p(mean), _p(var))
+    ref_mean, ref_var = T.batch_norm_stats(np, x)
+    np.testing.assert_allclose(mean, ref_mean, **tol(dtype))
+    np.testing.assert_allclose(var, ref_var, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
+    sdy, sdxm = np.zeros(c, dtype), np.zeros(c, dtype)
+    lib.host_bn_reduce(_p(x), _p(dy), _p(mean), *args, ctypes.c_int(1), _p(sdy), _p(sdxm))
+    invstd = 1.0 / np.sqrt(var + 1e-5)
+    _, dw, db = T.batch_norm_backward(np, dy, x, mean, invstd, None)
+    np.testing.assert_allclose(sdy, db, **tol(dtype))
+    np.testing.assert_allclose(sdxm * invstd, dw, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
