@@ -281,7 +281,6 @@ def _activate() -> Iterator[LaunchCount]:
 @contextlib.contextmanager
 def torch_meter() -> Iterator[LaunchCount]:
     """Count the ATen operators PyTorch dispatches inside the block (views and allocations excluded)."""
-    import torch
     from torch.utils._python_dispatch import TorchDispatchMode
 
     count = LaunchCount()
@@ -292,9 +291,9 @@ def torch_meter() -> Iterator[LaunchCount]:
             name = func.overloadpacket.__name__
             if name in ("_local_scalar_dense", "item"):
                 count.syncs[name] += 1
-            elif not func.is_view and name not in free:
+            elif not func.is_view and name not in free and not name.startswith("_record_function"):
                 count.by_op[name] += 1
             return func(*args, **(kwargs or {}))
 
-    with torch.no_grad(), _Mode():
+    with _Mode():
         yield count
