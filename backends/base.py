@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from .fused_api import FusedOps
+
 Array = Any
 
 
@@ -24,7 +26,7 @@ class BackendUnavailable(RuntimeError):
     """Raised when a backend is asked for but cannot run on this machine (the message says why)."""
 
 
-class Backend:
+class Backend(FusedOps):
     """One array library on one device, as nnx sees it.
 
     Attributes:
@@ -98,6 +100,14 @@ class Backend:
 
     def synchronize(self) -> None:
         """Block until all queued work on the device is done (no-op on synchronous libraries)."""
+
+    def launch_meter(self) -> Any:
+        """A context manager counting this backend's device operations (see ``nnx.count_launches``).
+
+        Adapters that can count override it; the default says how to count instead."""
+        raise NotImplementedError(
+            f"backend {self.name!r} has no launch meter; count on nnx.launches.counting_backend() "
+            "(NumPy arithmetic, counted as CuPy would launch) or on the torch backend")
 
     # ----------------------------------------------------------------- random numbers
     # The standard has no random numbers. The fallback draws on the host with NumPy's PCG64 and

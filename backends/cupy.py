@@ -7,12 +7,13 @@ a sentence, so ``nnx.available_backends()`` can say why CuPy cannot run here.
 
 from __future__ import annotations
 
-import math
+import contextlib
 from typing import Any
 
 import numpy as np
 
 from .base import Backend, BackendUnavailable
+from .cupy_fused import CupyFused
 
 
 def probe() -> str | None:
@@ -36,7 +37,7 @@ def probe() -> str | None:
     return None
 
 
-class CupyBackend(Backend):
+class CupyBackend(CupyFused, Backend):
     name = "cupy"
 
     def __init__(self, device: Any = None) -> None:
@@ -68,6 +69,13 @@ class CupyBackend(Backend):
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return self._cp.asnumpy(x)
+
+    @contextlib.contextmanager
+    def device_context(self):
+        """Make this backend's GPU current inside the block (array-api-compat's CuPy creation
+        functions ignore ``device=``, so temporaries follow the current device)."""
+        with self.device:
+            yield
 
     def synchronize(self) -> None:
         self.device.synchronize()
@@ -126,28 +134,3 @@ class CupyBackend(Backend):
         from cupy.lib.stride_tricks import sliding_window_view
 
         return sliding_window_view(x, window, axis=axes)
-
-    def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
-                     bias_correction1, bias_correction2) -> None:
-        _adam_kernel(self._cp)(grad, lr / bias_correction1, beta1, beta2, eps,
-                               1.0 / math.sqrt(bias_correction2), param, exp_avg, exp_avg_sq)
-
-
-_ADAM = None
-
-
-def _adam_kernel(cp: Any) -> Any:
-    """One fused elementwise CUDA kernel for the Adam step (compiled once, on first use)."""
-    global _ADAM
-    if _ADAM is None:
-        _ADAM = cp.ElementwiseKernel(
-            "T g, float64 step, float64 b1, float64 b2, float64 eps, float64 inv_sqrt_bc2",
-            "T p, T m, T v",
-            """
-            m = b1 * m + (1.0 - b1) * g;
-            v = b2 * v + (1.0 - b2) * g * g;
-            p -= step * m / (sqrt(v) * inv_sqrt_bc2 + eps);
-            """,
-            "nnx_adam_update",
-        )
-    return _ADAM

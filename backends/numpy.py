@@ -7,12 +7,12 @@ scatter-add, ``sliding_window_view`` for convolutions, ``out=`` buffers for the 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from .base import Backend, erf_standard
+from .numpy_fused import NumpyFused
 
 
 def probe() -> str | None:
@@ -22,7 +22,7 @@ def probe() -> str | None:
     return None
 
 
-class NumpyBackend(Backend):
+class NumpyBackend(NumpyFused, Backend):
     name = "numpy"
     host_memory = True
     xp = np
@@ -63,19 +63,3 @@ class NumpyBackend(Backend):
 
     def sliding_windows(self, x: np.ndarray, window: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
         return np.lib.stride_tricks.sliding_window_view(x, window, axis=axes)
-
-    def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
-                     bias_correction1, bias_correction2) -> None:
-        # Same arithmetic as the standard fallback, with one scratch buffer and no temporaries.
-        exp_avg *= beta1
-        exp_avg += (1.0 - beta1) * grad
-        scratch = np.multiply(grad, grad)
-        exp_avg_sq *= beta2
-        scratch *= 1.0 - beta2
-        exp_avg_sq += scratch
-        np.sqrt(exp_avg_sq, out=scratch)
-        scratch *= 1.0 / math.sqrt(bias_correction2)
-        scratch += eps
-        np.divide(exp_avg, scratch, out=scratch)
-        scratch *= lr / bias_correction1
-        param -= scratch

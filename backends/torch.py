@@ -55,6 +55,12 @@ class TorchBackend(Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
 
+    def launch_meter(self) -> Any:
+        """Count the ATen operators dispatched inside the block (views and allocations excluded)."""
+        from .counting import torch_meter
+
+        return torch_meter()
+
     def synchronize(self) -> None:
         if self.device.type == "cuda":
             self._torch.cuda.synchronize(self.device)

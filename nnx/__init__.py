@@ -12,7 +12,7 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 
 from nnx_backends import BackendUnavailable
 
-from . import callbacks, data, functional, init, metrics, optim
+from . import amp, callbacks, data, functional, init, launches, metrics, optim
 from . import serialization as _serialization
 from . import training as _training
 from .backend import (
@@ -31,6 +31,7 @@ from .backend import (
 from .errors import BackendMismatchError, NotRecordedError
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
+from .launches import count_launches
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
@@ -50,5 +51,5 @@ __all__ = [
     "backend_names", "clip_grad_norm_", "clip_grad_value_", "enable_grad", "functional", "get_backend",
     "get_default_dtype", "gradcheck", "init", "is_grad_enabled", "manual_seed", "no_grad", "optim",
     "set_backend", "set_default_dtype", "summary", "synchronize", "to_numpy", "use_backend",
-    "callbacks", "data", "metrics", *_serialization.__all__, *_training.__all__,
+    "callbacks", "data", "metrics", "amp", "launches", "count_launches", *_serialization.__all__, *_training.__all__,
 ]

@@ -46,7 +46,7 @@ def test_available_on_this_machine():
     if importlib.util.find_spec("cupy") is None:
         assert avail["cupy"].startswith("CuPy is not installed (pip install")
     else:
-        assert avail["cupy"] is True or ("CuPy" in avail["cupy"] and avail["cupy"].endswith(")"))
+        assert avail["cupy"] is True or avail["cupy"].startswith("CuPy ")  # the reason may end with the runtime's words
     assert nnx.backend_names()[:4] == ["numpy", "array_api_strict", "torch", "cupy"]
 
 

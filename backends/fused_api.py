@@ -1,0 +1,136 @@
+"""The fused-kernel methods of every adapter, with the pure-standard math as the fallback.
+
+:class:`FusedOps` is mixed into :class:`~nnx_backends.base.Backend`. Each method is one device
+kernel on CuPy (``cupy.py`` + ``cuda_kernels.py``), a few in-place passes on NumPy
+(``numpy_fused.py``), and the readable reference in ``fused.py`` / ``fused_train.py`` elsewhere.
+The launch meter (``nnx.count_launches``) counts one call of any of these as one launch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+from . import fused as F
+from . import fused_train as T
+
+Array = Any
+
+#: adapter methods that are one device kernel each (what the launch meter counts as 1)
+FUSED_METHODS = (
+    "bias_act_forward", "bias_act_backward", "lstm_cell_forward", "lstm_cell_backward",
+    "gru_cell_forward", "gru_cell_backward", "cross_entropy_forward", "cross_entropy_backward",
+    "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "sgd_step_", "adam_step_",
+    "adam_update_", "rmsprop_step_", "adagrad_step_", "grad_norm", "vecdot", "index_in_range",
+)
+
+
+class FusedOps:
+    """Fused kernels; see ``fused.py`` and ``fused_train.py`` for the meaning of each argument."""
+
+    xp: Any
+
+    def erf(self, x: Array) -> Array:  # pragma: no cover - defined by Backend
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ device placement
+    @contextlib.contextmanager
+    def device_context(self) -> Iterator[None]:
+        """Run the block with this backend's device current (a no-op where arrays carry their device).
+
+        CuPy (through array-api-compat) ignores ``device=`` in ``zeros``/``empty``/``arange``/...;
+        code that creates temporaries on a non-default GPU runs inside this context.
+        """
+        yield
+
+    # ------------------------------------------------------------------ reductions
+    def vecdot(self, a: Array, b: Array, axis: int = -1) -> Array:
+        """``sum(a * b, axis=axis)`` as one reduction (``xp.vecdot`` is a batched tiny GEMM on CuPy)."""
+        return self.xp.sum(a * b, axis=axis)
+
+    def index_in_range(self, index: Array, low: int, high: int, flag: Array | None = None) -> Array:
+        """Record on the device whether every entry of ``index`` lies in ``[low, high)``, without
+        reading anything back: returns a 0-d int32 ``flag`` that is non-zero once any batch was out
+        of range (pass the returned flag back in to accumulate over steps). Read it at a log step
+        with :meth:`raise_if_flagged`. ``ignore`` values must be mapped into range by the caller."""
+        xp = self.xp
+        bad = xp.astype(xp.any((index < low) | (index >= high)), xp.int32)
+        return bad if flag is None else xp.maximum(flag, bad)
+
+    def raise_if_flagged(self, flag: Array, what: str) -> None:
+        """Read a flag of :meth:`index_in_range` (one small device-to-host copy) and raise
+        ``IndexError`` naming ``what`` when it is set."""
+        if int(self.to_numpy(flag)) != 0:  # type: ignore[attr-defined]
+            raise IndexError(f"{what}: an index was out of range in a batch since the last check")
+
+    # ------------------------------------------------------------------ layers
+    def bias_act_forward(self, x: Array, bias: Array | None, act: str) -> tuple[Array, Array]:
+        """``act(x + bias)``; returns ``(y, saved)``."""
+        return F.bias_act_forward(self.xp, x, bias, act, self.erf)
+
+    def bias_act_backward(self, dy: Array, saved: Array, act: str, has_bias: bool = True) -> tuple[Array, Any]:
+        """``(dx, dbias)`` of :meth:`bias_act_forward`."""
+        return F.bias_act_backward(self.xp, dy, saved, act, has_bias, self.erf)
+
+    def lstm_cell_forward(self, gates: Array, c_prev: Array) -> tuple[Array, Array, Array]:
+        """``(h, c, act)`` of one LSTM step from pre-activation gates ``(N, 4H)``."""
+        return F.lstm_cell_forward(self.xp, gates, c_prev)
+
+    def lstm_cell_backward(self, act: Array, c_prev: Array, dh: Array, dc: Array | None) -> tuple[Array, Array]:
+        """``(dgates, dc_prev)`` of one LSTM step."""
+        return F.lstm_cell_backward(self.xp, act, c_prev, dh, dc)
+
+    def gru_cell_forward(self, gx: Array, gh: Array, h_prev: Array) -> tuple[Array, Array]:
+        """``(h, act)`` of one GRU step (PyTorch's formulation)."""
+        return F.gru_cell_forward(self.xp, gx, gh, h_prev)
+
+    def gru_cell_backward(self, act: Array, h_prev: Array, dh: Array) -> tuple[Array, Array, Array]:
+        """``(dgx, dgh, dh_prev_direct)`` of one GRU step."""
+        return F.gru_cell_backward(self.xp, act, h_prev, dh)
+
+    def cross_entropy_forward(self, logits: Array, target: Array, weight: Array | None = None, **kw: Any) -> tuple:
+        """``(loss, saved)`` of log-softmax + NLL (``ignore_index``, ``label_smoothing``, ``reduction``)."""
+        return T.cross_entropy_forward(self.xp, logits, target, weight, **kw)
+
+    def cross_entropy_backward(self, grad: Array, saved: tuple, target: Array, weight: Array | None = None,
+                               **kw: Any) -> Array:
+        """Gradient of :meth:`cross_entropy_forward` with respect to the logits."""
+        return T.cross_entropy_backward(self.xp, grad, saved, target, weight, **kw)
+
+    def batch_norm_stats(self, x: Array) -> tuple[Array, Array]:
+        """Per-channel ``(mean, biased var)`` of ``(N, C, L)``."""
+        return T.batch_norm_stats(self.xp, x)
+
+    def batch_norm_forward(self, x: Array, mean: Array, var: Array, weight: Array | None, bias: Array | None,
+                           eps: float) -> tuple[Array, Array]:
+        """``(y, invstd)`` of the normalisation on ``(N, C, L)``."""
+        return T.batch_norm_forward(self.xp, x, mean, var, weight, bias, eps)
+
+    def batch_norm_backward(self, dy: Array, x: Array, mean: Array, invstd: Array,
+                            weight: Array | None) -> tuple[Array, Array, Array]:
+        """``(dx, dweight, dbias)`` of training-mode BatchNorm on ``(N, C, L)``."""
+        return T.batch_norm_backward(self.xp, dy, x, mean, invstd, weight)
+
+    # ------------------------------------------------------------------ optimizers (flat buffers)
+    def sgd_step_(self, param: Array, grad: Array, buf: Array | None, **kw: Any) -> None:
+        """SGD (momentum, dampening, nesterov, weight decay) in place."""
+        T.sgd_step_(self.xp, param, grad, buf, **kw)
+
+    def adam_step_(self, param: Array, grad: Array, exp_avg: Array, exp_avg_sq: Array,
+                   max_exp_avg_sq: Array | None = None, **kw: Any) -> None:
+        """Adam / AdamW (``decoupled=True``) / amsgrad (``max_exp_avg_sq`` given) in place."""
+        T.adam_step_(self.xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kw)
+
+    def rmsprop_step_(self, param: Array, grad: Array, square_avg: Array, buf: Array | None = None,
+                      **kw: Any) -> None:
+        """RMSprop (not centered) in place."""
+        T.rmsprop_step_(self.xp, param, grad, square_avg, buf, **kw)
+
+    def adagrad_step_(self, param: Array, grad: Array, state_sum: Array, **kw: Any) -> None:
+        """Adagrad in place."""
+        T.adagrad_step_(self.xp, param, grad, state_sum, **kw)
+
+    def grad_norm(self, flat: Array) -> Array:
+        """2-norm of a flat buffer as a 0-d array (one reduction)."""
+        return T.grad_norm(self.xp, flat)
