@@ -10,11 +10,14 @@ from . import activation as _activation
 from . import conv as _conv
 from . import linear as _linear
 from . import loss as _loss
+from . import loss_extra as _loss_extra
 from . import recurrent as _recurrent
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403  (convolution, pooling, normalisation kernels)
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
+from .loss_extra import *  # noqa: F403  (KL, Poisson/Gaussian NLL, embedding and ranking losses)
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_conv.__all__, *_recurrent.__all__]
+__all__ += _loss_extra.__all__
