@@ -20,6 +20,8 @@ from tqdm import tqdm
 
 import nnx
 
+from common import add_runtime_args, description, setup_runtime
+
 
 def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Digits as (N, 1, 8, 8) float32 in [0, 1], a fixed 80/20 split (stratified-free, seeded)."""
@@ -64,9 +66,8 @@ def random_shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", help="numpy, cupy, torch or array_api_strict")
-    parser.add_argument("--device", default=None, help="device of the backend, e.g. 0 or cuda:0")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_runtime_args(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    nnx.set_backend(args.backend, device=args.device)
+    setup_runtime(args)
     nnx.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train, y_train, x_test, y_test = load_data(args.seed)

@@ -17,6 +17,8 @@ import numpy as np
 
 import nnx
 
+from common import add_runtime_args, description, setup_runtime
+
 
 class BasicBlock(nnx.Module):
     """``relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x))`` (He et al., 2016), NCHW.
@@ -68,11 +70,11 @@ class BasicBlock(nnx.Module):
 
 
 def main(argv: list[str] | None = None) -> bool:
-    parser = argparse.ArgumentParser(description="gradcheck a residual block written with an explicit backward")
-    parser.add_argument("--backend", default="numpy")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_runtime_args(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    nnx.set_backend(args.backend)
+    setup_runtime(args)
     nnx.manual_seed(args.seed)
     x = nnx.asarray(np.random.default_rng(args.seed).standard_normal((2, 2, 4, 4)), dtype="float64")
     ok = True

@@ -86,6 +86,22 @@ class Parameter:
         """Number of elements (as ``torch.Tensor.numel``)."""
         return self.size
 
+    def detach(self) -> Any:
+        """The underlying backend array (``p.data``), without the gradient; as ``torch.Tensor.detach``
+        it shares memory with the parameter (copy it before changing it)."""
+        return self.data
+
+    def numpy(self) -> Any:
+        """A host NumPy copy of the values (``nnx.to_numpy(p)``); as ``p.detach().cpu().numpy()`` in torch."""
+        from .backend import to_numpy
+
+        return to_numpy(self.data)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        """``np.asarray(p)`` gives the values (a host copy for device backends), not a 0-d object array."""
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype)
+
     def accumulate_grad(self, g: Any) -> None:
         """Add ``g`` to ``grad`` (or set it when there is none). No-op for frozen parameters."""
         if not self.requires_grad or g is None:
