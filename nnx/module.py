@@ -27,6 +27,45 @@ from .grad_mode import is_grad_enabled
 
 #: A module warns once its tape holds this many unconsumed forward passes (a likely leak).
 TAPE_WARNING_LENGTH = 10_000
+#: A module also warns once two or more unconsumed forward passes keep about this many bytes of
+#: arrays alive (estimated at record time from the arrays its backward closures hold).
+TAPE_WARNING_BYTES = 64 * 2**20
+
+
+def _array_nbytes(v: Any) -> int:
+    n = getattr(v, "nbytes", None)
+    if isinstance(n, int):
+        return n
+    shape, dtype = getattr(v, "shape", None), getattr(v, "dtype", None)
+    if not isinstance(shape, tuple) or dtype is None:
+        return 0
+    size = 1
+    for d in shape:
+        size *= d if isinstance(d, int) else 0
+    bits = "".join(ch for ch in str(dtype) if ch.isdigit())
+    return size * (int(bits) // 8 if bits else 4)
+
+
+def closure_nbytes(fn: Any, depth: int = 2, _seen: set | None = None) -> int:
+    """Bytes of the arrays a backward closure keeps alive (its cells, and those of closures it holds,
+    ``depth`` levels deep; each array counted once). An estimate: cheap enough to run per record."""
+    seen = _seen if _seen is not None else set()
+    total = 0
+    for cell in getattr(fn, "__closure__", None) or ():
+        try:
+            v = cell.cell_contents
+        except ValueError:  # an empty cell
+            continue
+        items = v if isinstance(v, (tuple, list)) and len(v) <= 16 else (v,)
+        for x in items:
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            if isinstance(getattr(x, "shape", None), tuple) and hasattr(x, "dtype"):
+                total += _array_nbytes(x)
+            elif depth > 1 and getattr(x, "__closure__", None):
+                total += closure_nbytes(x, depth - 1, seen)
+    return total
 
 
 class TapeGrowthWarning(UserWarning):
@@ -260,6 +299,9 @@ class Module:
                                f"(it has {list(self._parameters)})")
         tape = self._tape
         tape.append((backward, tuple(params)))
+        n = len(tape)
+        if n >= 2 and (n & (n - 1) == 0 or n % 16 == 0):  # estimated at 2, 4, 8, 16, 32, 48, ...: cheap
+            self._warn_if_tape_holds_much(n, backward)
         if len(tape) == TAPE_WARNING_LENGTH:
             warnings.warn(
                 f"{type(self).__name__} holds {TAPE_WARNING_LENGTH} recorded forward passes that no backward "
@@ -267,6 +309,25 @@ class Module:
                 "nnx.no_grad(), or call model.zero_grad() / model.clear_tape() between steps",
                 TapeGrowthWarning, stacklevel=3)
         return output
+
+    def _warn_if_tape_holds_much(self, n: int, backward: Callable) -> None:
+        """Warn (once per filling of the tape) when ``n`` unconsumed passes hold about TAPE_WARNING_BYTES."""
+        warned_at = self.__dict__.get("_tape_bytes_warned")
+        if warned_at is not None and warned_at <= n:
+            return
+        own = {id(p.data) for p in self._parameters.values() if p is not None}  # weights are not activations
+        held = n * closure_nbytes(backward, _seen=own)  # this pass's closure as the estimate for each pass
+        if held < TAPE_WARNING_BYTES:
+            if warned_at is not None:
+                object.__setattr__(self, "_tape_bytes_warned", None)  # the tape was emptied since the warning
+            return
+        object.__setattr__(self, "_tape_bytes_warned", n)
+        warnings.warn(
+            f"{type(self).__name__} holds {n} recorded forward passes that no backward has consumed, keeping "
+            f"about {held / 2**20:.0f} MiB of activations alive; run inference and evaluation under model.eval() "
+            "or nnx.no_grad(), or call model.zero_grad() / model.clear_tape() between steps "
+            "(threshold: nnx.module.TAPE_WARNING_BYTES)",
+            TapeGrowthWarning, stacklevel=4)
 
     def _pop_record(self) -> tuple[Callable, tuple[str, ...]]:
         try:
