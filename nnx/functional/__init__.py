@@ -8,16 +8,22 @@ and what the standard lacks comes from the backend adapter.
 
 from . import activation as _activation
 from . import conv as _conv
+from . import interpolate as _interpolate
 from . import linear as _linear
 from . import loss as _loss
 from . import loss_extra as _loss_extra
+from . import padding as _padding
 from . import recurrent as _recurrent
+from . import shape as _shape
 from .activation import *  # noqa: F403
 from .conv import *  # noqa: F403  (convolution, pooling, normalisation kernels)
+from .interpolate import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .loss_extra import *  # noqa: F403  (KL, Poisson/Gaussian NLL, embedding and ranking losses)
+from .padding import *  # noqa: F403
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
+from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_conv.__all__, *_recurrent.__all__]
-__all__ += _loss_extra.__all__
+__all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__

@@ -2,12 +2,29 @@
 
 from . import conv as _conv
 from . import recurrent as _recurrent
-from .activation import ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
+from .activation import (
+    ELU,
+    GELU,
+    Hardtanh,
+    LeakyReLU,
+    LogSoftmax,
+    Mish,
+    PReLU,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Tanh,
+)
 from .conv import *  # noqa: F401,F403
 from .linear import Dropout, Flatten, Identity, Linear
 from .recurrent import *  # noqa: F401,F403
+from .shape import PixelShuffle, PixelUnshuffle, Unflatten
+from .upsample import Upsample
 
 __all__ = [
     "ELU", "GELU", "Dropout", "Flatten", "Hardtanh", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Mish",
     "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", *_conv.__all__, *_recurrent.__all__,
 ]
+__all__ += ["PReLU", "PixelShuffle", "PixelUnshuffle", "Unflatten", "Upsample"]
