@@ -24,6 +24,7 @@ import nnx_backends as backends
 from .backend import get_backend
 from .errors import NotRecordedError
 from .grad_mode import is_grad_enabled
+from .module_conveniences import ModuleConveniences
 
 #: A module warns once its tape holds this many unconsumed forward passes (a likely leak).
 TAPE_WARNING_LENGTH = 10_000
@@ -158,7 +159,7 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-class Module:
+class Module(ModuleConveniences):
     """Base class of every layer, loss and model.
 
     Subclasses assign :class:`Parameter` and :class:`Module` attributes in ``__init__`` (after
