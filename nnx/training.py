@@ -477,6 +477,7 @@ class Trainer:
                     count += n
                     for m in self.metrics:
                         m.update(logits, y)
+                    self.last_loss = loss  # this batch's loss, a 0-d device array (for callbacks; not read here)
                     for cb in self.callbacks:
                         cb.on_batch_end(self, step)
                     if (step + 1) % self.log_every == 0:
