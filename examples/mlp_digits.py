@@ -10,6 +10,8 @@ backward, optimizer step. Reaches about 98% test accuracy in a few seconds on on
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
@@ -17,7 +19,8 @@ from tqdm import tqdm
 
 import nnx
 
-from common import add_runtime_args, description, setup_runtime
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the examples' shared CLI helper
+from example_cli import add_runtime_args, description, setup_runtime  # noqa: E402
 
 
 def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -11,13 +11,16 @@ This file is an example, not part of nnx's API; ``benchmarks/bench_cnn.py`` and 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 import numpy as np
 
 import nnx
 
-from common import add_runtime_args, description, setup_runtime
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the examples' shared CLI helper
+from example_cli import add_runtime_args, description, setup_runtime  # noqa: E402
 
 
 class BasicBlock(nnx.Module):

@@ -52,10 +52,6 @@ EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 def load_example(name: str) -> Any:
     """Import ``examples/<name>.py`` as a module (the scripts are not a package)."""
-    import sys
-
-    if EXAMPLES not in sys.path:  # the examples import their shared examples/common.py
-        sys.path.insert(0, EXAMPLES)
     spec = importlib.util.spec_from_file_location(name, os.path.join(EXAMPLES, f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
