@@ -13,12 +13,17 @@ about 98-99% test accuracy in well under a minute on one CPU core.
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the examples' shared CLI helper
+from example_cli import add_runtime_args, description, setup_runtime  # noqa: E402
 
 
 def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -64,9 +69,8 @@ def random_shift(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", help="numpy, cupy, torch or array_api_strict")
-    parser.add_argument("--device", default=None, help="device of the backend, e.g. 0 or cuda:0")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_runtime_args(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    nnx.set_backend(args.backend, device=args.device)
+    setup_runtime(args)
     nnx.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     x_train, y_train, x_test, y_test = load_data(args.seed)

@@ -14,10 +14,15 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import numpy as np
 
 import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the examples' shared CLI helper
+from example_cli import add_runtime_args, description, setup_runtime  # noqa: E402
 
 
 def square_forward(x):
@@ -53,12 +58,11 @@ class Residual(nnx.Module):
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description="custom ops and modules with explicit backward")
-    parser.add_argument("--backend", default="numpy")
-    parser.add_argument("--device", default=None)
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_runtime_args(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    nnx.set_backend(args.backend, device=args.device)
+    setup_runtime(args)
     nnx.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
 

@@ -10,12 +10,17 @@ backward, optimizer step. Reaches about 98% test accuracy in a few seconds on on
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import numpy as np
 from tqdm import tqdm
 
 import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the examples' shared CLI helper
+from example_cli import add_runtime_args, description, setup_runtime  # noqa: E402
 
 
 def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -33,9 +38,8 @@ def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
 
 
 def main(argv: list[str] | None = None) -> float:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backend", default="numpy", help="numpy, cupy, torch or array_api_strict")
-    parser.add_argument("--device", default=None, help="device of the backend, e.g. 0 or cuda:0")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_runtime_args(parser)
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -43,7 +47,7 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
 
-    nnx.set_backend(args.backend, device=args.device)
+    setup_runtime(args)
     nnx.manual_seed(args.seed)
     x_train, y_train, x_test, y_test = load_data(args.seed)
 

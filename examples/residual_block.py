@@ -11,11 +11,16 @@ This file is an example, not part of nnx's API; ``benchmarks/bench_cnn.py`` and 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 import numpy as np
 
 import nnx
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the examples' shared CLI helper
+from example_cli import add_runtime_args, description, setup_runtime  # noqa: E402
 
 
 class BasicBlock(nnx.Module):
@@ -68,11 +73,11 @@ class BasicBlock(nnx.Module):
 
 
 def main(argv: list[str] | None = None) -> bool:
-    parser = argparse.ArgumentParser(description="gradcheck a residual block written with an explicit backward")
-    parser.add_argument("--backend", default="numpy")
+    parser = argparse.ArgumentParser(description=description(__doc__))
+    add_runtime_args(parser)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    nnx.set_backend(args.backend)
+    setup_runtime(args)
     nnx.manual_seed(args.seed)
     x = nnx.asarray(np.random.default_rng(args.seed).standard_normal((2, 2, 4, 4)), dtype="float64")
     ok = True

@@ -34,7 +34,22 @@ from .gradcheck import GradcheckError, gradcheck
 from .launches import count_launches
 from .layers import *  # noqa: F401,F403
 from .layers import __all__ as _layers_all
-from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss, SmoothL1Loss
+from .losses import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    CrossEntropyLoss,
+    GaussianNLLLoss,
+    HuberLoss,
+    KLDivLoss,
+    L1Loss,
+    MarginRankingLoss,
+    MSELoss,
+    NLLLoss,
+    PoissonNLLLoss,
+    SmoothL1Loss,
+    TripletMarginLoss,
+)
 from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
 from .optim import clip_grad_norm_, clip_grad_value_
 from .serialization import *  # noqa: F401,F403  (save, load, checkpoints)
@@ -53,3 +68,5 @@ __all__ = [
     "set_backend", "set_default_dtype", "summary", "synchronize", "to_numpy", "use_backend",
     "callbacks", "data", "metrics", "amp", "launches", "count_launches", *_serialization.__all__, *_training.__all__,
 ]
+__all__ += ["CosineEmbeddingLoss", "GaussianNLLLoss", "KLDivLoss", "MarginRankingLoss", "PoissonNLLLoss",
+            "TripletMarginLoss"]

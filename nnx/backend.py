@@ -145,7 +145,14 @@ def _kind_of(obj: Any) -> str:
 
 
 def to_numpy(x: Any) -> Any:
-    """A host (NumPy) copy of ``x`` from any backend; host arrays pass through unchanged."""
+    """A host (NumPy) copy of ``x`` from any backend; host arrays pass through unchanged.
+
+    ``x`` may be an :class:`nnx.Parameter` (its values are converted).
+    """
+    from .module import Parameter
+
+    if isinstance(x, Parameter):
+        x = x.data
     if _is_host(x):
         return x
     return backends.backend_of(x).to_numpy(x)

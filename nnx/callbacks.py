@@ -390,3 +390,11 @@ class LambdaCallback(Callback):
                          ("on_batch_end", on_batch_end)):
             if fn is not None:
                 setattr(self, name, fn)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TensorBoard":  # defined in nnx/tensorboard.py (needs the optional tensorboardX only when built)
+        from .tensorboard import TensorBoard
+
+        return TensorBoard
+    raise AttributeError(f"module 'nnx.callbacks' has no attribute {name!r}")

@@ -182,3 +182,116 @@ class BCEWithLogitsLoss(_Loss):
         self._check(input, target, True)
         return self._finish(*F.binary_cross_entropy_with_logits_forward(
             input, target, self.weight, self.reduction, self.pos_weight))
+
+
+# ----------------------------------------------------------------------------- more losses (breadth)
+class _MultiInputLoss(_Loss):
+    """A loss of several differentiable inputs: ``backward`` returns a tuple, one gradient per input."""
+
+    def _check_all(self, *arrays: Any) -> None:
+        where = type(self).__name__
+        for i, a in enumerate(arrays[1:], start=2):
+            check_same_backend(where, a, arrays[0], f"input {i}", "input 1")
+        check_floating(where, arrays[0], None, "input 1")
+
+
+class KLDivLoss(_Loss):
+    """Kullback-Leibler divergence ``target * (log target - input)`` of log-probabilities ``input``.
+
+    Args:
+        reduction: ``"mean"`` (over all elements, PyTorch's default), ``"batchmean"`` (sum / batch
+            size: the true KL divergence), ``"sum"`` or ``"none"``.
+        log_target: the target is given as log-probabilities too.
+
+    >>> loss_fn = nnx.KLDivLoss(reduction="batchmean")          # doctest: +SKIP
+    >>> loss = loss_fn(log_softmax_output, target_probs); dinput = loss_fn.backward()   # doctest: +SKIP
+    """
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False) -> None:
+        if reduction not in ("mean", "batchmean", "sum", "none"):
+            raise ValueError(f"KLDivLoss: reduction must be 'mean', 'batchmean', 'sum' or 'none', got {reduction!r}")
+        super().__init__("mean")
+        self.reduction, self.log_target = reduction, log_target
+
+    def forward(self, input: Any, target: Any) -> Any:
+        self._check(input, target, True)
+        return self._finish(*F.kl_div_forward(input, target, self.reduction, self.log_target))
+
+
+class PoissonNLLLoss(_Loss):
+    """Poisson negative log-likelihood (``torch.nn.PoissonNLLLoss``): ``exp(input) - target * input``
+    with ``log_input=True``; ``full=True`` adds Stirling's approximation term."""
+
+    def __init__(self, log_input: bool = True, full: bool = False, eps: float = 1e-8,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.log_input, self.full, self.eps = log_input, full, eps
+
+    def forward(self, log_input: Any, target: Any) -> Any:
+        self._check(log_input, target, True)
+        return self._finish(*F.poisson_nll_loss_forward(log_input, target, self.log_input, self.full, self.eps,
+                                                        self.reduction))
+
+
+class GaussianNLLLoss(_MultiInputLoss):
+    """Gaussian negative log-likelihood of ``target`` under ``N(input, var)`` (``torch.nn.GaussianNLLLoss``).
+
+    ``forward(input, target, var)``; ``var`` has the input's shape, or that shape with the last
+    dimension 1 (one variance per sample), or without it. ``backward()`` returns a tuple
+    ``(d_input, d_target, d_var)``.
+    """
+
+    def __init__(self, *, full: bool = False, eps: float = 1e-6, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.full, self.eps = full, eps
+
+    def forward(self, input: Any, target: Any, var: Any) -> Any:
+        self._check_all(input, target, var)
+        return self._finish(*F.gaussian_nll_loss_forward(input, target, var, self.full, self.eps, self.reduction))
+
+
+class MarginRankingLoss(_MultiInputLoss):
+    """``max(0, -target * (input1 - input2) + margin)``, target in {1, -1} (``torch.nn.MarginRankingLoss``).
+
+    ``backward()`` returns a tuple ``(d_input1, d_input2)``.
+
+    >>> loss_fn = nnx.MarginRankingLoss(margin=0.5)                       # doctest: +SKIP
+    >>> loss = loss_fn(s1, s2, y); ds1, ds2 = loss_fn.backward()         # doctest: +SKIP
+    """
+
+    def __init__(self, margin: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin = margin
+
+    def forward(self, input1: Any, input2: Any, target: Any) -> Any:
+        self._check_all(input1, input2, target)
+        return self._finish(*F.margin_ranking_loss_forward(input1, input2, target, self.margin, self.reduction))
+
+
+class CosineEmbeddingLoss(_MultiInputLoss):
+    """``1 - cos(x1, x2)`` for target 1, ``max(0, cos(x1, x2) - margin)`` for target -1
+    (``torch.nn.CosineEmbeddingLoss``). Inputs ``(N, D)``, target ``(N,)``.
+    ``backward()`` returns a tuple ``(d_input1, d_input2)``."""
+
+    def __init__(self, margin: float = 0.0, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin = margin
+
+    def forward(self, input1: Any, input2: Any, target: Any) -> Any:
+        self._check_all(input1, input2, target)
+        return self._finish(*F.cosine_embedding_loss_forward(input1, input2, target, self.margin, self.reduction))
+
+
+class TripletMarginLoss(_MultiInputLoss):
+    """``max(d(a, p) - d(a, n) + margin, 0)`` with the p-norm distance (``torch.nn.TripletMarginLoss``).
+    ``backward()`` returns a tuple ``(d_anchor, d_positive, d_negative)``."""
+
+    def __init__(self, margin: float = 1.0, p: float = 2.0, eps: float = 1e-6, swap: bool = False,
+                 reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.margin, self.p, self.eps, self.swap = margin, p, eps, swap
+
+    def forward(self, anchor: Any, positive: Any, negative: Any) -> Any:
+        self._check_all(anchor, positive, negative)
+        return self._finish(*F.triplet_margin_loss_forward(anchor, positive, negative, self.margin, self.p,
+                                                           self.eps, self.swap, self.reduction))

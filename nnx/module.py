@@ -24,9 +24,14 @@ import nnx_backends as backends
 from .backend import get_backend
 from .errors import NotRecordedError
 from .grad_mode import is_grad_enabled
+from .memory_estimate import closure_nbytes
+from .module_conveniences import ModuleConveniences
 
 #: A module warns once its tape holds this many unconsumed forward passes (a likely leak).
 TAPE_WARNING_LENGTH = 10_000
+#: A module also warns once two or more unconsumed forward passes keep about this many bytes of
+#: arrays alive (estimated at record time from the arrays its backward closures hold).
+TAPE_WARNING_BYTES = 64 * 2**20
 
 
 class TapeGrowthWarning(UserWarning):
@@ -85,6 +90,22 @@ class Parameter:
     def numel(self) -> int:
         """Number of elements (as ``torch.Tensor.numel``)."""
         return self.size
+
+    def detach(self) -> Any:
+        """The underlying backend array (``p.data``), without the gradient; as ``torch.Tensor.detach``
+        it shares memory with the parameter (copy it before changing it)."""
+        return self.data
+
+    def numpy(self) -> Any:
+        """A host NumPy copy of the values (``nnx.to_numpy(p)``); as ``p.detach().cpu().numpy()`` in torch."""
+        from .backend import to_numpy
+
+        return to_numpy(self.data)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> Any:
+        """``np.asarray(p)`` gives the values (a host copy for device backends), not a 0-d object array."""
+        host = self.numpy()
+        return host if dtype is None else host.astype(dtype)
 
     def accumulate_grad(self, g: Any) -> None:
         """Add ``g`` to ``grad`` (or set it when there is none). No-op for frozen parameters."""
@@ -157,7 +178,7 @@ class IncompatibleKeys(NamedTuple):
     unexpected_keys: list[str]
 
 
-class Module:
+class Module(ModuleConveniences):
     """Base class of every layer, loss and model.
 
     Subclasses assign :class:`Parameter` and :class:`Module` attributes in ``__init__`` (after
@@ -298,6 +319,9 @@ class Module:
                                f"(it has {list(self._parameters)})")
         tape = self._tape
         tape.append((backward, tuple(params), _spec_of(output)))
+        n = len(tape)
+        if n >= 2 and (n & (n - 1) == 0 or n % 16 == 0):  # estimated at 2, 4, 8, 16, 32, 48, ...: cheap
+            self._warn_if_tape_holds_much(n, backward)
         if len(tape) == TAPE_WARNING_LENGTH:
             warnings.warn(
                 f"{type(self).__name__} holds {TAPE_WARNING_LENGTH} recorded forward passes that no backward "
@@ -305,6 +329,25 @@ class Module:
                 "nnx.no_grad(), or call model.zero_grad() / model.clear_tape() between steps",
                 TapeGrowthWarning, stacklevel=3)
         return output
+
+    def _warn_if_tape_holds_much(self, n: int, backward: Callable) -> None:
+        """Warn (once per filling of the tape) when ``n`` unconsumed passes hold about TAPE_WARNING_BYTES."""
+        warned_at = self.__dict__.get("_tape_bytes_warned")
+        if warned_at is not None and warned_at <= n:
+            return
+        own = {id(p.data) for p in self._parameters.values() if p is not None}  # weights are not activations
+        held = n * closure_nbytes(backward, _seen=own)  # this pass's closure as the estimate for each pass
+        if held < TAPE_WARNING_BYTES:
+            if warned_at is not None:
+                object.__setattr__(self, "_tape_bytes_warned", None)  # the tape was emptied since the warning
+            return
+        object.__setattr__(self, "_tape_bytes_warned", n)
+        warnings.warn(
+            f"{type(self).__name__} holds {n} recorded forward passes that no backward has consumed, keeping "
+            f"about {held / 2**20:.0f} MiB of activations alive; run inference and evaluation under model.eval() "
+            "or nnx.no_grad(), or call model.zero_grad() / model.clear_tape() between steps "
+            "(threshold: nnx.module.TAPE_WARNING_BYTES)",
+            TapeGrowthWarning, stacklevel=4)
 
     def _pop_record(self) -> tuple[Callable, tuple[str, ...], Any]:
         try:

@@ -9,15 +9,26 @@ from .grad_mode import no_grad
 from .module import Module
 
 
-def summary(model: Module, input_shape: tuple[int, ...], batch_size: int = 1, dtype: str | None = None,
-            print_fn: Any = print) -> dict[str, Any]:
-    """Run one forward pass on zeros of shape ``(batch_size, *input_shape)`` and print a table.
+def summary(model: Module, input_shape: tuple[int, ...] | None = None, batch_size: int = 1, dtype: str | None = None,
+            print_fn: Any = print, *, input_size: tuple[int, ...] | None = None) -> dict[str, Any]:
+    """Run one forward pass on zeros and print a table of layers, output shapes and parameter counts.
+
+    Two ways to give the input's shape:
+
+    - ``input_shape`` **without** the batch dimension (Keras' form): the input is
+      ``(batch_size, *input_shape)``, e.g. ``nnx.summary(model, (1, 28, 28))``;
+    - ``input_size=`` **with** the batch dimension (torchinfo's form), e.g.
+      ``nnx.summary(model, input_size=(16, 1, 28, 28))``.
 
     Returns ``{"layers": [(name, type, output_shape, n_params)], "total_params": int,
     "trainable_params": int}``. Nothing is recorded for backward and the model's mode is kept.
     """
+    if (input_shape is None) == (input_size is None):
+        raise TypeError("summary: give either input_shape (without the batch dimension) or input_size= (with it, "
+                        "as torchinfo), not both and not neither")
+    shape = tuple(input_size) if input_size is not None else (batch_size, *input_shape)
     b = model.backend
-    x = b.xp.zeros((batch_size, *input_shape), dtype=b.dtype(dtype or _param_dtype(model)), device=b.device)
+    x = b.xp.zeros(shape, dtype=b.dtype(dtype or _param_dtype(model)), device=b.device)
     rows: list[tuple[str, str, tuple, int]] = []
     removers = []
     for name, m in model.named_modules():
@@ -34,6 +45,11 @@ def summary(model: Module, input_shape: tuple[int, ...], batch_size: int = 1, dt
     try:
         with no_grad():
             model(x)
+    except (ValueError, TypeError) as e:
+        form = ("input_size=, which includes the batch dimension" if input_size is not None
+                else "input_shape, which excludes the batch dimension (the input was (batch_size, *input_shape))")
+        raise ValueError(f"summary: the forward pass on an input of shape {shape} failed; it was built from {form}. "
+                         f"The model said: {e}") from e
     finally:
         for r in removers:
             r()

@@ -47,7 +47,7 @@ class History:
     """Per-epoch values of a run: ``history["loss"]``, ``history["val_accuracy"]``, ...
 
     ``history.history`` is the dict of lists (Keras' layout), ``history.epoch`` the epoch
-    numbers (from 0). NaN marks a value that an epoch did not produce.
+    numbers (from 0, as stored; the log and :meth:`best` count from 1). NaN marks a value that an epoch did not produce.
 
     >>> h = nnx.fit(...)                            # doctest: +SKIP
     >>> h["loss"], h.best("val_loss")               # doctest: +SKIP
@@ -92,7 +92,11 @@ class History:
         return self.history.items()
 
     def best(self, key: str, mode: str = "auto") -> tuple[int, float]:
-        """``(epoch, value)`` of the best value of ``key`` (min for losses/errors, max for accuracy-like)."""
+        """``(epoch, value)`` of the best value of ``key`` (min for losses/errors, max for accuracy-like).
+
+        ``epoch`` is the epoch number as the log shows it, counted from 1 ("Epoch 14/16" -> 14); the
+        index into ``history[key]`` is ``epoch - 1 - history.epoch[0]`` (0 for a run that was not resumed).
+        """
         from .callbacks import _resolve_mode
 
         values = self[key]
@@ -101,7 +105,7 @@ class History:
         if not pairs:
             raise ValueError(f"History.best: no finite value of {key!r}")
         v, e = min(pairs) if mode == "min" else max(pairs, key=lambda p: (p[0], -p[1]))
-        return e, v
+        return e + 1, v
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-able copy (stored in training checkpoints)."""
@@ -209,7 +213,7 @@ def _len_or_none(loader: Any) -> int | None:
 
 
 def _progress(total: int | None, desc: str, enabled: bool) -> Any:
-    from tqdm import tqdm
+    from tqdm.auto import tqdm  # a widget in notebooks, a text bar in terminals
 
     # disable=None: tqdm turns itself off when stderr is not a terminal
     return tqdm(total=total, desc=desc, disable=None if enabled else True, leave=True, dynamic_ncols=True,
@@ -478,6 +482,7 @@ class Trainer:
                     count += n
                     for m in self.metrics:
                         m.update(logits, y)
+                    self.last_loss = loss  # this batch's loss, a 0-d device array (for callbacks; not read here)
                     for cb in self.callbacks:
                         cb.on_batch_end(self, step)
                     if (step + 1) % self.log_every == 0:

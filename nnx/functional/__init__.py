@@ -9,19 +9,28 @@ and what the standard lacks comes from the backend adapter.
 from . import activation as _activation
 from . import convolution as _convolution
 from . import dropout as _dropout
+from . import interpolate as _interpolate
 from . import linear as _linear
 from . import loss as _loss
+from . import loss_extra as _loss_extra
 from . import normalization as _normalization
+from . import padding as _padding
 from . import pooling as _pooling
 from . import recurrent as _recurrent
+from . import shape as _shape
 from .activation import *  # noqa: F403
 from .convolution import *  # noqa: F403
 from .dropout import *  # noqa: F403
+from .interpolate import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
+from .loss_extra import *  # noqa: F403  (KL, Poisson/Gaussian NLL, embedding and ranking losses)
 from .normalization import *  # noqa: F403
+from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
+from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution.__all__, *_pooling.__all__,
            *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]
+__all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__

@@ -244,3 +244,38 @@ mish = functional_form(mish_forward)
 hardtanh = functional_form(hardtanh_forward)
 softmax = functional_form(softmax_forward)
 log_softmax = functional_form(log_softmax_forward)
+
+
+def prelu_forward(x: Array, weight: Array) -> tuple[Array, Backward]:
+    """PReLU: ``x`` where ``x > 0``, else ``weight * x``, with one learned slope per channel
+    (dimension 1; a single slope when ``weight`` has one element), as ``F.prelu``.
+
+    ``backward(dy)`` returns ``(dx, (dweight,))``.
+    """
+    xp = namespace(x)
+    n = weight.shape[0] if weight.ndim else 1
+    if n != 1 and (x.ndim < 2 or x.shape[1] != n):
+        raise ValueError(f"prelu: {n} slopes need an input with {n} channels in dimension 1, "
+                         f"got shape {tuple(x.shape)}")
+    if n == 1 or x.ndim < 2:
+        w = xp.reshape(weight, ())
+    else:
+        w = xp.reshape(weight, (1, n) + (1,) * (x.ndim - 2))
+    positive = x > 0
+    y = xp.where(positive, x, w * x)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        dx = xp.where(positive, dy, w * dy) if input_grad else None
+        contrib = xp.where(positive, xp.zeros_like(x), x * dy)
+        if n == 1 or x.ndim < 2:
+            dw = xp.reshape(xp.sum(contrib), tuple(weight.shape))
+        else:
+            axes = (0,) + tuple(range(2, x.ndim))
+            dw = xp.reshape(xp.sum(contrib, axis=axes), tuple(weight.shape))
+        return dx, (dw,)
+
+    return y, backward
+
+
+prelu = functional_form(prelu_forward)
+__all__ += ["prelu", "prelu_forward"]

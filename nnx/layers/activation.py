@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 from .. import functional as F
+from .. import init
+from ..errors import check_positive_int
 from ..module import Module
 
 
@@ -23,13 +26,21 @@ class _Activation(Module):
         return ", ".join(f"{k}={v}" for k, v in self._kwargs().items())
 
 
+def _inplace_ignored(name: str, inplace: bool) -> None:
+    """``inplace=True`` is accepted for PyTorch compatibility; nnx never overwrites its input, so say so once."""
+    if inplace:
+        warnings.warn(f"{name}(inplace=True): nnx activations never modify their input; the flag is ignored "
+                      "and the output is a new array (same results, no memory saved)", UserWarning, stacklevel=3)
+
+
 class ReLU(_Activation):
-    """max(x, 0)."""
+    """max(x, 0). ``inplace=True`` is accepted for PyTorch compatibility and ignored, with a warning."""
 
     _forward = staticmethod(F.relu_forward)
 
     def __init__(self, inplace: bool = False) -> None:
         super().__init__()
+        _inplace_ignored("ReLU", inplace)
 
 
 class LeakyReLU(_Activation):
@@ -140,3 +151,38 @@ class LogSoftmax(Softmax):
     """log(softmax(x)) along ``dim``, computed stably."""
 
     _forward = staticmethod(F.log_softmax_forward)
+
+
+class PReLU(Module):
+    """``x`` for ``x > 0``, else ``weight * x``, with a learned slope (``torch.nn.PReLU``).
+
+    Args:
+        num_parameters: 1 (one slope shared by all channels) or the number of channels (dimension 1
+            of the input).
+        init: the initial slope (default 0.25).
+
+    Parameter ``weight`` of shape ``(num_parameters,)``.
+
+    >>> act = nnx.PReLU(num_parameters=16)        # doctest: +SKIP
+    """
+
+    def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype: Any = None, backend: Any = None,
+                 device: Any = None) -> None:
+        super().__init__()
+        from .linear import new_parameter
+
+        self.num_parameters = check_positive_int("PReLU", "num_parameters", num_parameters)
+        self.init = init
+        self.weight = new_parameter((num_parameters,), dtype, backend, device)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Set every slope to ``init``."""
+        init.constant_(self.weight, self.init)
+
+    def forward(self, x: Any) -> Any:
+        y, backward = F.prelu_forward(x, self.weight.data)
+        return self.record(y, backward, params=("weight",))
+
+    def extra_repr(self) -> str:
+        return f"num_parameters={self.num_parameters}"

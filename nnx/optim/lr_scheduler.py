@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -26,6 +27,7 @@ class LRScheduler:
             g.setdefault("initial_lr", g["lr"])
         self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
         self.last_epoch = last_epoch
+        _count_optimizer_steps(optimizer)
         self.step()
 
     def lr_at(self, epoch: int) -> list[float]:
@@ -34,6 +36,7 @@ class LRScheduler:
 
     def step(self) -> None:
         """Advance one step and set each group's ``lr``."""
+        _warn_if_optimizer_not_stepped(self)
         self.last_epoch += 1
         self._set(self.lr_at(self.last_epoch))
 
@@ -61,6 +64,35 @@ class LRScheduler:
             self.__dict__.clear()
             self.__dict__.update(saved)
             raise
+
+
+_ORDER_WARNING = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`. Call them in the opposite order: "
+    "`optimizer.step()` before `lr_scheduler.step()`. Otherwise the first value of the learning rate schedule "
+    "is skipped.")
+
+
+def _count_optimizer_steps(optimizer: Optimizer) -> None:
+    """Wrap ``optimizer.step`` (once per optimizer instance) to record that it has been called."""
+    if getattr(optimizer, "_nnx_step_counted", False):
+        return
+    original = optimizer.step
+
+    def step(*args: Any, **kwargs: Any) -> Any:
+        optimizer._opt_called = True  # type: ignore[attr-defined]
+        return original(*args, **kwargs)
+
+    step.__doc__ = original.__doc__
+    optimizer.step = step  # type: ignore[method-assign]
+    optimizer._nnx_step_counted = True  # type: ignore[attr-defined]
+
+
+def _warn_if_optimizer_not_stepped(scheduler: Any) -> None:
+    """PyTorch's warning: the first ``scheduler.step()`` (after construction) came before ``optimizer.step()``."""
+    count = scheduler.__dict__.get("_step_count", 0) + 1
+    scheduler._step_count = count
+    if count == 2 and not getattr(scheduler.optimizer, "_opt_called", False):
+        warnings.warn(_ORDER_WARNING, UserWarning, stacklevel=3)
 
 
 class LambdaLR(LRScheduler):
@@ -241,3 +273,290 @@ class ReduceLROnPlateau:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state returned by :meth:`state_dict`."""
         self.__dict__.update(state)
+
+
+# ----------------------------------------------------------------------------- more schedules (breadth)
+def _per_group(name: str, optimizer: Optimizer, value: float | Sequence[float], what: str) -> list[float]:
+    n = len(optimizer.param_groups)
+    values = list(value) if isinstance(value, (list, tuple)) else [value] * n
+    if len(values) != n:
+        raise ValueError(f"{name}: expected {n} values of {what} (one per parameter group), got {len(values)}")
+    return [float(v) for v in values]
+
+
+def _set_momentum(optimizer: Optimizer, momentums: list[float]) -> None:
+    """Set each group's momentum (``betas[0]`` for Adam-like optimizers), as PyTorch's cyclic schedules do."""
+    for g, m in zip(optimizer.param_groups, momentums):
+        if "betas" in g:
+            g["betas"] = (m, *tuple(g["betas"])[1:])
+        else:
+            g["momentum"] = m
+
+
+def _check_momentum_support(name: str, optimizer: Optimizer) -> None:
+    if isinstance(optimizer, Optimizer) and "momentum" not in optimizer.defaults and "betas" not in optimizer.defaults:
+        raise ValueError(f"{name}: optimizer must support momentum or beta1 with `cycle_momentum` option enabled "
+                         f"({type(optimizer).__name__} has neither); pass cycle_momentum=False")
+
+
+class ConstantLR(LRScheduler):
+    """``lr = base_lr * factor`` for the first ``total_iters`` steps, then ``base_lr``."""
+
+    def __init__(self, optimizer: Optimizer, factor: float = 1.0 / 3, total_iters: int = 5,
+                 last_epoch: int = -1) -> None:
+        if not 0 <= factor <= 1:
+            raise ValueError(f"ConstantLR: factor must be in [0, 1], got {factor}")
+        self.factor, self.total_iters = factor, total_iters
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch: int) -> list[float]:
+        f = self.factor if epoch < self.total_iters else 1.0
+        return [b * f for b in self.base_lrs]
+
+
+class PolynomialLR(LRScheduler):
+    """``lr = base_lr * (1 - min(epoch, total_iters) / total_iters) ** power``."""
+
+    def __init__(self, optimizer: Optimizer, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1) -> None:
+        if total_iters < 1:
+            raise ValueError(f"PolynomialLR: total_iters must be >= 1, got {total_iters}")
+        self.total_iters, self.power = total_iters, power
+        super().__init__(optimizer, last_epoch)
+
+    def lr_at(self, epoch: int) -> list[float]:
+        f = (1.0 - min(epoch, self.total_iters) / self.total_iters) ** self.power
+        return [b * f for b in self.base_lrs]
+
+
+class CosineAnnealingWarmRestarts(LRScheduler):
+    """SGDR: cosine annealing from ``base_lr`` to ``eta_min`` over ``T_i`` steps, restarting with
+    ``T_{i+1} = T_i * T_mult`` (``T_0`` first). ``step(epoch)`` accepts a fractional epoch, as PyTorch."""
+
+    def __init__(self, optimizer: Optimizer, T_0: int, T_mult: int = 1, eta_min: float = 0.0,
+                 last_epoch: int = -1) -> None:
+        if not isinstance(T_0, int) or T_0 <= 0:
+            raise ValueError(f"CosineAnnealingWarmRestarts: T_0 must be a positive integer, got {T_0!r}")
+        if not isinstance(T_mult, int) or T_mult < 1:
+            raise ValueError(f"CosineAnnealingWarmRestarts: T_mult must be an integer >= 1, got {T_mult!r}")
+        self.T_0, self.T_mult, self.eta_min = T_0, T_mult, eta_min
+        self._epoch: float | None = None
+        super().__init__(optimizer, last_epoch)
+
+    def _position(self, epoch: float) -> tuple[float, float]:
+        t_cur, t_i = float(epoch), float(self.T_0)
+        while t_cur >= t_i:
+            t_cur -= t_i
+            t_i *= self.T_mult
+        return t_cur, t_i
+
+    def lr_at(self, epoch: int) -> list[float]:
+        t_cur, t_i = self._position(self._epoch if self._epoch is not None else epoch)
+        c = (1.0 + math.cos(math.pi * t_cur / t_i)) / 2.0
+        return [self.eta_min + (b - self.eta_min) * c for b in self.base_lrs]
+
+    def step(self, epoch: float | None = None) -> None:
+        """Advance one step, or jump to (fractional) ``epoch``."""
+        if epoch is None:
+            self._epoch = None
+            super().step()
+            return
+        if epoch < 0:
+            raise ValueError(f"CosineAnnealingWarmRestarts: expected a non-negative epoch, got {epoch}")
+        _warn_if_optimizer_not_stepped(self)
+        self._epoch = float(epoch)
+        self.last_epoch = math.floor(epoch)
+        self._set(self.lr_at(self.last_epoch))
+
+
+class CyclicLR(LRScheduler):
+    """Cyclical learning rate (Smith, 2017) between ``base_lr`` and ``max_lr``, stepped every batch.
+
+    ``mode`` is ``"triangular"``, ``"triangular2"`` (amplitude halved each cycle) or ``"exp_range"``
+    (scaled by ``gamma ** iteration``), or give ``scale_fn`` and ``scale_mode``. With
+    ``cycle_momentum`` the momentum (``betas[0]`` for Adam-like optimizers) cycles inversely between
+    ``max_momentum`` and ``base_momentum``. Same arguments and arithmetic as PyTorch.
+    """
+
+    def __init__(self, optimizer: Optimizer, base_lr: float | Sequence[float], max_lr: float | Sequence[float],
+                 step_size_up: int = 2000, step_size_down: int | None = None, mode: str = "triangular",
+                 gamma: float = 1.0, scale_fn: Callable[[float], float] | None = None, scale_mode: str = "cycle",
+                 cycle_momentum: bool = True, base_momentum: float | Sequence[float] = 0.8,
+                 max_momentum: float | Sequence[float] = 0.9, last_epoch: int = -1) -> None:
+        if mode not in ("triangular", "triangular2", "exp_range") and scale_fn is None:
+            raise ValueError(f"CyclicLR: mode must be 'triangular', 'triangular2' or 'exp_range', got {mode!r}")
+        self.cyclic_base_lrs = _per_group("CyclicLR", optimizer, base_lr, "base_lr")
+        self.max_lrs = _per_group("CyclicLR", optimizer, max_lr, "max_lr")
+        up = float(step_size_up)
+        down = float(step_size_down) if step_size_down is not None else up
+        self.total_size, self.step_ratio = up + down, up / (up + down)
+        self.mode, self.gamma, self.scale_fn_custom = mode, gamma, scale_fn
+        self.scale_mode = scale_mode if scale_fn is not None else ("iterations" if mode == "exp_range" else "cycle")
+        self.cycle_momentum = cycle_momentum
+        if last_epoch == -1:
+            for g, lr in zip(optimizer.param_groups, self.cyclic_base_lrs):
+                g["lr"] = g["initial_lr"] = lr
+        if cycle_momentum:
+            _check_momentum_support("CyclicLR", optimizer)
+            self.base_momentums = _per_group("CyclicLR", optimizer, base_momentum, "base_momentum")
+            self.max_momentums = _per_group("CyclicLR", optimizer, max_momentum, "max_momentum")
+            if last_epoch == -1:
+                _set_momentum(optimizer, self.max_momentums)
+        super().__init__(optimizer, last_epoch)
+        self.base_lrs = list(self.cyclic_base_lrs)
+
+    def _scale(self, x: float) -> float:
+        if self.scale_fn_custom is not None:
+            return self.scale_fn_custom(x)
+        if self.mode == "triangular":
+            return 1.0
+        if self.mode == "triangular2":
+            return 1.0 / (2.0 ** (x - 1))
+        return self.gamma ** x
+
+    def _factors(self, epoch: int) -> tuple[float, float]:
+        cycle = math.floor(1 + epoch / self.total_size)
+        x = 1.0 + epoch / self.total_size - cycle
+        scale_factor = x / self.step_ratio if x <= self.step_ratio else (x - 1) / (self.step_ratio - 1)
+        return scale_factor, self._scale(cycle if self.scale_mode == "cycle" else epoch)
+
+    def lr_at(self, epoch: int) -> list[float]:
+        scale_factor, s = self._factors(epoch)
+        return [b + (m - b) * scale_factor * s for b, m in zip(self.cyclic_base_lrs, self.max_lrs)]
+
+    def step(self) -> None:
+        """Advance one batch: set each group's ``lr`` (and momentum with ``cycle_momentum``)."""
+        super().step()
+        if self.cycle_momentum:
+            scale_factor, s = self._factors(self.last_epoch)
+            _set_momentum(self.optimizer, [mx - (mx - b) * scale_factor * s
+                                           for b, mx in zip(self.base_momentums, self.max_momentums)])
+
+
+class OneCycleLR(LRScheduler):
+    """The 1cycle policy (Smith & Topin): warm up from ``max_lr / div_factor`` to ``max_lr`` over
+    ``pct_start`` of ``total_steps``, then anneal to ``initial_lr / final_div_factor``; momentum cycles
+    inversely. ``three_phase=True`` uses PyTorch's symmetric three-phase variant. Step once per batch;
+    stepping past ``total_steps`` raises. Same arguments and arithmetic as ``torch.optim.lr_scheduler.OneCycleLR``.
+    """
+
+    def __init__(self, optimizer: Optimizer, max_lr: float | Sequence[float], total_steps: int | None = None,
+                 epochs: int | None = None, steps_per_epoch: int | None = None, pct_start: float = 0.3,
+                 anneal_strategy: str = "cos", cycle_momentum: bool = True,
+                 base_momentum: float | Sequence[float] = 0.85, max_momentum: float | Sequence[float] = 0.95,
+                 div_factor: float = 25.0,
+                 final_div_factor: float = 1e4, three_phase: bool = False, last_epoch: int = -1) -> None:
+        if total_steps is None:
+            if epochs is None or steps_per_epoch is None or epochs <= 0 or steps_per_epoch <= 0:
+                raise ValueError("OneCycleLR: give total_steps, or both epochs and steps_per_epoch (positive integers)")
+            total_steps = epochs * steps_per_epoch
+        if total_steps <= 0:
+            raise ValueError(f"OneCycleLR: expected a positive total_steps, got {total_steps}")
+        if not 0 <= pct_start <= 1:
+            raise ValueError(f"OneCycleLR: expected pct_start in [0, 1], got {pct_start}")
+        if anneal_strategy not in ("cos", "linear"):
+            raise ValueError(f"OneCycleLR: anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+        self.total_steps, self.anneal_strategy, self.cycle_momentum = total_steps, anneal_strategy, cycle_momentum
+        max_lrs = _per_group("OneCycleLR", optimizer, max_lr, "max_lr")
+        self.lr_points = [(m / div_factor, m, m / div_factor / final_div_factor) for m in max_lrs]
+        if three_phase:
+            self.phases = [(float(pct_start * total_steps) - 1, 0, 1, "max", "base"),
+                           (float(2 * pct_start * total_steps) - 2, 1, 0, "base", "max"),
+                           (total_steps - 1.0, 0, 2, "max", "max")]
+        else:
+            self.phases = [(float(pct_start * total_steps) - 1, 0, 1, "max", "base"),
+                           (total_steps - 1.0, 1, 2, "base", "max")]
+        if last_epoch == -1:
+            for g, (initial, m, low) in zip(optimizer.param_groups, self.lr_points):
+                g["lr"] = g["initial_lr"] = initial
+                g["max_lr"], g["min_lr"] = m, low
+        if cycle_momentum:
+            _check_momentum_support("OneCycleLR", optimizer)
+            self.momentum_points = {"base": _per_group("OneCycleLR", optimizer, base_momentum, "base_momentum"),
+                                    "max": _per_group("OneCycleLR", optimizer, max_momentum, "max_momentum")}
+            if last_epoch == -1:
+                _set_momentum(optimizer, self.momentum_points["max"])
+        super().__init__(optimizer, last_epoch)
+
+    def _anneal(self, start: float, end: float, pct: float) -> float:
+        if self.anneal_strategy == "cos":
+            return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1)
+        return (end - start) * pct + start
+
+    def _phase(self, step: int) -> tuple[float, tuple]:
+        start_step = 0.0
+        for i, phase in enumerate(self.phases):
+            if step <= phase[0] or i == len(self.phases) - 1:
+                return (step - start_step) / (phase[0] - start_step), phase
+            start_step = phase[0]
+        raise AssertionError("unreachable")
+
+    def lr_at(self, epoch: int) -> list[float]:
+        if epoch > self.total_steps:
+            raise ValueError(f"OneCycleLR: tried to step {epoch} times; the specified number of total steps is "
+                             f"{self.total_steps}")
+        pct, (_, a, b, _, _) = self._phase(epoch)
+        return [self._anneal(pts[a], pts[b], pct) for pts in self.lr_points]
+
+    def step(self) -> None:
+        """Advance one batch (raises, changing nothing, past ``total_steps``)."""
+        self.lr_at(self.last_epoch + 1)  # validate before anything changes
+        super().step()
+        if self.cycle_momentum:
+            pct, (_, _, _, m0, m1) = self._phase(self.last_epoch)
+            _set_momentum(self.optimizer, [self._anneal(s, e, pct) for s, e in
+                                           zip(self.momentum_points[m0], self.momentum_points[m1])])
+
+
+class ChainedScheduler(LRScheduler):
+    """Step several schedulers together; their factors multiply: ``lr = base_lr * prod(lr_i / base_lr_i)``.
+
+    This equals PyTorch's chaining for the multiplicative schedules (StepLR, MultiStepLR, ExponentialLR,
+    ConstantLR, LinearLR, PolynomialLR); nnx schedules are closed forms, so chaining an additive one
+    (CosineAnnealingLR with ``eta_min``) multiplies its factor too.
+    """
+
+    def __init__(self, schedulers: Sequence[LRScheduler], optimizer: Optimizer | None = None) -> None:
+        schedulers = list(schedulers)
+        if not schedulers:
+            raise ValueError("ChainedScheduler: expected at least one scheduler")
+        for s in schedulers:
+            if not isinstance(s, LRScheduler) or isinstance(s, (CyclicLR, OneCycleLR, ChainedScheduler)):
+                raise TypeError(f"ChainedScheduler: cannot chain a {type(s).__name__}")
+        optimizer = optimizer if optimizer is not None else schedulers[0].optimizer
+        if any(s.optimizer is not optimizer for s in schedulers):
+            raise ValueError("ChainedScheduler: every scheduler must belong to the same optimizer")
+        self.optimizer, self.schedulers = optimizer, schedulers
+        self.base_lrs = [g["initial_lr"] for g in optimizer.param_groups]
+        self.last_epoch = schedulers[0].last_epoch
+        self._step_count = 1
+        self._set(self.lr_at(self.last_epoch))
+
+    def lr_at(self, epoch: int) -> list[float]:
+        lrs = list(self.base_lrs)
+        for s in self.schedulers:
+            for i, (lr, base) in enumerate(zip(s.lr_at(s.last_epoch), s.base_lrs)):
+                lrs[i] *= lr / base if base else 0.0
+        return lrs
+
+    def step(self) -> None:
+        """Step every child scheduler and set the product of their factors."""
+        _warn_if_optimizer_not_stepped(self)
+        for s in self.schedulers:
+            s.last_epoch += 1
+        self.last_epoch += 1
+        lrs = self.lr_at(self.last_epoch)
+        self._set(lrs)
+        for s in self.schedulers:
+            s._last_lr = list(lrs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The chain's state, with the state of each child scheduler."""
+        out = {k: v for k, v in self.__dict__.items() if k not in ("optimizer", "schedulers")}
+        out["schedulers"] = [s.state_dict() for s in self.schedulers]
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        state = dict(state)
+        for s, st in zip(self.schedulers, state.pop("schedulers", [])):
+            s.__dict__.update(st)
+        super().load_state_dict(state)
