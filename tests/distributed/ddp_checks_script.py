@@ -75,6 +75,37 @@ def misc() -> int:
     return 0
 
 
+def build_fit(world_sampler: bool = True):
+    """A small classification fit on a DDP model with a DistributedSampler (shared with the test)."""
+    nnx.manual_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 5)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    model = DistributedDataParallel(nnx.Sequential(nnx.Linear(5, 8), nnx.ReLU(), nnx.Linear(8, 2)))
+    sampler = nnx.data.DistributedSampler(x, shuffle=True, seed=1)
+    loader = nnx.data.DataLoader((x, y), batch_size=8, sampler=sampler)
+    opt = nnx.optim.SGD(model.parameters(), lr=0.1)
+    return model, opt, loader
+
+
+def fit(outdir: str) -> int:
+    import os
+    model, opt, loader = build_fit()
+    rank = dist.get_rank()
+    cbs = [nnx.callbacks.ModelCheckpoint(outdir, monitor="loss"),
+           nnx.callbacks.CSVLogger(os.path.join(outdir, "log.csv"))]
+    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, loader, epochs=2, callbacks=cbs, metrics=["accuracy"],
+                   quiet=True)
+    logs = dist.all_gather_object(hist.history)
+    assert logs[0] == logs[1], logs                      # averaged over ranks: the same everywhere
+    w = dist.all_gather_object(nnx.to_numpy(model.module[0].weight.data))
+    assert np.array_equal(w[0], w[1])
+    print(f"rank {rank} fit OK", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     dist.init()
+    if sys.argv[1] == "fit":
+        sys.exit(fit(sys.argv[2]))
     sys.exit({"mismatch": mismatch, "raise": fail, "misc": misc}[sys.argv[1]]())

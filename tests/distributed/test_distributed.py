@@ -63,6 +63,26 @@ def test_a_rank_that_raises_ends_the_job_with_a_message():
     assert "rank 1 of 2 failed with ValueError: boom on purpose" in r.stderr, r.stderr
 
 
+def test_fit_on_two_ranks_writes_on_rank_0_and_resumes_on_one(tmp_path):
+    r = _launch("ddp_checks_script.py", "fit", str(tmp_path))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "rank 0 fit OK" in r.stdout and "rank 1 fit OK" in r.stdout
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.nnx", "last.nnx", "log.csv"]
+    assert len((tmp_path / "log.csv").read_text().splitlines()) == 3     # header + 2 epochs, written once
+    # resume the 2-rank checkpoint in this single process (a world of size 1)
+    sys.path.insert(0, str(HERE))
+    try:
+        from ddp_checks_script import build_fit
+    finally:
+        sys.path.remove(str(HERE))
+    model, opt, loader = build_fit()
+    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, loader, epochs=3, resume_from=tmp_path / "last.nnx",
+                   quiet=True)
+    assert len(hist.history["loss"]) == 3
+    saved = nnx.load_checkpoint(tmp_path / "last.nnx", model=build_fit()[0])
+    assert saved["epoch"] == 1
+
+
 # ------------------------------------------------------------------ single process
 def _shards(n, world, **kw):
     return [list(nnx.data.DistributedSampler(range(n), num_replicas=world, rank=r, **kw)) for r in range(world)]
