@@ -77,6 +77,18 @@ class CupyBackend(CupyFused, Backend):
         with self.device:
             yield
 
+    def nccl_module(self) -> Any:
+        """``cupy.cuda.nccl`` when NCCL is usable (multi-process gradient reduction), else None."""
+        try:
+            from cupy.cuda import nccl
+        except Exception:
+            return None
+        return nccl if getattr(nccl, "available", True) else None
+
+    def current_stream_ptr(self) -> int:
+        """The raw pointer of CuPy's current stream (where NCCL calls are queued)."""
+        return self._cp.cuda.get_current_stream().ptr
+
     def synchronize(self) -> None:
         self.device.synchronize()
 

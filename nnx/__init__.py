@@ -13,6 +13,11 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 from nnx_backends import BackendUnavailable
 
 from . import amp, callbacks, data, functional, init, launches, metrics, optim
+
+# isort: split
+from . import distributed, parallel  # noqa: F401  (multi-process training on MPI)
+
+# isort: split
 from . import serialization as _serialization
 from . import training as _training
 from .backend import (

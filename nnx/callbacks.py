@@ -264,6 +264,9 @@ class ModelCheckpoint(Callback):
     >>> nnx.fit(model, loss_fn, opt, train, epochs=10, val_loader=val, callbacks=[ckpt])  # doctest: +SKIP
     """
 
+    #: runs on rank 0 only in multi-process training (nnx.distributed)
+    rank_zero_only = True
+
     def __init__(self, dirpath: str | os.PathLike, monitor: str = "val_loss", mode: str = "auto",
                  save_best: bool = True, save_last: bool = True, weights_only: bool = True,
                  best_name: str = "best.nnx", last_name: str = "last.nnx", check_finite: bool = True) -> None:
@@ -325,6 +328,9 @@ class CSVLogger(Callback):
     is replaced at the start of training, except when ``fit`` resumes from a checkpoint.
     """
 
+    #: runs on rank 0 only in multi-process training (nnx.distributed)
+    rank_zero_only = True
+
     def __init__(self, filename: str | os.PathLike, separator: str = ",", append: bool = False) -> None:
         self.filename = os.fspath(filename)
         self.separator = separator
@@ -363,6 +369,9 @@ class JSONLogger(Callback):
     NaN and infinite values are written as ``null`` (strict JSON). ``append=True`` keeps an
     existing file; a resumed ``fit`` always appends.
     """
+
+    #: runs on rank 0 only in multi-process training (nnx.distributed)
+    rank_zero_only = True
 
     def __init__(self, filename: str | os.PathLike, append: bool = False) -> None:
         self.filename = os.fspath(filename)

@@ -30,10 +30,12 @@ import nnx_backends as backends
 from nnx_backends import host_io
 
 from .backend import get_backend, get_default_dtype, to_numpy
+from .sampler import DistributedSampler
 
 __all__ = [
     "DataLoader",
     "Dataset",
+    "DistributedSampler",
     "Subset",
     "TensorDataset",
     "load_digits",
@@ -188,6 +190,8 @@ class DataLoader:
         dtype: floating dtype of the batches (default ``nnx.get_default_dtype()``: float32).
         collate_fn: ``collate_fn(list_of_samples) -> batch`` for custom datasets (bypasses the
             automatic placement).
+        sampler: an iterable of indices with ``__len__`` (e.g. :class:`DistributedSampler`) that
+            replaces the loader's own order; its ``set_epoch`` is called with the loader's epoch.
 
     Batches are tuples (``(x, y)``) for tuple samples, a single array for array samples.
     Not in PyTorch: ``seed``, ``backend``, ``device``, ``dtype``; no worker processes.
@@ -199,7 +203,7 @@ class DataLoader:
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False, *,
                  seed: int | None = None, generator: Any = None, backend: str | backends.Backend | None = None,
                  device: Any = None, dtype: str | None = None,
-                 collate_fn: Callable[[list[Any]], Any] | None = None) -> None:
+                 collate_fn: Callable[[list[Any]], Any] | None = None, sampler: Any = None) -> None:
         if isinstance(dataset, tuple) and dataset and all(hasattr(t, "shape") for t in dataset):
             dataset = TensorDataset(*dataset)
             self._single = False
@@ -224,11 +228,15 @@ class DataLoader:
         self.device = device
         self.dtype = dtype
         self.collate_fn = collate_fn
+        if sampler is not None and self.shuffle:
+            raise ValueError("DataLoader: sampler is mutually exclusive with shuffle=True (the sampler orders)")
+        #: optional sampler (e.g. DistributedSampler) giving the indices; its set_epoch follows the loader's
+        self.sampler = sampler
         #: the epoch whose order the next iteration uses (advanced by one at each iteration)
         self.epoch = 0
 
     def __len__(self) -> int:
-        n = len(self.dataset)
+        n = len(self.sampler) if self.sampler is not None else len(self.dataset)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def set_epoch(self, epoch: int) -> None:
@@ -250,6 +258,10 @@ class DataLoader:
         """The host array of sample indices of ``epoch`` (default: the next one), in order."""
         n = len(self.dataset)
         e = self.epoch if epoch is None else epoch
+        if self.sampler is not None:
+            if hasattr(self.sampler, "set_epoch"):
+                self.sampler.set_epoch(e)
+            return host_io.to_host(list(self.sampler), dtype="int64")
         if self.shuffle:
             return host_io.permutation(self.seed, e, n)
         return host_io.to_host(range(n), dtype="int64")

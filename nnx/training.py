@@ -32,6 +32,7 @@ from typing import Any
 
 import nnx_backends as backends
 
+from . import distributed
 from .backend import asarray, to_numpy, use_backend
 from .callbacks import Callback, NonFiniteError, step_scheduler
 from .grad_mode import no_grad
@@ -350,8 +351,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ messages
     def log(self, message: str) -> None:
-        """Print a message (above the progress bar) unless quiet."""
-        if self.verbose:
+        """Print a message (above the progress bar) unless quiet; on rank 0 only."""
+        if self.verbose and distributed.get_rank() == 0:
             from tqdm import tqdm
 
             tqdm.write(message, file=sys.stderr)
@@ -375,9 +376,12 @@ class Trainer:
 
     def save_checkpoint(self, path: str | os.PathLike, epoch: int | None = None) -> None:
         """A full training checkpoint after ``epoch`` (model, optimizer, scheduler, RNGs, loaders,
-        history, callback states); ``fit(..., resume_from=path)`` continues from it exactly."""
+        history, callback states); ``fit(..., resume_from=path)`` continues from it exactly.
+        Only rank 0 writes (every rank holds the same weights)."""
         from .serialization import save_checkpoint
 
+        if distributed.get_rank() != 0:
+            return
         extra = {
             "history": self.history.state_dict(),
             "loaders": {k: ld.state_dict() for k, ld in self._loaders().items()},
@@ -416,28 +420,36 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
     def run(self, initial_epoch: int = 0) -> History:
-        """Train from ``initial_epoch`` to ``epochs``; returns the history."""
-        for cb in self.callbacks:
+        """Train from ``initial_epoch`` to ``epochs``; returns the history.
+
+        With several MPI ranks (:mod:`nnx.distributed`), the logged loss and metrics are averaged
+        over ranks, and callbacks marked ``rank_zero_only`` (checkpoints, file loggers) run on rank 0.
+        """
+        active = [cb for cb in self.callbacks
+                  if distributed.get_rank() == 0 or not getattr(cb, "rank_zero_only", False)]
+        for cb in active:
             cb.on_train_begin(self)
         for epoch in range(initial_epoch, self.epochs):
             self.epoch = epoch
-            for cb in self.callbacks:
+            for cb in active:
                 cb.on_epoch_begin(self, epoch)
             lr = self.optimizer.param_groups[0].get("lr") if getattr(self.optimizer, "param_groups", None) else None
             logs = self._train_epoch(epoch)
             if self.val_loader is not None:
                 logs.update(evaluate(self.model, self.loss_fn, self.val_loader, self.metrics, prefix="val_"))
+            if distributed.get_world_size() > 1:
+                logs = distributed.all_reduce_scalars(logs, "mean")
             if lr is not None:
                 logs["lr"] = float(lr)
             self.history.append(epoch, logs)
             if self.scheduler is not None:
                 step_scheduler(self.scheduler, logs, self.scheduler_monitor)
-            for cb in self.callbacks:
+            for cb in active:
                 cb.on_epoch_end(self, epoch, logs)
             self.log(f"Epoch {epoch + 1}/{self.epochs} - {_fmt(logs)}")
             if self.stop_training:
                 break
-        for cb in self.callbacks:
+        for cb in active:
             cb.on_train_end(self)
         return self.history
 
@@ -449,7 +461,8 @@ class Trainer:
             self.train_loader.set_epoch(epoch)
         b = model.backend
         model.train()
-        bar = _progress(_len_or_none(self.train_loader), f"Epoch {epoch + 1}/{self.epochs}", self.verbose)
+        bar = _progress(_len_or_none(self.train_loader), f"Epoch {epoch + 1}/{self.epochs}",
+                        self.verbose and distributed.get_rank() == 0)
         loss_sum: Any = None
         bad: Any = None
         good_prefix: Any = None

@@ -27,11 +27,13 @@ from .normalization import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403
 from .recurrent import *  # noqa: F401,F403
 from .shape import PixelShuffle, PixelUnshuffle, Unflatten
+from .sync_batchnorm import SyncBatchNorm
 from .upsample import Upsample
 
 __all__ = [
     "ELU", "GELU", "Flatten", "Hardtanh", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Mish",
     "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", *_convolution.__all__, *_dropout.__all__,
     *_normalization.__all__, *_pooling.__all__, *_recurrent.__all__,
+    "SyncBatchNorm",
 ]
 __all__ += ["PReLU", "PixelShuffle", "PixelUnshuffle", "Unflatten", "Upsample"]
