@@ -18,3 +18,7 @@ from .loss import *  # noqa: F403
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_conv.__all__, *_recurrent.__all__]
+from . import attention as _attention  # noqa: E402
+from .attention import *  # noqa: E402,F403
+
+__all__ += _attention.__all__
