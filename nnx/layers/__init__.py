@@ -2,12 +2,13 @@
 
 from . import conv as _conv
 from . import recurrent as _recurrent
+from .attention import MultiheadAttention
 from .activation import ELU, GELU, Hardtanh, LeakyReLU, LogSoftmax, Mish, ReLU, Sigmoid, SiLU, Softmax, Softplus, Tanh
 from .conv import *  # noqa: F401,F403
 from .linear import Dropout, Flatten, Identity, Linear
 from .recurrent import *  # noqa: F401,F403
 
 __all__ = [
-    "ELU", "GELU", "Dropout", "Flatten", "Hardtanh", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Mish",
+    "MultiheadAttention", "ELU", "GELU", "Dropout", "Flatten", "Hardtanh", "Identity", "LeakyReLU", "Linear", "LogSoftmax", "Mish",
     "ReLU", "SiLU", "Sigmoid", "Softmax", "Softplus", "Tanh", *_conv.__all__, *_recurrent.__all__,
 ]
