@@ -115,9 +115,9 @@ def test_stacks_parity(backend, torch, norm_first):
 
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_gradcheck_encoder_layer(backend, norm_first):
-    layer = nnx.TransformerEncoderLayer(4, 2, 6, dropout=0.0, activation="gelu", norm_first=norm_first,
+    layer = nnx.TransformerEncoderLayer(4, 2, 3, dropout=0.0, activation="gelu", norm_first=norm_first,
                                         dtype="float64")
-    assert nnx.gradcheck(layer, rand(3, 1, 4, seed=1), forward_kwargs={"is_causal": True})
+    assert nnx.gradcheck(layer, rand(2, 1, 4, seed=1), forward_kwargs={"is_causal": True})
 
 
 class _Dec(nnx.Module):
