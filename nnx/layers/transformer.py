@@ -14,8 +14,16 @@ from ..errors import check_positive_int, check_probability
 from ..module import Module, ModuleList
 from .activation import GELU, ReLU
 from .attention import MultiheadAttention
-from .conv import LayerNorm
-from .linear import Dropout, Linear
+from .linear import Linear
+
+try:  # main moved LayerNorm and Dropout into their own modules; this branch's base has them here
+    from .normalization import LayerNorm
+except ImportError:  # pragma: no cover - depends on the merge base
+    from .conv import LayerNorm
+try:
+    from .dropout import Dropout
+except ImportError:  # pragma: no cover
+    from .linear import Dropout
 
 __all__ = ["TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer"]
 
