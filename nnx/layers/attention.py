@@ -180,9 +180,11 @@ class MultiheadAttention(Module):
             am = _bool_bias(xp, xp.arange(L, device=dev)[:, None] < xp.arange(S, device=dev)[None, :], dt)
         wq, wk, wv = self._weights()
         bq, bk, bv = self._biases()
-        q, bq_fn = linear_forward(query, wq, bq)
-        k, bk_fn = linear_forward(key, wk, bk)
-        v, bv_fn = linear_forward(value, wv, bv)
+        # 2-D products: one GEMM each (a 3-D matmul against a 2-D weight is much slower in NumPy)
+        q, bq_fn = linear_forward(xp.reshape(query, (L * N, -1)), wq, bq)
+        k, bk_fn = linear_forward(xp.reshape(key, (S * N, -1)), wk, bk)
+        v, bv_fn = linear_forward(xp.reshape(value, (S * N, -1)), wv, bv)
+        q, k, v = xp.reshape(q, (L, N, E)), xp.reshape(k, (S, N, E)), xp.reshape(v, (S, N, E))
         extra = 0
         if self.bias_k is not None:
             k = xp.concat([k, xp.broadcast_to(self.bias_k.data, (1, N, E))], axis=0)
@@ -211,7 +213,7 @@ class MultiheadAttention(Module):
         p_drop = self.dropout if self.training else 0.0
         oh, probs, attn_bwd = attention_forward(qh, kh, vh, mask, p_drop, where=self._where())
         o = xp.reshape(xp.permute_dims(oh, (2, 0, 1, 3)), (L, N, E))
-        out = self.out_proj(o)
+        out = xp.reshape(self.out_proj(xp.reshape(o, (L * N, E))), (L, N, E))
         weights = None
         if need_weights:
             weights = xp.mean(probs, axis=1) if average_attn_weights else probs
@@ -227,7 +229,7 @@ class MultiheadAttention(Module):
                 dout = dout[:, None, :]
             elif self.batch_first:
                 dout = xp.permute_dims(dout, (1, 0, 2))
-            do = self.out_proj.backward(dout)
+            do = xp.reshape(self.out_proj.backward(xp.reshape(dout, (L * N, E))), (L, N, E))
             doh = xp.permute_dims(xp.reshape(do, (L, N, H, hd)), (1, 2, 0, 3))
             gp = None
             if grad_weights is not None:
@@ -245,9 +247,9 @@ class MultiheadAttention(Module):
                 grads["bias_k"] = xp.sum(dk[S:S + 1, ...], axis=1, keepdims=True)
                 grads["bias_v"] = xp.sum(dv[S:S + 1, ...], axis=1, keepdims=True)
                 dk, dv = dk[:S, ...], dv[:S, ...]
-            dxq, (gwq, gbq) = bq_fn(dq, input_grad)
-            dxk, (gwk, gbk) = bk_fn(dk, input_grad)
-            dxv, (gwv, gbv) = bv_fn(dv, input_grad)
+            dxq, (gwq, gbq) = bq_fn(xp.reshape(dq, (L * N, E)), input_grad)
+            dxk, (gwk, gbk) = bk_fn(xp.reshape(dk, (S * N, E)), input_grad)
+            dxv, (gwv, gbv) = bv_fn(xp.reshape(dv, (S * N, E)), input_grad)
             if self._qkv_same_embed_dim:
                 grads["in_proj_weight"] = xp.concat([gwq, gwk, gwv], axis=0)
             else:
@@ -256,7 +258,7 @@ class MultiheadAttention(Module):
                 grads["in_proj_bias"] = xp.concat([gbq, gbk, gbv], axis=0)
             if not input_grad:
                 return None, grads
-            dx = (dxq, dxk, dxv)
+            dx = (xp.reshape(dxq, (L, N, -1)), xp.reshape(dxk, (S, N, -1)), xp.reshape(dxv, (S, N, -1)))
             if unbatched:
                 dx = tuple(t[:, 0, :] for t in dx)
             elif self.batch_first:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import nnx_backends as backends
+
 from ..errors import check_positive_int, check_probability
 from ..module import Module, ModuleList
 from .activation import GELU, ReLU
@@ -43,15 +45,20 @@ def _activation(where: str, activation: str | Module) -> Module:
 class _FeedForward:
     """Mixin: the ``linear2(dropout(activation(linear1(x))))`` block and its backward."""
 
+    # Position-wise: run on (tokens, d_model) so that each Linear is one 2-D GEMM.
     def _ff(self, x: Array, drop: Dropout) -> Array:
-        return drop(self.linear2(self.dropout(self.activation(self.linear1(x)))))
+        xp = backends.backend_of(x).xp
+        x2 = xp.reshape(x, (-1, x.shape[-1]))
+        return xp.reshape(drop(self.linear2(self.dropout(self.activation(self.linear1(x2))))), x.shape)
 
     def _ff_backward(self, g: Array, drop: Dropout) -> Array:
-        g = drop.backward(g)
+        xp = backends.backend_of(g).xp
+        shape = g.shape
+        g = drop.backward(xp.reshape(g, (-1, shape[-1])))
         g = self.linear2.backward(g)
         g = self.dropout.backward(g)
         g = self.activation.backward(g)
-        return self.linear1.backward(g)
+        return xp.reshape(self.linear1.backward(g), shape)
 
 
 def _self_attn_backward(attn: MultiheadAttention, drop: Dropout, g: Array) -> Array:
