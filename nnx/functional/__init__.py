@@ -7,6 +7,7 @@ and what the standard lacks comes from the backend adapter.
 """
 
 from . import activation as _activation
+from . import attention as _attention
 from . import convolution as _convolution
 from . import dropout as _dropout
 from . import interpolate as _interpolate
@@ -19,6 +20,7 @@ from . import pooling as _pooling
 from . import recurrent as _recurrent
 from . import shape as _shape
 from .activation import *  # noqa: F403
+from .attention import *  # noqa: F403  (scaled dot-product attention, positions)
 from .convolution import *  # noqa: F403
 from .dropout import *  # noqa: F403
 from .interpolate import *  # noqa: F403
@@ -33,4 +35,4 @@ from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution.__all__, *_pooling.__all__,
            *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]
-__all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__
+__all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__ + _attention.__all__

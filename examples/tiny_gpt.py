@@ -1,0 +1,181 @@
+"""A tiny decoder-only character Transformer (GPT) on the same text as examples/char_lm.py.
+
+    python examples/tiny_gpt.py --time-budget 120          # NumPy, one CPU thread, two minutes
+    python examples/tiny_gpt.py --backend cupy --d-model 256 --layers 4 --time-budget 300
+
+Model: token embedding + learned position embedding -> ``--layers`` pre-norm
+``nnx.TransformerEncoderLayer`` blocks (causal self-attention, GELU) -> LayerNorm -> Linear over the
+vocabulary. The backward is written out: head, final norm, the blocks in reverse, then the two
+embeddings (the position gradient is the token gradient summed over the batch). Training runs for
+``--time-budget`` seconds of wall clock (Adam, gradient clipping), reporting validation perplexity
+(exp of the mean cross-entropy per character, same split and measure as char_lm.py), then samples.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import os
+import time
+
+import numpy as np
+
+import nnx
+
+
+def _char_lm():
+    spec = importlib.util.spec_from_file_location("char_lm", os.path.join(os.path.dirname(__file__), "char_lm.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+class TinyGPT(nnx.Module):
+    """Embedding + positions -> causal pre-norm Transformer blocks -> LayerNorm -> Linear."""
+
+    def __init__(self, vocab: int, block: int, d_model: int, nhead: int, layers: int, dropout: float) -> None:
+        super().__init__()
+        self.tok = nnx.Embedding(vocab, d_model)
+        self.pos = nnx.Embedding(block, d_model)
+        self.blocks = nnx.ModuleList([
+            nnx.TransformerEncoderLayer(d_model, nhead, 4 * d_model, dropout=dropout, activation="gelu",
+                                        batch_first=True, norm_first=True) for _ in range(layers)])
+        self.ln_f = nnx.LayerNorm(d_model)
+        self.head = nnx.Linear(d_model, vocab)
+
+    def forward(self, ids):
+        xp = nnx.get_backend().xp
+        t = ids.shape[1]
+        x = self.tok(ids) + self.pos(xp.arange(t, dtype=ids.dtype, device=nnx.get_backend().device))
+        for blk in self.blocks:
+            x = blk(x, is_causal=True)
+        return self.head(self.ln_f(x))
+
+    def backward(self, grad_logits, *, input_grad: bool = False):
+        xp = nnx.get_backend().xp
+        g = self.ln_f.backward(self.head.backward(grad_logits))
+        for blk in reversed(list(self.blocks)):
+            g = blk.backward(g)
+        self.tok.backward(g)
+        self.pos.backward(xp.sum(g, axis=0))
+        return None
+
+
+def sample(model, chars, block: int, prompt: str, length: int, temperature: float, seed: int) -> str:
+    """Generate ``length`` characters after ``prompt`` (the last ``block`` characters as context)."""
+    index = {c: i for i, c in enumerate(chars)}
+    rng = np.random.default_rng(seed)
+    ids = [index.get(c, 0) for c in prompt] or [0]
+    model.eval()
+    with nnx.no_grad():
+        for _ in range(length):
+            ctx = np.array([ids[-block:]], dtype=np.int64)
+            last = nnx.to_numpy(model(nnx.asarray(ctx)))[0, -1].astype(np.float64) / max(temperature, 1e-6)
+            p = np.exp(last - last.max())
+            p /= p.sum()
+            ids.append(int(rng.choice(len(chars), p=p)))
+    return prompt + "".join(chars[i] for i in ids[len(prompt) or 1:])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", default="numpy")
+    parser.add_argument("--device", default=None)
+    parser.add_argument("--module", default="argparse", help="standard-library module whose source is the text")
+    parser.add_argument("--max-chars", type=int, default=200_000)
+    parser.add_argument("--time-budget", type=float, default=120.0, help="training wall-clock seconds")
+    parser.add_argument("--max-steps", type=int, default=None, help="stop after this many steps (tests)")
+    parser.add_argument("--eval-every", type=int, default=100)
+    parser.add_argument("--seq-len", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--d-model", type=int, default=96)
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--layers", type=int, default=2)
+    parser.add_argument("--dropout", type=float, default=0.0)
+    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--clip", type=float, default=1.0)
+    parser.add_argument("--temperature", type=float, default=0.7)
+    parser.add_argument("--sample-length", type=int, default=300)
+    parser.add_argument("--prompt", default="def ")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    lm = _char_lm()
+    with lm.limit_threads(args.threads, args.backend):
+        return run(args, lm)
+
+
+def run(args: argparse.Namespace, lm) -> dict:
+    nnx.set_backend(args.backend, device=args.device)
+    nnx.manual_seed(args.seed)
+    text = lm.load_text(args.module, args.max_chars)
+    chars = sorted(set(text))
+    index = {c: i for i, c in enumerate(chars)}
+    encoded = np.array([index[c] for c in text], dtype=np.int64)
+    split = int(len(encoded) * 0.9)
+    train, val = nnx.asarray(encoded[:split]), nnx.asarray(encoded[split:])
+    backend = nnx.get_backend()
+    xp = backend.xp
+    model = TinyGPT(len(chars), args.seq_len, args.d_model, args.heads, args.layers, args.dropout)
+    loss_fn = nnx.CrossEntropyLoss()
+    optimizer = nnx.optim.Adam(model.parameters(), lr=args.lr)
+    print(f"text: {args.module}.py, {len(text):,} characters, vocabulary {len(chars)}; "
+          f"{sum(p.size for p in model.parameters()):,} parameters; budget {args.time_budget:.0f} s")
+    history = []
+    start = time.perf_counter()
+    step = 0
+    total = xp.zeros((), dtype=xp.float32, device=backend.device)
+    since = 0
+
+    def log() -> None:
+        nonlocal total, since
+        val_loss = lm.evaluate(_Eval(model), loss_fn, backend, val, args.seq_len, args.batch_size)
+        rec = {"step": step, "seconds": time.perf_counter() - start,
+               "train_ppl": math.exp(float(total) / max(since, 1)), "val_ppl": math.exp(val_loss)}
+        history.append(rec)
+        if not args.quiet:
+            print(f"step {step}: train perplexity {rec['train_ppl']:7.2f}   validation perplexity "
+                  f"{rec['val_ppl']:7.2f}   ({rec['seconds']:.0f} s)")
+        total, since = xp.zeros((), dtype=xp.float32, device=backend.device), 0
+
+    while time.perf_counter() - start < args.time_budget and (args.max_steps is None or step < args.max_steps):
+        model.train()
+        starts = backend.randint((args.batch_size,), 0, split - args.seq_len - 1)
+        x, y = lm.windows(backend, train, starts, args.seq_len)
+        logits = model(x)
+        vocab = logits.shape[-1]
+        loss = loss_fn(xp.reshape(logits, (-1, vocab)), xp.reshape(y, (-1,)))
+        model.backward(xp.reshape(loss_fn.backward(), logits.shape))
+        nnx.clip_grad_norm_(model.parameters(), args.clip)
+        optimizer.step()
+        optimizer.zero_grad()
+        total = total + loss
+        step += 1
+        since += 1
+        if step % args.eval_every == 0:
+            log()
+    train_seconds = time.perf_counter() - start
+    if since or not history:
+        log()
+    text_out = sample(model, chars, args.seq_len, args.prompt, args.sample_length, args.temperature, args.seed)
+    print(f"trained {step} steps in {train_seconds:.0f} s; final validation perplexity "
+          f"{history[-1]['val_ppl']:.2f}\n--- sample (temperature {args.temperature}) ---\n{text_out}\n---")
+    return {"history": history, "sample": text_out, "vocab": len(chars), "steps": step,
+            "train_seconds": train_seconds}
+
+
+class _Eval(nnx.Module):
+    """Adapts TinyGPT to char_lm.evaluate, which expects ``(logits, state)``."""
+
+    def __init__(self, model: TinyGPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids):
+        return self.model(ids), None
+
+
+if __name__ == "__main__":
+    main()

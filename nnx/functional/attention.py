@@ -1,0 +1,228 @@
+"""Scaled dot-product attention with an explicit backward, and sinusoidal positions.
+
+``scaled_dot_product_attention_forward(q, k, v, ...)`` returns ``(out, backward)``; the closure
+``backward(dout, input_grad=True)`` returns ``(dq, (dk, dv))`` like every other two-or-more-input
+op of :mod:`nnx.functional` (the first input's gradient first, the others as a tuple).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import nnx_backends as backends
+
+__all__ = [
+    "attention_forward",
+    "scaled_dot_product_attention",
+    "scaled_dot_product_attention_forward",
+    "sinusoidal_positions",
+]
+
+Array = Any
+
+
+def _is_bool(xp: Any, a: Array) -> bool:
+    return a.dtype == xp.bool
+
+
+def _check_inputs(where: str, q: Array, k: Array, v: Array, attn_mask: Array | None) -> None:
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2:
+        raise ValueError(f"{where}: query, key and value need at least 2 dimensions (..., L, E); got shapes "
+                         f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if q.shape[-1] != k.shape[-1]:
+        raise ValueError(f"{where}: query and key must share the last dimension E; got {q.shape[-1]} and "
+                         f"{k.shape[-1]}")
+    if k.shape[-2] != v.shape[-2]:
+        raise ValueError(f"{where}: key and value must have the same length S; got {k.shape[-2]} and "
+                         f"{v.shape[-2]}")
+    if attn_mask is None:
+        return
+    xp = backends.backend_of(q).xp
+    kind = "bool" if _is_bool(xp, attn_mask) else str(attn_mask.dtype)
+    if not (_is_bool(xp, attn_mask) or xp.isdtype(attn_mask.dtype, "real floating")):
+        raise TypeError(f"{where}: attn_mask must be boolean (True = take part) or floating (added to the "
+                        f"scores); got dtype {kind}")
+    L, S = q.shape[-2], k.shape[-2]
+    ms = tuple(attn_mask.shape)
+    if attn_mask.ndim < 2 or ms[-2] not in (1, L) or ms[-1] not in (1, S):
+        raise ValueError(f"{where}: attn_mask must broadcast to (..., L={L}, S={S}); got shape {ms}")
+
+
+def _bias(xp: Any, q: Array, k: Array, attn_mask: Array | None, is_causal: bool) -> tuple[Array | None, Array | None]:
+    """(boolean keep-mask or None, additive float bias or None), both broadcastable to (..., L, S)."""
+    L, S = q.shape[-2], k.shape[-2]
+    keep = None
+    add = None
+    if is_causal:
+        dev = getattr(q, "device", None)
+        i = xp.arange(L, device=dev)[:, None]
+        j = xp.arange(S, device=dev)[None, :]
+        keep = i >= j
+    if attn_mask is not None:
+        if _is_bool(xp, attn_mask):
+            keep = attn_mask if keep is None else xp.logical_and(keep, attn_mask)
+        else:
+            add = xp.astype(attn_mask, q.dtype)
+    return keep, add
+
+
+def _scores(xp: Any, q: Array, k: Array, scale: float, keep: Array | None, add: Array | None) -> Array:
+    s = xp.matmul(q, xp.matrix_transpose(k)) * scale
+    if add is not None:
+        s = s + add
+    if keep is not None:
+        s = xp.where(keep, s, -math.inf)
+    return s
+
+
+def _softmax_lse(xp: Any, s: Array) -> tuple[Array, Array]:
+    """Row softmax and row logsumexp; a row with every score -inf gives probabilities 0 (as torch's SDPA)."""
+    m = xp.max(s, axis=-1, keepdims=True)
+    finite = xp.isfinite(m)
+    m = xp.where(finite, m, 0.0)
+    e = xp.exp(s - m)
+    z = xp.sum(e, axis=-1, keepdims=True)
+    safe = xp.where(z > 0, z, 1.0)
+    p = e / safe
+    lse = xp.where(z > 0, xp.log(safe) + m, math.inf)
+    return p, lse
+
+
+def _probs_from_lse(xp: Any, s: Array, lse: Array) -> Array:
+    return xp.exp(s - lse)  # exp(-inf) = 0 for masked entries and for fully masked rows (lse = +inf)
+
+
+def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array | None = None,
+                      dropout_p: float = 0.0, is_causal: bool = False, scale: float | None = None, *,
+                      dropout_mask: Array | None = None, recompute: bool = False,
+                      where: str = "scaled_dot_product_attention") -> tuple[Array, Array, Callable]:
+    """Attention that also returns the probabilities (before dropout): ``(out, probs, backward)``.
+
+    ``backward(dout, input_grad=True, grad_probs=None)`` returns ``(dq, (dk, dv))``; ``grad_probs``
+    (dL/d probs, e.g. from attention weights a caller returned) is added when given. This is the
+    kernel behind :class:`nnx.MultiheadAttention`; ``probs`` is ``None`` when ``recompute`` is set.
+    """
+    _check_inputs(where, query, key, value, attn_mask)
+    b = backends.backend_of(query)
+    xp = b.xp
+    sc = float(scale) if scale is not None else 1.0 / math.sqrt(query.shape[-1])
+    keep, add = _bias(xp, query, key, attn_mask, is_causal)
+    s = _scores(xp, query, key, sc, keep, add)
+    p, lse = _softmax_lse(xp, s)
+    del s
+    drop = dropout_mask
+    if drop is None and dropout_p > 0.0:
+        drop = b.bernoulli(tuple(p.shape), 1.0 - dropout_p, p.dtype) / (1.0 - dropout_p) if dropout_p < 1.0 \
+            else xp.zeros(p.shape, dtype=p.dtype)
+    elif drop is not None:
+        drop = xp.astype(drop, p.dtype)
+        if dropout_p > 0.0:
+            drop = drop / (1.0 - dropout_p)
+    pd = p * drop if drop is not None else p
+    out = xp.matmul(pd, value)
+    del pd
+    kept_p: Array | None = None if recompute else p
+
+    def backward(dout: Array, input_grad: bool = True, grad_probs: Array | None = None) -> tuple[Array, tuple]:
+        if kept_p is None:
+            probs = _probs_from_lse(xp, _scores(xp, query, key, sc, keep, add), lse)
+        else:
+            probs = kept_p
+        pdrop = probs * drop if drop is not None else probs
+        dv = xp.matmul(xp.matrix_transpose(pdrop), dout)
+        del pdrop
+        dp = xp.matmul(dout, xp.matrix_transpose(value))
+        if drop is not None:
+            dp = dp * drop
+        if grad_probs is not None:
+            dp = dp + grad_probs
+        ds = probs * (dp - xp.sum(dp * probs, axis=-1, keepdims=True))
+        del dp
+        dk = xp.matmul(xp.matrix_transpose(ds), query) * sc
+        dq = xp.matmul(ds, key) * sc if input_grad else None
+        return dq, (_unbroadcast(xp, dk, key.shape), _unbroadcast(xp, dv, value.shape))
+
+    return out, kept_p, backward
+
+
+def _unbroadcast(xp: Any, g: Array, shape: tuple) -> Array:
+    """Sum ``g`` down to ``shape`` (key/value broadcast over leading batch dimensions)."""
+    if tuple(g.shape) == tuple(shape):
+        return g
+    while g.ndim > len(shape):
+        g = xp.sum(g, axis=0)
+    for ax, n in enumerate(shape):
+        if n == 1 and g.shape[ax] != 1:
+            g = xp.sum(g, axis=ax, keepdims=True)
+    return g
+
+
+def scaled_dot_product_attention_forward(
+        query: Array, key: Array, value: Array, attn_mask: Array | None = None, dropout_p: float = 0.0,
+        is_causal: bool = False, scale: float | None = None, *, dropout_mask: Array | None = None,
+        recompute: bool = False) -> tuple[Array, Callable]:
+    """``softmax(q @ k^T * scale + mask) @ v`` with its backward (``torch.nn.functional.scaled_dot_product_attention``).
+
+    Args:
+        query: ``(..., L, E)``; key ``(..., S, E)``; value ``(..., S, Ev)`` (any number of leading
+            batch dimensions, broadcast as in matmul).
+        attn_mask: boolean (True = the position takes part, as torch) or floating (added to the
+            scores), broadcastable to ``(..., L, S)``.
+        dropout_p: dropout probability on the attention probabilities (mask from the backend RNG).
+        is_causal: mask out keys after each query (top-left aligned lower triangle, as torch).
+        scale: score scale, default ``1 / sqrt(E)``.
+        dropout_mask: nnx addition: an explicit keep-mask ``(..., L, S)`` (bool or 0/1) used instead
+            of a random draw (scaled by ``1/(1-dropout_p)``): makes dropout reproducible for gradcheck.
+        recompute: nnx addition: keep only q, k, v and the per-row logsumexp, and recompute the
+            softmax in backward (saves one ``(L, S)`` block per head between forward and backward).
+
+    A row whose keys are all masked out gives output 0 and zero gradients (torch's SDPA does the
+    same; ``torch.nn.MultiheadAttention`` gives NaN there).
+
+    ``backward(dout, input_grad=True)`` returns ``(dq, (dk, dv))``; ``dq`` is None when
+    ``input_grad`` is False.
+
+    >>> out, backward = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True)  # doctest: +SKIP
+    >>> dq, (dk, dv) = backward(dout)                                                    # doctest: +SKIP
+    """
+    out, _, bwd = attention_forward(query, key, value, attn_mask, dropout_p, is_causal, scale,
+                                    dropout_mask=dropout_mask, recompute=recompute)
+
+    def backward(dout: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return bwd(dout, input_grad)
+
+    return out, backward
+
+
+def scaled_dot_product_attention(query: Array, key: Array, value: Array, attn_mask: Array | None = None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None) -> Array:
+    """Functional form of :func:`scaled_dot_product_attention_forward` (as torch's)."""
+    return scaled_dot_product_attention_forward(query, key, value, attn_mask, dropout_p, is_causal, scale)[0]
+
+
+def sinusoidal_positions(length: int, dim: int, *, base: float = 10000.0, dtype: Any = None) -> Array:
+    """The fixed sine/cosine position table of "Attention is all you need", shape ``(length, dim)``.
+
+    ``P[t, 2i] = sin(t / base^(2i/dim))``, ``P[t, 2i+1] = cos(t / base^(2i/dim))`` on the current
+    backend (default dtype). Add it to token embeddings: ``x = emb(ids) + sinusoidal_positions(T, d)``.
+
+    >>> F.sinusoidal_positions(128, 64).shape   # doctest: +SKIP
+    (128, 64)
+    """
+    from ..backend import get_backend, get_default_dtype
+
+    if int(length) < 1 or int(dim) < 1:
+        raise ValueError(f"sinusoidal_positions: length and dim must be positive; got {length}, {dim}")
+    b = get_backend()
+    xp = b.xp
+    dt = b.dtype(dtype if dtype is not None else get_default_dtype())
+    t = xp.astype(xp.arange(length, device=b.device), dt)[:, None]
+    half = (dim + 1) // 2
+    i = xp.astype(xp.arange(half, device=b.device), dt)
+    freq = xp.exp(i * (-2.0 * math.log(base) / dim))[None, :]
+    ang = t * freq
+    out = xp.stack([xp.sin(ang), xp.cos(ang)], axis=-1)
+    return xp.reshape(out, (length, 2 * half))[:, :dim]

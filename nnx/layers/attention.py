@@ -1,0 +1,281 @@
+"""MultiheadAttention (``torch.nn.MultiheadAttention``) with an explicit backward."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import nnx_backends as backends
+
+from .. import init
+from ..errors import check_positive_int, check_probability
+from ..functional.attention import attention_forward
+from ..functional.linear import linear_forward
+from ..module import Module
+from .linear import Linear, new_parameter
+
+__all__ = ["MultiheadAttention"]
+
+Array = Any
+
+
+def _bool_bias(xp: Any, mask: Array, dtype: Any) -> Array:
+    """Additive bias of a boolean "not allowed" mask: -inf where True, 0 elsewhere."""
+    dev = getattr(mask, "device", None)
+    return xp.where(mask, xp.full(mask.shape, -math.inf, dtype=dtype, device=dev),
+                    xp.zeros(mask.shape, dtype=dtype, device=dev))
+
+
+class MultiheadAttention(Module):
+    """Multi-head attention with torch's parameters, masks and state_dict keys.
+
+    Args:
+        embed_dim, num_heads: model width and number of heads (``embed_dim % num_heads == 0``).
+        dropout: dropout on the attention probabilities while training.
+        bias: biases in the input and output projections.
+        add_bias_kv: learn ``bias_k``/``bias_v`` appended to the key/value sequences.
+        add_zero_attn: append a zero key/value position.
+        kdim, vdim: key/value feature sizes (default ``embed_dim``); when they differ the projection
+            weights are ``q_proj_weight``, ``k_proj_weight``, ``v_proj_weight`` (as torch).
+        batch_first: inputs ``(N, L, E)`` instead of ``(L, N, E)``.
+
+    ``forward(query, key, value, key_padding_mask=None, need_weights=True, attn_mask=None,
+    average_attn_weights=True, is_causal=False)`` returns ``(attn_output, attn_weights or None)``
+    like torch, unbatched ``(L, E)`` inputs included. Masks: boolean True = *not allowed* (torch's MHA
+    convention), or floating (added to the scores); ``attn_mask`` ``(L, S)`` or ``(N*num_heads, L, S)``,
+    ``key_padding_mask`` ``(N, S)``. ``is_causal=True`` without ``attn_mask`` applies the causal mask.
+
+    ``backward(grad_output, grad_weights=None, *, input_grad=True)`` (nnx addition) fills the
+    parameter gradients and returns ``(d_query, d_key, d_value)`` (None when ``input_grad`` is False).
+    For self-attention (the same tensor passed three times) the caller sums the three.
+
+    Differences from torch: a query whose keys are all masked out gets output 0 (torch: NaN).
+
+    >>> mha = nnx.MultiheadAttention(64, 4, batch_first=True)   # doctest: +SKIP
+    >>> y, w = mha(x, x, x); dq, dk, dv = mha.backward(dy)      # doctest: +SKIP
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,
+                 add_bias_kv: bool = False, add_zero_attn: bool = False, kdim: int | None = None,
+                 vdim: int | None = None, batch_first: bool = False, *, dtype: Any = None, backend: Any = None,
+                 device: Any = None) -> None:
+        super().__init__()
+        self.embed_dim = check_positive_int("MultiheadAttention", "embed_dim", embed_dim)
+        self.num_heads = check_positive_int("MultiheadAttention", "num_heads", num_heads)
+        if embed_dim % num_heads:
+            raise ValueError(f"MultiheadAttention: embed_dim must be divisible by num_heads; got embed_dim="
+                             f"{embed_dim}, num_heads={num_heads}")
+        self.kdim = kdim if kdim is not None else embed_dim
+        self.vdim = vdim if vdim is not None else embed_dim
+        self._qkv_same_embed_dim = self.kdim == embed_dim and self.vdim == embed_dim
+        self.dropout = check_probability("MultiheadAttention", "dropout", dropout)
+        self.batch_first = bool(batch_first)
+        self.head_dim = embed_dim // num_heads
+        self.add_zero_attn = bool(add_zero_attn)
+        e = embed_dim
+
+        def p(shape: tuple[int, ...]) -> Any:
+            return new_parameter(shape, dtype, backend, device)
+
+        if self._qkv_same_embed_dim:
+            self.in_proj_weight = p((3 * e, e))
+            for n in ("q_proj_weight", "k_proj_weight", "v_proj_weight"):
+                self.register_parameter(n, None)
+        else:
+            self.q_proj_weight = p((e, e))
+            self.k_proj_weight = p((e, self.kdim))
+            self.v_proj_weight = p((e, self.vdim))
+            self.register_parameter("in_proj_weight", None)
+        if bias:
+            self.in_proj_bias = p((3 * e,))
+        else:
+            self.register_parameter("in_proj_bias", None)
+        self.out_proj = Linear(e, e, bias=bias, dtype=dtype, backend=backend, device=device)
+        if add_bias_kv:
+            self.bias_k = p((1, 1, e))
+            self.bias_v = p((1, 1, e))
+        else:
+            self.register_parameter("bias_k", None)
+            self.register_parameter("bias_v", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        if self._qkv_same_embed_dim:
+            init.xavier_uniform_(self.in_proj_weight)
+        else:
+            for w in (self.q_proj_weight, self.k_proj_weight, self.v_proj_weight):
+                init.xavier_uniform_(w)
+        for b in (self.in_proj_bias, self.out_proj.bias):
+            if b is not None:
+                init.zeros_(b)
+        for b in (self.bias_k, self.bias_v):
+            if b is not None:
+                init.xavier_normal_(b)
+
+    # ------------------------------------------------------------------ helpers
+    def _where(self) -> str:
+        return f"MultiheadAttention(embed_dim={self.embed_dim}, num_heads={self.num_heads})"
+
+    def _weights(self) -> tuple[Array, Array, Array]:
+        if self._qkv_same_embed_dim:
+            w = self.in_proj_weight.data
+            e = self.embed_dim
+            return w[:e, :], w[e:2 * e, :], w[2 * e:, :]
+        return self.q_proj_weight.data, self.k_proj_weight.data, self.v_proj_weight.data
+
+    def _biases(self) -> tuple[Array | None, Array | None, Array | None]:
+        if self.in_proj_bias is None:
+            return None, None, None
+        b = self.in_proj_bias.data
+        e = self.embed_dim
+        return b[:e], b[e:2 * e], b[2 * e:]
+
+    def _float_mask(self, xp: Any, mask: Array | None, name: str, shapes: list[tuple], dtype: Any) -> Array | None:
+        if mask is None:
+            return None
+        if tuple(mask.shape) not in shapes:
+            raise ValueError(f"{self._where()}: {name} must have shape {' or '.join(map(str, shapes))}; "
+                             f"got {tuple(mask.shape)}")
+        if mask.dtype == xp.bool:
+            return _bool_bias(xp, mask, dtype)
+        if not xp.isdtype(mask.dtype, "real floating"):
+            raise TypeError(f"{self._where()}: {name} must be boolean (True = not allowed) or floating; got "
+                            f"dtype {mask.dtype}")
+        return xp.astype(mask, dtype)
+
+    def _check_inputs(self, q: Array, k: Array, v: Array) -> None:
+        if q.ndim not in (2, 3) or k.ndim != q.ndim or v.ndim != q.ndim:
+            raise ValueError(f"{self._where()}: query, key, value must all be 3-D (batched) or 2-D (unbatched); "
+                             f"got shapes {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+        for name, x, d in (("query", q, self.embed_dim), ("key", k, self.kdim), ("value", v, self.vdim)):
+            if x.shape[-1] != d:
+                raise ValueError(f"{self._where()}: {name} must have {d} features in the last dimension; got "
+                                 f"shape {tuple(x.shape)}")
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, query: Array, key: Array, value: Array, key_padding_mask: Array | None = None,
+                need_weights: bool = True, attn_mask: Array | None = None, average_attn_weights: bool = True,
+                is_causal: bool = False) -> tuple[Array, Array | None]:
+        self._check_inputs(query, key, value)
+        xp = backends.backend_of(query).xp
+        unbatched = query.ndim == 2
+        if unbatched:
+            query, key, value = query[:, None, :], key[:, None, :], value[:, None, :]
+            if key_padding_mask is not None:
+                key_padding_mask = xp.reshape(key_padding_mask, (1, *key_padding_mask.shape))
+        elif self.batch_first:
+            query, key, value = (xp.permute_dims(t, (1, 0, 2)) for t in (query, key, value))
+        L, N, E = query.shape
+        S = key.shape[0]
+        if key.shape[1] != N or value.shape[1] != N or value.shape[0] != S:
+            raise ValueError(f"{self._where()}: key and value must share the batch size of query and the same "
+                             f"sequence length; got shapes {tuple(query.shape)}, {tuple(key.shape)}, "
+                             f"{tuple(value.shape)} (sequence-first)")
+        H, hd = self.num_heads, self.head_dim
+        dt = query.dtype
+        am = self._float_mask(xp, attn_mask, "attn_mask", [(L, S), (N * H, L, S)], dt)
+        kpm = self._float_mask(xp, key_padding_mask, "key_padding_mask", [(N, S)], dt)
+        if is_causal and attn_mask is None:
+            dev = getattr(query, "device", None)
+            am = _bool_bias(xp, xp.arange(L, device=dev)[:, None] < xp.arange(S, device=dev)[None, :], dt)
+        wq, wk, wv = self._weights()
+        bq, bk, bv = self._biases()
+        # 2-D products: one GEMM each (a 3-D matmul against a 2-D weight is much slower in NumPy)
+        q, bq_fn = linear_forward(xp.reshape(query, (L * N, -1)), wq, bq)
+        k, bk_fn = linear_forward(xp.reshape(key, (S * N, -1)), wk, bk)
+        v, bv_fn = linear_forward(xp.reshape(value, (S * N, -1)), wv, bv)
+        q, k, v = xp.reshape(q, (L, N, E)), xp.reshape(k, (S, N, E)), xp.reshape(v, (S, N, E))
+        extra = 0
+        if self.bias_k is not None:
+            k = xp.concat([k, xp.broadcast_to(self.bias_k.data, (1, N, E))], axis=0)
+            v = xp.concat([v, xp.broadcast_to(self.bias_v.data, (1, N, E))], axis=0)
+            extra += 1
+        # (T, N, E) -> (N, H, T, hd)
+        def heads(t: Array) -> Array:
+            return xp.permute_dims(xp.reshape(t, (t.shape[0], N, H, hd)), (1, 2, 0, 3))
+        qh, kh, vh = heads(q), heads(k), heads(v)
+        if self.add_zero_attn:
+            z = xp.zeros((N, H, 1, hd), dtype=dt)
+            kh = xp.concat([kh, z], axis=2)
+            vh = xp.concat([vh, z], axis=2)
+            extra += 1
+        S2 = S + extra
+        mask = None
+        if am is not None:
+            am = xp.reshape(am, (1, 1, L, S)) if am.ndim == 2 else xp.reshape(am, (N, H, L, S))
+            mask = am
+        if kpm is not None:
+            kp = xp.reshape(kpm, (N, 1, 1, S))
+            mask = kp if mask is None else mask + kp
+        if mask is not None and extra:
+            pad = xp.zeros((*mask.shape[:-1], extra), dtype=dt)
+            mask = xp.concat([mask, pad], axis=-1)
+        p_drop = self.dropout if self.training else 0.0
+        oh, probs, attn_bwd = attention_forward(qh, kh, vh, mask, p_drop, where=self._where())
+        o = xp.reshape(xp.permute_dims(oh, (2, 0, 1, 3)), (L, N, E))
+        out = xp.reshape(self.out_proj(xp.reshape(o, (L * N, E))), (L, N, E))
+        weights = None
+        if need_weights:
+            weights = xp.mean(probs, axis=1) if average_attn_weights else probs
+            if unbatched:
+                weights = weights[0, ...]
+        if unbatched:
+            out = out[:, 0, :]
+        elif self.batch_first:
+            out = xp.permute_dims(out, (1, 0, 2))
+
+        def backward(dout: Array, input_grad: bool = True, grad_weights: Array | None = None) -> tuple:
+            if unbatched:
+                dout = dout[:, None, :]
+            elif self.batch_first:
+                dout = xp.permute_dims(dout, (1, 0, 2))
+            do = xp.reshape(self.out_proj.backward(xp.reshape(dout, (L * N, E))), (L, N, E))
+            doh = xp.permute_dims(xp.reshape(do, (L, N, H, hd)), (1, 2, 0, 3))
+            gp = None
+            if grad_weights is not None:
+                gw = xp.reshape(grad_weights, (1, *grad_weights.shape)) if unbatched else grad_weights
+                gp = (xp.broadcast_to(xp.reshape(gw, (N, 1, L, S2)), (N, H, L, S2)) / H) if average_attn_weights else gw
+            dqh, (dkh, dvh) = attn_bwd(doh, True, gp)
+            if self.add_zero_attn:
+                dkh, dvh = dkh[:, :, :-1, :], dvh[:, :, :-1, :]
+
+            def unheads(t: Array) -> Array:
+                return xp.reshape(xp.permute_dims(t, (2, 0, 1, 3)), (t.shape[2], N, E))
+            dq, dk, dv = unheads(dqh), unheads(dkh), unheads(dvh)
+            grads: dict[str, Array | None] = {}
+            if self.bias_k is not None:
+                grads["bias_k"] = xp.sum(dk[S:S + 1, ...], axis=1, keepdims=True)
+                grads["bias_v"] = xp.sum(dv[S:S + 1, ...], axis=1, keepdims=True)
+                dk, dv = dk[:S, ...], dv[:S, ...]
+            dxq, (gwq, gbq) = bq_fn(xp.reshape(dq, (L * N, E)), input_grad)
+            dxk, (gwk, gbk) = bk_fn(xp.reshape(dk, (S * N, E)), input_grad)
+            dxv, (gwv, gbv) = bv_fn(xp.reshape(dv, (S * N, E)), input_grad)
+            if self._qkv_same_embed_dim:
+                grads["in_proj_weight"] = xp.concat([gwq, gwk, gwv], axis=0)
+            else:
+                grads.update(q_proj_weight=gwq, k_proj_weight=gwk, v_proj_weight=gwv)
+            if self.in_proj_bias is not None:
+                grads["in_proj_bias"] = xp.concat([gbq, gbk, gbv], axis=0)
+            if not input_grad:
+                return None, grads
+            dx = (xp.reshape(dxq, (L, N, -1)), xp.reshape(dxk, (S, N, -1)), xp.reshape(dxv, (S, N, -1)))
+            if unbatched:
+                dx = tuple(t[:, 0, :] for t in dx)
+            elif self.batch_first:
+                dx = tuple(xp.permute_dims(t, (1, 0, 2)) for t in dx)
+            return dx, grads
+
+        self.record(out, backward)
+        return out, weights
+
+    def backward(self, grad_output: Array, grad_weights: Array | None = None, *,
+                 input_grad: bool = True) -> tuple[Array, Array, Array] | None:
+        """Fill parameter gradients; return ``(d_query, d_key, d_value)`` (None if not ``input_grad``)."""
+        fn, _, _ = self._pop_record()
+        dx, grads = fn(grad_output, input_grad, grad_weights)
+        for name, g in grads.items():
+            self._parameters[name].accumulate_grad(g)
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"
