@@ -232,19 +232,27 @@ class Backend(FusedOps):
         eps: float,
         bias_correction1: float,
         bias_correction2: float,
-    ) -> None:
-        """One Adam update of ``param``, ``exp_avg`` and ``exp_avg_sq``, in place.
+        max_exp_avg_sq: Array | None = None,
+    ) -> tuple[Array, Array, Array, Array | None]:
+        """One Adam update; returns ``(param, exp_avg, exp_avg_sq, max_exp_avg_sq)``, which the caller stores.
 
         ``param -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)`` with ``m``, ``v`` the running
-        moments; the same arithmetic order as ``torch.optim.Adam``. Adapters may fuse it.
+        moments (``v`` the running maximum with AMSGrad, when ``max_exp_avg_sq`` is given); the
+        same arithmetic order as ``torch.optim.Adam``. On a mutable library the arrays are
+        updated in place and returned; on an immutable one (JAX) the returned arrays are new.
+        Adapters may fuse it.
         """
         xp = self.xp
         exp_avg *= beta1
         exp_avg += (1.0 - beta1) * grad
         exp_avg_sq *= beta2
         exp_avg_sq += (1.0 - beta2) * (grad * grad)
-        denom = xp.sqrt(exp_avg_sq) / math.sqrt(bias_correction2) + eps
+        v = exp_avg_sq
+        if max_exp_avg_sq is not None:
+            max_exp_avg_sq = v = xp.maximum(max_exp_avg_sq, exp_avg_sq)
+        denom = xp.sqrt(v) / math.sqrt(bias_correction2) + eps
         param -= (lr / bias_correction1) * (exp_avg / denom)
+        return param, exp_avg, exp_avg_sq, max_exp_avg_sq
 
 
 def _jsonable(obj: Any) -> Any:

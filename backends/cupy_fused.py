@@ -207,10 +207,17 @@ class CupyFused:
                 elementwise(self._cp, "adam_amsgrad")(*args, param, exp_avg, exp_avg_sq, max_exp_avg_sq)
 
     def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
-                     bias_correction1, bias_correction2) -> None:
+                     bias_correction1, bias_correction2, max_exp_avg_sq=None):
+        if max_exp_avg_sq is not None:  # AMSGrad: the generic in-place update (a few kernels)
+            from .base import Backend
+
+            return Backend.adam_update_(self, param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                                        eps=eps, bias_correction1=bias_correction1,
+                                        bias_correction2=bias_correction2, max_exp_avg_sq=max_exp_avg_sq)
         with self.device:
             elementwise(self._cp, "adam")(grad, lr, beta1, beta2, eps, bias_correction1,
                                           1.0 / bias_correction2 ** 0.5, 0.0, 0, param, exp_avg, exp_avg_sq)
+        return param, exp_avg, exp_avg_sq, None
 
     def sgd_step_(self, param, grad, buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                   first=False):

@@ -106,39 +106,28 @@ class NumpyFused:
             grad = grad + weight_decay * param
         bc1 = 1.0 - beta1 ** step
         bc2 = 1.0 - beta2 ** step
-        if max_exp_avg_sq is None:
-            self.adam_update_(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                              bias_correction1=bc1, bias_correction2=bc2)
-            return
-        exp_avg *= beta1
-        exp_avg += (1.0 - beta1) * grad
-        scratch = np.multiply(grad, grad)
-        scratch *= 1.0 - beta2
-        exp_avg_sq *= beta2
-        exp_avg_sq += scratch
-        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        np.sqrt(max_exp_avg_sq, out=scratch)
-        scratch *= 1.0 / math.sqrt(bc2)
-        scratch += eps
-        np.divide(exp_avg, scratch, out=scratch)
-        scratch *= lr / bc1
-        param -= scratch
+        self.adam_update_(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
+                          bias_correction1=bc1, bias_correction2=bc2, max_exp_avg_sq=max_exp_avg_sq)
 
     def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
-                     bias_correction1, bias_correction2) -> None:
-        # Same arithmetic as the standard fallback, with one scratch buffer and no temporaries.
+                     bias_correction1, bias_correction2, max_exp_avg_sq=None):
+        # Same arithmetic as the standard fallback, in place, with one scratch buffer and no temporaries.
         exp_avg *= beta1
         exp_avg += (1.0 - beta1) * grad
         scratch = np.multiply(grad, grad)
         exp_avg_sq *= beta2
         scratch *= 1.0 - beta2
         exp_avg_sq += scratch
-        np.sqrt(exp_avg_sq, out=scratch)
+        v = exp_avg_sq
+        if max_exp_avg_sq is not None:
+            v = np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        np.sqrt(v, out=scratch)
         scratch *= 1.0 / math.sqrt(bias_correction2)
         scratch += eps
         np.divide(exp_avg, scratch, out=scratch)
         scratch *= lr / bias_correction1
         param -= scratch
+        return param, exp_avg, exp_avg_sq, max_exp_avg_sq
 
     def sgd_step_(self, param, grad, buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                   first=False):

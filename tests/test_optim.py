@@ -275,7 +275,7 @@ def test_construction_errors(backend):
         nnx.optim.SGD([{"params": model.parameters()}, {"params": model[0].parameters()}], lr=0.1)
     with pytest.raises(ValueError, match="Nesterov momentum requires a momentum and zero dampening"):
         nnx.optim.SGD(model.parameters(), lr=0.1, nesterov=True)
-    with pytest.raises(ValueError, match=r"Adam: betas must be in \[0, 1\), got \(0.9, 1.0\)"):
+    with pytest.raises(ValueError, match=r"Adam: betas must be two numbers in \[0, 1\), got \(0.9, 1.0\)"):
         nnx.optim.Adam(model.parameters(), betas=(0.9, 1.0))
 
 

@@ -45,4 +45,5 @@ class Adadelta(Optimizer):
         delta = xp.sqrt(u + eps) / xp.sqrt(v + eps) * grad
         u *= rho
         u += (1.0 - rho) * (delta * delta)
+        state["square_avg"], state["acc_delta"] = v, u  # stored back for immutable arrays (JAX)
         p.data -= lr * delta

@@ -40,6 +40,7 @@ class Adamax(Optimizer):
             grad = grad + wd * p.data
         m = state["exp_avg"]
         m += (1.0 - beta1) * (grad - m)
+        state["exp_avg"] = m  # in place on mutable arrays; stored back for immutable ones (JAX)
         state["exp_inf"] = u = xp.maximum(state["exp_inf"] * beta2, xp.abs(grad) + eps)
         clr = lr / (1.0 - beta1 ** state["step"])
         p.data -= clr * (m / u)

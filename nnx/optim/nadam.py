@@ -63,6 +63,7 @@ class NAdam(Optimizer):
         m += (1.0 - beta1) * (grad - m)
         v *= beta2
         v += (1.0 - beta2) * (grad * grad)
+        state["exp_avg"], state["exp_avg_sq"] = m, v  # in place on mutable arrays; stored back for immutable ones (JAX)
         denom = xp.sqrt(v / bias_correction2) + eps
         p.data += (-lr * (1.0 - mu) / (1.0 - mu_product)) * (grad / denom)
         p.data += ((-lr * mu_next) / (1.0 - mu_product * mu_next)) * (m / denom)

@@ -53,6 +53,7 @@ class RAdam(Optimizer):
         m += (1.0 - beta1) * (grad - m)
         v *= beta2
         v += (1.0 - beta2) * (grad * grad)
+        state["exp_avg"], state["exp_avg_sq"] = m, v  # in place on mutable arrays; stored back for immutable ones (JAX)
         bias_correction1 = 1.0 - beta1 ** step
         bias_correction2 = 1.0 - beta2 ** step
         corrected = m / bias_correction1
