@@ -7,7 +7,9 @@ Model: token embedding + learned position embedding -> ``--layers`` pre-norm
 ``nnx.TransformerEncoderLayer`` blocks (causal self-attention, GELU) -> LayerNorm -> Linear over the
 vocabulary. The backward is written out: head, final norm, the blocks in reverse, then the two
 embeddings (the position gradient is the token gradient summed over the batch). Training runs for
-``--time-budget`` seconds of wall clock (Adam, gradient clipping), reporting validation perplexity
+``--time-budget`` seconds of wall clock (AdamW, linear warm-up then cosine decay of the learning
+rate over the budget, gradient clipping; ``--tie`` shares the token embedding with the output
+layer), reporting validation perplexity
 (exp of the mean cross-entropy per character, same split and measure as char_lm.py), then samples.
 """
 
