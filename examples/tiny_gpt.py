@@ -37,12 +37,13 @@ class TinyGPT(nnx.Module):
     """Embedding + positions -> causal pre-norm Transformer blocks -> LayerNorm -> Linear."""
 
     def __init__(self, vocab: int, block: int, d_model: int, nhead: int, layers: int, dropout: float,
-                 tie: bool = False) -> None:
+                 tie: bool = False, gelu: str = "tanh") -> None:
         super().__init__()
         self.tok = nnx.Embedding(vocab, d_model)
         self.pos = nnx.Embedding(block, d_model)
         self.blocks = nnx.ModuleList([
-            nnx.TransformerEncoderLayer(d_model, nhead, 4 * d_model, dropout=dropout, activation="gelu",
+            nnx.TransformerEncoderLayer(d_model, nhead, 4 * d_model, dropout=dropout,
+                                        activation=nnx.GELU(approximate=gelu),
                                         batch_first=True, norm_first=True) for _ in range(layers)])
         self.ln_f = nnx.LayerNorm(d_model)
         self.head = nnx.Linear(d_model, vocab)
@@ -104,6 +105,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--warmup", type=float, default=0.05,
                         help="linear warm-up over this fraction of the budget, then cosine decay to 10%%")
     parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay")
+    parser.add_argument("--gelu", choices=("tanh", "none"), default="tanh",
+                        help="GELU form: tanh approximation (as GPT-2; NumPy has no erf, so it is faster) or exact")
     parser.add_argument("--tie", action="store_true", help="output layer = token embedding (weight tying)")
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=0.7)
@@ -130,7 +133,7 @@ def run(args: argparse.Namespace, lm) -> dict:
     backend = nnx.get_backend()
     xp = backend.xp
     model = TinyGPT(len(chars), args.seq_len, args.d_model, args.heads, args.layers, args.dropout,
-                    tie=args.tie)
+                    tie=args.tie, gelu=args.gelu)
     loss_fn = nnx.CrossEntropyLoss()
     optimizer = nnx.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     print(f"text: {args.module}.py, {len(text):,} characters, vocabulary {len(chars)}; "
