@@ -17,8 +17,11 @@ import numpy as np
 import nnx
 
 #: (workload, batch sizes) of the issue; ``tiny`` sizes for CPU smoke runs
-WORKLOADS = {"mlp": (128, 1024), "lenet": (64, 512), "resnet_block": (16, 128), "lstm": (64, 512), "gru": (64, 512)}
+WORKLOADS = {"mlp": (128, 1024), "lenet": (64, 512), "resnet_block": (16, 128), "lstm": (64, 512), "gru": (64, 512),
+             "transformer": (8, 32)}
 SEQ, FEAT, HIDDEN = 32, 32, 128
+#: transformer workload: one TransformerEncoderLayer (as benchmarks/bench_transformer.py), MSE, Adam
+D_MODEL, NHEAD, FFN, TSEQ = 256, 4, 1024, 128
 
 
 def _basic_block() -> Any:
@@ -36,6 +39,9 @@ def _data(name: str, batch: int, rng: np.random.Generator, tiny: bool = False) -
     if name == "resnet_block":
         side = 8 if tiny else 32
         return rng.standard_normal((batch, 64, side, side)), rng.standard_normal((batch, 64, side, side))
+    if name == "transformer":
+        shape = (batch, 8 if tiny else TSEQ, D_MODEL)
+        return rng.standard_normal(shape), rng.standard_normal(shape)
     steps = 4 if tiny else SEQ
     return rng.standard_normal((batch, steps, FEAT)), rng.integers(0, 10, batch)
 
@@ -73,6 +79,9 @@ def nnx_model(name: str) -> tuple[Any, Any, Any]:
     if name == "resnet_block":
         model = _basic_block()(64, 64)
         return model, nnx.MSELoss(), nnx.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    if name == "transformer":
+        model = nnx.TransformerEncoderLayer(D_MODEL, NHEAD, FFN, dropout=0.0, batch_first=True)
+        return model, nnx.MSELoss(), nnx.optim.Adam(model.parameters(), lr=1e-4)
     model = _Seq(name)
     return model, nnx.CrossEntropyLoss(), nnx.optim.Adam(model.parameters(), lr=1e-3)
 
@@ -83,7 +92,7 @@ def nnx_step(name: str, batch: int, tiny: bool = False, seed: int = 0) -> Callab
     model, loss_fn, opt = nnx_model(name)
     x_host, y_host = _data(name, batch, np.random.default_rng(seed), tiny)
     x = nnx.asarray(x_host, dtype="float32")
-    y = nnx.asarray(y_host, dtype="float32" if name == "resnet_block" else "int64")
+    y = nnx.asarray(y_host, dtype="float32" if name in ("resnet_block", "transformer") else "int64")
 
     def step() -> Any:
         opt.zero_grad()
@@ -104,7 +113,8 @@ def torch_step(name: str, batch: int, device: str = "cpu", tiny: bool = False, s
     torch.manual_seed(seed)
     x_host, y_host = _data(name, batch, np.random.default_rng(seed), tiny)
     x = torch.tensor(x_host, dtype=torch.float32, device=device)
-    y = torch.tensor(y_host, dtype=torch.float32 if name == "resnet_block" else torch.int64, device=device)
+    y = torch.tensor(y_host, dtype=torch.float32 if name in ("resnet_block", "transformer") else torch.int64,
+                     device=device)
     loss_fn: Any = nn.CrossEntropyLoss()
     if name == "mlp":
         model: Any = nn.Sequential(nn.Linear(784, 512), nn.ReLU(), nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 10))
@@ -114,6 +124,9 @@ def torch_step(name: str, batch: int, device: str = "cpu", tiny: bool = False, s
                               nn.ReLU(), nn.Linear(84, 10))
     elif name == "resnet_block":
         model = _torch_block(nn)
+        loss_fn = nn.MSELoss()
+    elif name == "transformer":
+        model = nn.TransformerEncoderLayer(D_MODEL, NHEAD, FFN, dropout=0.0, batch_first=True)
         loss_fn = nn.MSELoss()
     else:
         rnn = (nn.LSTM if name == "lstm" else nn.GRU)(FEAT, HIDDEN, batch_first=True)
@@ -133,7 +146,7 @@ def torch_step(name: str, batch: int, device: str = "cpu", tiny: bool = False, s
     if name in ("lenet", "resnet_block"):
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     else:
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4 if name == "transformer" else 1e-3)
 
     def step() -> Any:
         opt.zero_grad(set_to_none=True)

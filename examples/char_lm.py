@@ -116,6 +116,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--module", default="argparse", help="standard-library module whose source is the text")
     parser.add_argument("--max-chars", type=int, default=200_000)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="stop training after this many wall-clock seconds (epochs then unlimited); "
+                             "the last epoch may be partial")
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="training windows batches per epoch (default: one pass over the text)")
     parser.add_argument("--seq-len", type=int, default=64)
@@ -182,12 +185,19 @@ def run(args: argparse.Namespace) -> dict:
 
     history = []
     start = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
+    budget = args.time_budget
+    epochs = args.epochs if budget is None else 10**9
+    for epoch in range(1, epochs + 1):
+        if budget is not None and time.perf_counter() - start >= budget:
+            break
         model.train()
+        done = 0
         total = xp.zeros((), dtype=xp.float32, device=backend.device)
         bar = tqdm(range(steps), desc=f"epoch {epoch}/{args.epochs} [{backend.name}]", disable=args.quiet,
                    leave=False)
         for _ in bar:
+            if budget is not None and time.perf_counter() - start >= budget:
+                break
             starts = backend.randint((args.batch_size,), 0, split - args.seq_len - 1)
             x, y = windows(backend, train, starts, args.seq_len)
             logits, _ = model(x)
@@ -199,9 +209,11 @@ def run(args: argparse.Namespace) -> dict:
             optimizer.step()
             optimizer.zero_grad()
             total = total + loss
-        train_loss = float(total) / steps          # read from the device once per epoch
+            done += 1
+        train_loss = float(total) / max(done, 1)          # read from the device once per epoch
         val_loss = evaluate(model, loss_fn, backend, val, args.seq_len, args.batch_size)
-        history.append({"epoch": epoch, "train_ppl": math.exp(train_loss), "val_ppl": math.exp(val_loss)})
+        history.append({"epoch": epoch, "steps": done, "seconds": time.perf_counter() - start,
+                        "train_ppl": math.exp(train_loss), "val_ppl": math.exp(val_loss)})
         print(f"epoch {epoch}: train perplexity {math.exp(train_loss):7.2f}   "
               f"validation perplexity {math.exp(val_loss):7.2f}   ({time.perf_counter() - start:.0f} s)")
 

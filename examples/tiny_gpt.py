@@ -7,7 +7,9 @@ Model: token embedding + learned position embedding -> ``--layers`` pre-norm
 ``nnx.TransformerEncoderLayer`` blocks (causal self-attention, GELU) -> LayerNorm -> Linear over the
 vocabulary. The backward is written out: head, final norm, the blocks in reverse, then the two
 embeddings (the position gradient is the token gradient summed over the batch). Training runs for
-``--time-budget`` seconds of wall clock (Adam, gradient clipping), reporting validation perplexity
+``--time-budget`` seconds of wall clock (AdamW, linear warm-up then cosine decay of the learning
+rate over the budget, gradient clipping; ``--tie`` shares the token embedding with the output
+layer), reporting validation perplexity
 (exp of the mean cross-entropy per character, same split and measure as char_lm.py), then samples.
 """
 
@@ -34,15 +36,21 @@ def _char_lm():
 class TinyGPT(nnx.Module):
     """Embedding + positions -> causal pre-norm Transformer blocks -> LayerNorm -> Linear."""
 
-    def __init__(self, vocab: int, block: int, d_model: int, nhead: int, layers: int, dropout: float) -> None:
+    def __init__(self, vocab: int, block: int, d_model: int, nhead: int, layers: int, dropout: float,
+                 tie: bool = False, gelu: str = "tanh") -> None:
         super().__init__()
         self.tok = nnx.Embedding(vocab, d_model)
         self.pos = nnx.Embedding(block, d_model)
         self.blocks = nnx.ModuleList([
-            nnx.TransformerEncoderLayer(d_model, nhead, 4 * d_model, dropout=dropout, activation="gelu",
+            nnx.TransformerEncoderLayer(d_model, nhead, 4 * d_model, dropout=dropout,
+                                        activation=nnx.GELU(approximate=gelu),
                                         batch_first=True, norm_first=True) for _ in range(layers)])
         self.ln_f = nnx.LayerNorm(d_model)
         self.head = nnx.Linear(d_model, vocab)
+        if tie:  # weight tying: the output layer is the token embedding (one Parameter, both gradients add)
+            for emb in (self.tok, self.pos):  # small embeddings (as GPT-2): the tied head starts near uniform
+                nnx.init.normal_(emb.weight, 0.0, 0.02)
+            self.head.weight = self.tok.weight
 
     def forward(self, ids):
         xp = nnx.get_backend().xp
@@ -93,7 +101,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--dropout", type=float, default=0.0)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=3e-3, help="peak learning rate")
+    parser.add_argument("--warmup", type=float, default=0.05,
+                        help="linear warm-up over this fraction of the budget, then cosine decay to 10%%")
+    parser.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay")
+    parser.add_argument("--gelu", choices=("tanh", "none"), default="tanh",
+                        help="GELU form: tanh approximation (as GPT-2; NumPy has no erf, so it is faster) or exact")
+    parser.add_argument("--tie", action="store_true", help="output layer = token embedding (weight tying)")
     parser.add_argument("--clip", type=float, default=1.0)
     parser.add_argument("--temperature", type=float, default=0.7)
     parser.add_argument("--sample-length", type=int, default=300)
@@ -118,9 +132,10 @@ def run(args: argparse.Namespace, lm) -> dict:
     train, val = nnx.asarray(encoded[:split]), nnx.asarray(encoded[split:])
     backend = nnx.get_backend()
     xp = backend.xp
-    model = TinyGPT(len(chars), args.seq_len, args.d_model, args.heads, args.layers, args.dropout)
+    model = TinyGPT(len(chars), args.seq_len, args.d_model, args.heads, args.layers, args.dropout,
+                    tie=args.tie, gelu=args.gelu)
     loss_fn = nnx.CrossEntropyLoss()
-    optimizer = nnx.optim.Adam(model.parameters(), lr=args.lr)
+    optimizer = nnx.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     print(f"text: {args.module}.py, {len(text):,} characters, vocabulary {len(chars)}; "
           f"{sum(p.size for p in model.parameters()):,} parameters; budget {args.time_budget:.0f} s")
     history = []
@@ -142,6 +157,7 @@ def run(args: argparse.Namespace, lm) -> dict:
 
     while time.perf_counter() - start < args.time_budget and (args.max_steps is None or step < args.max_steps):
         model.train()
+        optimizer.param_groups[0]["lr"] = schedule(args, time.perf_counter() - start, step)
         starts = backend.randint((args.batch_size,), 0, split - args.seq_len - 1)
         x, y = lm.windows(backend, train, starts, args.seq_len)
         logits = model(x)
@@ -164,6 +180,19 @@ def run(args: argparse.Namespace, lm) -> dict:
           f"{history[-1]['val_ppl']:.2f}\n--- sample (temperature {args.temperature}) ---\n{text_out}\n---")
     return {"history": history, "sample": text_out, "vocab": len(chars), "steps": step,
             "train_seconds": train_seconds}
+
+
+def schedule(args: argparse.Namespace, seconds: float, step: int) -> float:
+    """Learning rate: linear warm-up, then cosine decay to 10% of ``--lr``, over the time budget
+    (or over ``--max-steps`` when that comes first)."""
+    frac = seconds / args.time_budget
+    if args.max_steps:
+        frac = max(frac, step / args.max_steps)
+    frac = min(frac, 1.0)
+    if frac < args.warmup:
+        return args.lr * max(frac / args.warmup, 0.01)
+    t = (frac - args.warmup) / max(1.0 - args.warmup, 1e-9)
+    return args.lr * (0.1 + 0.45 * (1.0 + math.cos(math.pi * t)))
 
 
 class _Eval(nnx.Module):

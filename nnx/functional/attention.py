@@ -68,26 +68,34 @@ def _bias(xp: Any, q: Array, k: Array, attn_mask: Array | None, is_causal: bool)
     return keep, add
 
 
-def _scores(xp: Any, q: Array, k: Array, scale: float, keep: Array | None, add: Array | None) -> Array:
-    s = xp.matmul(q, xp.matrix_transpose(k)) * scale
+def _scores(xp: Any, q: Array, k: Array, keep: Array | None, add: Array | None) -> Array:
+    """``q @ k^T (+ add)``, -inf where ``keep`` is False; ``q`` comes already scaled."""
+    s = xp.matmul(q, xp.matrix_transpose(k))
     if add is not None:
-        s = s + add
+        if add.ndim <= s.ndim and all(a in (1, b) for a, b in zip(add.shape[::-1], s.shape[::-1])):
+            s += add  # s is a new array: add in place
+        else:
+            s = s + add
     if keep is not None:
         s = xp.where(keep, s, -math.inf)
     return s
 
 
 def _softmax_lse(xp: Any, s: Array) -> tuple[Array, Array]:
-    """Row softmax and row logsumexp; a row with every score -inf gives probabilities 0 (as torch's SDPA)."""
+    """Row softmax and row logsumexp; a row with every score -inf gives probabilities 0 (as torch's SDPA).
+
+    ``s`` is consumed (overwritten where the library writes in place)."""
     m = xp.max(s, axis=-1, keepdims=True)
     finite = xp.isfinite(m)
     m = xp.where(finite, m, 0.0)
-    e = xp.exp(s - m)
+    s -= m
+    e = xp.exp(s)
+    del s
     z = xp.sum(e, axis=-1, keepdims=True)
     safe = xp.where(z > 0, z, 1.0)
-    p = e / safe
+    e *= 1.0 / safe  # one division per row, a multiplication per entry
     lse = xp.where(z > 0, xp.log(safe) + m, math.inf)
-    return p, lse
+    return e, lse
 
 
 def _probs_from_lse(xp: Any, s: Array, lse: Array) -> Array:
@@ -109,7 +117,8 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
     xp = b.xp
     sc = float(scale) if scale is not None else 1.0 / math.sqrt(query.shape[-1])
     keep, add = _bias(xp, query, key, attn_mask, is_causal)
-    s = _scores(xp, query, key, sc, keep, add)
+    qs = query * sc  # the scale on q (L x E) instead of on the scores (L x S)
+    s = _scores(xp, qs, key, keep, add)
     p, lse = _softmax_lse(xp, s)
     del s
     drop = dropout_mask
@@ -127,7 +136,7 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
 
     def backward(dout: Array, input_grad: bool = True, grad_probs: Array | None = None) -> tuple[Array, tuple]:
         if kept_p is None:
-            probs = _probs_from_lse(xp, _scores(xp, query, key, sc, keep, add), lse)
+            probs = _probs_from_lse(xp, _scores(xp, qs, key, keep, add), lse)
         else:
             probs = kept_p
         pdrop = probs * drop if drop is not None else probs
@@ -138,10 +147,15 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
             dp = dp * drop
         if grad_probs is not None:
             dp = dp + grad_probs
-        ds = probs * (dp - xp.sum(dp * probs, axis=-1, keepdims=True))
-        del dp
-        dk = xp.matmul(xp.matrix_transpose(ds), query) * sc
-        dq = xp.matmul(ds, key) * sc if input_grad else None
+        # softmax backward: ds = p * (dp - rowsum(dp * p)), in place on dp (a new array)
+        dp -= xp.sum(dp * probs, axis=-1, keepdims=True)
+        dp *= probs
+        ds = dp
+        dk = xp.matmul(xp.matrix_transpose(ds), qs)
+        dq = None
+        if input_grad:
+            dq = xp.matmul(ds, key)
+            dq *= sc
         return dq, (_unbroadcast(xp, dk, key.shape), _unbroadcast(xp, dv, value.shape))
 
     return out, kept_p, backward

@@ -153,24 +153,40 @@ class MultiheadAttention(Module):
                                  f"shape {tuple(x.shape)}")
 
     # ------------------------------------------------------------------ forward
+    def _project(self, xp: Any, query: Array, key: Array, value: Array, fused: bool) -> tuple:
+        """Input projections on (tokens, features) 2-D views: one GEMM each, or one for all three."""
+        wq, wk, wv = self._weights()
+        bq, bk, bv = self._biases()
+        E = self.embed_dim
+        if fused:  # self-attention: q, k, v in one GEMM against in_proj_weight (as torch)
+            b = self.in_proj_bias.data if self.in_proj_bias is not None else None
+            qkv, fn = linear_forward(xp.reshape(query, (-1, E)), self.in_proj_weight.data, b)
+            return (qkv[:, :E], qkv[:, E:2 * E], qkv[:, 2 * E:]), fn
+        q, bq_fn = linear_forward(xp.reshape(query, (-1, E)), wq, bq)
+        k, bk_fn = linear_forward(xp.reshape(key, (-1, self.kdim)), wk, bk)
+        v, bv_fn = linear_forward(xp.reshape(value, (-1, self.vdim)), wv, bv)
+        return (q, k, v), (bq_fn, bk_fn, bv_fn)
+
     def forward(self, query: Array, key: Array, value: Array, key_padding_mask: Array | None = None,
                 need_weights: bool = True, attn_mask: Array | None = None, average_attn_weights: bool = True,
                 is_causal: bool = False) -> tuple[Array, Array | None]:
         self._check_inputs(query, key, value)
         xp = backends.backend_of(query).xp
+        fused = self._qkv_same_embed_dim and self.bias_k is None and query is key and key is value
         unbatched = query.ndim == 2
         if unbatched:
             query, key, value = query[:, None, :], key[:, None, :], value[:, None, :]
             if key_padding_mask is not None:
                 key_padding_mask = xp.reshape(key_padding_mask, (1, *key_padding_mask.shape))
-        elif self.batch_first:
-            query, key, value = (xp.permute_dims(t, (1, 0, 2)) for t in (query, key, value))
-        L, N, E = query.shape
-        S = key.shape[0]
-        if key.shape[1] != N or value.shape[1] != N or value.shape[0] != S:
+        # bf: tokens in (N, T) order (batch_first inputs are used as they are, without a transpose copy)
+        bf = self.batch_first and not unbatched
+        sa, ba = (1, 0) if bf else (0, 1)  # sequence axis, batch axis
+        L, N, E = query.shape[sa], query.shape[ba], query.shape[2]
+        S = key.shape[sa]
+        if key.shape[ba] != N or value.shape[ba] != N or value.shape[sa] != S:
             raise ValueError(f"{self._where()}: key and value must share the batch size of query and the same "
                              f"sequence length; got shapes {tuple(query.shape)}, {tuple(key.shape)}, "
-                             f"{tuple(value.shape)} (sequence-first)")
+                             f"{tuple(value.shape)}")
         H, hd = self.num_heads, self.head_dim
         dt = query.dtype
         am = self._float_mask(xp, attn_mask, "attn_mask", [(L, S), (N * H, L, S)], dt)
@@ -178,21 +194,23 @@ class MultiheadAttention(Module):
         if is_causal and attn_mask is None:
             dev = getattr(query, "device", None)
             am = _bool_bias(xp, xp.arange(L, device=dev)[:, None] < xp.arange(S, device=dev)[None, :], dt)
-        wq, wk, wv = self._weights()
-        bq, bk, bv = self._biases()
-        # 2-D products: one GEMM each (a 3-D matmul against a 2-D weight is much slower in NumPy)
-        q, bq_fn = linear_forward(xp.reshape(query, (L * N, -1)), wq, bq)
-        k, bk_fn = linear_forward(xp.reshape(key, (S * N, -1)), wk, bk)
-        v, bv_fn = linear_forward(xp.reshape(value, (S * N, -1)), wv, bv)
-        q, k, v = xp.reshape(q, (L, N, E)), xp.reshape(k, (S, N, E)), xp.reshape(v, (S, N, E))
+        (q, k, v), proj_fn = self._project(xp, query, key, value, fused)
+
+        def tokens(t: Array, T: int) -> Array:  # (T*N or N*T, E) -> (L, N, E) or (N, L, E)
+            return xp.reshape(t, (N, T, E) if bf else (T, N, E))
+        q, k, v = tokens(q, L), tokens(k, S), tokens(v, S)
         extra = 0
         if self.bias_k is not None:
-            k = xp.concat([k, xp.broadcast_to(self.bias_k.data, (1, N, E))], axis=0)
-            v = xp.concat([v, xp.broadcast_to(self.bias_v.data, (1, N, E))], axis=0)
+            bshape = (N, 1, E) if bf else (1, N, E)
+            k = xp.concat([k, xp.broadcast_to(xp.reshape(self.bias_k.data, (1, 1, E)), bshape)], axis=sa)
+            v = xp.concat([v, xp.broadcast_to(xp.reshape(self.bias_v.data, (1, 1, E)), bshape)], axis=sa)
             extra += 1
-        # (T, N, E) -> (N, H, T, hd)
-        def heads(t: Array) -> Array:
-            return xp.permute_dims(xp.reshape(t, (t.shape[0], N, H, hd)), (1, 2, 0, 3))
+
+        def heads(t: Array) -> Array:  # -> (N, H, T, hd), a view
+            T = t.shape[sa]
+            if bf:
+                return xp.permute_dims(xp.reshape(t, (N, T, H, hd)), (0, 2, 1, 3))
+            return xp.permute_dims(xp.reshape(t, (T, N, H, hd)), (1, 2, 0, 3))
         qh, kh, vh = heads(q), heads(k), heads(v)
         if self.add_zero_attn:
             z = xp.zeros((N, H, 1, hd), dtype=dt)
@@ -212,8 +230,8 @@ class MultiheadAttention(Module):
             mask = xp.concat([mask, pad], axis=-1)
         p_drop = self.dropout if self.training else 0.0
         oh, probs, attn_bwd = attention_forward(qh, kh, vh, mask, p_drop, where=self._where())
-        o = xp.reshape(xp.permute_dims(oh, (2, 0, 1, 3)), (L, N, E))
-        out = xp.reshape(self.out_proj(xp.reshape(o, (L * N, E))), (L, N, E))
+        o = xp.reshape(xp.permute_dims(oh, (0, 2, 1, 3) if bf else (2, 0, 1, 3)), (L * N, E))
+        out = xp.reshape(self.out_proj(o), (N, L, E) if bf else (L, N, E))
         weights = None
         if need_weights:
             weights = xp.mean(probs, axis=1) if average_attn_weights else probs
@@ -221,16 +239,17 @@ class MultiheadAttention(Module):
                 weights = weights[0, ...]
         if unbatched:
             out = out[:, 0, :]
-        elif self.batch_first:
-            out = xp.permute_dims(out, (1, 0, 2))
 
-        def backward(dout: Array, input_grad: bool = True, grad_weights: Array | None = None) -> tuple:
+        def unheads(t: Array) -> Array:  # (N, H, T, hd) -> (N, T, H, hd) or (T, N, H, hd), a view
+            return xp.permute_dims(t, (0, 2, 1, 3) if bf else (2, 0, 1, 3))
+
+        def backward(dout: Array, input_grad: bool = True, grad_weights: Array | None = None,
+                     summed: bool = False) -> tuple:
             if unbatched:
                 dout = dout[:, None, :]
-            elif self.batch_first:
-                dout = xp.permute_dims(dout, (1, 0, 2))
-            do = xp.reshape(self.out_proj.backward(xp.reshape(dout, (L * N, E))), (L, N, E))
-            doh = xp.permute_dims(xp.reshape(do, (L, N, H, hd)), (1, 2, 0, 3))
+            do = self.out_proj.backward(xp.reshape(dout, (L * N, E)))
+            doh = xp.permute_dims(xp.reshape(do, (N, L, H, hd) if bf else (L, N, H, hd)),
+                                  (0, 2, 1, 3) if bf else (1, 2, 0, 3))
             gp = None
             if grad_weights is not None:
                 gw = xp.reshape(grad_weights, (1, *grad_weights.shape)) if unbatched else grad_weights
@@ -238,15 +257,18 @@ class MultiheadAttention(Module):
             dqh, (dkh, dvh) = attn_bwd(doh, True, gp)
             if self.add_zero_attn:
                 dkh, dvh = dkh[:, :, :-1, :], dvh[:, :, :-1, :]
-
-            def unheads(t: Array) -> Array:
-                return xp.reshape(xp.permute_dims(t, (2, 0, 1, 3)), (t.shape[2], N, E))
-            dq, dk, dv = unheads(dqh), unheads(dkh), unheads(dvh)
+            if fused:
+                return _fused_backward(xp, proj_fn, (dqh, dkh, dvh), input_grad, summed)
+            dq, dk, dv = (xp.reshape(unheads(t), (*t.shape[:1], t.shape[2], E) if bf else (t.shape[2], N, E))
+                          for t in (dqh, dkh, dvh))
             grads: dict[str, Array | None] = {}
             if self.bias_k is not None:
-                grads["bias_k"] = xp.sum(dk[S:S + 1, ...], axis=1, keepdims=True)
-                grads["bias_v"] = xp.sum(dv[S:S + 1, ...], axis=1, keepdims=True)
-                dk, dv = dk[:S, ...], dv[:S, ...]
+                grads["bias_k"] = xp.reshape(xp.sum(dk[:, S:S + 1, :] if bf else dk[S:S + 1, ...], axis=(0, 1)),
+                                             (1, 1, E))
+                grads["bias_v"] = xp.reshape(xp.sum(dv[:, S:S + 1, :] if bf else dv[S:S + 1, ...], axis=(0, 1)),
+                                             (1, 1, E))
+                dk, dv = (dk[:, :S, :], dv[:, :S, :]) if bf else (dk[:S, ...], dv[:S, ...])
+            bq_fn, bk_fn, bv_fn = proj_fn
             dxq, (gwq, gbq) = bq_fn(xp.reshape(dq, (L * N, E)), input_grad)
             dxk, (gwk, gbk) = bk_fn(xp.reshape(dk, (S * N, E)), input_grad)
             dxv, (gwv, gbv) = bv_fn(xp.reshape(dv, (S * N, E)), input_grad)
@@ -258,24 +280,58 @@ class MultiheadAttention(Module):
                 grads["in_proj_bias"] = xp.concat([gbq, gbk, gbv], axis=0)
             if not input_grad:
                 return None, grads
-            dx = (xp.reshape(dxq, (L, N, -1)), xp.reshape(dxk, (S, N, -1)), xp.reshape(dxv, (S, N, -1)))
-            if unbatched:
-                dx = tuple(t[:, 0, :] for t in dx)
-            elif self.batch_first:
-                dx = tuple(xp.permute_dims(t, (1, 0, 2)) for t in dx)
+
+            def shape_back(t: Array, T: int) -> Array:
+                t = xp.reshape(t, (N, T, -1) if bf else (T, N, -1))
+                return t[:, 0, :] if unbatched else t
+            dx = (shape_back(dxq, L), shape_back(dxk, S), shape_back(dxv, S))
+            if summed:
+                return dx[0] + dx[1] + dx[2], grads
             return dx, grads
+
+        def _fused_backward(xp: Any, fn: Any, dh: tuple, input_grad: bool, summed: bool) -> tuple:
+            # (N, H, T, hd) x3 -> (tokens, 3E) in one copy, then one GEMM for the weight gradient
+            # and one for the input gradient
+            dqkv = xp.reshape(xp.stack([unheads(t) for t in dh], axis=2), (L * N, 3 * E))
+            dx, (gw, gb) = fn(dqkv, input_grad)
+            grads: dict[str, Array | None] = {"in_proj_weight": gw}
+            if self.in_proj_bias is not None:
+                grads["in_proj_bias"] = gb
+            if not input_grad:
+                return None, grads
+            dx = xp.reshape(dx, (N, L, E) if bf else (L, N, E))
+            if unbatched:
+                dx = dx[:, 0, :]
+            if summed:
+                return dx, grads
+            return (dx, xp.zeros_like(dx), xp.zeros_like(dx)), grads
 
         self.record(out, backward)
         return out, weights
 
     def backward(self, grad_output: Array, grad_weights: Array | None = None, *,
                  input_grad: bool = True) -> tuple[Array, Array, Array] | None:
-        """Fill parameter gradients; return ``(d_query, d_key, d_value)`` (None if not ``input_grad``)."""
+        """Fill parameter gradients; return ``(d_query, d_key, d_value)`` (None if not ``input_grad``).
+
+        When one tensor was passed as query, key and value (self-attention), the projections ran as
+        one GEMM and the whole input gradient is returned as ``d_query`` (``d_key``, ``d_value`` are
+        zeros), so that the sum of the three is the gradient of that tensor either way.
+        """
         fn, _, _ = self._pop_record()
         dx, grads = fn(grad_output, input_grad, grad_weights)
+        self._accumulate(grads)
+        return dx
+
+    def _backward_self(self, grad_output: Array, *, input_grad: bool = True) -> Array | None:
+        """Backward of self-attention (query is key is value): the summed input gradient."""
+        fn, _, _ = self._pop_record()
+        dx, grads = fn(grad_output, input_grad, None, True)
+        self._accumulate(grads)
+        return dx
+
+    def _accumulate(self, grads: dict) -> None:
         for name, g in grads.items():
             self._parameters[name].accumulate_grad(g)
-        return dx
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, batch_first={self.batch_first}"

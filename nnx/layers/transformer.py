@@ -55,8 +55,7 @@ class _FeedForward:
 
 
 def _self_attn_backward(attn: MultiheadAttention, drop: Dropout, g: Array) -> Array:
-    dq, dk, dv = attn.backward(drop.backward(g))
-    return dq + dk + dv  # the same tensor was query, key and value
+    return attn._backward_self(drop.backward(g))  # the same tensor was query, key and value
 
 
 class TransformerEncoderLayer(_FeedForward, Module):

@@ -36,6 +36,10 @@ CASES = [
     dict(kdim=5, vdim=6), dict(add_bias_kv=True, kpm="bool"), dict(add_zero_attn=True, attn="bool"),
     dict(add_bias_kv=True, add_zero_attn=True), dict(batch_first=True, kpm="bool"), dict(bias=False),
     dict(average=False), dict(need_weights=False), dict(unbatched=True, attn="bool"),
+    # self-attention runs the three projections as one GEMM; batch_first runs without transposes
+    dict(self_attn=True, batch_first=True, kpm="bool"), dict(self_attn=True, unbatched=True),
+    dict(self_attn=True, bias=False, average=False), dict(batch_first=True, add_bias_kv=True, add_zero_attn=True),
+    dict(causal=True, self_attn=True, batch_first=True, add_bias_kv=True),
 ]
 
 
@@ -114,6 +118,27 @@ class _Wrap(nnx.Module):
     def backward(self, dy, *, input_grad=True):
         dx = self.mha.backward(dy, input_grad=input_grad)
         return None if dx is None else dx[0]
+
+
+class _Self(nnx.Module):
+    """Self-attention (one tensor as query, key and value: the fused projection) for nnx.gradcheck."""
+
+    def __init__(self, mha):
+        super().__init__()
+        self.mha = mha
+
+    def forward(self, x):
+        return self.mha(x, x, x, need_weights=False, is_causal=True,
+                        attn_mask=nnx.asarray(np.triu(np.ones((3, 3), dtype=bool), 1)))[0]
+
+    def backward(self, dy, *, input_grad=True):
+        return self.mha._backward_self(dy, input_grad=input_grad)
+
+
+@pytest.mark.parametrize("bf,kv", [(False, False), (True, False), (True, True)])
+def test_gradcheck_self_attention(backend, bf, kv):
+    mha = nnx.MultiheadAttention(4, 2, dtype="float64", batch_first=bf, add_bias_kv=kv)
+    assert nnx.gradcheck(_Self(mha), rand(2, 3, 4, seed=1) if bf else rand(3, 2, 4, seed=1))
 
 
 @pytest.mark.parametrize("kw", [{}, {"add_bias_kv": True, "add_zero_attn": True}, {"kdim": 3, "vdim": 5}])
