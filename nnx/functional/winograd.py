@@ -64,7 +64,7 @@ TRANSFORMS: dict[int, tuple[list[list[float]], list[list[float]], list[list[floa
 #: Automatic rule. Measured with benchmarks/bench_winograd.py (NumPy 2 + OpenBLAS, AVX-512, 1 and 2
 #: threads; forward + both gradients; batch 4..64, 16..256 channels, 4x4..32x32 maps): F(2x2,3x3)
 #: took 1.25x to 2.8x the time of the flat-shift im2col path on EVERY shape (F(4x4,3x3) 1.5x to
-#: 3.3x): the transforms are ~20 strided elementwise passes that cost more than the GEMM saves
+#: 3.5x): the transforms are ~20 strided elementwise passes that cost more than the GEMM saves
 #: (64ch 32x32 batch 16: GEMM 12 ms -> 5 ms, transforms +14 ms). So the rule is "never" on NumPy:
 #: ``AUTO_MIN_CHANNELS = None``. Set it (and ``AUTO_MIN_SIZE``) to let ``"auto"`` pick F(2x2,3x3)
 #: for host-memory backends at or above those sizes, where a faster transform makes it pay.
