@@ -1,14 +1,16 @@
 """One table of CPU training throughput at 1 and 2 threads: nnx, PyTorch CPU and the raw-NumPy
 floor, nnx/torch ratios and the 1 -> 2 thread scaling, from benchmarks/results/{cnn,mlp,lstm}.json.
 
-Usage: ``python benchmarks/scaling.py`` (after bench_cnn.py, bench_mlp.py, bench_lstm.py with
-``--threads 1 2``). Prints Markdown.
+Usage: ``python benchmarks/scaling.py [scaling]``: without an argument, from the per-workload files
+(after bench_cnn.py, bench_mlp.py, bench_lstm.py with ``--threads 1 2``); with ``scaling``, from
+results/scaling.json (bench_scaling.py: thread counts interleaved too). Prints Markdown.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 WORKLOADS = [("ResNet basic block 64ch 32x32 b16", "cnn", ("resnet_basic_block", "results")),
@@ -34,11 +36,18 @@ def _fmt(v: float | None, digits: int = 0) -> str:
     return "—" if v is None else f"{v:,.{digits}f}"
 
 
+SCALING = [("ResNet basic block 64ch 32x32 b16", "scaling", ("resnet_basic_block", "results")),
+           ("LeNet-5 b64", "scaling", ("lenet5", "results")),
+           ("MLP 784-512-512-10 b128 Adam", "scaling", ("mlp", "results")),
+           ("LSTM", "scaling", ("lstm", "results"))]
+
+
 def main() -> None:
+    chosen = SCALING if sys.argv[1:] == ["scaling"] else WORKLOADS
     lines = ["| workload | nnx 1 thr | torch 1 thr | floor 1 thr | nnx/torch 1 | nnx 2 thr | torch 2 thr | "
              "floor 2 thr | nnx/torch 2 | nnx 1->2 | torch 1->2 |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for title, name, path in WORKLOADS:
+    for title, name, path in chosen:
         fn = os.path.join(RESULTS, f"{name}.json")
         if not os.path.exists(fn):
             continue
