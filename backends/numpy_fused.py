@@ -1,6 +1,11 @@
 """NumPy overrides of the fused kernels: the same arithmetic as ``fused.py`` in as few passes as
 NumPy allows (ufuncs with ``out=``, in place, one scratch buffer). Methods not overridden here
 (cross-entropy, BatchNorm, RMSprop, Adagrad) use the reference, which is already few-pass on NumPy.
+
+Large elementwise kernels (bias + activation and its backward, the LSTM cell, the SGD and Adam
+steps) are split over row chunks of their leading axis on nnx's thread pool
+(:func:`nnx_backends.threads.parallel_rows`, sized by ``nnx.set_num_threads``); reductions are
+done whole afterwards, so the results are bit-identical for every thread count.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import math
 import numpy as np
 
 from . import fused as F
+from .threads import parallel_rows
 
 
 def _sigmoid_(x: np.ndarray) -> np.ndarray:
@@ -28,28 +34,46 @@ class NumpyFused:
         return np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
 
     def bias_act_forward(self, x, bias, act):
-        if act in ("relu", "tanh", "sigmoid"):
-            z = np.add(x, bias) if bias is not None else np.array(x, copy=True)
-            if act == "relu":
-                np.maximum(z, 0, out=z)
-            elif act == "tanh":
-                np.tanh(z, out=z)
-            else:
-                _sigmoid_(z)
+        if act in ("relu", "tanh", "sigmoid") and x.ndim >= 1:
+            z = np.empty(x.shape, dtype=np.result_type(x, bias) if bias is not None else x.dtype)
+            x2, z2 = _rows(x), _rows(z)
+
+            def work(lo: int, hi: int) -> None:
+                zc = z2[lo:hi]
+                if bias is not None:
+                    np.add(x2[lo:hi], bias, out=zc)
+                else:
+                    np.copyto(zc, x2[lo:hi])
+                if act == "relu":
+                    np.maximum(zc, 0, out=zc)
+                elif act == "tanh":
+                    np.tanh(zc, out=zc)
+                else:
+                    _sigmoid_(zc)
+
+            parallel_rows(work, z2.shape[0], z.size)
             return z, z
         return F.bias_act_forward(np, x, bias, act, self.erf)
 
     def bias_act_backward(self, dy, saved, act, has_bias=True):
-        if act == "relu":
-            dz = np.multiply(dy, saved > 0)
-        elif act == "tanh":
-            dz = np.multiply(saved, saved)
-            np.subtract(1.0, dz, out=dz)
-            dz *= dy
-        elif act == "sigmoid":
-            dz = np.subtract(1.0, saved)
-            dz *= saved
-            dz *= dy
+        if act in ("relu", "tanh", "sigmoid") and dy.ndim >= 1 and dy.shape == saved.shape:
+            dz = np.empty(dy.shape, dtype=np.result_type(dy, saved))
+            dy2, s2, dz2 = _rows(dy), _rows(saved), _rows(dz)
+
+            def work(lo: int, hi: int) -> None:
+                d, sv, g = dz2[lo:hi], s2[lo:hi], dy2[lo:hi]
+                if act == "relu":
+                    np.multiply(g, sv > 0, out=d)
+                elif act == "tanh":
+                    np.multiply(sv, sv, out=d)
+                    np.subtract(1.0, d, out=d)
+                    d *= g
+                else:
+                    np.subtract(1.0, sv, out=d)
+                    d *= sv
+                    d *= g
+
+            parallel_rows(work, dz2.shape[0], dz.size)
         else:
             dz = F.act_backward(np, dy, saved, act, self.erf)
         return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if has_bias else None)
@@ -57,91 +81,191 @@ class NumpyFused:
     def lstm_cell_forward(self, gates, c_prev):
         hid = c_prev.shape[-1]
         act = np.empty(gates.shape[:-1] + (5 * hid,), dtype=gates.dtype)
-        act[..., :4 * hid] = gates
-        _sigmoid_(act[..., :2 * hid])
-        np.tanh(act[..., 2 * hid:3 * hid], out=act[..., 2 * hid:3 * hid])
-        _sigmoid_(act[..., 3 * hid:4 * hid])
-        i, f, g, o, tc = (act[..., k * hid:(k + 1) * hid] for k in range(5))
-        c = np.multiply(f, c_prev)
-        np.multiply(i, g, out=tc)
-        c += tc
-        np.tanh(c, out=tc)
-        return np.multiply(o, tc), c, act
+        h = np.empty(c_prev.shape, dtype=np.result_type(gates, c_prev))
+        c = np.empty_like(h)
+        g2, cp2, a2, h2, c2 = _rows(gates), _rows(c_prev), _rows(act), _rows(h), _rows(c)
+
+        def work(lo: int, hi: int) -> None:
+            _lstm_forward_rows(g2[lo:hi], cp2[lo:hi], a2[lo:hi], h2[lo:hi], c2[lo:hi], hid)
+
+        parallel_rows(work, a2.shape[0], act.size)
+        return h, c, act
 
     def lstm_cell_backward(self, act, c_prev, dh, dc):
         hid = c_prev.shape[-1]
-        i, f, g, o, tc = (act[..., k * hid:(k + 1) * hid] for k in range(5))
         d = np.empty(act.shape[:-1] + (4 * hid,), dtype=act.dtype)
-        di, df, dg, do = (d[..., k * hid:(k + 1) * hid] for k in range(4))
-        dct = np.multiply(tc, tc)
-        np.subtract(1.0, dct, out=dct)
-        dct *= o
-        dct *= dh
-        if dc is not None:
-            dct += dc
-        np.subtract(1.0, o, out=do)
-        do *= o
-        do *= tc
-        do *= dh
-        np.subtract(1.0, i, out=di)
-        di *= i
-        di *= g
-        di *= dct
-        np.subtract(1.0, f, out=df)
-        df *= f
-        df *= c_prev
-        df *= dct
-        np.multiply(g, g, out=dg)
-        np.subtract(1.0, dg, out=dg)
-        dg *= i
-        dg *= dct
-        dct *= f
+        dct = np.empty(c_prev.shape, dtype=act.dtype)
+        a2, cp2, dh2, d2, dct2 = _rows(act), _rows(c_prev), _rows(dh), _rows(d), _rows(dct)
+        dc2 = _rows(dc) if dc is not None else None
+
+        def work(lo: int, hi: int) -> None:
+            _lstm_backward_rows(a2[lo:hi], cp2[lo:hi], dh2[lo:hi], None if dc2 is None else dc2[lo:hi],
+                                d2[lo:hi], dct2[lo:hi], hid)
+
+        parallel_rows(work, a2.shape[0], act.size)
         return d, dct
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
                    weight_decay=0.0, decoupled=False):
-        if weight_decay and decoupled:
-            param *= 1.0 - lr * weight_decay
-        elif weight_decay:
-            grad = grad + weight_decay * param
-        bc1 = 1.0 - beta1 ** step
-        bc2 = 1.0 - beta2 ** step
-        self.adam_update_(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2, eps=eps,
-                          bias_correction1=bc1, bias_correction2=bc2, max_exp_avg_sq=max_exp_avg_sq)
+        arrays = [param, grad, exp_avg, exp_avg_sq] + ([] if max_exp_avg_sq is None else [max_exp_avg_sq])
+        flats = _flat_views(arrays)
+        if flats is None:
+            _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                            eps=eps, step=step, weight_decay=weight_decay, decoupled=decoupled)
+            return
+
+        def work(lo: int, hi: int) -> None:
+            _adam_step_flat(*(f[lo:hi] for f in flats[:4]), None if len(flats) == 4 else flats[4][lo:hi], lr=lr,
+                            beta1=beta1, beta2=beta2, eps=eps, step=step, weight_decay=weight_decay,
+                            decoupled=decoupled)
+
+        parallel_rows(work, flats[0].shape[0], flats[0].shape[0])
 
     def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
                      bias_correction1, bias_correction2, max_exp_avg_sq=None):
-        # Same arithmetic as the standard fallback, in place, with one scratch buffer and no temporaries.
-        exp_avg *= beta1
-        exp_avg += (1.0 - beta1) * grad
-        scratch = np.multiply(grad, grad)
-        exp_avg_sq *= beta2
-        scratch *= 1.0 - beta2
-        exp_avg_sq += scratch
-        v = exp_avg_sq
-        if max_exp_avg_sq is not None:
-            v = np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        np.sqrt(v, out=scratch)
-        scratch *= 1.0 / math.sqrt(bias_correction2)
-        scratch += eps
-        np.divide(exp_avg, scratch, out=scratch)
-        scratch *= lr / bias_correction1
-        param -= scratch
-        return param, exp_avg, exp_avg_sq, max_exp_avg_sq
+        # In place, one scratch buffer a chunk, large arrays split over nnx's threads; returns the arrays.
+        if max_exp_avg_sq is not None:  # AMSGrad: the generic in-place update
+            from .base import Backend
+
+            return Backend.adam_update_(self, param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2,
+                                        eps=eps, bias_correction1=bias_correction1,
+                                        bias_correction2=bias_correction2, max_exp_avg_sq=max_exp_avg_sq)
+        flats = _flat_views([param, grad, exp_avg, exp_avg_sq])
+        kw = {"lr": lr, "beta1": beta1, "beta2": beta2, "eps": eps, "bc1": bias_correction1, "bc2": bias_correction2}
+        if flats is None:
+            _adam_update_flat(param, grad, exp_avg, exp_avg_sq, **kw)
+            return param, exp_avg, exp_avg_sq, None
+        p, g, m, v = flats
+        parallel_rows(lambda lo, hi: _adam_update_flat(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], **kw),
+                      p.shape[0], p.shape[0])
+        return param, exp_avg, exp_avg_sq, None
 
     def sgd_step_(self, param, grad, buf, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False,
                   first=False):
-        g = np.add(grad, weight_decay * param) if weight_decay else grad
-        if momentum:
-            if first:
-                np.copyto(buf, g)
-            else:
-                buf *= momentum
-                buf += (1.0 - dampening) * g
-            g = np.add(g, momentum * buf) if nesterov else buf
-        param -= lr * g
+        kw = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay,
+              "nesterov": nesterov, "first": first}
+        flats = _flat_views([param, grad] + ([buf] if momentum else []))
+        if flats is None:
+            _sgd_flat(param, grad, buf, **kw)
+            return
+        p, g = flats[0], flats[1]
+        b = flats[2] if momentum else None
+        parallel_rows(lambda lo, hi: _sgd_flat(p[lo:hi], g[lo:hi], None if b is None else b[lo:hi], **kw),
+                      p.shape[0], p.shape[0])
 
     def grad_norm(self, flat):
         flat = flat.reshape(-1)
         acc = flat if flat.dtype != np.float16 else flat.astype(np.float32)
         return np.sqrt(np.asarray(np.dot(acc, acc)))
+
+
+# ---------------------------------------------------------------------------- row kernels
+def _rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as rows ``(prod(leading), last)`` (a view for C-contiguous arrays; 0-d/1-d: one row)."""
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    return a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+
+
+def _flat_views(arrays: list) -> list | None:
+    """1-D views of same-size C-contiguous arrays (writes through them reach the arrays), else None."""
+    size = arrays[0].size
+    if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.size == size for a in arrays):
+        return None
+    return [a.reshape(-1) for a in arrays]
+
+
+def _lstm_forward_rows(gates, c_prev, act, h, c, hid) -> None:
+    act[:, :4 * hid] = gates
+    _sigmoid_(act[:, :2 * hid])
+    np.tanh(act[:, 2 * hid:3 * hid], out=act[:, 2 * hid:3 * hid])
+    _sigmoid_(act[:, 3 * hid:4 * hid])
+    i, f, g, o, tc = (act[:, k * hid:(k + 1) * hid] for k in range(5))
+    np.multiply(f, c_prev, out=c)
+    np.multiply(i, g, out=tc)
+    c += tc
+    np.tanh(c, out=tc)
+    np.multiply(o, tc, out=h)
+
+
+def _lstm_backward_rows(act, c_prev, dh, dc, d, dct, hid) -> None:
+    i, f, g, o, tc = (act[:, k * hid:(k + 1) * hid] for k in range(5))
+    di, df, dg, do = (d[:, k * hid:(k + 1) * hid] for k in range(4))
+    np.multiply(tc, tc, out=dct)
+    np.subtract(1.0, dct, out=dct)
+    dct *= o
+    dct *= dh
+    if dc is not None:
+        dct += dc
+    np.subtract(1.0, o, out=do)
+    do *= o
+    do *= tc
+    do *= dh
+    np.subtract(1.0, i, out=di)
+    di *= i
+    di *= g
+    di *= dct
+    np.subtract(1.0, f, out=df)
+    df *= f
+    df *= c_prev
+    df *= dct
+    np.multiply(g, g, out=dg)
+    np.subtract(1.0, dg, out=dg)
+    dg *= i
+    dg *= dct
+    dct *= f
+
+
+def _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, beta1, beta2, eps, step,
+                    weight_decay, decoupled) -> None:
+    if weight_decay and decoupled:
+        param *= 1.0 - lr * weight_decay
+    elif weight_decay:
+        grad = grad + weight_decay * param
+    bc1 = 1.0 - beta1 ** step
+    bc2 = 1.0 - beta2 ** step
+    if max_exp_avg_sq is None:
+        _adam_update_flat(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2, eps=eps, bc1=bc1,
+                          bc2=bc2)
+        return
+    exp_avg *= beta1
+    exp_avg += (1.0 - beta1) * grad
+    scratch = np.multiply(grad, grad)
+    scratch *= 1.0 - beta2
+    exp_avg_sq *= beta2
+    exp_avg_sq += scratch
+    np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    np.sqrt(max_exp_avg_sq, out=scratch)
+    scratch *= 1.0 / math.sqrt(bc2)
+    scratch += eps
+    np.divide(exp_avg, scratch, out=scratch)
+    scratch *= lr / bc1
+    param -= scratch
+
+
+def _adam_update_flat(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1, bc2) -> None:
+    # Same arithmetic as the standard fallback, with one scratch buffer and no temporaries.
+    exp_avg *= beta1
+    exp_avg += (1.0 - beta1) * grad
+    scratch = np.multiply(grad, grad)
+    exp_avg_sq *= beta2
+    scratch *= 1.0 - beta2
+    exp_avg_sq += scratch
+    np.sqrt(exp_avg_sq, out=scratch)
+    scratch *= 1.0 / math.sqrt(bc2)
+    scratch += eps
+    np.divide(exp_avg, scratch, out=scratch)
+    scratch *= lr / bc1
+    param -= scratch
+
+
+def _sgd_flat(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first) -> None:
+    g = np.add(grad, weight_decay * param) if weight_decay else grad
+    if momentum:
+        if first:
+            np.copyto(buf, g)
+        else:
+            buf *= momentum
+            buf += (1.0 - dampening) * g
+        g = np.add(g, momentum * buf) if nesterov else buf
+    param -= lr * g

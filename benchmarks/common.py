@@ -59,8 +59,17 @@ def _cpu_name() -> str:
 
 @contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Limit NumPy's BLAS and PyTorch's intra-op pool to ``n`` threads inside the block."""
+    """Limit NumPy's BLAS, nnx's elementwise pool (``nnx.set_num_threads``) and PyTorch's intra-op
+    pool to ``n`` threads inside the block."""
     import threadpoolctl
+
+    try:
+        import nnx
+
+        old_nnx = nnx.get_num_threads()
+        nnx.set_num_threads(n)
+    except (ImportError, AttributeError):
+        nnx, old_nnx = None, None
 
     try:
         import torch
@@ -75,6 +84,8 @@ def threads(n: int) -> Iterator[None]:
         finally:
             if torch is not None:
                 torch.set_num_threads(old)
+            if nnx is not None:
+                nnx.set_num_threads(old_nnx)
 
 
 def time_steps(step: Callable[[], None], n_steps: int, warmup: int, sync: Callable[[], None] | None = None) -> float:
@@ -95,12 +106,18 @@ def interleaved(runners: dict[str, Callable[[], float]], repeats: int) -> dict[s
     """Run every runner once per round, ``repeats`` rounds; each returns a throughput.
 
     Interleaving spreads slow phases of a noisy machine over all contestants; medians are quoted.
+    ``cpu_per_wall`` is the median of process CPU time (``time.process_time``) over wall time per
+    run: about the number of busy cores (a shared machine shows up as a low value at n threads).
     """
     samples: dict[str, list[float]] = {k: [] for k in runners}
+    busy: dict[str, list[float]] = {k: [] for k in runners}
     for _ in range(repeats):
         for name, run in runners.items():
+            t0, c0 = time.perf_counter(), time.process_time()
             samples[name].append(run())
-    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v} for k, v in samples.items()}
+            busy[name].append((time.process_time() - c0) / max(time.perf_counter() - t0, 1e-9))
+    return {k: {"median": statistics.median(v), "min": min(v), "max": max(v), "runs": v,
+                "cpu_per_wall": round(statistics.median(busy[k]), 2)} for k, v in samples.items()}
 
 
 def write(name: str, payload: dict[str, Any]) -> str:

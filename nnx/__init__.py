@@ -11,6 +11,7 @@ standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
 """
 
 from nnx_backends import BackendUnavailable
+from nnx_backends.threads import get_num_threads, set_num_threads
 
 from . import amp, callbacks, data, functional, init, launches, metrics, optim
 
@@ -75,3 +76,4 @@ __all__ = [
 ]
 __all__ += ["CosineEmbeddingLoss", "GaussianNLLLoss", "KLDivLoss", "MarginRankingLoss", "PoissonNLLLoss",
             "TripletMarginLoss"]
+__all__ += ["get_num_threads", "set_num_threads"]

@@ -47,6 +47,7 @@ from typing import Any
 
 import nnx_backends as backends
 
+from . import winograd
 from ._flat_shift import conv2d_stride1
 from ._im2col import batch_chunks, col2im, conv_cols_grad, conv_matmul, conv_weight_grad, im2col
 from ._validation import ntuple, pair, rank_error
@@ -156,6 +157,9 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     n, _, h, w_in = x.shape
     out = output_sizes(where, x, kernel, stride_, (pads[0] + pads[1], pads[2] + pads[3]), dilation_)
     device = b.device_of(x)
+    tile = winograd.applicable(b, x, weight, stride_, dilation_, groups, pads)  # 0: the im2col/flat-shift paths
+    if tile:
+        return winograd.conv2d_winograd_forward(x, weight, bias, pads, tile)
     if stride_ == (1, 1) and kernel != (1, 1):
         return conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device, workspace)
     xpad = pad2d(xp, x, pads, 0.0, device)
