@@ -84,7 +84,8 @@ class Embedding(Module):
 
     def _fill_padding_idx_with_zero(self) -> None:
         if self.padding_idx is not None:
-            self.weight.data[self.padding_idx, ...] = 0.0
+            w = self.weight.data
+            self.weight.data = backends.backend_of(w).at_set(w, (self.padding_idx, ...), 0.0)
 
     @classmethod
     def from_pretrained(cls, embeddings: Any, freeze: bool = True, padding_idx: int | None = None,
@@ -98,9 +99,10 @@ class Embedding(Module):
                    scale_grad_by_freq=scale_grad_by_freq, sparse=sparse, _weight=embeddings, _freeze=freeze)
 
     def forward(self, input: Any) -> Any:
-        w = self.weight.data
         self._check(input)
-        y, backward = F.embedding_forward(input, w, self.padding_idx, self.max_norm, self.norm_type,
+        if self.max_norm is not None:  # renormalise here so that the layer keeps the result
+            self.weight.data = F.embedding_renorm_(self.weight.data, input, self.max_norm, self.norm_type)
+        y, backward = F.embedding_forward(input, self.weight.data, self.padding_idx, None, self.norm_type,
                                           self.scale_grad_by_freq)
         return self.record(y, backward, params=("weight",))
 

@@ -229,8 +229,6 @@ class RNNBase(Module):
                                              nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kwargs)
         if self.recording:
             self.record(result, backward)
-        else:
-            backward.release()
         return result
 
     def _backward(self, grad_output: Any, grad_h_n: Any, grad_c_n: Any, input_grad: Any) -> Any:
@@ -443,8 +441,6 @@ class RNNCellBase(Module):
                                                   "tanh" if self.mode == "RNN_TANH" else "relu", ws)
         if self.recording:
             self.record(result, backward)
-        else:
-            backward.release()
         return result
 
     def _backward(self, dy: Any, input_grad: bool) -> Any:
