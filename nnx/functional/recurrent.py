@@ -94,11 +94,48 @@ class _Tape:
     weights: tuple             # w_ih, w_hh, b_ih, b_hh, w_hr (absent ones None)
     reverse: bool
     masks: tuple | None        # (bool, float) masks (T, B, 1), or None
-    h_prev: list               # per step: the state h before the step
+    h_prev: _Steps             # per step: the state h before the step
     c_prev: list               # per step: the cell state before the step (LSTM), else Nones
     saved: list                # per step: what the cell's step_backward needs
     unprojected: list | None   # per step: h before the projection (LSTM with proj_size)
+    ws: Workspace | None       # the layer's workspace, or None
     live: bool = True
+
+
+class _Steps:
+    """Per-step arrays of one direction, to be used one by one and then all at once (``(T, ...)``).
+
+    Where writes are cheap and fresh memory is not (mutable libraries in host memory, with a
+    layer's workspace) each step is copied into a pooled buffer that the next call reuses; elsewhere
+    (GPUs, immutable libraries) the steps stay in a list and are stacked once, in one operation.
+    """
+
+    def __init__(self, b: Any, ws: Workspace | None, steps: int) -> None:
+        self.b = b
+        self.pool = ws if ws is not None and b.mutable and b.host_memory else None
+        self.items: list = [None] * steps
+        self.buf: Array | None = None
+
+    def __getitem__(self, t: int) -> Array:
+        return self.items[t]
+
+    def __setitem__(self, t: int, a: Array) -> None:
+        self.items[t] = a
+        if self.pool is not None:
+            if self.buf is None:
+                self.buf = self.pool.take(self.b.xp, (len(self.items), *a.shape), a.dtype, self.b.device_of(a),
+                                          type(a))
+            self.buf[t, ...] = a
+
+    def stacked(self) -> Array:
+        """All steps, ``(T, ...)``: the pooled buffer, or one ``stack``."""
+        return self.buf if self.buf is not None else self.b.xp.stack(self.items)
+
+    def give_back(self) -> None:
+        """Return the pooled buffer (call when what :meth:`stacked` returned is no longer used)."""
+        if self.buf is not None:
+            self.pool.give(self.buf)
+        self.items, self.buf = [], None
 
 
 def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None) -> tuple[Array, Any]:
@@ -135,8 +172,8 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     bh = b_hh if cell.split_bias else None
     mb, mf = masks if masks is not None else (None, None)
     outs: list = [None] * steps
-    tape = _Tape(cell, b, x2, weights, reverse, masks, [None] * steps, [None] * steps, [None] * steps,
-                 [None] * steps if w_hr is not None else None)
+    tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), [None] * steps, [None] * steps,
+                 [None] * steps if w_hr is not None else None, ws)
     step = cell.step_forward
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
@@ -176,8 +213,8 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
     dc = dc_n
     if dc is None and mb is not None and cell.has_cell_state:
         dc = xp.zeros_like(tape.c_prev[0])
-    dgx: list = [None] * steps
-    dgh: list = [None] * steps
+    dgx = _Steps(b, tape.ws, steps)
+    dgh = _Steps(b, tape.ws, steps) if cell.split_bias else dgx
     dproj: list = [None] * steps
     step = cell.step_backward
     for t in (range(steps) if tape.reverse else range(steps - 1, -1, -1)):
@@ -193,24 +230,28 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
         if w_hr is not None:
             dproj[t] = dh_new
             dh_new = xp.matmul(dh_new, w_hr)
-        dgx[t], dgh[t], dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh)
+        dgx[t], dgh_t, dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh)
+        if dgh is not dgx:
+            dgh[t] = dgh_t
         if mb is not None:
             dh = dh + dh_pass
             dc = dc + dc_pass if dc is not None else None
-    dz = xp.reshape(xp.stack(dgx), (-1, w_ih.shape[0]))
+    dz = xp.reshape(dgx.stacked(), (-1, w_ih.shape[0]))
     grads = _weight_grads(xp, tape, dz, dgh, dproj)
     dx = xp.reshape(xp.matmul(dz, w_ih), (steps, -1, w_ih.shape[1])) if need_dx else None
-    tape.saved = tape.h_prev = tape.c_prev = tape.unprojected = []
+    for pooled in {id(c): c for c in (dgx, dgh, tape.h_prev)}.values():
+        pooled.give_back()
+    tape.saved = tape.c_prev = tape.unprojected = []
     return dx, dh, dc, grads
 
 
-def _weight_grads(xp: Any, tape: _Tape, dz: Array, dgh: list, dproj: list) -> tuple:
+def _weight_grads(xp: Any, tape: _Tape, dz: Array, dgh: _Steps, dproj: list) -> tuple:
     """``(dw_ih, dw_hh, db_ih, db_hh, dw_hr)`` from the gate gradients ``dz`` ``(T*B, G*H)`` (one
     product each)."""
     w_ih, w_hh, b_ih, _, w_hr = tape.weights
     gsize = w_ih.shape[0]
-    dzh = xp.reshape(xp.stack(dgh), (-1, gsize)) if tape.cell.split_bias else dz
-    hp = xp.reshape(xp.stack(tape.h_prev), (-1, w_hh.shape[1]))
+    dzh = xp.reshape(dgh.stacked(), (-1, gsize)) if tape.cell.split_bias else dz
+    hp = xp.reshape(tape.h_prev.stacked(), (-1, w_hh.shape[1]))
     dw_ih = xp.matmul(xp.matrix_transpose(dz), tape.x2)
     dw_hh = xp.matmul(xp.matrix_transpose(dzh), hp)
     db_ih = db_hh = None

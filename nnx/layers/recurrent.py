@@ -218,7 +218,7 @@ class RNNBase(Module):
         mode = self.mode
         kwargs = dict(num_layers=self.num_layers, bidirectional=self.bidirectional, batch_first=self.batch_first,
                       dropout=self.dropout, training=self.training, lengths=lengths, has_biases=self.bias,
-                      workspace=self._workspace)
+                      workspace=self._workspace if self.recording else None)
         if mode == "LSTM":
             result, backward = F.lstm_forward(input, hx, self._flat_weights, has_projections=self.proj_size > 0,
                                               **kwargs)
@@ -431,7 +431,7 @@ class RNNCellBase(Module):
         b_ih = self.bias_ih.data if self.bias else None
         b_hh = self.bias_hh.data if self.bias else None
         w_ih, w_hh = self.weight_ih.data, self.weight_hh.data
-        ws = self._workspace
+        ws = self._workspace if self.recording else None
         if self.mode == "LSTM":
             result, backward = F.lstm_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, ws)
         elif self.mode == "GRU":
