@@ -75,13 +75,13 @@ def _parity(backend, torch, mode_name, kw, with_hx, lengths):
     out, st = m(x, hx, lengths=lengths)
     tout, tst = _torch_run(torch, tm, tx, thx, lengths, bf)
     assert_close(out, tout, rtol=1e-9, atol=1e-10, what="output")
-    for a, e in zip(_flat_states(st, is_lstm), _flat_states(tst, is_lstm)):
+    for a, e in zip(_flat_states(st, is_lstm), _flat_states(tst, is_lstm), strict=True):
         assert_close(a, e, rtol=1e-9, atol=1e-10, what="final state")
     rng = np.random.default_rng(1)
     g_out = rng.standard_normal(tuple(out.shape))
     g_states = [rng.standard_normal(tuple(s.shape)) for s in _flat_states(st, is_lstm)]
     loss = (tout * torch.tensor(g_out)).sum()
-    for s, g in zip(_flat_states(tst, is_lstm), g_states):
+    for s, g in zip(_flat_states(tst, is_lstm), g_states, strict=True):
         loss = loss + (s * torch.tensor(g)).sum()
     loss.backward()
     grads = m.backward(nnx.asarray(g_out, dtype="float64"), *[nnx.asarray(g, dtype="float64") for g in g_states])
@@ -215,7 +215,7 @@ def test_padding_does_not_matter(backend, mode_name):
     np.testing.assert_allclose(o1, o2, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(h1, h2, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx1, dx2, rtol=1e-12, atol=1e-12)
-    for a, b in zip(g1, g2):
+    for a, b in zip(g1, g2, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
     for b, n in enumerate(LENGTHS):
         assert np.all(o1[n:, b] == 0.0), "outputs past a sequence's length are zero"
@@ -431,7 +431,7 @@ def test_lstm_proj_size_parity(backend, torch, lengths):
     for a, e in ((out, tout), (hn, thn), (cn, tcn)):
         assert_close(a, e, rtol=1e-9, atol=1e-10)
     g = [rng.standard_normal(tuple(a.shape)) for a in (out, hn, cn)]
-    sum((a * torch.tensor(b)).sum() for a, b in zip((tout, thn, tcn), g)).backward()
+    sum((a * torch.tensor(b)).sum() for a, b in zip((tout, thn, tcn), g, strict=True)).backward()
     dx, (dh0, dc0) = m.backward(*[nnx.asarray(a, dtype=f64) for a in g])
     for a, e in ((dx, tx.grad), (dh0, th0.grad), (dc0, tc0.grad)):
         assert_close(a, e, rtol=1e-8, atol=1e-10)

@@ -7,13 +7,12 @@ One time loop serves every cell (:mod:`nnx.functional.recurrent_cells` holds eac
 and backward step side by side) and handles direction, variable lengths, bidirectional and
 multi-layer stacks and the LSTM's projection:
 
-* the input projection of all time steps is one matrix product ``(T*B, I) @ (I, G*H)``;
-* each step is one product ``h @ W_hh^T`` and one fused cell kernel of the backend adapter;
-  its backward is one fused kernel and one product with ``W_hh``;
-* the weight gradients, bias gradients and the input gradient are one matrix product (or sum)
-  each over all steps; per-step arrays are kept in lists and stacked once (which works on
-  immutable libraries too); on mutable libraries a layer's :class:`Workspace` lends the buffer
-  of the input projection from call to call.
+* the input projection of all steps is one matrix product ``(T*B, I) @ (I, G*H)``; each step
+  is one product ``h @ W_hh^T`` and one fused cell kernel of the backend adapter, its backward
+  one fused kernel and one product with ``W_hh``; weight, bias and input gradients are one
+  product (or sum) each over all steps;
+* per-step arrays are pooled in a layer's :class:`Workspace` on mutable host-memory libraries,
+  else kept in lists and stacked once (GPUs: fewer launches; immutable libraries: no writes).
 
 Layout follows PyTorch: time-major ``(T, B, features)`` inputs, gate order LSTM ``i, f, g, o``
 and GRU ``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, flat weight lists in
@@ -66,7 +65,8 @@ def lengths_mask(lengths: Any, steps: int, like: Array) -> tuple[Array, Array]:
     element ``[t, b]`` is true while ``t < lengths[b]``.
 
     >>> import nnx
-    >>> mask, _ = lengths_mask([1, 2], 2, nnx.zeros((2, 2, 3)))
+    >>> xp = nnx.get_backend().xp
+    >>> mask, _ = lengths_mask([1, 2], 2, xp.zeros((2, 2, 3), dtype=xp.float32))
     >>> [[bool(v) for v in row] for row in mask[:, :, 0]]
     [[True, True], [False, True]]
     """

@@ -29,10 +29,11 @@ product with ``W_hh``.
 Gate orders follow PyTorch: LSTM ``i, f, g, o``; GRU ``r, z, n``.
 
 >>> import nnx
+>>> xp = nnx.get_backend().xp
 >>> import nnx_backends as backends
->>> b = backends.backend_of(nnx.zeros((1,)))
->>> gx, h, c = nnx.zeros((2, 4)), nnx.zeros((2, 1)), nnx.ones((2, 1))
->>> h1, c1, saved = LSTM.step_forward(b, gx, h, c, nnx.zeros((1, 4)), None)
+>>> b = backends.backend_of(xp.zeros((1,), dtype=xp.float32))
+>>> gx, h, c = xp.zeros((2, 4), dtype=xp.float32), xp.zeros((2, 1), dtype=xp.float32), xp.ones((2, 1), dtype=xp.float32)
+>>> h1, c1, saved = LSTM.step_forward(b, gx, h, c, xp.zeros((1, 4), dtype=xp.float32), None)
 >>> [round(float(v), 4) for v in c1[:, 0]]      # f * c + i * g with f = sigmoid(0), g = tanh(0)
 [0.5, 0.5]
 """

@@ -6,11 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from helpers import assert_close, host, rand
 
 import nnx
 import nnx_backends as backends
 from nnx.functional import recurrent_cells as cells
+
+from helpers import assert_close, host, rand
 
 B, IN, H = 3, 4, 5
 TORCH_CELLS = {"RNN_TANH": ("RNNCell", {"nonlinearity": "tanh"}), "RNN_RELU": ("RNNCell", {"nonlinearity": "relu"}),
