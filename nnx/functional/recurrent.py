@@ -103,12 +103,9 @@ class _Tape:
 
 
 class _Steps:
-    """Per-step arrays of one direction, to be used one by one and then all at once (``(T, ...)``).
-
-    Where writes are cheap and fresh memory is not (mutable libraries in host memory, with a
-    layer's workspace) each step is copied into a pooled buffer that the next call reuses; elsewhere
-    (GPUs, immutable libraries) the steps stay in a list and are stacked once, in one operation.
-    """
+    """Per-step arrays, used one by one then all at once (``(T, ...)``): copied into a buffer of the
+    workspace on mutable host-memory libraries (cheap writes, costly fresh memory), else a list
+    stacked once (GPUs: one launch; immutable libraries: no writes)."""
 
     def __init__(self, b: Any, ws: Workspace | None, steps: int) -> None:
         self.b = b
@@ -295,18 +292,14 @@ class _Layout:
         return list(g[:2]) + (list(g[2:4]) if self.has_biases else []) + ([g[4]] if self.has_projections else [])
 
     def to_time_major(self, xp: Any, a: Array | None) -> Array | None:
-        if a is None:
-            return None
-        if self.unbatched:
+        if self.unbatched and a is not None:
             return a[:, None, :]
-        return xp.permute_dims(a, (1, 0, 2)) if self.batch_first else a
+        return xp.permute_dims(a, (1, 0, 2)) if self.batch_first and a is not None else a
 
     def from_time_major(self, xp: Any, a: Array | None) -> Array | None:
-        if a is None:
-            return None
-        if self.unbatched:
+        if self.unbatched and a is not None:
             return a[:, 0, :]
-        return xp.permute_dims(a, (1, 0, 2)) if self.batch_first else a
+        return xp.permute_dims(a, (1, 0, 2)) if self.batch_first and a is not None else a
 
 
 def _state(a: Array | None, unbatched: bool, add_batch: bool) -> Array | None:
