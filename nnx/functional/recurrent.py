@@ -153,11 +153,8 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
 
 def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, c0: Array | None,
                        masks: tuple | None, reverse: bool, ws: Workspace | None) -> tuple[Array, Array, Any, _Tape]:
-    """Run one direction of one layer over ``x`` (``(T, B, I)``): ``(out (T, B, H), h_n, c_n, tape)``.
-
-    ``weights`` is ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` (absent ones None). An LSTM with a projection
-    ``w_hr`` (``(P, H)``) carries ``h = (o * tanh(c)) @ w_hr.T`` of size ``P``.
-    """
+    """One direction of one layer over ``x`` ``(T, B, I)``: ``(out (T, B, H), h_n, c_n, tape)``; ``weights``
+    ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` (absent ones None; with ``w_hr`` ``(P, H)``, ``h = h' @ w_hr.T``)."""
     xp = b.xp
     steps, batch, in_size = x.shape
     w_ih, w_hh, _, b_hh, w_hr = weights
@@ -302,6 +299,11 @@ class _Layout:
         return xp.permute_dims(a, (1, 0, 2)) if self.batch_first and a is not None else a
 
 
+def _stack(xp: Any, arrays: list) -> Array:
+    """``stack``, as a view for a single array (one layer, one direction: no copy, no launch)."""
+    return arrays[0][None, ...] if len(arrays) == 1 else xp.stack(arrays)
+
+
 def _state(a: Array | None, unbatched: bool, add_batch: bool) -> Array | None:
     """Add (or drop) the batch axis of an unbatched state ``(L*D, H)``."""
     if a is None or not unbatched:
@@ -400,8 +402,8 @@ def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *
     output, h_n, c_n, tapes, drops = _run_layers(lay, cell, b, x, weights, h0_all, c0_all, masks, dropout,
                                                  training, workspace)
     output = lay.from_time_major(xp, output)
-    hn_all = _state(xp.stack(h_n), lay.unbatched, False)
-    cn_all = _state(xp.stack(c_n), lay.unbatched, False) if is_lstm else None
+    hn_all = _state(_stack(xp, h_n), lay.unbatched, False)
+    cn_all = _state(_stack(xp, c_n), lay.unbatched, False) if is_lstm else None
     result = (output, (hn_all, cn_all)) if is_lstm else (output, hn_all)
     given_hx = hx is not None
 

@@ -355,15 +355,6 @@ def test_float32_stays_float32(backend, mode_name):
         assert nnx.backend.Backend.dtype_name(p.grad.dtype) == "float32"
 
 
-def test_functional_lstm_matches_layer(backend):
-    m = nnx.LSTM(IN, H, dtype="float64")
-    x = rand(T, B, IN)
-    out, (hn, cn) = nnx.functional.lstm(x, None, m._flat_weights)
-    out2, (hn2, _) = m(x)
-    np.testing.assert_array_equal(host(out), host(out2))
-    np.testing.assert_array_equal(host(hn), host(hn2))
-
-
 def test_buffers_reused_and_nothing_kept(backend):
     """On mutable host-memory libraries the layer's workspace lends the input projection (given back
     at the end of the forward) and the per-step buffers of the backward (previous states, gate
@@ -392,13 +383,6 @@ def test_buffers_reused_and_nothing_kept(backend):
     m.eval()
     m(x)
     assert pooled() == first, "without a backward to come, nothing is lent"
-
-
-def test_functional_backward_runs_once(backend):
-    (out, _), backward = nnx.functional.gru_forward(rand(T, B, IN), None, nnx.GRU(IN, H, dtype="float64")._flat_weights)
-    backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
-    with pytest.raises(RuntimeError, match="already differentiated or released"):
-        backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
 
 
 def test_workspace_is_bounded(backend):

@@ -1,10 +1,12 @@
-"""Each recurrent cell's step functions on their own: one forward step against PyTorch's
-LSTMCell / GRUCell / RNNCell (float64), one backward step against a numerical gradient."""
+"""The recurrent kernels of nnx.functional: each cell's step functions on their own (one forward
+step against PyTorch's LSTMCell / GRUCell / RNNCell in float64, one backward step against a
+numerical gradient) and the functional forms (layers' own tests: tests/layers/test_recurrent*.py)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 import nnx
@@ -14,6 +16,7 @@ from nnx.functional import recurrent_cells as cells
 from helpers import assert_close, host, rand
 
 B, IN, H = 3, 4, 5
+T = 6
 TORCH_CELLS = {"RNN_TANH": ("RNNCell", {"nonlinearity": "tanh"}), "RNN_RELU": ("RNNCell", {"nonlinearity": "relu"}),
                "LSTM": ("LSTMCell", {}), "GRU": ("GRUCell", {})}
 
@@ -101,3 +104,19 @@ def test_step_backward_fails_when_broken(backend, monkeypatch):
 def test_cells_table():
     assert {c.name for c in cells.CELLS.values()} == {"RNN_TANH", "RNN_RELU", "LSTM", "GRU"}
     assert [cells.CELLS[m].gates for m in ("RNN_TANH", "LSTM", "GRU")] == [1, 4, 3]
+
+
+def test_functional_lstm_matches_layer(backend):
+    m = nnx.LSTM(IN, H, dtype="float64")
+    x = rand(T, B, IN)
+    out, (hn, cn) = nnx.functional.lstm(x, None, m._flat_weights)
+    out2, (hn2, _) = m(x)
+    np.testing.assert_array_equal(host(out), host(out2))
+    np.testing.assert_array_equal(host(hn), host(hn2))
+
+
+def test_functional_backward_runs_once(backend):
+    (out, _), backward = nnx.functional.gru_forward(rand(T, B, IN), None, nnx.GRU(IN, H, dtype="float64")._flat_weights)
+    backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
+    with pytest.raises(RuntimeError, match="already differentiated or released"):
+        backward((nnx.asarray(np.ones((T, B, H)), dtype="float64"), None))
