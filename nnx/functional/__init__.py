@@ -10,6 +10,7 @@ from . import activation as _activation
 from . import attention as _attention
 from . import convolution as _convolution
 from . import dropout as _dropout
+from . import embedding as _embedding
 from . import interpolate as _interpolate
 from . import linear as _linear
 from . import loss as _loss
@@ -23,6 +24,7 @@ from .activation import *  # noqa: F403
 from .attention import *  # noqa: F403  (scaled dot-product attention, positions)
 from .convolution import *  # noqa: F403
 from .dropout import *  # noqa: F403
+from .embedding import *  # noqa: F403
 from .interpolate import *  # noqa: F403
 from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
@@ -35,4 +37,5 @@ from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution.__all__, *_pooling.__all__,
            *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]
+__all__ += _embedding.__all__
 __all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__ + _attention.__all__

@@ -18,11 +18,12 @@ __all__ = ["embedding", "embedding_forward", "embedding_renorm_"]
 
 
 def embedding_renorm_(weight: Array, indices: Array, max_norm: float, norm_type: float = 2.0) -> Array:
-    """Rescale, in place, the rows of ``weight`` named in ``indices`` whose norm exceeds ``max_norm``.
+    """Rescale the rows of ``weight`` named in ``indices`` whose norm exceeds ``max_norm``.
 
     As ``torch.embedding_renorm_``: such a row is multiplied by ``max_norm / (norm + 1e-7)``; other
-    rows are untouched. Not differentiated (PyTorch does the same under ``no_grad``).
-    Returns ``weight``.
+    rows are untouched. Not differentiated (PyTorch does the same under ``no_grad``). Returns the
+    updated table: ``weight`` itself, rescaled in place, on mutable libraries; a new array on
+    immutable ones (store what it returns).
 
     >>> import nnx
     >>> w = nnx.asarray([[3.0, 4.0], [0.3, 0.4]])
@@ -44,8 +45,7 @@ def embedding_renorm_(weight: Array, indices: Array, max_norm: float, norm_type:
         norms = xp.sum(xp.abs(weight) ** norm_type, axis=1, keepdims=True) ** (1.0 / norm_type)
     rescale = (counts > 0.0) & (norms > max_norm)
     scale = xp.where(rescale, max_norm / (norms + 1e-7), xp.ones_like(norms))
-    weight[...] = weight * scale
-    return weight
+    return b.at_set(weight, ..., weight * scale)
 
 
 def embedding_forward(input: Array, weight: Array, padding_idx: int | None = None, max_norm: float | None = None,
@@ -56,7 +56,8 @@ def embedding_forward(input: Array, weight: Array, padding_idx: int | None = Non
     ``(None, (dweight,))``: the gradient of the table is a scatter-add of ``dy``'s rows (repeated
     ids sum), from the backend adapter's ``scatter_add``; row ``padding_idx`` gets none. With
     ``scale_grad_by_freq`` each row's gradient is divided by how often its id occurs in ``input``.
-    With ``max_norm``, looked-up rows are renormalised in place first (as PyTorch).
+    With ``max_norm``, looked-up rows are renormalised first (in place, as PyTorch, on mutable
+    libraries; on immutable ones call :func:`embedding_renorm_` yourself and keep its result).
 
     >>> import nnx
     >>> table = nnx.asarray([[0.0, 0.0], [1.0, 2.0], [3.0, 4.0]])
@@ -70,7 +71,7 @@ def embedding_forward(input: Array, weight: Array, padding_idx: int | None = Non
     b = backends.backend_of(weight)
     xp = b.xp
     if max_norm is not None:
-        embedding_renorm_(weight, input, float(max_norm), float(norm_type))
+        weight = embedding_renorm_(weight, input, float(max_norm), float(norm_type))
     shape = tuple(input.shape)
     flat = xp.reshape(input, (-1,))
     n, dim = weight.shape
@@ -86,7 +87,7 @@ def embedding_forward(input: Array, weight: Array, padding_idx: int | None = Non
             rows = rows / xp.take(counts, flat, axis=0)
         dweight = b.scatter_add(xp.zeros((n, dim), dtype=dy.dtype, device=dy.device), flat, rows)
         if padding_idx is not None:
-            dweight[padding_idx, ...] = 0.0
+            dweight = b.at_set(dweight, (padding_idx, ...), 0.0)
         return None, (dweight,)
 
     return y, backward

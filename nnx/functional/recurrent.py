@@ -1,18 +1,18 @@
-"""Embedding and recurrent kernels (RNN, LSTM, GRU and their single-step cells), explicit BPTT.
+"""Recurrent kernels (RNN, LSTM, GRU and their single-step cells), explicit BPTT.
 
 Every op follows the functional convention of nnx: ``name_forward(...)`` returns
 ``(output, backward)``; ``name(...)`` returns only the output.
 
-Backpropagation through time is written out by hand and organised for speed:
+One time loop serves every cell (:mod:`nnx.functional.recurrent_cells` holds each cell's forward
+and backward step side by side) and handles direction, variable lengths, bidirectional and
+multi-layer stacks and the LSTM's projection:
 
-* the input projection of all time steps is one matrix product ``(T*B, I) @ (I, G*H)``;
-* the recurrent part is one fused matrix product per step for all gates
-  (``(B, H) @ (H, 4H)`` for the LSTM, ``3H`` for the GRU), one ``tanh`` over all gates (the
-  sigmoid gates use ``sigmoid(z) = (1 + tanh(z/2)) / 2`` with the halving folded into a scaled copy
-  of the weights, made once per call);
-* the backward pass runs one ``(B, G*H) @ (G*H, H)`` product per step; the weight gradients,
-  bias gradients and the input gradient are then one matrix product (or sum) each over all steps;
-* the closure keeps only the activations of the call and nothing survives its backward.
+* the input projection of all steps is one matrix product ``(T*B, I) @ (I, G*H)``; each step
+  is one product ``h @ W_hh^T`` and one fused cell kernel of the backend adapter, its backward
+  one fused kernel and one product with ``W_hh``; weight, bias and input gradients are one
+  product (or sum) each over all steps;
+* per-step arrays are pooled in a layer's :class:`Workspace` on mutable host-memory libraries,
+  else kept in lists and stacked once (GPUs: fewer launches; immutable libraries: no writes).
 
 Layout follows PyTorch: time-major ``(T, B, features)`` inputs, gate order LSTM ``i, f, g, o``
 and GRU ``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, flat weight lists in
@@ -27,10 +27,13 @@ final states and gradients equal those of PyTorch's ``pack_padded_sequence`` /
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import nnx_backends as backends
 
+from .dropout import dropout_mask
+from .recurrent_cells import CELLS, Cell
 from .workspace import Workspace
 
 Array = Any
@@ -38,9 +41,6 @@ Backward = Callable[..., tuple]
 
 __all__ = [
     "Workspace",
-    "embedding",
-    "embedding_forward",
-    "embedding_renorm_",
     "gru",
     "gru_cell",
     "gru_cell_forward",
@@ -57,500 +57,372 @@ __all__ = [
 ]
 
 
-# ============================================================================ embedding
-def embedding_renorm_(weight: Array, indices: Array, max_norm: float, norm_type: float = 2.0) -> Array:
-    """Rescale, in place, the rows of ``weight`` named in ``indices`` whose norm exceeds ``max_norm``.
-
-    As ``torch.embedding_renorm_``: such a row is multiplied by ``max_norm / (norm + 1e-7)``; other
-    rows are untouched. Not differentiated (PyTorch does the same under ``no_grad``).
-    Returns ``weight``.
-    """
-    b = backends.backend_of(weight)
-    xp = b.xp
-    n = weight.shape[0]
-    flat = xp.reshape(indices, (-1,))
-    ones = xp.ones((flat.shape[0], 1), dtype=weight.dtype, device=weight.device)
-    counts = b.scatter_add(xp.zeros((n, 1), dtype=weight.dtype, device=weight.device), flat, ones)
-    if norm_type == 2.0:
-        norms = xp.sqrt(xp.sum(weight * weight, axis=1, keepdims=True))
-    elif norm_type == float("inf"):
-        norms = xp.max(xp.abs(weight), axis=1, keepdims=True)
-    else:
-        norms = xp.sum(xp.abs(weight) ** norm_type, axis=1, keepdims=True) ** (1.0 / norm_type)
-    rescale = (counts > 0.0) & (norms > max_norm)
-    scale = xp.where(rescale, max_norm / (norms + 1e-7), xp.ones_like(norms))
-    weight[...] = weight * scale
-    return weight
-
-
-def embedding_forward(input: Array, weight: Array, padding_idx: int | None = None, max_norm: float | None = None,
-                      norm_type: float = 2.0, scale_grad_by_freq: bool = False) -> tuple[Array, Backward]:
-    """Look up rows of ``weight`` (``(num_embeddings, embedding_dim)``) for integer ``input`` of any shape.
-
-    Output: ``input.shape + (embedding_dim,)``. ``backward(dy, input_grad=True)`` returns
-    ``(None, (dweight,))``: the gradient of the table is a scatter-add of ``dy``'s rows (repeated
-    ids sum), from the backend adapter's ``scatter_add``; row ``padding_idx`` gets none. With
-    ``scale_grad_by_freq`` each row's gradient is divided by how often its id occurs in ``input``.
-    With ``max_norm``, looked-up rows are renormalised in place first (as PyTorch).
-
-    >>> y, backward = embedding_forward(ids, table)       # doctest: +SKIP
-    """
-    b = backends.backend_of(weight)
-    xp = b.xp
-    if max_norm is not None:
-        embedding_renorm_(weight, input, float(max_norm), float(norm_type))
-    shape = tuple(input.shape)
-    flat = xp.reshape(input, (-1,))
-    n, dim = weight.shape
-    y = xp.reshape(xp.take(weight, flat, axis=0), shape + (dim,))
-    if padding_idx is not None and padding_idx < 0:
-        padding_idx += n
-
-    def backward(dy: Array, input_grad: bool = True) -> tuple[None, tuple]:
-        rows = xp.reshape(dy, (-1, dim))
-        if scale_grad_by_freq:
-            ones = xp.ones((flat.shape[0], 1), dtype=dy.dtype, device=dy.device)
-            counts = b.scatter_add(xp.zeros((n, 1), dtype=dy.dtype, device=dy.device), flat, ones)
-            rows = rows / xp.take(counts, flat, axis=0)
-        dweight = b.scatter_add(xp.zeros((n, dim), dtype=dy.dtype, device=dy.device), flat, rows)
-        if padding_idx is not None:
-            dweight[padding_idx, ...] = 0.0
-        return None, (dweight,)
-
-    return y, backward
-
-
-def embedding(input: Array, weight: Array, padding_idx: int | None = None, max_norm: float | None = None,
-              norm_type: float = 2.0, scale_grad_by_freq: bool = False) -> Array:
-    """Functional form of :func:`embedding_forward` (``torch.nn.functional.embedding``)."""
-    return embedding_forward(input, weight, padding_idx, max_norm, norm_type, scale_grad_by_freq)[0]
-
-
 # ============================================================================ masks
 def lengths_mask(lengths: Any, steps: int, like: Array) -> tuple[Array, Array]:
     """Step masks for a padded time-major batch: ``(T, B, 1)`` booleans and the same as ``like``'s dtype.
 
     ``lengths`` is a sequence of ints, a host array or a backend integer array of shape ``(B,)``;
     element ``[t, b]`` is true while ``t < lengths[b]``.
+
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> mask, _ = lengths_mask([1, 2], 2, xp.zeros((2, 2, 3), dtype=xp.float32))
+    >>> [[bool(v) for v in row] for row in mask[:, :, 0]]
+    [[True, True], [False, True]]
     """
     b = backends.backend_of(like)
     xp = b.xp
+    device = b.device_of(like)
     if not b.owns(lengths):
         lengths = b.asarray(lengths, dtype=xp.int64)
-    elif lengths.device != like.device:
+    elif b.device_of(lengths) != device:
         lengths = b.asarray(b.to_numpy(lengths), dtype=xp.int64)
-    steps_idx = xp.arange(steps, dtype=lengths.dtype, device=like.device)
+    steps_idx = xp.arange(steps, dtype=lengths.dtype, device=device)
     mask = steps_idx[:, None] < lengths[None, :]
     mask = mask[:, :, None]
     return mask, xp.astype(mask, like.dtype)
 
 
 # ============================================================================ one direction of one layer
-def _prescale(xp: Any, mode: str, hidden: int, dtype: Any, device: Any) -> Array | None:
-    """Per-gate-row factor folded into the weights: 0.5 for sigmoid gates (tanh(z/2) trick), else 1."""
-    if mode == "LSTM":
-        parts = [0.5, 0.5, 1.0, 0.5]
-    elif mode == "GRU":
-        parts = [0.5, 0.5, 1.0]
+@dataclass
+class _Tape:
+    """What the forward of one direction of one layer keeps for its backward (one per call)."""
+
+    cell: Cell
+    b: Any
+    x2: Array                  # the input, (T*B, I)
+    weights: tuple             # w_ih, w_hh, b_ih, b_hh, w_hr (absent ones None)
+    reverse: bool
+    masks: tuple | None        # (bool, float) masks (T, B, 1), or None
+    h_prev: _Steps             # per step: the state h before the step
+    c_prev: list               # per step: the cell state before the step (LSTM), else Nones
+    saved: list                # per step: what the cell's step_backward needs
+    unprojected: list | None   # per step: h before the projection (LSTM with proj_size)
+    ws: Workspace | None       # the layer's workspace, or None
+    live: bool = True
+
+
+class _Steps:
+    """Per-step arrays, used one by one then all at once (``(T, ...)``): copied into a buffer of the
+    workspace on mutable host-memory libraries (cheap writes, costly fresh memory), else a list
+    stacked once (GPUs: one launch; immutable libraries: no writes)."""
+
+    def __init__(self, b: Any, ws: Workspace | None, steps: int) -> None:
+        self.b = b
+        self.pool = ws if ws is not None and b.mutable and b.host_memory else None
+        self.items: list = [None] * steps
+        self.buf: Array | None = None
+
+    def __getitem__(self, t: int) -> Array:
+        return self.items[t]
+
+    def __setitem__(self, t: int, a: Array) -> None:
+        self.items[t] = a
+        if self.pool is not None:
+            if self.buf is None:
+                self.buf = self.pool.take(self.b.xp, (len(self.items), *a.shape), a.dtype, self.b.device_of(a),
+                                          type(a))
+            self.buf[t, ...] = a
+
+    def stacked(self) -> Array:
+        """All steps, ``(T, ...)``: the pooled buffer, or one ``stack``."""
+        return self.buf if self.buf is not None else self.b.xp.stack(self.items)
+
+    def give_back(self) -> None:
+        """Return the pooled buffer (call when what :meth:`stacked` returned is no longer used)."""
+        if self.buf is not None:
+            self.pool.give(self.buf)
+        self.items, self.buf = [], None
+
+
+def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None) -> tuple[Array, Any]:
+    """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``."""
+    xp = b.xp
+    w_ih, _, b_ih, b_hh, _ = weights
+    w_ihT = xp.matrix_transpose(w_ih)
+    buf = None
+    if ws is not None and b.mutable:
+        buf = ws.take(xp, (x2.shape[0], w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
+        xg = b.matmul_into(x2, w_ihT, buf)
     else:
-        return None
-    return xp.concat([xp.full((hidden,), p, dtype=dtype, device=device) for p in parts])
+        xg = xp.matmul(x2, w_ihT)
+    if b_ih is not None:
+        xg += b_ih if cell.split_bias else b_ih + b_hh
+    return xg, buf
 
 
-def _direction(mode: str, xp: Any, x: Array, w_ih: Array, w_hh: Array, b_ih: Array | None, b_hh: Array | None,
-               h0: Array, c0: Array | None, masks: tuple[Array, Array] | None, reverse: bool,
-               consts: dict, w_hr: Array | None = None) -> tuple[Array, Array, Array | None, Callable]:
-    """Run one direction of one layer over ``x`` (``(T, B, I)``).
-
-    Returns ``(out (T, B, H), h_n, c_n or None, backward)`` with
-    ``backward(dout, dh_n, dc_n, need_dx) -> (dx, dh0, dc0, (dw_ih, dw_hh, db_ih, db_hh, dw_hr))``
-    (``dout``, ``dh_n``, ``dc_n`` may be None) and ``backward.release()`` to give the buffers back
-    without differentiating.
-
-    Storage: the input projection ``xg`` (``(T, B, G*H)``) is overwritten step by step with the
-    gate activations, and in the backward pass with the gate gradients; the previous states (and
-    for the LSTM the cell states and ``tanh(c)``) go into workspace buffers. An LSTM with
-    projections (``w_hr``, ``(P, H)``) carries ``h = (o * tanh(c)) @ w_hr.T`` of size ``P``.
-    """
+def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, c0: Array | None,
+                       masks: tuple | None, reverse: bool, ws: Workspace | None) -> tuple[Array, Array, Any, _Tape]:
+    """One direction of one layer over ``x`` ``(T, B, I)``: ``(out (T, B, H), h_n, c_n, tape)``; ``weights``
+    ``(w_ih, w_hh, b_ih, b_hh, w_hr)`` (absent ones None; with ``w_hr`` ``(P, H)``, ``h = h' @ w_hr.T``)."""
+    xp = b.xp
     steps, batch, in_size = x.shape
-    state_size = w_hh.shape[1]  # size of h: hidden, or proj_size for an LSTM with projections
-    gh = w_hh.shape[0]  # gates * hidden
-    hidden = gh // {"LSTM": 4, "GRU": 3}.get(mode, 1)
-    scale = consts.get("prescale")
-    ws: Workspace | None = consts.get("workspace")
-    dtype, device = x.dtype, x.device
-    kind = type(x)
-
-    def take(shape: tuple[int, ...]) -> Array:
-        if ws is None:
-            return xp.empty(shape, dtype=dtype, device=device)
-        return ws.take(xp, shape, dtype, device, kind)
-
+    w_ih, w_hh, _, b_hh, w_hr = weights
     x2 = xp.reshape(x, (steps * batch, in_size))
-    if scale is not None:
-        w_ih_s = w_ih * scale[:, None]
-        w_hh_sT = xp.matrix_transpose(w_hh * scale[:, None])
-    else:
-        w_ih_s, w_hh_sT = w_ih, xp.matrix_transpose(w_hh)
-    xg = xp.matmul(x2, xp.matrix_transpose(w_ih_s))
-    bh = None
-    if mode == "GRU":
-        if b_ih is not None:
-            xg += b_ih * scale
-            bh = b_hh * scale
-    elif b_ih is not None:
-        bias = b_ih + b_hh
-        xg += bias * scale if scale is not None else bias
-    xg = xp.reshape(xg, (steps, batch, gh))
-    order = range(steps - 1, -1, -1) if reverse else range(steps)
+    xg, buf = _input_projection(b, cell, x2, weights, ws)
+    xg = xp.reshape(xg, (steps, batch, w_ih.shape[0]))
+    w_hhT = xp.matrix_transpose(w_hh)
+    w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
+    bh = b_hh if cell.split_bias else None
     mb, mf = masks if masks is not None else (None, None)
-
     outs: list = [None] * steps
-    hp = take((steps, batch, state_size))       # state before each step
-    mp = None
-    cp = tc_buf = gn = None
+    tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), [None] * steps, [None] * steps,
+                 [None] * steps if w_hr is not None else None, ws)
+    step = cell.step_forward
     h, c = h0, c0
-    two_h = 2 * hidden
-    if mode == "LSTM":
-        cp = take((steps, batch, hidden))       # cell state before each step
-        tc_buf = take((steps, batch, hidden))   # tanh(new cell state)
-        if w_hr is not None:
-            mp = take((steps, batch, hidden))   # o * tanh(c), before the projection
-            w_hrT = xp.matrix_transpose(w_hr)
-        a_scale, a_shift = consts["act_scale"], consts["act_shift"]
-        for t in order:
-            z = xp.matmul(h, w_hh_sT)
-            z += xg[t, ...]
-            a = xp.tanh(z)
-            a *= a_scale
-            a += a_shift
-            xg[t, ...] = a
-            i, f, g, o = a[:, :hidden], a[:, hidden:two_h], a[:, two_h:3 * hidden], a[:, 3 * hidden:]
-            c_new = f * c
-            c_new += i * g
-            tc = xp.tanh(c_new)
-            h_new = o * tc
-            if w_hr is not None:
-                mp[t, ...] = h_new
-                h_new = xp.matmul(h_new, w_hrT)
-            hp[t, ...] = h
-            cp[t, ...] = c
-            tc_buf[t, ...] = tc
-            if mb is not None:
-                outs[t] = h_new * mf[t, ...]
-                h = xp.where(mb[t, ...], h_new, h)
-                c = xp.where(mb[t, ...], c_new, c)
-            else:
-                outs[t] = h = h_new
-                c = c_new
-    elif mode == "GRU":
-        gn = take((steps, batch, hidden))       # W_hn h + b_hn
-        for t in order:
-            gh_t = xp.matmul(h, w_hh_sT)
-            if bh is not None:
-                gh_t += bh
-            xt = xg[t, ...]
-            rz = xp.tanh(xt[:, :two_h] + gh_t[:, :two_h])
-            rz *= 0.5
-            rz += 0.5
-            ghn = gh_t[:, two_h:]
-            n = ghn * rz[:, :hidden]
-            n += xt[:, two_h:]
-            n = xp.tanh(n)
-            h_new = h - n
-            h_new *= rz[:, hidden:]
-            h_new += n
-            xg[t, :, :two_h] = rz
-            xg[t, :, two_h:] = n
-            gn[t, ...] = ghn
-            hp[t, ...] = h
-            if mb is not None:
-                outs[t] = h_new * mf[t, ...]
-                h = xp.where(mb[t, ...], h_new, h)
-            else:
-                outs[t] = h = h_new
-    else:
-        relu = mode == "RNN_RELU"
-        for t in order:
-            z = xp.matmul(h, w_hh_sT)
-            z += xg[t, ...]
-            h_new = xp.maximum(z, 0.0) if relu else xp.tanh(z)
-            xg[t, ...] = h_new
-            hp[t, ...] = h
-            if mb is not None:
-                outs[t] = h_new * mf[t, ...]
-                h = xp.where(mb[t, ...], h_new, h)
-            else:
-                outs[t] = h = h_new
-    out = xp.stack(outs)
-    del outs
-    h_n, c_n = h, c
-    state = {"live": True}
-
-    def release() -> None:
-        if state["live"] and ws is not None:
-            ws.give(*[buf for buf in (hp, cp, tc_buf, gn, mp) if buf is not None])
-        state["live"] = False
-
-    def backward(dout: Array | None, dh_n: Array | None, dc_n: Array | None,
-                 need_dx: bool) -> tuple[Array | None, Array, Array | None, tuple]:
-        if not state["live"]:
-            raise RuntimeError("recurrent backward: this forward pass was already differentiated or released")
-        dh = dh_n if dh_n is not None else xp.zeros_like(h0)
-        dc = None
-        dzh = None
-        if mode == "LSTM":
-            dc = dc_n if dc_n is not None else xp.zeros_like(c0)
-            d_shift = consts["d_shift"]
-            s_mask = consts["d_smask"]
-            if w_hr is not None:
-                dhp = take((steps, batch, state_size))  # gradients of the projected outputs
-        elif mode == "GRU":
-            dzh = take((steps, batch, gh))
-        back_order = range(steps) if reverse else range(steps - 1, -1, -1)
-        for t in back_order:
-            if mb is not None:
-                m = mf[t, ...]
-                dh_in = dh + dout[t, ...] if dout is not None else dh
-                dh_new = dh_in * m
-                dh_pass = dh - dh * m
-                if dc is not None:
-                    dc_new = dc * m
-                    dc_pass = dc - dc_new
-            else:
-                dh_new = dh + dout[t, ...] if dout is not None else dh
-                dc_new = dc
-            if mode == "LSTM":
-                a = xg[t, ...]
-                tc = tc_buf[t, ...]
-                i, f, g, o = a[:, :hidden], a[:, hidden:two_h], a[:, two_h:3 * hidden], a[:, 3 * hidden:]
-                if w_hr is not None:
-                    dhp[t, ...] = dh_new
-                    dh_new = xp.matmul(dh_new, w_hr)
-                dcn = dh_new * o
-                dcn *= 1.0 - tc * tc
-                dcn += dc_new
-                d_act = xp.concat([dcn * g, dcn * cp[t, ...], dcn * i, dh_new * tc], axis=1)
-                deriv = s_mask - a
-                deriv *= a
-                deriv += d_shift
-                d_act *= deriv
-                dc = dcn * f
-                xg[t, ...] = d_act          # the activations of step t are not needed any more
-                dh = xp.matmul(d_act, w_hh)
-                if mb is not None:
-                    dc += dc_pass
-            elif mode == "GRU":
-                xt = xg[t, ...]
-                rz, n = xt[:, :two_h], xt[:, two_h:]
-                ghn = gn[t, ...]
-                r, z = rz[:, :hidden], rz[:, hidden:]
-                dn = dh_new - dh_new * z
-                dpre_n = dn * (1.0 - n * n)
-                d_rz = xp.concat([dpre_n * ghn, dh_new * (hp[t, ...] - n)], axis=1)
-                d_rz *= rz * (1.0 - rz)
-                dzh_t = xp.concat([d_rz, dpre_n * r], axis=1)
-                dh_direct = dh_new * z
-                xg[t, ...] = xp.concat([d_rz, dpre_n], axis=1)
-                dzh[t, ...] = dzh_t
-                dh = xp.matmul(dzh_t, w_hh)
-                dh += dh_direct
-            else:
-                hn = xg[t, ...]
-                if mode == "RNN_RELU":
-                    dz = dh_new * xp.astype(hn > 0.0, hn.dtype)
-                else:
-                    dz = dh_new * (1.0 - hn * hn)
-                xg[t, ...] = dz
-                dh = xp.matmul(dz, w_hh)
-            if mb is not None:
-                dh += dh_pass
-        dz_all = xp.reshape(xg, (steps * batch, gh))
-        hp2 = xp.reshape(hp, (steps * batch, state_size))
-        dzh_all = dz_all if dzh is None else xp.reshape(dzh, (steps * batch, gh))
-        dw_ih = xp.matmul(xp.matrix_transpose(dz_all), x2)
-        dw_hh = xp.matmul(xp.matrix_transpose(dzh_all), hp2)
-        if b_ih is not None:
-            db_ih = xp.sum(dz_all, axis=0)
-            db_hh = xp.sum(dzh_all, axis=0) if dzh is not None else db_ih
+    for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
+        h_new, c_new, tape.saved[t] = step(b, xg[t, ...], h, c, w_hhT, bh)
+        tape.h_prev[t], tape.c_prev[t] = h, c
+        if w_hrT is not None:
+            tape.unprojected[t] = h_new
+            h_new = xp.matmul(h_new, w_hrT)
+        if mb is not None:
+            outs[t] = h_new * mf[t, ...]
+            h = xp.where(mb[t, ...], h_new, h)
+            c = xp.where(mb[t, ...], c_new, c) if c is not None else None
         else:
-            db_ih = db_hh = None
-        dx = xp.reshape(xp.matmul(dz_all, w_ih), (steps, batch, in_size)) if need_dx else None
-        dw_hr = None
+            outs[t] = h = h_new
+            c = c_new
+    if buf is not None:
+        ws.give(buf)  # nothing of the step results aliases the projection
+    return xp.stack(outs), h, c, tape
+
+
+def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_n: Array | None,
+                        need_dx: bool) -> tuple[Array | None, Array, Array | None, tuple]:
+    """Differentiate one :func:`_direction_forward`.
+
+    Returns ``(dx (T, B, I) or None, dh0, dc0 or None, (dw_ih, dw_hh, db_ih, db_hh, dw_hr))``;
+    ``dout``, ``dh_n``, ``dc_n`` may be None (no gradient).
+    """
+    if not tape.live:
+        raise RuntimeError("recurrent backward: this forward pass was already differentiated or released")
+    tape.live = False
+    b, cell = tape.b, tape.cell
+    xp = b.xp
+    w_ih, w_hh, _, _, w_hr = tape.weights
+    steps = len(tape.saved)
+    mb, mf = tape.masks if tape.masks is not None else (None, None)
+    dh = dh_n if dh_n is not None else xp.zeros_like(tape.h_prev[0])
+    dc = dc_n
+    if dc is None and mb is not None and cell.has_cell_state:
+        dc = xp.zeros_like(tape.c_prev[0])
+    dgx = _Steps(b, tape.ws, steps)
+    dgh = _Steps(b, tape.ws, steps) if cell.split_bias else dgx
+    dproj: list = [None] * steps
+    step = cell.step_backward
+    for t in (range(steps) if tape.reverse else range(steps - 1, -1, -1)):
+        dh_new = dh + dout[t, ...] if dout is not None else dh
+        dc_new = dc
+        if mb is not None:
+            m = mf[t, ...]
+            dh_new = dh_new * m
+            dh_pass = dh - dh * m
+            if dc is not None:
+                dc_new = dc * m
+                dc_pass = dc - dc_new
         if w_hr is not None:
-            dw_hr = xp.matmul(xp.matrix_transpose(xp.reshape(dhp, (steps * batch, state_size))),
-                              xp.reshape(mp, (steps * batch, hidden)))
-            if ws is not None:
-                ws.give(dhp)
-        if dzh is not None and ws is not None:
-            ws.give(dzh)
-        release()
-        return dx, dh, dc, (dw_ih, dw_hh, db_ih, db_hh, dw_hr)
+            dproj[t] = dh_new
+            dh_new = xp.matmul(dh_new, w_hr)
+        dgx[t], dgh_t, dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh)
+        if dgh is not dgx:
+            dgh[t] = dgh_t
+        if mb is not None:
+            dh = dh + dh_pass
+            dc = dc + dc_pass if dc is not None else None
+    dz = xp.reshape(dgx.stacked(), (-1, w_ih.shape[0]))
+    grads = _weight_grads(xp, tape, dz, dgh, dproj)
+    dx = xp.reshape(xp.matmul(dz, w_ih), (steps, -1, w_ih.shape[1])) if need_dx else None
+    for pooled in {id(c): c for c in (dgx, dgh, tape.h_prev)}.values():
+        pooled.give_back()
+    tape.saved = tape.c_prev = tape.unprojected = []
+    return dx, dh, dc, grads
 
-    backward.release = release  # type: ignore[attr-defined]
-    return out, h_n, c_n, backward
 
-
-def _constants(xp: Any, mode: str, hidden: int, dtype: Any, device: Any) -> dict:
-    consts: dict = {"prescale": _prescale(xp, mode, hidden, dtype, device)}
-    if mode == "LSTM":
-        def vec(parts: list[float]) -> Array:
-            return xp.concat([xp.full((hidden,), p, dtype=dtype, device=device) for p in parts])
-
-        consts["act_scale"] = vec([0.5, 0.5, 1.0, 0.5])  # sigmoid(z) = 0.5 * tanh(z / 2) + 0.5
-        consts["act_shift"] = vec([0.5, 0.5, 0.0, 0.5])
-        consts["d_smask"] = vec([1.0, 1.0, 0.0, 1.0])    # a * (m - a) + s: a(1-a) or 1 - a^2
-        consts["d_shift"] = vec([0.0, 0.0, 1.0, 0.0])
-    return consts
+def _weight_grads(xp: Any, tape: _Tape, dz: Array, dgh: _Steps, dproj: list) -> tuple:
+    """``(dw_ih, dw_hh, db_ih, db_hh, dw_hr)`` from the gate gradients ``dz`` ``(T*B, G*H)`` (one
+    product each)."""
+    w_ih, w_hh, b_ih, _, w_hr = tape.weights
+    gsize = w_ih.shape[0]
+    dzh = xp.reshape(dgh.stacked(), (-1, gsize)) if tape.cell.split_bias else dz
+    hp = xp.reshape(tape.h_prev.stacked(), (-1, w_hh.shape[1]))
+    dw_ih = xp.matmul(xp.matrix_transpose(dz), tape.x2)
+    dw_hh = xp.matmul(xp.matrix_transpose(dzh), hp)
+    db_ih = db_hh = None
+    if b_ih is not None:
+        db_ih = xp.sum(dz, axis=0)
+        db_hh = xp.sum(dzh, axis=0) if tape.cell.split_bias else db_ih
+    dw_hr = None
+    if w_hr is not None:
+        dw_hr = xp.matmul(xp.matrix_transpose(xp.reshape(xp.stack(dproj), (-1, w_hr.shape[0]))),
+                          xp.reshape(xp.stack(tape.unprojected), (-1, w_hr.shape[1])))
+    return dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
 # ============================================================================ full layers
+@dataclass(frozen=True)
+class _Layout:
+    """The shape of a stack: layers, directions, weights per direction, and the input's layout."""
+
+    name: str
+    num_layers: int
+    directions: int
+    has_biases: bool
+    has_projections: bool
+    hidden: int                # size of h of one direction (proj_size with projections)
+    unbatched: bool
+    batch_first: bool
+    is_lstm: bool
+
+    @property
+    def per_dir(self) -> int:
+        return (4 if self.has_biases else 2) + (1 if self.has_projections else 0)
+
+    def direction_weights(self, weights: Sequence[Array], k: int) -> tuple:
+        """``(w_ih, w_hh, b_ih, b_hh, w_hr)`` of direction ``k`` (absent ones None)."""
+        w = list(weights[k * self.per_dir:(k + 1) * self.per_dir])
+        b_ih, b_hh = (w[2], w[3]) if self.has_biases else (None, None)
+        return w[0], w[1], b_ih, b_hh, w[-1] if self.has_projections else None
+
+    def direction_grads(self, g: tuple) -> list:
+        """The gradients of one direction in the order of its weights."""
+        return list(g[:2]) + (list(g[2:4]) if self.has_biases else []) + ([g[4]] if self.has_projections else [])
+
+    def to_time_major(self, xp: Any, a: Array | None) -> Array | None:
+        if self.unbatched and a is not None:
+            return a[:, None, :]
+        return xp.permute_dims(a, (1, 0, 2)) if self.batch_first and a is not None else a
+
+    def from_time_major(self, xp: Any, a: Array | None) -> Array | None:
+        if self.unbatched and a is not None:
+            return a[:, 0, :]
+        return xp.permute_dims(a, (1, 0, 2)) if self.batch_first and a is not None else a
+
+
+def _stack(xp: Any, arrays: list) -> Array:
+    """``stack``, as a view for a single array (one layer, one direction: no copy, no launch)."""
+    return arrays[0][None, ...] if len(arrays) == 1 else xp.stack(arrays)
+
+
+def _state(a: Array | None, unbatched: bool, add_batch: bool) -> Array | None:
+    """Add (or drop) the batch axis of an unbatched state ``(L*D, H)``."""
+    if a is None or not unbatched:
+        return a
+    return a[:, None, :] if add_batch else a[:, 0, :]
+
+
+def _run_layers(lay: _Layout, cell: Cell, b: Any, x: Array, weights: Sequence[Array], h0_all: Array | None,
+                c0_all: Array | None, masks: tuple | None, dropout: float, training: bool,
+                ws: Workspace | None) -> tuple[Array, list, list, list, list]:
+    """The forward of every layer and direction: ``(output, h_n list, c_n list, tapes, dropout masks)``."""
+    xp = b.xp
+    batch = x.shape[1]
+    zeros = c_zeros = None
+    if h0_all is None:
+        cell_size = weights[1].shape[0] // cell.gates
+        zeros = xp.zeros((batch, lay.hidden), dtype=x.dtype, device=b.device_of(x))
+        c_zeros = zeros if cell_size == lay.hidden else xp.zeros((batch, cell_size), dtype=x.dtype,
+                                                                 device=b.device_of(x))
+    layer_in = x
+    h_n: list = []
+    c_n: list = []
+    tapes: list = []
+    drops: list = []
+    for layer in range(lay.num_layers):
+        outs = []
+        for d in range(lay.directions):
+            k = layer * lay.directions + d
+            h0 = h0_all[k, ...] if h0_all is not None else zeros
+            c0 = (c0_all[k, ...] if c0_all is not None else c_zeros) if lay.is_lstm else None
+            out, hn, cn, tape = _direction_forward(cell, b, layer_in, lay.direction_weights(weights, k), h0, c0,
+                                                   masks, d == 1, ws)
+            outs.append(out)
+            tapes.append(tape)
+            h_n.append(hn)
+            c_n.append(cn)
+        layer_in = outs[0] if lay.directions == 1 else xp.concat(outs, axis=2)
+        drop = None
+        if training and dropout > 0.0 and layer < lay.num_layers - 1:
+            drop = dropout_mask(layer_in, dropout)
+            layer_in = layer_in * drop
+        drops.append(drop)
+    return layer_in, h_n, c_n, tapes, drops
+
+
+def _layers_backward(lay: _Layout, xp: Any, tapes: list, drops: list, d_out: Array | None, d_hn: Array | None,
+                     d_cn: Array | None, input_grad: bool) -> tuple[Array | None, list, list, list]:
+    """Differentiate :func:`_run_layers`: ``(dx, dh0 list, dc0 list, grads in the order of the weights)``."""
+    grads: list = []
+    dh0: list = [None] * len(tapes)
+    dc0: list = [None] * len(tapes)
+    per_layer: list = [None] * lay.num_layers
+    d_layer = d_out
+    hid = lay.hidden
+    for layer in range(lay.num_layers - 1, -1, -1):
+        if drops[layer] is not None and d_layer is not None:
+            d_layer = d_layer * drops[layer]
+        d_in = None
+        layer_grads = []
+        for d in range(lay.directions):
+            k = layer * lay.directions + d
+            dout_d = d_layer if d_layer is None or lay.directions == 1 else d_layer[:, :, d * hid:(d + 1) * hid]
+            dx, dh0[k], dc0[k], g = _direction_backward(tapes[k], dout_d,
+                                                        d_hn[k, ...] if d_hn is not None else None,
+                                                        d_cn[k, ...] if d_cn is not None else None,
+                                                        layer > 0 or input_grad)
+            tapes[k] = None  # free this direction's activations now
+            layer_grads += lay.direction_grads(g)
+            if dx is not None:
+                d_in = dx if d_in is None else d_in + dx
+        per_layer[layer] = layer_grads
+        d_layer = d_in
+    for layer_grads in per_layer:
+        grads += layer_grads
+    return d_layer, dh0, dc0, grads
+
+
 def _recurrent_forward(mode: str, x: Array, hx: Any, weights: Sequence[Array], *, num_layers: int,
                        bidirectional: bool, batch_first: bool, dropout: float, training: bool,
                        lengths: Any, has_biases: bool, workspace: Workspace | None = None,
                        has_projections: bool = False) -> tuple[tuple, Backward]:
+    cell = CELLS[mode]
     b = backends.backend_of(x)
     xp = b.xp
-    directions = 2 if bidirectional else 1
-    per_dir = (4 if has_biases else 2) + (1 if has_projections else 0)
-    if len(weights) != num_layers * directions * per_dir:
-        raise ValueError(f"{mode.lower()}_forward: expected {num_layers * directions * per_dir} weight arrays "
+    is_lstm = cell.has_cell_state
+    lay = _Layout(f"{mode.lower()}_forward", num_layers, 2 if bidirectional else 1, has_biases, has_projections,
+                  weights[1].shape[1] if len(weights) > 1 else 0, x.ndim == 2, batch_first, is_lstm)
+    if len(weights) != num_layers * lay.directions * lay.per_dir:
+        raise ValueError(f"{lay.name}: expected {num_layers * lay.directions * lay.per_dir} weight arrays "
                          f"for num_layers={num_layers}, bidirectional={bidirectional}, has_biases={has_biases}"
                          f"{', has_projections=True' if has_projections else ''}; got {len(weights)}")
-    is_lstm = mode == "LSTM"
-    unbatched = x.ndim == 2
-    if unbatched:
-        x = x[:, None, :]
-    elif batch_first:
-        x = xp.permute_dims(x, (1, 0, 2))
-    steps, batch = x.shape[0], x.shape[1]
-    hidden = weights[1].shape[1]          # size of h (proj_size with projections)
-    cell_size = weights[1].shape[0] // 4 if is_lstm else hidden
-    h0_all = c0_all = None
-    if hx is not None:
-        h0_all, c0_all = hx if is_lstm else (hx, None)
-        if unbatched:
-            h0_all = h0_all[:, None, :]
-            c0_all = c0_all[:, None, :] if c0_all is not None else None
-    zeros = c_zeros = None
-    if h0_all is None:
-        zeros = xp.zeros((batch, hidden), dtype=x.dtype, device=x.device)
-        c_zeros = zeros if cell_size == hidden else xp.zeros((batch, cell_size), dtype=x.dtype, device=x.device)
-    masks = lengths_mask(lengths, steps, x) if lengths is not None else None
-    consts = _constants(xp, mode, cell_size, x.dtype, x.device)
-    consts["workspace"] = workspace
-
-    layer_in = x
-    backs: list = []      # per layer: list of per-direction backward closures
-    drops: list = []      # per layer: dropout scale mask or None
-    h_n: list = []
-    c_n: list = []
-    for layer in range(num_layers):
-        outs, dir_backs = [], []
-        for d in range(directions):
-            k = layer * directions + d
-            w = weights[k * per_dir:(k + 1) * per_dir]
-            b_ih, b_hh = (w[2], w[3]) if has_biases else (None, None)
-            h0 = h0_all[k, ...] if h0_all is not None else zeros
-            c0 = (c0_all[k, ...] if c0_all is not None else c_zeros) if is_lstm else None
-            out, hn, cn, back = _direction(mode, xp, layer_in, w[0], w[1], b_ih, b_hh, h0, c0, masks,
-                                           reverse=d == 1, consts=consts,
-                                           w_hr=w[-1] if has_projections else None)
-            outs.append(out)
-            dir_backs.append(back)
-            h_n.append(hn)
-            c_n.append(cn)
-        layer_out = outs[0] if directions == 1 else xp.concat(outs, axis=2)
-        drop = None
-        if training and dropout > 0.0 and layer < num_layers - 1:
-            if dropout >= 1.0:
-                drop = xp.zeros(layer_out.shape, dtype=layer_out.dtype, device=layer_out.device)
-            else:
-                drop = b.bernoulli(tuple(layer_out.shape), 1.0 - dropout, layer_out.dtype)
-                drop *= 1.0 / (1.0 - dropout)
-            layer_out = layer_out * drop
-        backs.append(dir_backs)
-        drops.append(drop)
-        layer_in = layer_out
-    output = layer_in
-    hn_all = xp.stack(h_n)
-    cn_all = xp.stack(c_n) if is_lstm else None
-    if unbatched:
-        output = output[:, 0, :]
-        hn_all = hn_all[:, 0, :]
-        cn_all = cn_all[:, 0, :] if is_lstm else None
-    elif batch_first:
-        output = xp.permute_dims(output, (1, 0, 2))
+    x = lay.to_time_major(xp, x)
+    h0_all, c0_all = (hx if is_lstm else (hx, None)) if hx is not None else (None, None)
+    h0_all, c0_all = _state(h0_all, lay.unbatched, True), _state(c0_all, lay.unbatched, True)
+    masks = lengths_mask(lengths, x.shape[0], x) if lengths is not None else None
+    output, h_n, c_n, tapes, drops = _run_layers(lay, cell, b, x, weights, h0_all, c0_all, masks, dropout,
+                                                 training, workspace)
+    output = lay.from_time_major(xp, output)
+    hn_all = _state(_stack(xp, h_n), lay.unbatched, False)
+    cn_all = _state(_stack(xp, c_n), lay.unbatched, False) if is_lstm else None
     result = (output, (hn_all, cn_all)) if is_lstm else (output, hn_all)
     given_hx = hx is not None
 
     def backward(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
-        if backs[0][0] is None:
+        if tapes[0] is None:
             raise RuntimeError(f"{mode.lower()} backward: this forward pass was already differentiated or released")
         d_out, d_state = dy if isinstance(dy, tuple) else (dy, None)
-        d_hn = d_cn = None
-        if is_lstm:
-            if d_state is not None:
-                d_hn, d_cn = d_state
-        else:
-            d_hn = d_state
-        if d_out is not None:
-            if unbatched:
-                d_out = d_out[:, None, :]
-            elif batch_first:
-                d_out = xp.permute_dims(d_out, (1, 0, 2))
-        if unbatched:
-            d_hn = d_hn[:, None, :] if d_hn is not None else None
-            d_cn = d_cn[:, None, :] if d_cn is not None else None
-        grads: list = [None] * len(weights)
-        dh0: list = [None] * (num_layers * directions)
-        dc0: list = [None] * (num_layers * directions)
-        d_layer = d_out
-        for layer in range(num_layers - 1, -1, -1):
-            if drops[layer] is not None and d_layer is not None:
-                d_layer = d_layer * drops[layer]
-            need_dx = layer > 0 or input_grad
-            d_in = None
-            for d in range(directions):
-                k = layer * directions + d
-                if d_layer is None:
-                    dout_d = None
-                elif directions == 1:
-                    dout_d = d_layer
-                else:
-                    dout_d = d_layer[:, :, d * hidden:(d + 1) * hidden]
-                dx, dh, dc, g = backs[layer][d](dout_d, d_hn[k, ...] if d_hn is not None else None,
-                                                d_cn[k, ...] if d_cn is not None else None, need_dx)
-                backs[layer][d] = None  # free this direction's activations now
-                dh0[k], dc0[k] = dh, dc
-                grads[k * per_dir:(k + 1) * per_dir] = (list(g[:2]) + (list(g[2:4]) if has_biases else [])
-                                                        + ([g[4]] if has_projections else []))
-                if dx is not None:
-                    d_in = dx if d_in is None else d_in + dx
-            d_layer = d_in
-        dx = d_layer
-        if dx is not None:
-            if unbatched:
-                dx = dx[:, 0, :]
-            elif batch_first:
-                dx = xp.permute_dims(dx, (1, 0, 2))
+        d_hn, d_cn = (d_state if d_state is not None else (None, None)) if is_lstm else (d_state, None)
+        dx, dh0, dc0, grads = _layers_backward(lay, xp, tapes, drops, lay.to_time_major(xp, d_out),
+                                               _state(d_hn, lay.unbatched, True),
+                                               _state(d_cn, lay.unbatched, True), input_grad)
+        dx = lay.from_time_major(xp, dx)
         if not given_hx:
             return dx, tuple(grads)
-        dh0_all = xp.stack(dh0)
-        dc0_all = xp.stack(dc0) if is_lstm else None
-        if unbatched:
-            dh0_all = dh0_all[:, 0, :]
-            dc0_all = dc0_all[:, 0, :] if is_lstm else None
-        return (dx, (dh0_all, dc0_all) if is_lstm else dh0_all), tuple(grads)
+        dh0_all = _state(xp.stack(dh0), lay.unbatched, False)
+        if not is_lstm:
+            return (dx, dh0_all), tuple(grads)
+        return (dx, (dh0_all, _state(xp.stack(dc0), lay.unbatched, False))), tuple(grads)
 
-    def release() -> None:
-        for dir_backs in backs:
-            for d, back in enumerate(dir_backs):
-                if back is not None:
-                    back.release()
-                    dir_backs[d] = None
-
-    backward.release = release  # type: ignore[attr-defined]
     return result, backward
 
 
@@ -565,8 +437,8 @@ _DOC_COMMON = """
             outputs past a sequence's length are zero and its final state is the one at its last
             valid step.
         dropout, training: dropout on the outputs of every layer but the last, while training.
-        workspace: a :class:`Workspace` whose buffers the call borrows until its backward (or
-            ``backward.release()``) runs; layers pass their own. None allocates per call.
+        workspace: a :class:`Workspace` that lends the buffer of the input projection during the
+            forward (mutable libraries only); layers pass their own. None allocates per call.
 
     ``backward(dy, input_grad=True)`` takes ``dy`` shaped like the output ({dy}); any part may be
     None. It returns ``(dx, grads)``, or ``((dx, dhx), grads)`` when ``hx`` was given, with
@@ -636,13 +508,14 @@ def gru(x: Array, hx: Array | None, weights: Sequence[Array], **kwargs: Any) -> 
 # ============================================================================ cells
 def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: Array | None,
                   b_hh: Array | None, workspace: Workspace | None = None) -> tuple[Any, Backward]:
-    xp = backends.backend_of(x).xp
-    is_lstm = mode == "LSTM"
+    """One step of ``mode``'s cell: the time loop of :func:`_direction_forward` over one step."""
+    cell = CELLS[mode]
+    b = backends.backend_of(x)
+    xp = b.xp
+    is_lstm = cell.has_cell_state
     unbatched = x.ndim == 1
     if unbatched:
         x = x[None, :]
-    batch = x.shape[0]
-    hidden = w_hh.shape[1]
     given_hx = hx is not None
     if given_hx:
         h0, c0 = hx if is_lstm else (hx, None)
@@ -650,11 +523,10 @@ def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: 
             h0 = h0[None, :]
             c0 = c0[None, :] if c0 is not None else None
     else:
-        h0 = xp.zeros((batch, hidden), dtype=x.dtype, device=x.device)
+        h0 = xp.zeros((x.shape[0], w_hh.shape[1]), dtype=x.dtype, device=b.device_of(x))
         c0 = h0 if is_lstm else None
-    consts = _constants(xp, mode, hidden, x.dtype, x.device)
-    consts["workspace"] = workspace
-    _, h1, c1, back = _direction(mode, xp, x[None, ...], w_ih, w_hh, b_ih, b_hh, h0, c0, None, False, consts)
+    _, h1, c1, tape = _direction_forward(cell, b, x[None, ...], (w_ih, w_hh, b_ih, b_hh, None), h0, c0, None,
+                                         False, workspace)
     if unbatched:
         h1 = h1[0, :]
         c1 = c1[0, :] if c1 is not None else None
@@ -665,7 +537,7 @@ def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: 
         if unbatched:
             dh = dh[None, :] if dh is not None else None
             dc = dc[None, :] if dc is not None else None
-        dx, dh0, dc0, grads = back(None, dh, dc, input_grad)
+        dx, dh0, dc0, grads = _direction_backward(tape, None, dh, dc, input_grad)
         n = 4 if b_ih is not None else 2
         if dx is not None:
             dx = dx[0, 0, :] if unbatched else dx[0, ...]
@@ -676,7 +548,6 @@ def _cell_forward(mode: str, x: Array, hx: Any, w_ih: Array, w_hh: Array, b_ih: 
             dc0 = dc0[0, :] if dc0 is not None else None
         return (dx, (dh0, dc0) if is_lstm else dh0), grads[:n]
 
-    backward.release = back.release  # type: ignore[attr-defined]
     return result, backward
 
 

@@ -50,6 +50,12 @@ def _split_grads(name: str, grad_output: Any, grad_h_n: Any, grad_c_n: Any, is_l
     return grad_output, grad_h_n, grad_c_n
 
 
+def _is_integral(a: Any, b: Any) -> bool:
+    """Whether array ``a`` (of backend ``b``, or a host array) has an integer dtype (``xp.isdtype``)."""
+    xp = b.xp if b.owns(a) else backends.backend_of(a).xp
+    return bool(xp.isdtype(a.dtype, "integral"))
+
+
 def _check_lengths(where: str, lengths: Any, batch: int, steps: int, ref: Any) -> Any:
     """Validate ``lengths`` (values only where reading them is cheap); returns it, or None when the
     values are known and no sequence is padded."""
@@ -63,8 +69,8 @@ def _check_lengths(where: str, lengths: Any, batch: int, steps: int, ref: Any) -
         if not hasattr(lengths, "shape") or not hasattr(lengths, "dtype"):
             raise TypeError(f"{where}: lengths must be a sequence of ints or an integer array, "
                             f"got {type(lengths).__name__}")
-        kind = backends.Backend.dtype_name(lengths.dtype)
-        if not kind.startswith(("int", "uint")):
+        if not _is_integral(lengths, b):
+            kind = backends.Backend.dtype_name(lengths.dtype)
             raise TypeError(f"{where}: lengths must be integers, got dtype {kind}")
         shape = tuple(lengths.shape)
         host = not b.owns(lengths) or b.host_memory
@@ -218,7 +224,7 @@ class RNNBase(Module):
         mode = self.mode
         kwargs = dict(num_layers=self.num_layers, bidirectional=self.bidirectional, batch_first=self.batch_first,
                       dropout=self.dropout, training=self.training, lengths=lengths, has_biases=self.bias,
-                      workspace=self._workspace)
+                      workspace=self._workspace if self.recording else None)
         if mode == "LSTM":
             result, backward = F.lstm_forward(input, hx, self._flat_weights, has_projections=self.proj_size > 0,
                                               **kwargs)
@@ -229,14 +235,10 @@ class RNNBase(Module):
                                              nonlinearity="tanh" if mode == "RNN_TANH" else "relu", **kwargs)
         if self.recording:
             self.record(result, backward)
-        else:
-            backward.release()
         return result
 
     def _backward(self, grad_output: Any, grad_h_n: Any, grad_c_n: Any, input_grad: Any) -> Any:
         is_lstm = self.mode == "LSTM"
-        if isinstance(grad_h_n, bool):  # Sequential-style positional call backward(dy, input_grad)
-            grad_h_n, input_grad = None, grad_h_n
         grad_output, grad_h_n, grad_c_n = _split_grads(type(self).__name__, grad_output, grad_h_n, grad_c_n,
                                                        is_lstm)
         if grad_output is None and grad_h_n is None and grad_c_n is None:
@@ -244,8 +246,8 @@ class RNNBase(Module):
                              "give at least one of grad_output, grad_h_n" + (", grad_c_n" if is_lstm else ""))
         fn = self._pop()
         state = (grad_h_n, grad_c_n) if is_lstm else grad_h_n
-        dx, grads = fn((grad_output, state), bool(input_grad))
-        for p, g in zip(self._parameters.values(), grads):
+        dx, grads = fn((grad_output, state), input_grad)
+        for p, g in zip(self._parameters.values(), grads, strict=True):
             if p is not None:
                 p.accumulate_grad(g)
         return dx
@@ -280,9 +282,14 @@ class RNN(RNNBase):
     ``backward(grad_output, grad_h_n=None, input_grad=True)``: either gradient may be None (e.g.
     a classifier that reads only ``h_n``); returns ``dx``, or ``(dx, dh0)`` when ``hx`` was given.
 
-    >>> rnn = nnx.RNN(10, 20, num_layers=2)                          # doctest: +SKIP
-    >>> out, h_n = rnn(x)                                            # doctest: +SKIP
-    >>> dx = rnn.backward(d_out, d_h_n)                              # doctest: +SKIP
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> rnn = nnx.RNN(10, 20, num_layers=2)
+    >>> out, h_n = rnn(xp.ones((5, 3, 10), dtype=xp.float32))
+    >>> out.shape, h_n.shape
+    ((5, 3, 20), (2, 3, 20))
+    >>> rnn.backward(xp.ones((5, 3, 20), dtype=xp.float32), xp.ones((2, 3, 20), dtype=xp.float32)).shape
+    (5, 3, 10)
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, nonlinearity: str = "tanh",
@@ -321,9 +328,14 @@ class LSTM(RNNBase):
     None; returns ``dx``, or ``(dx, (dh0, dc0))`` when ``hx`` was given. A single tuple shaped like
     the output, ``backward((d_out, (d_h_n, d_c_n)))``, is accepted too.
 
-    >>> lstm = nnx.LSTM(8, 32, batch_first=True)                     # doctest: +SKIP
-    >>> out, (h_n, c_n) = lstm(x, lengths=[5, 3])                    # doctest: +SKIP
-    >>> dx = lstm.backward(None, d_h_n)        # loss on h_n only     # doctest: +SKIP
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> lstm = nnx.LSTM(8, 32, batch_first=True)
+    >>> out, (h_n, c_n) = lstm(xp.ones((2, 5, 8), dtype=xp.float32), lengths=[5, 3])
+    >>> out.shape, h_n.shape, c_n.shape
+    ((2, 5, 32), (1, 2, 32), (1, 2, 32))
+    >>> lstm.backward(None, xp.ones((1, 2, 32), dtype=xp.float32)).shape        # loss on h_n only
+    (2, 5, 8)
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -347,8 +359,14 @@ class GRU(RNNBase):
     Same arguments, return values (``(output, h_n)``), ``lengths`` and ``backward(grad_output,
     grad_h_n=None, input_grad=True)`` as :class:`RNN` (without ``nonlinearity``).
 
-    >>> gru = nnx.GRU(8, 16, bidirectional=True)                     # doctest: +SKIP
-    >>> out, h_n = gru(x); dx = gru.backward(d_out)                  # doctest: +SKIP
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> gru = nnx.GRU(8, 16, bidirectional=True)
+    >>> out, h_n = gru(xp.ones((4, 2, 8), dtype=xp.float32))
+    >>> out.shape, h_n.shape
+    ((4, 2, 32), (2, 2, 16))
+    >>> gru.backward(xp.ones((4, 2, 32), dtype=xp.float32)).shape
+    (4, 2, 8)
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, bias: bool = True,
@@ -433,7 +451,7 @@ class RNNCellBase(Module):
         b_ih = self.bias_ih.data if self.bias else None
         b_hh = self.bias_hh.data if self.bias else None
         w_ih, w_hh = self.weight_ih.data, self.weight_hh.data
-        ws = self._workspace
+        ws = self._workspace if self.recording else None
         if self.mode == "LSTM":
             result, backward = F.lstm_cell_forward(input, hx, w_ih, w_hh, b_ih, b_hh, ws)
         elif self.mode == "GRU":
@@ -443,14 +461,13 @@ class RNNCellBase(Module):
                                                   "tanh" if self.mode == "RNN_TANH" else "relu", ws)
         if self.recording:
             self.record(result, backward)
-        else:
-            backward.release()
         return result
 
     def _backward(self, dy: Any, input_grad: bool) -> Any:
         fn = self._pop()
-        dx, grads = fn(dy, bool(input_grad))
-        for p, g in zip(self._parameters.values(), grads):
+        dx, grads = fn(dy, input_grad)
+        # without biases the cell registers bias_ih/bias_hh as None and gets two gradients
+        for p, g in zip(self._parameters.values(), grads, strict=False):
             if p is not None:
                 p.accumulate_grad(g)
         return dx
@@ -468,10 +485,17 @@ class RNNCell(RNNCellBase):
 
     ``backward(grad_h, input_grad=True)`` returns ``dx``, or ``(dx, dh)`` when ``hx`` was given.
 
-    >>> cell = nnx.RNNCell(4, 8)                                      # doctest: +SKIP
-    >>> hs = []; h = h0
-    >>> for t in range(T): h = cell(x[t], h); hs.append(h)            # doctest: +SKIP
-    >>> for t in reversed(range(T)): dx_t, dh = cell.backward(dh + dhs[t])   # doctest: +SKIP
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> cell = nnx.RNNCell(4, 8)
+    >>> x, h = xp.ones((3, 2, 4), dtype=xp.float32), xp.zeros((2, 8), dtype=xp.float32)
+    >>> for t in range(3):
+    ...     h = cell(x[t], h)
+    >>> dh = xp.ones((2, 8), dtype=xp.float32)
+    >>> for t in reversed(range(3)):
+    ...     dx_t, dh = cell.backward(dh)
+    >>> dx_t.shape, dh.shape
+    ((2, 4), (2, 8))
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
@@ -494,9 +518,14 @@ class LSTMCell(RNNCellBase):
     ``(grad_h, grad_c)`` as first argument works too) returns ``dx``, or ``(dx, (dh, dc))`` when
     ``hx`` was given.
 
-    >>> cell = nnx.LSTMCell(4, 8)                                     # doctest: +SKIP
-    >>> h, c = cell(x_t, (h, c))                                      # doctest: +SKIP
-    >>> dx_t, (dh, dc) = cell.backward(dh, dc)                        # doctest: +SKIP
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> cell = nnx.LSTMCell(4, 8)
+    >>> h0 = xp.zeros((2, 8), dtype=xp.float32)
+    >>> h, c = cell(xp.ones((2, 4), dtype=xp.float32), (h0, h0))
+    >>> dx_t, (dh, dc) = cell.backward(xp.ones((2, 8), dtype=xp.float32), None)
+    >>> dx_t.shape, dc.shape
+    ((2, 4), (2, 8))
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
@@ -505,8 +534,6 @@ class LSTMCell(RNNCellBase):
 
     def backward(self, grad_h: Any = None, grad_c: Any = None, *, input_grad: bool = True) -> Any:
         """Backpropagate dL/d h' and dL/d c' through the newest step."""
-        if isinstance(grad_c, bool):
-            grad_c, input_grad = None, grad_c
         if isinstance(grad_h, tuple):
             grad_h, grad_c = grad_h
         if grad_h is None and grad_c is None:
@@ -519,7 +546,13 @@ class GRUCell(RNNCellBase):
 
     ``backward(grad_h, input_grad=True)`` returns ``dx``, or ``(dx, dh)`` when ``hx`` was given.
 
-    >>> cell = nnx.GRUCell(4, 8); h = cell(x_t, h); dx_t, dh = cell.backward(dh)   # doctest: +SKIP
+    >>> import nnx
+    >>> xp = nnx.get_backend().xp
+    >>> cell = nnx.GRUCell(4, 8)
+    >>> h = cell(xp.ones((2, 4), dtype=xp.float32), xp.zeros((2, 8), dtype=xp.float32))
+    >>> dx_t, dh = cell.backward(xp.ones((2, 8), dtype=xp.float32))
+    >>> dh.shape
+    (2, 8)
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device: Any = None,
