@@ -1,4 +1,5 @@
-"""Clear errors at the boundary (rule 5 of the design; docs/ARCHITECTURE.md): each message names the layer or function, what it
+"""Clear errors at the boundary (rule 5 of the design; docs/ARCHITECTURE.md): each message names the layer or
+function, what it
 expected and what it got, and nothing is half-updated."""
 
 from __future__ import annotations
