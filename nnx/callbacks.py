@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 
 import nnx_backends as backends
 
+from .errors import NonFiniteError  # noqa: F401  (re-exported: nnx.callbacks.NonFiniteError)
+
 if TYPE_CHECKING:
     from .training import Trainer
 
@@ -40,15 +42,6 @@ __all__ = [
     "ModelCheckpoint",
     "NonFiniteError",
 ]
-
-
-class NonFiniteError(RuntimeError):
-    """The training loss (or the weights about to be saved) became NaN or infinite."""
-
-    def __init__(self, message: str, epoch: int | None = None, step: int | None = None) -> None:
-        super().__init__(message)
-        self.epoch = epoch
-        self.step = step
 
 
 class Callback:

@@ -15,6 +15,15 @@ class BackendMismatchError(TypeError):
     """An array from one backend (or device) met parameters or arrays of another."""
 
 
+class NonFiniteError(RuntimeError):
+    """The training loss (or the weights about to be saved) became NaN or infinite."""
+
+    def __init__(self, message: str, epoch: int | None = None, step: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+        self.step = step
+
+
 class NotRecordedError(RuntimeError):
     """``backward`` was called but the matching forward recorded nothing."""
 

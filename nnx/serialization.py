@@ -318,8 +318,9 @@ def save_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     _write(path, "checkpoint", tree)
 
 
-class _Snapshot:
-    """What load_checkpoint may change, kept by reference so that a failure can undo everything."""
+class StateSnapshot:
+    """What load_checkpoint may change (model, optimizer, scheduler state), kept by reference so that a
+    failure can undo everything: ``snap = StateSnapshot(model, opt, sched)``, then ``snap.restore()``."""
 
     def __init__(self, model: Module | None, optimizer: Any, scheduler: Any) -> None:
         self.model_items = []
@@ -471,7 +472,7 @@ def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     epoch = tree.get("epoch")
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
         raise CheckpointError(f"{where}: epoch must be an int >= 0, got {epoch!r}")
-    snap = _Snapshot(model, optimizer, scheduler)
+    snap = StateSnapshot(model, optimizer, scheduler)
     skipped: list[str] = []
     try:
         if model is not None:

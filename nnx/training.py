@@ -34,7 +34,8 @@ import nnx_backends as backends
 
 from . import distributed
 from .backend import asarray, to_numpy, use_backend
-from .callbacks import Callback, NonFiniteError, step_scheduler
+from .callbacks import Callback, step_scheduler
+from .errors import NonFiniteError
 from .grad_mode import no_grad
 from .metrics import Mean, Metric, get_metric
 from .module import Module
@@ -392,9 +393,9 @@ class Trainer:
 
     def load_checkpoint(self, path: str | os.PathLike) -> int:
         """Restore a checkpoint from :meth:`save_checkpoint`; returns the next epoch. All or nothing."""
-        from .serialization import CheckpointError, _Snapshot, load_checkpoint
+        from .serialization import CheckpointError, StateSnapshot, load_checkpoint
 
-        snap = _Snapshot(self.model, self.optimizer, self.scheduler)
+        snap = StateSnapshot(self.model, self.optimizer, self.scheduler)
         info = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         try:
             extra = info.get("extra") or {}

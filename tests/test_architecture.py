@@ -166,3 +166,54 @@ def test_a_users_own_backends_folder_does_not_shadow_the_adapters(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def _module_level_imports(path, modname):
+    """Intra-package modules imported at module level (not under ``if TYPE_CHECKING``, not in functions)."""
+    import ast
+
+    tree = ast.parse(open(path, encoding="utf-8").read())
+    is_pkg = path.endswith("__init__.py")
+    parts = modname.split(".")
+    base = parts if is_pkg else parts[:-1]
+    out = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.level:
+            anchor = base[:len(base) - (node.level - 1)]
+            target = ".".join(anchor + ([node.module] if node.module else []))
+            names = [target] + [f"{target}.{a.name}" for a in node.names]
+            out.update(names)
+    return out
+
+
+def test_the_package_has_no_import_cycle():
+    """Imports read as a hierarchy: no module of nnx imports (at module level) one that imports it back."""
+    import os
+
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "nnx")
+    modules = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            if f.endswith(".py"):
+                rel = os.path.relpath(os.path.join(dirpath, f), os.path.dirname(root))[:-3].replace(os.sep, ".")
+                modules[rel.removesuffix(".__init__")] = os.path.join(dirpath, f)
+    graph = {m: {t for t in _module_level_imports(p, m) if t in modules and t != m} for m, p in modules.items()}
+    # a package's __init__ re-exports its children: edges into a package are not a hierarchy violation
+    graph = {m: {t for t in ts if not modules[t].endswith("__init__.py")} for m, ts in graph.items()}
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for t in sorted(graph[m]):
+            if state.get(t) == "open":
+                cycle = stack[stack.index(t):] + [t]
+                raise AssertionError(f"import cycle: {' -> '.join(cycle)}")
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = "done"
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m)
