@@ -2,7 +2,7 @@
 
 >>> import nnx_backends as backends
 >>> backends.names()
-['numpy', 'array_api_strict', 'torch', 'cupy']
+['numpy', 'array_api_strict', 'torch', 'cupy', 'jax']
 >>> backends.get("numpy").xp.__name__
 'numpy'
 

@@ -1,13 +1,16 @@
 """nnx: neural networks with explicit backpropagation, written once against the Array API
-standard, running on NumPy, CuPy, PyTorch tensors and array-api-strict.
+standard, running on NumPy, CuPy, PyTorch tensors, array-api-strict and JAX.
 
+>>> import numpy as np
 >>> import nnx
->>> nnx.set_backend("numpy")                                   # or "cupy", "torch", ...
+>>> nnx.set_backend("numpy")                                   # or "cupy", "torch", "jax", ...
+<nnx backend 'numpy' device=cpu>
 >>> model = nnx.Sequential(nnx.Linear(784, 256), nnx.ReLU(), nnx.Linear(256, 10))
 >>> loss_fn = nnx.CrossEntropyLoss()
 >>> opt = nnx.optim.Adam(model.parameters(), lr=1e-3)
->>> loss = loss_fn(model(x), y)                               # doctest: +SKIP
->>> model.backward(loss_fn.backward()); opt.step(); opt.zero_grad()   # doctest: +SKIP
+>>> x, y = nnx.asarray(np.zeros((8, 784))), nnx.asarray(np.arange(8))
+>>> loss = loss_fn(model(x), y)                                # forward
+>>> dx = model.backward(loss_fn.backward()); opt.step(); opt.zero_grad()   # backward, update
 """
 
 from nnx_backends import BackendUnavailable

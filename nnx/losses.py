@@ -1,8 +1,12 @@
 """Loss modules (``torch.nn`` names and arguments) with an explicit ``backward``.
 
->>> loss_fn = nnx.CrossEntropyLoss()         # doctest: +SKIP
+>>> import nnx
+>>> loss_fn = nnx.CrossEntropyLoss()
+>>> logits, labels = nnx.asarray([[2.0, 0.0], [0.0, 2.0]]), nnx.asarray([0, 1])
 >>> loss = loss_fn(logits, labels)           # 0-d array on the backend
 >>> dlogits = loss_fn.backward()             # dloss/dlogits, same shape as logits
+>>> tuple(dlogits.shape)
+(2, 2)
 
 A loss remembers its most recent call (while gradient recording is on); ``backward`` uses it
 once. ``backward(grad)`` takes the upstream gradient (default 1), which must have the loss's

@@ -45,7 +45,8 @@ class Parameter:
     until ``zero_grad``. ``requires_grad=False`` freezes the parameter (no gradient is stored and
     optimizers skip it).
 
-    >>> p = nnx.Parameter(nnx.asarray([[1.0, 2.0]]))   # doctest: +SKIP
+    >>> import nnx
+    >>> p = nnx.Parameter(nnx.asarray([[1.0, 2.0]]))
     >>> p.shape
     (1, 2)
     """

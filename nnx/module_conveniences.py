@@ -15,8 +15,10 @@ class ModuleConveniences:
     def get_submodule(self, target: str) -> Any:
         """The submodule at the dotted path ``target`` (``""`` is the module itself), as in PyTorch.
 
-        >>> model.get_submodule("0")              # doctest: +SKIP   (first layer of a Sequential)
-        >>> model.get_submodule("encoder.rnn")    # doctest: +SKIP
+        >>> import nnx
+        >>> model = nnx.Sequential(nnx.Linear(2, 3), nnx.Sequential(nnx.Tanh(), nnx.Linear(3, 1)))
+        >>> model.get_submodule("1.1")
+        Linear(in_features=3, out_features=1, bias=True)
         """
         if target == "":
             return self
