@@ -14,8 +14,6 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-import nnx_backends as backends
-
 from ._im2col import batch_chunks
 from ._validation import itemsize
 from .workspace import Workspace
@@ -45,7 +43,7 @@ def zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, int
                         inner: tuple[int, int, int, int], dtype: Any, device: Any, kind: type) -> Array:
     """A ``shape`` buffer whose elements outside rows ``inner[0]:inner[1]`` x columns
     ``inner[2]:inner[3]`` are zero (the caller fills the inside): new zeros, or a workspace
-    buffer with only its border cleared."""
+    buffer with only its border cleared (a workspace is given on mutable libraries only)."""
     if not pooled(xp, ws, shape, dtype):
         return xp.zeros(shape, dtype=dtype, device=device)
     buf = ws.take(xp, shape, dtype, device, kind)
@@ -57,20 +55,51 @@ def zero_border_buffer(xp: Any, ws: Workspace | None, shape: tuple[int, int, int
     return buf
 
 
-def _chunked_matmul(xp: Any, like: Array, wk: Array, columns: Callable[[int, int], Array],
-                    chunks: list[tuple[int, int]], shape: tuple[int, ...], device: Any) -> Array:
-    """``wk @ columns(lo, hi)`` for every batch chunk, as one ``shape`` array: each chunk's product
-    goes straight into its rows of the output (no parts + concat copy)."""
-    if len(chunks) == 1:
-        return xp.matmul(wk, columns(*chunks[0]))
-    bk = backends.backend_of(like)
-    out = xp.empty(shape, dtype=like.dtype, device=device)
-    for lo, hi in chunks:
-        bk.matmul_into(wk, columns(lo, hi), out[lo:hi, ...])
+def padded_copy(b: Any, ws: Workspace | None, x: Array, shape: tuple[int, int, int, int], top: int, left: int,
+                device: Any) -> Array:
+    """``x`` ``(N, C, H, W)`` written at rows ``top:top+H``, columns ``left:left+W`` of a zero
+    ``shape`` buffer (from the workspace where pooled); through the backend ``b``'s ``at_set``,
+    so a new array on immutable libraries."""
+    h, w = x.shape[2], x.shape[3]
+    buf = zero_border_buffer(b.xp, ws, shape, (top, top + h, left, left + w), x.dtype, device, type(x))
+    return b.at_set(buf, (slice(None), slice(None), slice(top, top + h), slice(left, left + w)), x)
+
+
+def stacked_blocks(b: Any, blocks: list[Array | float], axis: int, shape: tuple[int, ...], dtype: Any,
+                   device: Any) -> Array:
+    """``blocks`` concatenated along ``axis`` into a ``shape`` array; a float block stands for a
+    size-1 block filled with that value. On mutable libraries each block is copied into its slot
+    of one uninitialised buffer (no zero fill, no temporaries); elsewhere one ``concat``."""
+    xp = b.xp
+    if not b.mutable:
+        fill = shape[:axis] + (1,) + shape[axis + 1:]
+        return xp.concat([xp.full(fill, blk, dtype=dtype, device=device) if isinstance(blk, float) else blk
+                          for blk in blocks], axis=axis)
+    out = xp.empty(shape, dtype=dtype, device=device)
+    at = 0
+    for blk in blocks:
+        size = 1 if isinstance(blk, float) else blk.shape[axis]
+        out[(slice(None),) * axis + (slice(at, at + size), ...)] = blk
+        at += size
     return out
 
 
-def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],
+def _chunked_matmul(b: Any, like: Array, wk: Array, columns: Callable[[int, int], Array],
+                    chunks: list[tuple[int, int]], shape: tuple[int, ...], device: Any) -> Array:
+    """``wk @ columns(lo, hi)`` for every batch chunk, as one ``shape`` array: on mutable libraries
+    each chunk's product goes straight into its rows of the output (no parts + concat copy)."""
+    xp = b.xp
+    if len(chunks) == 1:
+        return xp.matmul(wk, columns(*chunks[0]))
+    if not b.mutable:
+        return xp.concat([xp.matmul(wk, columns(lo, hi)) for lo, hi in chunks], axis=0)
+    out = xp.empty(shape, dtype=like.dtype, device=device)
+    for lo, hi in chunks:
+        b.matmul_into(wk, columns(lo, hi), out[lo:hi, ...])
+    return out
+
+
+def conv2d_stride1(b: Any, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],
                     dilation: tuple[int, int], groups: int, out: tuple[int, int], device: Any,
                     ws: Workspace | None = None) -> tuple[Array, Backward]:
     """Stride-1 convolution by "flat shifts" (pure standard; the fast path on every backend).
@@ -85,7 +114,12 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
     ``[..., :OW]`` of ``(N, O, OH, Wp)`` (NCHW). col2im (the input gradient) adds the same runs
     back, with the extra columns of ``dy`` zeroed. The batch is processed in chunks of at most
     ``COLUMN_CHUNK_BYTES`` of columns, rebuilt in backward: the closure holds the padded input only.
+    Writes go through the backend ``b`` (``at_set``/``at_add``, or one ``concat`` on immutable
+    libraries); the workspace is used on mutable libraries only.
     """
+    xp = b.xp
+    if not b.mutable:
+        ws = None
     n, c, h, w = x.shape
     o, cg, kh, kw = weight.shape
     g, og, kk = groups, o // groups, kh * kw
@@ -95,9 +129,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
     dh, dw = dilation
     spare = 1 if dw * (kw - 1) > 0 else 0
     length = (hp + spare) * wp
-    xpad = zero_border_buffer(xp, ws, (n, c, hp + spare, wp), (top, top + h, left, left + w), x.dtype, device,
-                               type(x))
-    xpad[:, :, top:top + h, left:left + w] = x
+    xpad = padded_copy(b, ws, x, (n, c, hp + spare, wp), top, left, device)
     flat = xp.reshape(xpad, (n, g, cg, length))
     run = oh * wp
     offsets = [a * dh * wp + bb * dw for a in range(kh) for bb in range(kw)]
@@ -107,12 +139,10 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
     chunks = batch_chunks(xp, n, g * rows * run, x.dtype)
 
     def columns(lo: int, hi: int) -> Array:
-        cols = xp.empty((hi - lo, g, rows, run), dtype=x.dtype, device=device)
-        for k, s in enumerate(offsets):
-            cols[:, :, k * cg:(k + 1) * cg, :] = flat[lo:hi, :, :, s:s + run]
+        blocks: list[Array | float] = [flat[lo:hi, :, :, s:s + run] for s in offsets]
         if bias is not None:
-            cols[:, :, kc, :] = 1.0
-        return cols
+            blocks.append(1.0)
+        return stacked_blocks(b, blocks, 2, (hi - lo, g, rows, run), x.dtype, device)
 
     wk = xp.reshape(xp.permute_dims(xp.reshape(weight, (g, og, cg, kk)), (0, 1, 3, 2)), (g, og, kc))
     if bias is not None:
@@ -120,13 +150,13 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
     same_size = (oh, ow) == (h, w)
     # (the column blocks are not pooled: a freshly freed block is cache-hot when malloc hands it
     # out again, a pooled one is cold; pooling them measured slower, LeNet by 25%)
-    yext = xp.reshape(_chunked_matmul(xp, x, wk, columns, chunks, (n, g, og, run), device), (n, o, oh, wp))
+    yext = xp.reshape(_chunked_matmul(b, x, wk, columns, chunks, (n, g, og, run), device), (n, o, oh, wp))
     y = yext[:, :, :, :ow] if ow != wp else yext
     del yext
 
     same_size_back = None
     if same_size and o <= 2 * c:  # "same" output size: a backward that needs no im2col of x at all
-        same_size_back = same_size_backward(xp, flat, weight, bias is not None, pads, dilation, groups,
+        same_size_back = same_size_backward(b, flat, weight, bias is not None, pads, dilation, groups,
                                                  (n, c, h, w), spare, device, ws)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
@@ -142,8 +172,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
 
     def general_backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         if ow != wp:  # dy over the full padded width, the extra columns zero
-            dy_ext = xp.zeros((n, o, oh, wp), dtype=dy.dtype, device=device)
-            dy_ext[:, :, :, :ow] = dy
+            dy_ext = b.at_set(xp.zeros((n, o, oh, wp), dtype=dy.dtype, device=device), (..., slice(0, ow)), dy)
         else:
             dy_ext = dy
         dy4 = xp.reshape(dy_ext, (n, g, og, run))
@@ -159,7 +188,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
             if input_grad:
                 dcols = xp.reshape(xp.matmul(wt, dyc), (hi - lo, g, kk, cg, run))
                 for k, s in enumerate(offsets):
-                    dflat[lo:hi, :, :, s:s + run] += dcols[:, :, k, ...]
+                    dflat = b.at_add(dflat, (slice(lo, hi), ..., slice(s, s + run)), dcols[:, :, k, ...])
                 del dcols
         dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :kc, :], (g, kk, cg, og)), (0, 3, 2, 1)),
                              (o, cg, kh, kw))
@@ -172,7 +201,7 @@ def conv2d_stride1(xp: Any, x: Array, weight: Array, bias: Array | None, pads: t
     return y, backward
 
 
-def same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads: tuple[int, int, int, int],
+def same_size_backward(b: Any, flat: Array, weight: Array, has_bias: bool, pads: tuple[int, int, int, int],
                         dilation: tuple[int, int], groups: int, x_shape: tuple[int, int, int, int], spare: int,
                         device: Any, ws: Workspace | None) -> Backward:
     """Backward of a stride-1 convolution whose output has the input's size (``padding="same"``).
@@ -189,6 +218,7 @@ def same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads
 
     Chunked like the forward (at most ``COLUMN_CHUNK_BYTES`` of ``D`` at once).
     """
+    xp = b.xp
     n, c, h, w = x_shape
     o, cg, kh, kw = weight.shape
     g, og, kk = groups, o // groups, kh * kw
@@ -209,23 +239,22 @@ def same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads
         # (G, Cg, kk*Og): wd[g, c, k', o] = weight[g*Og + o, c, flip(k')]
         wd = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(weight, (g, og, cg, kk)), axis=3), (0, 2, 3, 1)),
                         (g, cg, rows)) if input_grad else None
-        dybuf = zero_border_buffer(xp, ws, (n, o, hb, wp), (ph, ph + h, pw, pw + w), dy.dtype, device,
-                                    type(dy))
-        dybuf[:, :, ph:ph + h, pw:pw + w] = dy
+        dybuf = padded_copy(b, ws, dy, (n, o, hb, wp), ph, pw, device)
         dflat = xp.reshape(dybuf, (n, g, og, hb * wp))
         dwk = None
-        dxe = xp.empty((n, g, cg, run), dtype=dy.dtype, device=device) if input_grad else None
-        bk = backends.backend_of(dy)
+        in_place = b.mutable and len(chunks) > 1  # chunks' dx written into their rows of one buffer
+        dxe: Any = xp.empty((n, g, cg, run), dtype=dy.dtype, device=device) if input_grad and in_place else []
         for lo, hi in chunks:
-            cols = xp.empty((hi - lo, g, kk, og, run), dtype=dy.dtype, device=device)
-            for k, s in enumerate(offsets):
-                cols[:, :, k, :, :] = dflat[lo:hi, :, :, s:s + run]
+            cols = stacked_blocks(b, [dflat[lo:hi, :, None, :, s:s + run] for s in offsets], 2,
+                                  (hi - lo, g, kk, og, run), dy.dtype, device)
             cols = xp.reshape(cols, (hi - lo, g, rows, run))
             # dW^T = D @ x^T: (kk*Og, Cg) per group; this operand order runs faster in OpenBLAS than x @ D^T
             part = xp.sum(xp.matmul(cols, xp.matrix_transpose(flat[lo:hi, :, :, start:start + run])), axis=0)
             dwk = part if dwk is None else dwk + part  # (G, kk*Og, Cg)
-            if input_grad:
-                bk.matmul_into(wd, cols, dxe[lo:hi, ...])  # (chunk, G, Cg, H*Wp)
+            if input_grad and in_place:
+                b.matmul_into(wd, cols, dxe[lo:hi, ...])  # (chunk, G, Cg, H*Wp)
+            elif input_grad:
+                dxe.append(xp.matmul(wd, cols))
             del cols
         if ws is not None:
             give_back(xp, ws, dybuf)
@@ -235,6 +264,8 @@ def same_size_backward(xp: Any, flat: Array, weight: Array, has_bias: bool, pads
         dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
         dx = None
         if input_grad:
+            if not in_place:
+                dxe = dxe[0] if len(dxe) == 1 else xp.concat(dxe, axis=0)
             dx = xp.reshape(dxe, (n, c, h, wp))[:, :, :, :w]
         return dx, (dweight, dbias)
 

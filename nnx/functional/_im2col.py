@@ -50,13 +50,15 @@ def im2col(b: backends.Backend, xpad: Array, kernel: tuple[int, int], stride: tu
     return xp.reshape(xp.stack(slices, axis=2), (n, c * kh * kw, oh * ow))
 
 
-def col2im(xp: Any, dcols: Array, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
+def col2im(b: backends.Backend, dcols: Array, padded_shape: tuple[int, int, int, int], kernel: tuple[int, int],
             stride: tuple[int, int], dilation: tuple[int, int], out: tuple[int, int], device: Any) -> Array:
     """Adjoint of :func:`im2col`: sum ``dcols`` ``(N, C*kh*kw, OH*OW)`` back onto the padded input.
 
-    One sliced add per kernel offset; the positions inside one slice are distinct, so the
-    standard's in-place add is exact (no repeated-index scatter).
+    One sliced add per kernel offset (the backend's ``at_add``: in place where the library
+    allows); the positions inside one slice are distinct, so the add is exact (no
+    repeated-index scatter).
     """
+    xp = b.xp
     n, c, hp, wp = padded_shape
     (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out
     d6 = xp.reshape(dcols, (n, c, kh, kw, oh, ow))
@@ -66,7 +68,7 @@ def col2im(xp: Any, dcols: Array, padded_shape: tuple[int, int, int, int], kerne
     for i in range(kh):
         rows = offset_slice(i, dh, sh, oh)
         for j in range(kw):
-            dx[:, :, rows, offset_slice(j, dw, sw, ow)] += d6[:, :, i, j, :, :]
+            dx = b.at_add(dx, (slice(None), slice(None), rows, offset_slice(j, dw, sw, ow)), d6[:, :, i, j, :, :])
     return dx
 
 

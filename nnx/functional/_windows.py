@@ -51,15 +51,15 @@ def output_sizes(where: str, x: Any, kernel: Sequence[int], stride: Sequence[int
     return out
 
 
-def pad2d(xp: Any, x: Any, pads: tuple[int, int, int, int], value: float, device: Any) -> Any:
-    """Pad the last two axes of ``x`` by (top, bottom, left, right) with ``value`` (pure standard)."""
+def pad2d(b: Any, x: Any, pads: tuple[int, int, int, int], value: float, device: Any) -> Any:
+    """Pad the last two axes of ``x`` by (top, bottom, left, right) with ``value``: a filled array
+    with ``x`` written inside through the backend ``b`` (in place where the library allows)."""
     top, bottom, left, right = pads
     if top == bottom == left == right == 0:
         return x
     n, c, h, w = x.shape
-    out = xp.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype, device=device)
-    out[:, :, top:top + h, left:left + w] = x
-    return out
+    out = b.xp.full((n, c, h + top + bottom, w + left + right), value, dtype=x.dtype, device=device)
+    return b.at_set(out, (slice(None), slice(None), slice(top, top + h), slice(left, left + w)), x)
 
 
 def offset_slice(a: int, dil: int, stride: int, out: int) -> slice:

@@ -161,8 +161,9 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     if tile:
         return winograd.conv2d_winograd_forward(x, weight, bias, pads, tile)
     if stride_ == (1, 1) and kernel != (1, 1):
-        return conv2d_stride1(xp, x, weight, bias, pads, dilation_, groups, out, device, workspace)
-    xpad = pad2d(xp, x, pads, 0.0, device)
+        return conv2d_stride1(b, x, weight, bias, pads, dilation_, groups, out, device,
+                              workspace if b.mutable else None)
+    xpad = pad2d(b, x, pads, 0.0, device)
     o = weight.shape[0]
     padded_shape = tuple(xpad.shape)
     w_shape = tuple(weight.shape)
@@ -185,7 +186,7 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
             del cols
             if input_grad:
                 dcols = conv_cols_grad(xp, weight, dy3[lo:hi, ...], groups)
-                dx_parts.append(col2im(xp, dcols, (hi - lo,) + padded_shape[1:], kernel, stride_, dilation_,
+                dx_parts.append(col2im(b, dcols, (hi - lo,) + padded_shape[1:], kernel, stride_, dilation_,
                                         out, device))
                 del dcols
         dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
@@ -281,7 +282,7 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
     inner = (h, w_in)
     x3 = xp.reshape(x, (n, cin, h * w_in))
     dcols = conv_cols_grad(xp, weight, x3, groups)
-    ypad = col2im(xp, dcols, padded_shape, kernel, stride_, dilation_, inner, device)
+    ypad = col2im(b, dcols, padded_shape, kernel, stride_, dilation_, inner, device)
     del dcols
     y = ypad[:, :, ph:ph + oh, pw:pw + ow] if (ph or pw) else ypad
     if bias is not None:
@@ -289,7 +290,7 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
     w_shape = tuple(weight.shape)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dypad = pad2d(xp, dy, (ph, ph, pw, pw), 0.0, device)
+        dypad = pad2d(b, dy, (ph, ph, pw, pw), 0.0, device)
         cols = im2col(b, dypad, kernel, stride_, dilation_, inner)
         del dypad
         # weight is (Cin, Cout/g, kh, kw): dL/dW[ci, co, a, b] = sum x[ci] * cols[co, a, b]

@@ -11,11 +11,13 @@ from typing import Any
 
 import nnx_backends as backends
 
+from ._device import device_shaped
+
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
 
 __all__ = [
-    "batch_norm", "batch_norm_forward",
+    "batch_norm", "batch_norm_forward", "batch_norm_running_forward",
     "group_norm", "group_norm_forward",
     "layer_norm", "layer_norm_forward",
 ]
@@ -36,6 +38,132 @@ def _channel_dot(xp: Any, a: Array, b: Array, axes: tuple[int, ...]) -> Array:
     return xp.sum(xp.vecdot(a, b, axis=-1), axis=(0,) + tuple(range(2, a.ndim - 1)))
 
 
+def _running_update(xp: Any, running: Array, batch: Array, momentum: Any) -> Array:
+    """``(1 - momentum) * running + momentum * batch`` in ``running``'s dtype (a new array)."""
+    if batch.dtype != running.dtype:
+        batch = xp.astype(batch, running.dtype)
+    return (1.0 - momentum) * running + momentum * batch
+
+
+def batch_norm_running_forward(x: Array, running_mean: Array | None, running_var: Array | None,
+                               weight: Array | None = None, bias: Array | None = None, training: bool = False,
+                               momentum: Any = 0.1, eps: float = 1e-5, *, where: str = "batch_norm",
+                               ) -> tuple[Array, Backward, Array | None, Array | None]:
+    """Batch normalisation that returns the new running statistics instead of writing them.
+
+    Same arguments and math as :func:`batch_norm_forward`; returns
+    ``(y, backward, new_running_mean, new_running_var)``, the last two None where nothing is
+    updated (evaluation, or the statistic not given). Nothing is written in place, so it works on
+    every Array API library (immutable ones included); the caller stores the statistics (the
+    ``BatchNorm`` layers assign their buffers).
+
+    On backends whose arrays are not in host memory (CuPy, torch on CUDA) training mode runs the
+    adapter's fused kernels: ``batch_norm_stats`` (mean and variance), ``batch_norm_forward``
+    (normalise + affine) and ``batch_norm_backward`` (all three gradients), one launch each on CuPy.
+
+    >>> import nnx
+    >>> rm, rv = nnx.asarray([0.0]), nnx.asarray([1.0])
+    >>> y, back, rm, rv = batch_norm_running_forward(nnx.asarray([[1.0], [3.0]]), rm, rv, training=True,
+    ...                                              momentum=0.5)
+    >>> nnx.to_numpy(rm).tolist(), nnx.to_numpy(rv).tolist()    # batch mean 2, unbiased variance 2
+    ([1.0], [1.5])
+    """
+    b = backends.backend_of(x)
+    xp = b.xp
+    axes = (0,) + tuple(range(2, x.ndim))
+    count = 1
+    for i in axes:
+        count *= x.shape[i]
+    eps = float(eps)
+    use_batch = training or running_mean is None or running_var is None
+    if not use_batch:
+        return _batch_norm_eval(xp, x, running_mean, running_var, weight, bias, eps, axes) + (None, None)
+    if count <= 1:
+        raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
+                         f"shape {tuple(x.shape)}")
+    if device_shaped(b):
+        y, backward, mean, var = _batch_norm_fused(b, x, weight, bias, eps)
+    else:
+        y, backward, mean, var = _batch_norm_train(xp, x, weight, bias, eps, axes, count)
+    new_mean = new_var = None
+    if training and running_mean is not None:
+        new_mean = _running_update(xp, running_mean, mean, momentum)
+    if training and running_var is not None:
+        new_var = _running_update(xp, running_var, var * (count / (count - 1)), momentum)  # unbiased
+    return y, backward, new_mean, new_var
+
+
+def _batch_norm_train(xp: Any, x: Array, weight: Array | None, bias: Array | None, eps: float,
+                      axes: tuple[int, ...], count: int) -> tuple[Array, Backward, Array, Array]:
+    """Training-mode batch norm in a few whole-array passes (the CPU formulation):
+    ``(y, backward, batch mean, biased batch variance)``."""
+    cshape = _channel_shape(x.ndim, x.shape[1])
+    mean = xp.mean(x, axis=axes)
+    xc = x - xp.reshape(mean, cshape)
+    var = _channel_dot(xp, xc, xc, axes) * (1.0 / count)
+    invstd = 1.0 / xp.sqrt(var + eps)
+    # the closure keeps xc = x - mean (xhat = xc * invstd is never materialised: y is one
+    # product and one add away from xc, and backward folds invstd into its per-channel factors)
+    y = xc * xp.reshape(invstd if weight is None else invstd * weight, cshape)
+    if bias is not None:
+        y += xp.reshape(bias, cshape)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dbias = xp.sum(dy, axis=axes)
+        dweight = _channel_dot(xp, dy, xc, axes) * invstd  # sum(dy * xhat)
+        dx = None
+        if input_grad:
+            scale = invstd if weight is None else invstd * weight
+            # dx = scale*dy - xhat*(scale*dweight/n) - scale*dbias/n: two elementwise passes and one
+            # temporary (the standard has no fused multiply-add or out=)
+            inv_n = 1.0 / count
+            dx = xc * xp.reshape(scale * invstd * (dweight * -inv_n), cshape)
+            dx += dy * xp.reshape(scale, cshape)
+            dx -= xp.reshape(scale * (dbias * inv_n), cshape)
+        return dx, (dweight if weight is not None else None, dbias if bias is not None else None)
+
+    return y, backward, mean, var
+
+
+def _batch_norm_fused(b: Any, x: Array, weight: Array | None, bias: Array | None,
+                      eps: float) -> tuple[Array, Backward, Array, Array]:
+    """Training-mode batch norm on the adapter's fused kernels (the device formulation), on the
+    free ``(N, C, L)`` view of ``x``: ``(y, backward, batch mean, biased batch variance)``."""
+    xp = b.xp
+    shape = tuple(x.shape)
+    x3 = xp.reshape(x, (shape[0], shape[1], -1))
+    mean, var = b.batch_norm_stats(x3)
+    y3, invstd = b.batch_norm_forward(x3, mean, var, weight, bias, eps)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dx3, dweight, dbias = b.batch_norm_backward(xp.reshape(dy, x3.shape), x3, mean, invstd, weight)
+        dx = xp.reshape(dx3, shape) if input_grad else None
+        return dx, (dweight if weight is not None else None, dbias if bias is not None else None)
+
+    return xp.reshape(y3, shape), backward, mean, var
+
+
+def _batch_norm_eval(xp: Any, x: Array, running_mean: Array, running_var: Array, weight: Array | None,
+                     bias: Array | None, eps: float, axes: tuple[int, ...]) -> tuple[Array, Backward]:
+    """Batch norm with the running statistics (evaluation): an affine map per channel."""
+    cshape = _channel_shape(x.ndim, x.shape[1])
+    invstd = 1.0 / xp.sqrt(running_var + eps)
+    xhat = (x - xp.reshape(running_mean, cshape)) * xp.reshape(invstd, cshape)
+    y = xhat * xp.reshape(weight, cshape) if weight is not None else xhat * 1.0
+    if bias is not None:
+        y += xp.reshape(bias, cshape)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dbias = xp.sum(dy, axis=axes) if bias is not None else None
+        dweight = _channel_dot(xp, dy, xhat, axes) if weight is not None else None
+        dx = None
+        if input_grad:
+            dx = dy * xp.reshape(invstd if weight is None else invstd * weight, cshape)
+        return dx, (dweight, dbias)
+
+    return y, backward
+
+
 def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array | None, weight: Array | None = None,
                        bias: Array | None = None, training: bool = False, momentum: Any = 0.1,
                        eps: float = 1e-5, *, where: str = "batch_norm") -> tuple[Array, Backward]:
@@ -47,62 +175,25 @@ def batch_norm_forward(x: Array, running_mean: Array | None, running_var: Array 
     average uses ``1/num_batches_tracked``). Evaluation: normalise with the running statistics.
     ``backward`` returns ``(dx, (dweight, dbias))`` (None for absent affine parameters).
 
+    Updating in place needs a library with mutable arrays; on an immutable one (JAX) use
+    :func:`batch_norm_running_forward`, which returns the new statistics (the layers do).
+
     >>> import nnx
     >>> y, back = batch_norm_forward(nnx.asarray([[1.0], [3.0]]), None, None, training=True)
     >>> nnx.to_numpy(y).round(3).tolist()
     [[-1.0], [1.0]]
     """
-    xp = backends.backend_of(x).xp
-    c = x.shape[1]
-    axes = (0,) + tuple(range(2, x.ndim))
-    cshape = _channel_shape(x.ndim, c)
-    count = 1
-    for i in axes:
-        count *= x.shape[i]
-    eps = float(eps)
-    use_batch = training or running_mean is None or running_var is None
-    if use_batch:
-        if count <= 1:
-            raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
-                             f"shape {tuple(x.shape)}")
-        mean = xp.mean(x, axis=axes)
-        xc = x - xp.reshape(mean, cshape)
-        var = _channel_dot(xp, xc, xc, axes) * (1.0 / count)
-        invstd = 1.0 / xp.sqrt(var + eps)
-        if training and running_mean is not None:
-            running_mean[...] = (1.0 - momentum) * running_mean + momentum * xp.astype(mean, running_mean.dtype)
-        if training and running_var is not None:
-            unbiased = var * (count / (count - 1))
-            running_var[...] = (1.0 - momentum) * running_var + momentum * xp.astype(unbiased, running_var.dtype)
-        # the closure keeps xc = x - mean (xhat = xc * invstd is never materialised: y is one
-        # product and one add away from xc, and backward folds invstd into its per-channel factors)
-        y = xc * xp.reshape(invstd if weight is None else invstd * weight, cshape)
-    else:
-        invstd = 1.0 / xp.sqrt(running_var + eps)
-        xc = (x - xp.reshape(running_mean, cshape)) * xp.reshape(invstd, cshape)  # here xhat itself
-        y = xc * xp.reshape(weight, cshape) if weight is not None else xc * 1.0
-    if bias is not None:
-        y += xp.reshape(bias, cshape)
-
-    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dbias = xp.sum(dy, axis=axes)
-        dweight = _channel_dot(xp, dy, xc, axes)  # sum(dy * xhat), up to the invstd factor
-        if use_batch:
-            dweight = dweight * invstd
-        dx = None
-        if input_grad:
-            scale = invstd if weight is None else invstd * weight
-            if use_batch:
-                # dx = scale*dy - xhat*(scale*dweight/n) - scale*dbias/n: two elementwise passes and one
-                # temporary (the standard has no fused multiply-add or out=)
-                inv_n = 1.0 / count
-                dx = xc * xp.reshape(scale * invstd * (dweight * -inv_n), cshape)
-                dx += dy * xp.reshape(scale, cshape)
-                dx -= xp.reshape(scale * (dbias * inv_n), cshape)
-            else:
-                dx = dy * xp.reshape(scale, cshape)
-        return dx, (dweight if weight is not None else None, dbias if bias is not None else None)
-
+    b = backends.backend_of(x)
+    if training and not b.mutable and (running_mean is not None or running_var is not None):
+        raise ValueError(f"{where}: cannot update running_mean/running_var in place on backend {b.name!r} "
+                         "(its arrays are immutable); use batch_norm_running_forward, which returns the new "
+                         "statistics, or the BatchNorm layers")
+    y, backward, new_mean, new_var = batch_norm_running_forward(x, running_mean, running_var, weight, bias,
+                                                                training, momentum, eps, where=where)
+    if new_mean is not None:
+        b.at_set(running_mean, ..., new_mean)
+    if new_var is not None:
+        b.at_set(running_var, ..., new_var)
     return y, backward
 
 

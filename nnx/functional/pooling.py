@@ -97,19 +97,18 @@ def _split_to_first_max(xp: Any, grad: Array, taps: list[Array], best: Array, dt
     return parts
 
 
-def _place_taps(xp: Any, parts: list[Array], slices: list[slice], axis: int, tiled: bool, overlap: bool,
+def _place_taps(b: Any, parts: list[Array], slices: list[slice], axis: int, tiled: bool, overlap: bool,
                 shape: tuple[int, ...], dtype: Any, device: Any) -> Array:
     """A ``shape`` array with ``parts[i]`` at ``slices[i]`` along ``axis`` (2 or 3), summed where
-    taps overlap; when the taps tile the axis exactly they are interleaved (no zero fill)."""
+    taps overlap; when the taps tile the axis exactly they are interleaved (no zero fill). Writes
+    go through the backend ``b`` (in place where the library allows, new arrays elsewhere)."""
+    xp = b.xp
     if tiled:
         return xp.reshape(xp.stack(parts, axis=axis + 1), shape)
     out = xp.zeros(shape, dtype=dtype, device=device)
+    write = b.at_add if overlap else b.at_set
     for sl, part in zip(slices, parts, strict=True):
-        index = (slice(None),) * axis + (sl, ...)
-        if overlap:
-            out[index] += part
-        else:
-            out[index] = part
+        out = write(out, (slice(None),) * axis + (sl, ...), part)
     return out
 
 
@@ -134,7 +133,7 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     xp = b.xp
     k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
     device = b.device_of(x)
-    xpad = pad2d(xp, x, pads, -math.inf, device)
+    xpad = pad2d(b, x, pads, -math.inf, device)
     n, c, h, w = x.shape
     padded_shape = tuple(xpad.shape)
     rows = [offset_slice(i, d[0], s[0], out[0]) for i in range(k[0])]
@@ -163,11 +162,11 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         m1 = column_max()
         # stage 2: dy -> dm1, row tap by row tap; the first tap equal to the max takes it all
         parts = _split_to_first_max(xp, dy, [m1[:, :, r, :] for r in rows], y, dtype)
-        dm1 = _place_taps(xp, parts, rows, 2, tiled_h, overlap_h, (n, c, padded_shape[2], out[1]), dtype, device)
+        dm1 = _place_taps(b, parts, rows, 2, tiled_h, overlap_h, (n, c, padded_shape[2], out[1]), dtype, device)
         # stage 1: dm1 -> dx, column tap by column tap
         parts = _split_to_first_max(xp, dm1, [xpad[:, :, :, cl] for cl in cols], m1, dtype)
         del m1, dm1
-        dxp = _place_taps(xp, parts, cols, 3, tiled_w, overlap_w, padded_shape, dtype, device)
+        dxp = _place_taps(b, parts, cols, 3, tiled_w, overlap_w, padded_shape, dtype, device)
         top, _, left, _ = pads
         dx = dxp if padded_shape == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()
@@ -223,7 +222,7 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         else:
             divisor = xp.asarray([[float(a * bb) for bb in cw] for a in ch], dtype=x.dtype, device=device)
     inv = 1.0 / divisor
-    xpad = pad2d(xp, x, pads, 0.0, device)
+    xpad = pad2d(b, x, pads, 0.0, device)
     rows = [offset_slice(i, 1, s[0], out[0]) for i in range(k[0])]
     colsl = [offset_slice(j, 1, s[1], out[1]) for j in range(k[1])]
     total = None
@@ -240,7 +239,7 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         dxp = xp.zeros(padded_shape, dtype=dy.dtype, device=device)
         for i in range(k[0]):
             for j in range(k[1]):
-                dxp[:, :, rows[i], colsl[j]] += g
+                dxp = b.at_add(dxp, (slice(None), slice(None), rows[i], colsl[j]), g)
         top, _, left, _ = pads
         dx = dxp if tuple(dxp.shape) == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()

@@ -121,9 +121,10 @@ class _BatchNorm(Module):
         rm = self.running_mean if self.track_running_stats else None
         rv = self.running_var if self.track_running_stats else None
         use_batch = training or not self.track_running_stats
-        y, backward = F.batch_norm_forward(x, rm, rv, w, b, use_batch, momentum, self.eps, where=where)
-        if tracked is not None:
-            self.num_batches_tracked = tracked
+        y, backward, new_mean, new_var = F.batch_norm_running_forward(x, rm, rv, w, b, use_batch, momentum,
+                                                                      self.eps, where=where)
+        if tracked is not None:  # the kernel returns the new statistics; the layer stores them
+            self.running_mean, self.running_var, self.num_batches_tracked = new_mean, new_var, tracked
         return self.record(y, backward, params=("weight", "bias"))
 
     def extra_repr(self) -> str:

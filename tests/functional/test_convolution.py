@@ -263,9 +263,9 @@ def test_adapter_sliding_windows_layout_matches_numpy(backend):
     """Every adapter that offers sliding windows returns NumPy's ``sliding_window_view`` layout."""
     data = np.arange(2 * 3 * 5 * 6, dtype=np.float64).reshape(2, 3, 5, 6)
     windows = backend.sliding_windows(nnx.asarray(data), (2, 3), (2, 3))
-    if windows is None:
-        assert backend.name == "array_api_strict"  # the standard has no strided views
-        return
+    if windows is None:  # the standard has no strided views; the libraries that have them offer them
+        assert backend.name not in ("numpy", "torch", "cupy"), f"{backend.name} has strided views"
+        pytest.skip(f"backend {backend.name!r} offers no strided views (the pure-standard path is used)")
     expected = np.lib.stride_tricks.sliding_window_view(data, (2, 3), axis=(2, 3))
     np.testing.assert_array_equal(host(windows), expected)
 

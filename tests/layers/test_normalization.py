@@ -115,6 +115,79 @@ def test_batchnorm_buffers_and_reset(backend, torch):
                                                                affine=False).state_dict()) == []
 
 
+@pytest.fixture(params=["never", "always"], ids=["cpu-path", "device-path"])
+def kernel_path(request, monkeypatch):
+    """Run the test once with the CPU-shaped kernels and once with the device-shaped ones (the
+    adapter's fused BatchNorm kernels), whatever the backend."""
+    monkeypatch.setattr(nnx.functional._device, "DEVICE_PATHS", request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("cfg", [dict(), dict(momentum=None), dict(affine=False), dict(bias=False),
+                                 dict(track_running_stats=False)],
+                         ids=["default", "cumulative", "no-affine", "no-bias", "untracked"])
+@pytest.mark.parametrize("kind,shape", [("2d", (3, 4, 3, 2)), ("1d", (5, 4)), ("1d", (3, 4, 5))],
+                         ids=["2d", "1d-NC", "1d-NCL"])
+def test_batchnorm_both_kernel_paths_match_torch(backend, torch, kernel_path, cfg, kind, shape):
+    """The CPU formulation and the fused-kernel formulation give torch's outputs, gradients and
+    running statistics over several steps."""
+    cls, tcls = (nnx.BatchNorm2d, torch.nn.BatchNorm2d) if kind == "2d" else (nnx.BatchNorm1d, torch.nn.BatchNorm1d)
+    layer = cls(4, dtype="float64", **cfg)
+    tlayer = tcls(4, dtype=torch.float64, **cfg)
+    if layer.weight is not None:
+        layer.weight.data = rand(4, seed=7) * 0.5 + 1.0
+    if layer.bias is not None:
+        layer.bias.data = rand(4, seed=8)
+    copy_params_to_torch(layer, tlayer)
+    for step in range(3):
+        _step_both(torch, layer, tlayer, rand(*shape, seed=20 + step, scale=2.0) - 0.3, seed=step)
+    tsd = tlayer.state_dict()
+    for key, value in layer.state_dict().items():
+        assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
+
+
+def test_batchnorm_gradcheck_both_kernel_paths(backend, kernel_path):
+    assert nnx.gradcheck(nnx.BatchNorm2d(3, dtype="float64"), rand(2, 3, 2, 3))
+    assert nnx.gradcheck(nnx.BatchNorm1d(3, dtype="float64", affine=False), rand(4, 3))
+
+
+def test_functional_batch_norm_running_forward_returns_statistics_and_writes_nothing(backend, torch, kernel_path):
+    x = rand(4, 3, 2, 2, seed=3) * 2.0 + 1.0
+    rm, rv = rand(3, seed=4), rand(3, seed=5) ** 2 + 0.5
+    rm0, rv0 = host(rm).copy(), host(rv).copy()
+    y, _, new_mean, new_var = nnx.functional.batch_norm_running_forward(x, rm, rv, training=True, momentum=0.25)
+    trm, trv = torch.from_numpy(rm0.copy()), torch.from_numpy(rv0.copy())
+    ty = torch.nn.functional.batch_norm(torch.from_numpy(host(x).copy()), trm, trv, training=True, momentum=0.25)
+    assert_close(y, ty, rtol=1e-12, atol=1e-12, what="output")
+    assert_close(new_mean, trm, rtol=1e-12, atol=1e-12, what="new running_mean")
+    assert_close(new_var, trv, rtol=1e-12, atol=1e-12, what="new running_var")
+    np.testing.assert_array_equal(host(rm), rm0)  # the given statistics are untouched
+    np.testing.assert_array_equal(host(rv), rv0)
+    _, _, m_eval, v_eval = nnx.functional.batch_norm_running_forward(x, rm, rv, training=False)
+    assert m_eval is None and v_eval is None
+
+
+def test_functional_batch_norm_forward_updates_in_place_or_says_why_not(backend, torch):
+    """torch.nn.functional.batch_norm's contract (running statistics updated in place) where the
+    library can write in place; a clear error, before anything is computed, where it cannot."""
+    x = rand(4, 3, seed=3)
+    rm, rv = rand(3, seed=4), rand(3, seed=5) ** 2 + 0.5
+    rm0 = host(rm).copy()
+    if not backend.mutable:
+        with pytest.raises(ValueError, match=r"batch_norm: cannot update running_mean/running_var in place "
+                                             r"on backend .* batch_norm_running_forward"):
+            nnx.functional.batch_norm_forward(x, rm, rv, training=True)
+        np.testing.assert_array_equal(host(rm), rm0)
+        y, _ = nnx.functional.batch_norm_forward(x, rm, rv, training=False)  # evaluation writes nothing
+        assert tuple(y.shape) == (4, 3)
+        return
+    trm, trv = torch.from_numpy(rm0.copy()), torch.from_numpy(host(rv).copy())
+    nnx.functional.batch_norm_forward(x, rm, rv, training=True)
+    torch.nn.functional.batch_norm(torch.from_numpy(host(x).copy()), trm, trv, training=True)
+    assert_close(rm, trm, rtol=1e-12, atol=1e-12, what="running_mean updated in place")
+    assert_close(rv, trv, rtol=1e-12, atol=1e-12, what="running_var updated in place")
+
+
 LN_GRID = [((5,), dict()), ((4, 5), dict()), ((5,), dict(elementwise_affine=False)), ((5,), dict(bias=False)),
            ((3, 4, 5), dict(eps=1e-3))]
 
