@@ -217,9 +217,56 @@ __global__ void nnx_bn_reduce(const T* x, const T* dy, const T* mean, long long 
                out1[ch] = (T)(A)mn; out2[ch] = (T)(A)(var > 0 ? var : 0); }
     }
 }
+
+// Convolution gather / scatter, one thread per output element (backends/im2col.py is the reference).
+// im2col: cols (N, C*kh*kw, OH*OW) from x (N, C, H, W), implicit padding (top, left) reading `fill`.
+template <typename T>
+__global__ void nnx_im2col(const T* x, long long total, long long h, long long w, long long oh, long long ow,
+                           long long kh, long long kw, long long sh, long long sw, long long dh, long long dw,
+                           long long top, long long left, double fill, T* cols) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    long long l = oh * ow;
+    long long pos = i % l, row = i / l;   // row = (n*C + c)*kh*kw + a*kw + b
+    long long bb = row % kw, t = row / kw;
+    long long a = t % kh, nc = t / kh;
+    long long y = (pos / ow) * sh + a * dh - top;
+    long long xx = (pos % ow) * sw + bb * dw - left;
+    cols[i] = (y >= 0 && y < h && xx >= 0 && xx < w) ? x[(nc * h + y) * w + xx] : (T)fill;
+}
+
+// col2im: dx (N, C, H, W) = sum of the cols entries read from each pixel (a gather: no atomics).
+template <typename T>
+__global__ void nnx_col2im(const T* cols, long long total, long long h, long long w, long long oh, long long ow,
+                           long long kh, long long kw, long long sh, long long sw, long long dh, long long dw,
+                           long long top, long long left, T* dx) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= total) return;
+    typedef typename nnx_acc<T>::type A;
+    long long xx = i % w + left, t = i / w;
+    long long y = t % h + top, nc = t / h;
+    long long l = oh * ow;
+    A acc = 0;
+    for (long long a = 0; a < kh; ++a) {
+        long long ry = y - a * dh;
+        if (ry < 0) break;
+        if (ry % sh) continue;
+        long long oy = ry / sh;
+        if (oy >= oh) continue;
+        for (long long bb = 0; bb < kw; ++bb) {
+            long long rx = xx - bb * dw;
+            if (rx < 0) break;
+            if (rx % sw) continue;
+            long long ox = rx / sw;
+            if (ox >= ow) continue;
+            acc += (A)cols[((nc * kh + a) * kw + bb) * l + oy * ow + ox];
+        }
+    }
+    dx[i] = (T)acc;
+}
 """
 
-ROW_KERNEL_NAMES = ("nnx_ce_fwd", "nnx_ce_bwd", "nnx_bn_reduce")
+ROW_KERNEL_NAMES = ("nnx_ce_fwd", "nnx_ce_bwd", "nnx_bn_reduce", "nnx_im2col", "nnx_col2im")
 
 #: the sum of squares of a flat buffer, accumulated in double (``ReductionKernel`` arguments)
 SQNORM = ("T x", "T y", "(double)x * (double)x", "a + b", "y = (T)sqrt(a)", "0")

@@ -194,6 +194,33 @@ class CupyFused:
                                                sdxm[:, None], float(n * length))
             return dx, sdxm * invstd, sdy
 
+    # ------------------------------------------------------------------ convolution gather / scatter
+    def im2col(self, x, kernel, stride, dilation, pads, out, fill=0.0):
+        cp = self._cp
+        n, c, h, w = x.shape
+        (kh, kw), (oh, ow) = kernel, out
+        with self.device:
+            x = cp.ascontiguousarray(x)
+            cols = cp.empty((n, c * kh * kw, oh * ow), dtype=x.dtype)
+            total = cols.size
+            row_kernel(cp, "nnx_im2col", x.dtype)(
+                ((total + 255) // 256,), (256,),
+                (x, total, h, w, oh, ow, kh, kw, *stride, *dilation, *pads, float(fill), cols))
+            return cols
+
+    def col2im(self, cols, shape, kernel, stride, dilation, pads, out):
+        cp = self._cp
+        n, c, h, w = shape
+        (kh, kw), (oh, ow) = kernel, out
+        with self.device:
+            cols = cp.ascontiguousarray(cols)
+            dx = cp.empty((n, c, h, w), dtype=cols.dtype)
+            total = dx.size
+            row_kernel(cp, "nnx_col2im", cols.dtype)(
+                ((total + 255) // 256,), (256,),
+                (cols, total, h, w, oh, ow, kh, kw, *stride, *dilation, *pads, dx))
+            return dx
+
     # ------------------------------------------------------------------ optimizers
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
                    weight_decay=0.0, decoupled=False):

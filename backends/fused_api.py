@@ -14,6 +14,7 @@ from typing import Any
 
 from . import fused as F
 from . import fused_train as T
+from . import im2col as C
 
 Array = Any
 
@@ -23,6 +24,7 @@ FUSED_METHODS = (
     "gru_cell_forward", "gru_cell_backward", "cross_entropy_forward", "cross_entropy_backward",
     "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "sgd_step_", "adam_step_",
     "adam_update_", "rmsprop_step_", "adagrad_step_", "grad_norm", "vecdot", "index_in_range",
+    "im2col", "col2im",
 )
 
 
@@ -111,6 +113,20 @@ class FusedOps:
                             weight: Array | None) -> tuple[Array, Array, Array]:
         """``(dx, dweight, dbias)`` of training-mode BatchNorm on ``(N, C, L)``."""
         return T.batch_norm_backward(self.xp, dy, x, mean, invstd, weight)
+
+    # ------------------------------------------------------------------ convolution gather / scatter
+    def im2col(self, x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
+               pads: tuple[int, int], out: tuple[int, int], fill: float = 0.0) -> Array:
+        """``(N, C*kh*kw, OH*OW)`` convolution windows of ``x (N, C, H, W)`` with an implicit
+        padding of ``pads = (top, left)`` that reads as ``fill``, rows ordered ``(c, a, b)``
+        (see ``im2col.py``)."""
+        return C.im2col(self, x, kernel, stride, dilation, pads, out, fill)
+
+    def col2im(self, cols: Array, shape: tuple[int, int, int, int], kernel: tuple[int, int],
+               stride: tuple[int, int], dilation: tuple[int, int], pads: tuple[int, int],
+               out: tuple[int, int]) -> Array:
+        """Adjoint of :meth:`im2col`: ``cols (N, C*kh*kw, OH*OW)`` summed onto an image of ``shape``."""
+        return C.col2im(self, cols, shape, kernel, stride, dilation, pads, out)
 
     # ------------------------------------------------------------------ optimizers (flat buffers)
     def sgd_step_(self, param: Array, grad: Array, buf: Array | None, **kw: Any) -> None:

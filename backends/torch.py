@@ -106,3 +106,20 @@ class TorchBackend(Backend):
         for axis, size in zip(axes, window):
             x = x.unfold(axis, size, 1)
         return x
+
+    def _torch_geometry(self, shape, kernel, stride, dilation, pads, out):
+        """True when torch's ``unfold``/``fold`` (symmetric padding) give exactly ``out`` windows."""
+        return all((size + 2 * p - d * (k - 1) - 1) // s + 1 == o
+                   for size, k, s, d, p, o in zip(shape[2:], kernel, stride, dilation, pads, out))
+
+    def im2col(self, x, kernel, stride, dilation, pads, out, fill=0.0):
+        # one kernel (torch.nn.functional.unfold) where its symmetric zero padding fits
+        if fill != 0.0 or x.ndim != 4 or not self._torch_geometry(x.shape, kernel, stride, dilation, pads, out):
+            return super().im2col(x, kernel, stride, dilation, pads, out, fill)
+        return self._torch.nn.functional.unfold(x, kernel, dilation=dilation, padding=pads, stride=stride)
+
+    def col2im(self, cols, shape, kernel, stride, dilation, pads, out):
+        if not self._torch_geometry(shape, kernel, stride, dilation, pads, out):
+            return super().col2im(cols, shape, kernel, stride, dilation, pads, out)
+        return self._torch.nn.functional.fold(cols, tuple(shape[2:]), kernel, dilation=dilation, padding=pads,
+                                              stride=stride)

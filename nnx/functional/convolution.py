@@ -48,6 +48,8 @@ from typing import Any
 import nnx_backends as backends
 
 from . import winograd
+from ._device import device_shaped
+from ._device_conv import conv2d_device
 from ._flat_shift import conv2d_stride1
 from ._im2col import batch_chunks, col2im, conv_cols_grad, conv_matmul, conv_weight_grad, im2col
 from ._validation import ntuple, pair, rank_error
@@ -160,6 +162,8 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     tile = winograd.applicable(b, x, weight, stride_, dilation_, groups, pads)  # 0: the im2col/flat-shift paths
     if tile:
         return winograd.conv2d_winograd_forward(x, weight, bias, pads, tile)
+    if device_shaped(b):  # GPUs: a few whole-batch operations (see _device_conv)
+        return conv2d_device(b, x, weight, bias, pads, stride_, dilation_, groups, out)
     if stride_ == (1, 1) and kernel != (1, 1):
         return conv2d_stride1(b, x, weight, bias, pads, dilation_, groups, out, device,
                               workspace if b.mutable else None)
@@ -282,17 +286,22 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
     inner = (h, w_in)
     x3 = xp.reshape(x, (n, cin, h * w_in))
     dcols = conv_cols_grad(xp, weight, x3, groups)
-    ypad = col2im(b, dcols, padded_shape, kernel, stride_, dilation_, inner, device)
+    on_device = device_shaped(b)  # GPUs: the adapter's one-kernel col2im / im2col, padding implicit
+    if on_device:
+        y = b.col2im(dcols, (n, cout, oh, ow), kernel, stride_, dilation_, (ph, pw), inner)
+    else:
+        ypad = col2im(b, dcols, padded_shape, kernel, stride_, dilation_, inner, device)
+        y = ypad[:, :, ph:ph + oh, pw:pw + ow] if (ph or pw) else ypad
     del dcols
-    y = ypad[:, :, ph:ph + oh, pw:pw + ow] if (ph or pw) else ypad
     if bias is not None:
         y = y + xp.reshape(bias, (1, cout, 1, 1))
     w_shape = tuple(weight.shape)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dypad = pad2d(b, dy, (ph, ph, pw, pw), 0.0, device)
-        cols = im2col(b, dypad, kernel, stride_, dilation_, inner)
-        del dypad
+        if on_device:
+            cols = b.im2col(dy, kernel, stride_, dilation_, (ph, pw), inner)
+        else:
+            cols = im2col(b, pad2d(b, dy, (ph, ph, pw, pw), 0.0, device), kernel, stride_, dilation_, inner)
         # weight is (Cin, Cout/g, kh, kw): dL/dW[ci, co, a, b] = sum x[ci] * cols[co, a, b]
         dweight = conv_weight_grad(xp, x3, cols, groups, w_shape)
         dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None

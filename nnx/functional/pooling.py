@@ -6,6 +6,11 @@
 * **Average pooling** sums the ``kh*kw`` strided slices of the zero-padded input and divides by
   the per-window count (or ``divisor_override``).
 * **Adaptive average pooling** is ``P_h @ x @ P_w^T`` with small averaging matrices.
+
+On backends whose arrays are not in host memory (GPUs, see :mod:`._device`) max and average
+pooling take a fixed number of whole-array operations instead of one per kernel tap: the
+adapter's ``im2col`` gathers the windows (padding implicit), one reduction (``max`` and
+``argmax``, or ``sum``) pools them, and the backward is one ``col2im`` of the routed gradient.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 
 import nnx_backends as backends
 
+from ._device import device_shaped
 from ._validation import pair, rank_error
 from ._windows import offset_slice, output_sizes, pad2d
 
@@ -132,6 +138,8 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     b = backends.backend_of(x)
     xp = b.xp
     k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
+    if device_shaped(b):
+        return _max_pool_device(b, x, k, s, d, out, (pads[0], pads[2]))
     device = b.device_of(x)
     xpad = pad2d(b, x, pads, -math.inf, device)
     n, c, h, w = x.shape
@@ -170,6 +178,28 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         top, _, left, _ = pads
         dx = dxp if padded_shape == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()
+
+    return y, backward
+
+
+def _max_pool_device(b: Any, x: Array, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int],
+                     out: tuple[int, int], offsets: tuple[int, int]) -> tuple[Array, Backward]:
+    """Max pooling in whole-array operations (the device formulation): the windows gathered by the
+    adapter's ``im2col`` (padding reads ``-inf``), ``max`` and ``argmax`` (first maximum, as
+    PyTorch) over the taps; backward routes ``dy`` to the argmax tap (``where``) and sums the
+    taps back with ``col2im``. The closure keeps the argmax only."""
+    xp = b.xp
+    n, c, h, w = x.shape
+    kk, length = k[0] * k[1], out[0] * out[1]
+    cols = xp.reshape(b.im2col(x, k, s, d, offsets, out, -math.inf), (n, c, kk, length))
+    idx = xp.argmax(cols, axis=2)
+    y = xp.reshape(xp.max(cols, axis=2), (n, c, out[0], out[1]))
+    del cols
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        taps = xp.reshape(xp.arange(kk, dtype=idx.dtype, device=b.device_of(dy)), (1, 1, kk, 1))
+        routed = xp.where(taps == xp.reshape(idx, (n, c, 1, length)), xp.reshape(dy, (n, c, 1, length)), 0.0)
+        return b.col2im(xp.reshape(routed, (n, c * kk, length)), (n, c, h, w), k, s, d, offsets, out), ()
 
     return y, backward
 
@@ -222,6 +252,8 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         else:
             divisor = xp.asarray([[float(a * bb) for bb in cw] for a in ch], dtype=x.dtype, device=device)
     inv = 1.0 / divisor
+    if device_shaped(b):
+        return _avg_pool_device(b, x, k, s, out, (pads[0], pads[2]), inv)
     xpad = pad2d(b, x, pads, 0.0, device)
     rows = [offset_slice(i, 1, s[0], out[0]) for i in range(k[0])]
     colsl = [offset_slice(j, 1, s[1], out[1]) for j in range(k[1])]
@@ -243,6 +275,28 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
         top, _, left, _ = pads
         dx = dxp if tuple(dxp.shape) == (n, c, h, w) else dxp[:, :, top:top + h, left:left + w]
         return dx, ()
+
+    return y, backward
+
+
+def _avg_pool_device(b: Any, x: Array, k: tuple[int, int], s: tuple[int, int], out: tuple[int, int],
+                     offsets: tuple[int, int], inv: Any) -> tuple[Array, Backward]:
+    """Average pooling in whole-array operations (the device formulation): ``im2col`` (zero
+    padding), one ``sum`` over the taps, one scaling; backward scales ``dy``, spreads it over the
+    taps (one broadcasting product) and sums it back with ``col2im``. ``inv`` is ``1/divisor``,
+    a float or an ``(OH, OW)`` array."""
+    xp = b.xp
+    n, c, h, w = x.shape
+    kk, length = k[0] * k[1], out[0] * out[1]
+    cols = xp.reshape(b.im2col(x, k, s, (1, 1), offsets, out), (n, c, kk, length))
+    y = xp.sum(cols, axis=2) * (inv if isinstance(inv, float) else xp.reshape(inv, (length,)))
+    del cols
+    y = xp.reshape(y, (n, c, out[0], out[1]))
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        g = xp.reshape(dy * inv, (n, c, 1, length))
+        spread = g * xp.ones((1, 1, kk, 1), dtype=dy.dtype, device=b.device_of(dy))
+        return b.col2im(xp.reshape(spread, (n, c * kk, length)), (n, c, h, w), k, s, (1, 1), offsets, out), ()
 
     return y, backward
 

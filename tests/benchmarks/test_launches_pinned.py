@@ -14,8 +14,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 PINNED = {
     ("mlp", 128): 60, ("mlp", 1024): 60,
-    ("lenet", 64): 362, ("lenet", 512): 1438,
-    ("resnet_block", 16): 363, ("resnet_block", 128): 2065,
+    ("lenet", 64): 144, ("lenet", 512): 144,
+    ("resnet_block", 16): 83, ("resnet_block", 128): 83,
     ("lstm", 64): 213, ("lstm", 512): 213,
     ("gru", 64): 246, ("gru", 512): 246,
 }
