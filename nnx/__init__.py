@@ -22,6 +22,9 @@ from . import amp, callbacks, data, functional, init, launches, metrics, optim
 from . import distributed, parallel  # noqa: F401  (multi-process training on MPI)
 
 # isort: split
+from . import onnx  # noqa: F401  (ONNX export; imports the onnx package only when used)
+
+# isort: split
 from . import serialization as _serialization
 from . import training as _training
 from .backend import (
