@@ -24,7 +24,7 @@ _HEAD = "typedef typename nnx_acc<T>::type A;\n"
 # activation of v (type A) and its derivative from s (output, or input for gelu/silu)
 ACT_FWD = {
     "identity": "v",
-    "relu": "(v > (A)0 ? v : (A)0)",
+    "relu": "((v > (A)0 || v != v) ? v : (A)0)",  # NaN propagates, as torch.relu
     "tanh": "tanh(v)",
     "sigmoid": "((A)1 / ((A)1 + exp(-v)))",
     "gelu": "((A)0.5 * v * ((A)1 + erf(v * (A)0.7071067811865476)))",
@@ -307,6 +307,47 @@ def standalone_source(name: str, dtype_name: str) -> str:
             f"    {' '.join(binds)}\n    {body}\n  }}\n}}\n")
 
 
+#: optimizer kernels that also exist in a multi-tensor form: one launch updates a whole parameter group
+MULTI_TENSOR = ("sgd", "sgd_momentum", "adam", "adam_amsgrad")
+
+
+def _multi_signature(name: str) -> tuple[list[str], list[str]]:
+    """Arguments and element bindings of the multi-tensor form of elementwise kernel ``name``.
+
+    The first argument is a table of 64-bit words: ``k + 1`` offsets (the prefix sums of the
+    tensors' sizes) and then, for each array argument in order, ``k`` device pointers. The thread of
+    flat element ``i`` finds its tensor ``t`` by binary search over the offsets.
+    """
+    ins, outs, _ = ELEMENTWISE[name]
+    args, binds = ["const long long* nnx_table", "int nnx_k", "long long nnx_total"], []
+    arrays = 0
+    for kind, pname in _params(ins) + _params(outs):
+        if kind == "T":
+            binds.append(f"T& {pname} = ((T*)nnx_table[nnx_k + 1 + {arrays} * nnx_k + nnx_t])[nnx_j];")
+            arrays += 1
+        else:
+            args.append(f"{_CTYPE[kind]} {pname}")
+    return args, binds
+
+
+_MULTI_FIND = ("int nnx_lo = 0, nnx_hi = nnx_k - 1;\n"
+               "    while (nnx_lo < nnx_hi) { int nnx_mid = (nnx_lo + nnx_hi + 1) / 2;"
+               " if (nnx_table[nnx_mid] <= i) nnx_lo = nnx_mid; else nnx_hi = nnx_mid - 1; }\n"
+               "    int nnx_t = nnx_lo; long long nnx_j = i - nnx_table[nnx_t];")
+
+
+def multi_tensor_source(name: str, dtype_name: str) -> str:
+    """The multi-tensor form of optimizer kernel ``name`` as a CUDA source for ``T = dtype_name``
+    (``extern "C" nnx_multi_<name>``; a grid-stride loop over all elements of all tensors)."""
+    args, binds = _multi_signature(name)
+    body = ELEMENTWISE[name][2].replace("\n", "\n    ")
+    return ("#include <cupy/float16.cuh>\n" + PREAMBLE + f"typedef {cuda_type(dtype_name)} T;\n"
+            f'extern "C" __global__ void nnx_multi_{name}({", ".join(args)}) {{\n'
+            "  for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < nnx_total;"
+            " i += (long long)gridDim.x * blockDim.x) {\n"
+            f"    {_MULTI_FIND}\n    {' '.join(binds)}\n    {body}\n  }}\n}}\n")
+
+
 def host_source(dtype_name: str) -> str:
     """Every elementwise kernel as a host C++ function ``nnx_<name>(n, ...)`` running the same body in
     a loop over ``n`` elements, for ``T = dtype_name`` (float32 or float64): compiled by the host
@@ -317,6 +358,13 @@ def host_source(dtype_name: str) -> str:
         args, binds = _signature(name)
         out.append(f'extern "C" void nnx_{name}({", ".join(args)}) {{\n  for (long long i = 0; i < nnx_n; ++i) {{\n'
                    f"    {' '.join(binds)}\n    {body.replace(chr(10), chr(10) + '    ')}\n  }}\n}}\n")
+    for name in MULTI_TENSOR:  # the multi-tensor forms: the same table lookup, host pointers in the table
+        args, binds = _multi_signature(name)
+        body = ELEMENTWISE[name][2]
+        out.append(f'extern "C" void nnx_multi_{name}({", ".join(args)}) {{\n'
+                   "  for (long long i = 0; i < nnx_total; ++i) {\n"
+                   f"    {_MULTI_FIND}\n    {' '.join(binds)}\n"
+                   f"    {body.replace(chr(10), chr(10) + '    ')}\n  }}\n}}\n")
     return "\n".join(out)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import cuda_kernels as K
+from .fused_api import FusedOps
 
 _EW: dict[str, Any] = {}
 _RED: dict[str, Any] = {}
@@ -33,6 +34,19 @@ def row_kernel(cp: Any, name: str, dtype: Any) -> Any:
         code = "#include <cupy/float16.cuh>\n" + K.PREAMBLE + K.ROW_KERNELS
         _MODULE.append(cp.RawModule(code=code, options=("-std=c++17",), name_expressions=exprs))
     return _MODULE[0].get_function(f"{name}<{K.cuda_type(str(cp.dtype(dtype)))}>")
+
+
+_MULTI: dict[tuple[str, str], Any] = {}
+
+
+def multi_tensor_kernel(cp: Any, name: str, dtype: Any) -> Any:
+    """The ``RawKernel`` of ``cuda_kernels.multi_tensor_source(name)`` for ``dtype`` (built once)."""
+    key = (name, str(cp.dtype(dtype)))
+    k = _MULTI.get(key)
+    if k is None:
+        k = _MULTI[key] = cp.RawKernel(K.multi_tensor_source(name, key[1]), f"nnx_multi_{name}",
+                                       options=("-std=c++17",))
+    return k
 
 
 def _reduction(cp: Any, name: str) -> Any:
@@ -254,6 +268,63 @@ class CupyFused:
                                                       int(first), param, buf)
             else:
                 elementwise(self._cp, "sgd")(grad, lr, weight_decay, param)
+
+    def _multi_tensor(self, name, arrays, scalars):
+        """Launch the multi-tensor kernel ``name`` over lists of tensors (``arrays``: one list per array
+        argument of the elementwise kernel, in its order). Returns False (nothing launched) when the
+        tensors are not all contiguous and of one dtype: the caller then steps them one by one."""
+        import numpy as np
+
+        first = arrays[0]
+        dtype = first[0].dtype
+        if any(a.dtype != dtype or not a.flags.c_contiguous for arrs in arrays for a in arrs):
+            return False
+        k = len(first)
+        table = np.empty(k + 1 + len(arrays) * k, dtype=np.int64)
+        table[0] = 0
+        np.cumsum([a.size for a in first], out=table[1:k + 1])
+        for i, arrs in enumerate(arrays):
+            table[k + 1 + i * k:k + 1 + (i + 1) * k] = [a.data.ptr for a in arrs]
+        total = int(table[k])
+        if total == 0:
+            return True
+        cp = self._cp
+        with self.device:
+            device_table = cp.asarray(table)  # one host-to-device copy; the pool frees it in stream order
+            blocks = min((total + 255) // 256, 65535)
+            multi_tensor_kernel(cp, name, dtype)((blocks,), (256,), (device_table, np.int32(k), np.int64(total),
+                                                                     *scalars))
+        return True
+
+    def sgd_multi_step_(self, params, grads, bufs, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                        nesterov=False, first=False):
+        import numpy as np
+
+        f = np.float64
+        if momentum:
+            done = self._multi_tensor("sgd_momentum", [grads, params, bufs],
+                                      (f(lr), f(momentum), f(dampening), f(weight_decay), np.int32(nesterov),
+                                       np.int32(first)))
+        else:
+            done = self._multi_tensor("sgd", [grads, params], (f(lr), f(weight_decay)))
+        if not done:
+            FusedOps.sgd_multi_step_(self, params, grads, bufs, lr=lr, momentum=momentum, dampening=dampening,
+                                     weight_decay=weight_decay, nesterov=nesterov, first=first)
+
+    def adam_multi_step_(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, lr, beta1, beta2,
+                         eps, step, weight_decay=0.0, decoupled=False):
+        import numpy as np
+
+        f = np.float64
+        bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+        scalars = (f(lr), f(beta1), f(beta2), f(eps), f(bc1), f(1.0 / bc2 ** 0.5), f(weight_decay), np.int32(decoupled))
+        if max_exp_avg_sqs is None:
+            done = self._multi_tensor("adam", [grads, params, exp_avgs, exp_avg_sqs], scalars)
+        else:
+            done = self._multi_tensor("adam_amsgrad", [grads, params, exp_avgs, exp_avg_sqs, max_exp_avg_sqs], scalars)
+        if not done:
+            FusedOps.adam_multi_step_(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr=lr, beta1=beta1,
+                                      beta2=beta2, eps=eps, step=step, weight_decay=weight_decay, decoupled=decoupled)
 
     def rmsprop_step_(self, param, grad, square_avg, buf=None, *, lr, alpha=0.99, eps=1e-8, weight_decay=0.0,
                       momentum=0.0):

@@ -43,7 +43,7 @@ def act_forward(xp: Any, z: Array, act: str, erf: Any = None) -> Array:
     if act == "identity":
         return z
     if act == "relu":
-        return xp.where(z > 0, z, xp.zeros_like(z))
+        return xp.where((z > 0) | xp.isnan(z), z, xp.zeros_like(z))  # NaN propagates, as torch.relu
     if act == "tanh":
         return xp.tanh(z)
     if act == "sigmoid":

@@ -24,7 +24,7 @@ FUSED_METHODS = (
     "gru_cell_forward", "gru_cell_backward", "cross_entropy_forward", "cross_entropy_backward",
     "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "sgd_step_", "adam_step_",
     "adam_update_", "rmsprop_step_", "adagrad_step_", "grad_norm", "vecdot", "index_in_range",
-    "im2col", "col2im",
+    "im2col", "col2im", "sgd_multi_step_", "adam_multi_step_",
 )
 
 
@@ -137,6 +137,19 @@ class FusedOps:
                    max_exp_avg_sq: Array | None = None, **kw: Any) -> None:
         """Adam / AdamW (``decoupled=True``) / amsgrad (``max_exp_avg_sq`` given) in place."""
         T.adam_step_(self.xp, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, **kw)
+
+    def sgd_multi_step_(self, params: list, grads: list, bufs: list | None, **kw: Any) -> None:
+        """:meth:`sgd_step_` on every tensor of a group at once (one kernel on CuPy); ``bufs`` None
+        without momentum. Mutable backends only, like every ``*_step_``."""
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            self.sgd_step_(p, g, bufs[i] if bufs is not None else None, **kw)
+
+    def adam_multi_step_(self, params: list, grads: list, exp_avgs: list, exp_avg_sqs: list,
+                         max_exp_avg_sqs: list | None = None, **kw: Any) -> None:
+        """:meth:`adam_step_` on every tensor of a group at once (one kernel on CuPy)."""
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            self.adam_step_(p, g, exp_avgs[i], exp_avg_sqs[i],
+                            max_exp_avg_sqs[i] if max_exp_avg_sqs is not None else None, **kw)
 
     def rmsprop_step_(self, param: Array, grad: Array, square_avg: Array, buf: Array | None = None,
                       **kw: Any) -> None:

@@ -43,13 +43,15 @@ def cross_entropy_forward(xp: Any, logits: Array, target: Array, weight: Array |
     n_classes = logits.shape[-1]
     logp = log_softmax(xp, logits)
     wy, safe = _row_weights(xp, target, weight, ignore_index, logits.dtype)
+    valid = target != ignore_index
+    zero = xp.zeros_like(logp)
+    # ignored rows may hold -inf logits anywhere: select them away (0 * -inf would be NaN)
     picked = xp.squeeze(xp.take_along_axis(logp, xp.expand_dims(safe, axis=-1), axis=-1), axis=-1)
-    loss = -(1.0 - label_smoothing) * wy * picked
+    loss = -(1.0 - label_smoothing) * wy * xp.where(valid, picked, zero[..., 0])
     if label_smoothing:
-        wl = logp if weight is None else logp * weight
-        smooth = -xp.sum(wl, axis=-1) * (label_smoothing / n_classes)
-        valid = xp.astype(target != ignore_index, logits.dtype)
-        loss = loss + smooth * valid
+        wl = xp.where(xp.expand_dims(valid, axis=-1), logp, zero)
+        wl = wl if weight is None else wl * weight
+        loss = loss - xp.sum(wl, axis=-1) * (label_smoothing / n_classes)
     denom = xp.sum(wy)
     if reduction == "none":
         out = loss

@@ -98,7 +98,7 @@ def nnx_step(name: str, batch: int, tiny: bool = False, seed: int = 0) -> Callab
         opt.zero_grad()
         out = model(x)
         loss = loss_fn(out, y)
-        model.backward(loss_fn.backward())
+        model.backward(loss_fn.backward(), input_grad=False)  # as nnx.fit: the data needs no gradient
         opt.step()
         return loss
 

@@ -10,21 +10,25 @@ arrays are not in host memory (CuPy, torch on CUDA, the launch meter's CuPy mode
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 __all__ = ["DEVICE_PATHS", "device_shaped"]
 
 #: ``"auto"`` (device-shaped where ``not backend.host_memory``), ``"always"`` or ``"never"``
-#: (tests use these to run each formulation on every backend).
-DEVICE_PATHS = "auto"
+#: (tests use these to run each formulation on every backend; the environment variable
+#: ``NNX_DEVICE_PATHS`` sets it at import, e.g. to run the whole suite on the device-shaped kernels).
+DEVICE_PATHS = os.environ.get("NNX_DEVICE_PATHS", "auto")
+if DEVICE_PATHS not in ("auto", "always", "never"):
+    raise ValueError(f"NNX_DEVICE_PATHS must be 'auto', 'always' or 'never', got {DEVICE_PATHS!r}")
 
 
 def device_shaped(b: Any) -> bool:
     """Whether the kernels take their device-shaped formulation on backend ``b``.
 
     >>> import nnx_backends
-    >>> device_shaped(nnx_backends.get("numpy"))
-    False
+    >>> device_shaped(nnx_backends.get("numpy")) == (DEVICE_PATHS == "always")   # host memory: CPU-shaped
+    True
     """
     if DEVICE_PATHS == "always":
         return True

@@ -12,6 +12,7 @@ from typing import Any
 
 import nnx_backends as backends
 
+from ._device import device_shaped
 from ._util import functional_form, reduce_loss
 
 __all__ = [
@@ -206,6 +207,35 @@ def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Arra
     return loss, backward
 
 
+def _fused_class_index_loss(where: str, b: backends.Backend, z: Array, target: Array, weight: Array | None,
+                            ignore_index: int, reduction: str, label_smoothing: float,
+                            input_shape: tuple[int, ...], moved_shape: tuple[int, ...]) -> tuple[Array, Callable]:
+    """Device-shaped cross-entropy of class indices: the adapter's fused kernels, one forward and one
+    backward launch instead of about thirty elementwise operations (same checks, same results)."""
+    xp = b.xp
+    m, c = z.shape
+    t = xp.reshape(target, (-1,))
+    if t.shape[0] != m:
+        raise ValueError(f"{where}: target has {t.shape[0]} elements but input has {m} rows "
+                         f"(input {input_shape}, target {tuple(target.shape)})")
+    _check_targets(where, b, t, c, ignore_index)
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise ValueError(f"{where}: weight must have one entry per class, shape ({c},), got {tuple(weight.shape)}")
+    if reduction not in ("mean", "sum", "none"):
+        raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    kw = dict(ignore_index=int(ignore_index), label_smoothing=label_smoothing, reduction=reduction)
+    loss, saved = b.cross_entropy_forward(z, t, weight, **kw)
+    if reduction == "none":
+        loss = xp.reshape(loss, input_shape[:1] + input_shape[2:] if len(input_shape) > 1 else ())
+
+    def backward(dloss: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        grad = xp.reshape(dloss, (-1,)) if reduction == "none" else dloss
+        g = b.cross_entropy_backward(grad, saved, t, weight, **kw)
+        return _classes_back(xp, g, input_shape, moved_shape), ()
+
+    return loss, backward
+
+
 def cross_entropy_forward(input: Array, target: Array, weight: Array | None = None, ignore_index: int = -100,
                           reduction: str = "mean", label_smoothing: float = 0.0) -> tuple[Array, Callable]:
     """Cross-entropy of logits ``input`` (``(N, C)``, ``(C,)`` or ``(N, C, d1, ...)``).
@@ -223,12 +253,15 @@ def cross_entropy_forward(input: Array, target: Array, weight: Array | None = No
     if input.ndim == 0:
         raise ValueError(f"{where}: input must have a class dimension, got a scalar")
     z, moved_shape = _classes_last(xp, input)
-    logp, probs = _log_softmax_rows(xp, z)
     input_shape = tuple(input.shape)
     target_float = xp.isdtype(target.dtype, "real floating")
+    if not target_float and input.ndim == 1 and target.ndim == 0:
+        target = xp.reshape(target, (1,))
+    if not target_float and device_shaped(b):
+        return _fused_class_index_loss(where, b, z, target, weight, ignore_index, reduction,
+                                       float(label_smoothing), input_shape, moved_shape)
+    logp, probs = _log_softmax_rows(xp, z)
     if not target_float:
-        if input.ndim == 1 and target.ndim == 0:
-            target = xp.reshape(target, (1,))
         return _class_index_loss(where, logp, probs, target, weight, ignore_index, reduction,
                                  float(label_smoothing), input_shape, moved_shape)
     if tuple(target.shape) != input_shape:

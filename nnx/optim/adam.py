@@ -9,7 +9,7 @@ import nnx_backends as backends
 
 from ..module import Parameter
 from ._checks import check_betas, check_lr, check_non_negative
-from .optimizer import Optimizer
+from .optimizer import Optimizer, multi_tensor_backend
 
 
 class Adam(Optimizer):
@@ -31,6 +31,33 @@ class Adam(Optimizer):
         check_non_negative(name, eps=eps, weight_decay=weight_decay)
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
+
+    def _update_group(self, group: dict, items: list[tuple[Parameter, Any, dict]]) -> bool:
+        b = multi_tensor_backend(items)
+        if b is None or group["maximize"]:
+            return False
+        xp = b.xp
+        amsgrad = group["amsgrad"]
+        for p, _, st in items:
+            if "step" not in st:
+                st["step"] = 0.0
+                st["exp_avg"] = xp.zeros_like(p.data)
+                st["exp_avg_sq"] = xp.zeros_like(p.data)
+                if amsgrad:
+                    st["max_exp_avg_sq"] = xp.zeros_like(p.data)
+        parts: dict[float, list] = {}  # one launch per distinct step count (partitioned before any update)
+        for it in items:
+            parts.setdefault(it[2]["step"], []).append(it)
+        for step, part in parts.items():
+            b.adam_multi_step_(
+                [p.data for p, _, _ in part], [g for _, g, _ in part], [st["exp_avg"] for _, _, st in part],
+                [st["exp_avg_sq"] for _, _, st in part],
+                [st["max_exp_avg_sq"] for _, _, st in part] if amsgrad else None,
+                lr=group["lr"], beta1=group["betas"][0], beta2=group["betas"][1], eps=group["eps"], step=step + 1.0,
+                weight_decay=group["weight_decay"], decoupled=self._decoupled)
+            for _, _, st in part:
+                st["step"] = step + 1.0
+        return True
 
     def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:
         b = backends.backend_of(p.data)

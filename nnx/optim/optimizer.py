@@ -83,15 +83,28 @@ class Optimizer:
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
         """Update every parameter that has a gradient. ``closure`` re-evaluates the loss (optional)."""
         loss = closure() if closure is not None else None
+        by_group: dict[int, tuple[dict, list]] = {}
         for g, p, grad in self._checked_pairs():
             st = self.state.get(p)
             if st is None:
                 st = self.state[p] = {}
-            self._update(g, p, grad, st)
+            by_group.setdefault(id(g), (g, []))[1].append((p, grad, st))
+        for g, items in by_group.values():
+            if not self._update_group(g, items):
+                for p, grad, st in items:
+                    self._update(g, p, grad, st)
         return loss
 
     def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:
         raise NotImplementedError
+
+    def _update_group(self, group: dict, items: list[tuple[Parameter, Any, dict]]) -> bool:
+        """Update a whole group at once, or return False to have :meth:`_update` run per parameter.
+
+        Optimizers with a multi-tensor adapter kernel take it on the device-shaped path (one launch
+        for the group instead of one or more per parameter); see :func:`multi_tensor_backend`.
+        """
+        return False
 
     # ------------------------------------------------------------------ state
     def _index(self) -> dict[int, int]:
@@ -165,6 +178,20 @@ class Optimizer:
                 if k not in ("params", "initial_lr"):
                     lines.append(f"    {k}: {g[k]}")
         return "\n".join(lines) + "\n)"
+
+
+def multi_tensor_backend(items: list[tuple[Parameter, Any, dict]]) -> Any:
+    """The backend whose multi-tensor optimizer kernels should update ``items`` at once, or None:
+    taken on the device-shaped path of a mutable backend when every parameter lives there (on the
+    CPU-shaped path the per-parameter NumPy steps are as fast and keep their own thread split)."""
+    from ..functional._device import device_shaped
+
+    b = backends.backend_of(items[0][0].data)
+    if not (b.mutable and device_shaped(b)):
+        return None
+    if any(backends.backend_of(p.data) is not b for p, _, _ in items):
+        return None
+    return b
 
 
 def xp_of(p: Parameter) -> Any:

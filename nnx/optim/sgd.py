@@ -7,7 +7,7 @@ from typing import Any
 
 from ..module import Parameter
 from ._checks import check_lr
-from .optimizer import Optimizer
+from .optimizer import Optimizer, multi_tensor_backend
 
 
 class SGD(Optimizer):
@@ -34,6 +34,28 @@ class SGD(Optimizer):
             raise ValueError("SGD: Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize))
+
+    def _update_group(self, group: dict, items: list[tuple[Parameter, Any, dict]]) -> bool:
+        b = multi_tensor_backend(items)
+        if b is None or group["maximize"]:
+            return False
+        momentum = group["momentum"]
+        kw = dict(lr=group["lr"], momentum=momentum, dampening=group["dampening"],
+                  weight_decay=group["weight_decay"], nesterov=group["nesterov"])
+        if not momentum:
+            b.sgd_multi_step_([p.data for p, _, _ in items], [g for _, g, _ in items], None, **kw)
+            return True
+        fresh = [it[2].get("momentum_buffer") is None for it in items]  # decided before any buffer is made
+        for first in (True, False):  # parameters without a momentum buffer yet take it from this step
+            part = [it for it, f in zip(items, fresh, strict=True) if f == first]
+            if not part:
+                continue
+            if first:
+                for p, _, st in part:
+                    st["momentum_buffer"] = b.xp.empty_like(p.data)
+            b.sgd_multi_step_([p.data for p, _, _ in part], [g for _, g, _ in part],
+                              [st["momentum_buffer"] for _, _, st in part], first=first, **kw)
+        return True
 
     def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:
         if group["maximize"]:

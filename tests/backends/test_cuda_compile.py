@@ -82,3 +82,11 @@ def test_old_style_double_half_arithmetic_is_what_the_accumulator_avoids():
            " { p[0] = s * p[0]; }\n")
     with pytest.raises(AssertionError, match="NVRTC failed"):
         _compile(nvrtc, src, "bad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", K.MULTI_TENSOR)
+def test_multi_tensor_kernel_compiles(name, dtype):
+    nvrtc = _nvrtc()
+    ptx = _compile(nvrtc, K.multi_tensor_source(name, dtype), f"multi_{name}")
+    assert f"nnx_multi_{name}" in (ptx.decode() if isinstance(ptx, bytes) else ptx)

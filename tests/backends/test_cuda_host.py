@@ -264,3 +264,46 @@ def test_batch_norm_reduce_row_kernel(row_libs, dtype):
     _, dw, db = T.batch_norm_backward(np, dy, x, mean, invstd, None)
     np.testing.assert_allclose(sdy, db, **tol(dtype))
     np.testing.assert_allclose(sdxm * invstd, dw, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
+
+
+MULTI_SCALARS = {
+    "sgd": dict(lr=0.1, wd=0.01),
+    "sgd_momentum": dict(lr=0.1, mom=0.9, damp=0.1, wd=0.01, nesterov=1, first=0),
+    "adam": dict(lr=0.01, b1=0.9, b2=0.99, eps=1e-8, bc1=0.19, inv_sqrt_bc2=7.1, wd=0.1, decoupled=1),
+    "adam_amsgrad": dict(lr=0.01, b1=0.9, b2=0.99, eps=1e-8, bc1=0.19, inv_sqrt_bc2=7.1, wd=0.1, decoupled=0),
+}
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("name", K.MULTI_TENSOR)
+def test_multi_tensor_kernel_equals_the_single_tensor_kernel(libs, name, dtype):
+    """The multi-tensor form (pointer table, binary search over the offsets, an empty tensor among
+    them) updates every tensor exactly as the single-tensor kernel does on each one."""
+    lib = libs[np.dtype(dtype).name]
+    ins, outs, _ = K.ELEMENTWISE[name]
+    params = [tuple(p.split()) for p in (ins + "," + outs).split(",")]
+    arrays = [pname for kind, pname in params if kind == "T"]
+    scalars = [(kind, pname) for kind, pname in params if kind != "T"]
+    sizes = [N, 0, 5, N // 2]
+    r = np.random.default_rng(1)
+    tensors = {a: [r.uniform(0.1 if a in ("v", "vmax", "sq") else -1.0, 1.0, s).astype(dtype) for s in sizes]
+               for a in arrays}
+    want = {a: [t.copy() for t in ts] for a, ts in tensors.items()}
+    for i, s in enumerate(sizes):  # the single-tensor kernel on each tensor (N elements, padded)
+        if s == 0:
+            continue
+        padded = {a: np.concatenate([want[a][i], np.ones(N - s, dtype)]) for a in arrays}
+        got = run(lib, name, dtype, **padded, **MULTI_SCALARS[name])
+        for a in arrays:
+            want[a][i] = got[a][:s]
+    k = len(sizes)
+    table = np.zeros(k + 1 + len(arrays) * k, dtype=np.int64)
+    table[1:k + 1] = np.cumsum(sizes)
+    for j, a in enumerate(arrays):
+        table[k + 1 + j * k:k + 1 + (j + 1) * k] = [t.ctypes.data for t in tensors[a]]
+    args = [table.ctypes.data_as(ctypes.c_void_p), ctypes.c_int(k), ctypes.c_longlong(int(table[k]))]
+    args += [CTYPES[kind](MULTI_SCALARS[name][pname]) for kind, pname in scalars]
+    getattr(lib, f"nnx_multi_{name}")(*args)
+    for a in arrays:
+        for i in range(k):
+            np.testing.assert_array_equal(tensors[a][i], want[a][i], err_msg=f"{name}: {a} of tensor {i}")

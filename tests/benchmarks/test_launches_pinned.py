@@ -13,11 +13,11 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PINNED = {
-    ("mlp", 128): 60, ("mlp", 1024): 60,
-    ("lenet", 64): 144, ("lenet", 512): 144,
-    ("resnet_block", 16): 83, ("resnet_block", 128): 83,
-    ("lstm", 64): 213, ("lstm", 512): 213,
-    ("gru", 64): 246, ("gru", 512): 246,
+    ("mlp", 128): 26, ("mlp", 1024): 26,
+    ("lenet", 64): 61, ("lenet", 512): 61,
+    ("resnet_block", 16): 54, ("resnet_block", 128): 54,
+    ("lstm", 64): 183, ("lstm", 512): 183,
+    ("gru", 64): 216, ("gru", 512): 216,
 }
 SLOW = {("resnet_block", 128)}  # ~6 s
 

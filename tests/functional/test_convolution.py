@@ -23,6 +23,12 @@ from helpers import layer_parity as parity
 
 
 @pytest.fixture
+def cpu_shaped(monkeypatch):
+    """These tests look inside the CPU-shaped kernels (chunks, sliding windows, scratch buffers)."""
+    monkeypatch.setattr(F._device, "DEVICE_PATHS", "never")
+
+
+@pytest.fixture
 def no_sliding_windows(backend, monkeypatch):
     """The backend without its strided-view ``sliding_windows``: im2col takes the pure-standard fallback."""
     monkeypatch.setattr(type(backend), "sliding_windows", lambda self, *a, **k: None)
@@ -138,7 +144,7 @@ STRIDED = [dict(stride=2, padding=1), dict(stride=(2, 3), dilation=(2, 1), paddi
 
 
 @pytest.mark.parametrize("cfg", STRIDED, ids=["s2p1", "s23-d21-g2", "s3"])
-def test_sliding_windows_path_and_standard_fallback_agree(backend, monkeypatch, cfg):
+def test_sliding_windows_path_and_standard_fallback_agree(backend, monkeypatch, cfg, cpu_shaped):
     x, w, b = rand(2, 4, 9, 8), rand(6, 4 // cfg.get("groups", 1), 3, 3, seed=1), rand(6, seed=2)
     dy_shape = tuple(F.conv2d(x, w, b, **cfg).shape)
     dy = rand(*dy_shape, seed=3)
@@ -176,7 +182,7 @@ def test_fallback_path_matches_torch(backend, no_sliding_windows, torch):
     assert_close(layer.weight.grad, tlayer.weight.grad, rtol=1e-10, atol=1e-10)
 
 
-def test_stride1_path_does_not_need_sliding_windows(backend, monkeypatch):
+def test_stride1_path_does_not_need_sliding_windows(backend, monkeypatch, cpu_shaped):
     monkeypatch.setattr(type(backend), "sliding_windows",
                         lambda self, *a, **k: pytest.fail("stride-1 convolution asked for sliding windows"))
     y, back = F.conv2d_forward(rand(1, 2, 5, 5), rand(3, 2, 3, 3, seed=1), padding=1)
@@ -216,7 +222,7 @@ def test_forward_closure_holds_no_im2col_matrix(cfg):
     assert sizes and max(sizes) <= padded_input < im2col
 
 
-def test_nothing_survives_backward(pool_every_buffer):
+def test_nothing_survives_backward(pool_every_buffer, cpu_shaped):
     nnx.set_backend("numpy")
     model = nnx.Sequential(nnx.Conv2d(2, 4, 3, padding=1), nnx.BatchNorm2d(4), nnx.ReLU(), nnx.MaxPool2d(2),
                            nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
