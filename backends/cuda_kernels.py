@@ -72,10 +72,10 @@ def _elementwise() -> dict[str, tuple[str, str, str]]:
         "dg = (T)(dct * ai * ((A)1 - ag * ag)); do_ = (T)(adh * at * ao * ((A)1 - ao));\n"
         "dcp = (T)(dct * af);")
     k["gru_fwd"] = (
-        "T xr, T xz, T xn, T hr, T hz, T hn, T hp", "T r, T z, T n, T hs, T h",
+        "T xr, T xz, T xn, T hr, T hz, T hn, T bn, T hp", "T r, T z, T n, T hs, T h",
         _HEAD + "A ar = " + _SIG.format("(A)xr + (A)hr") + "; A az = " + _SIG.format("(A)xz + (A)hz") + ";\n"
-        "A an = tanh((A)xn + ar * (A)hn);\n"
-        "r = (T)ar; z = (T)az; n = (T)an; hs = hn; h = (T)(((A)1 - az) * an + az * (A)hp);")
+        "A ahn = (A)hn + (A)bn; A an = tanh((A)xn + ar * ahn);\n"
+        "r = (T)ar; z = (T)az; n = (T)an; hs = (T)ahn; h = (T)(((A)1 - az) * an + az * (A)hp);")
     k["gru_bwd"] = (
         "T r, T z, T n, T hn, T hp, T dh", "T dxr, T dxz, T dxn, T dhr, T dhz, T dhn, T dhp",
         _HEAD + "A ar = r, az = z, an = n, adh = dh;\n"

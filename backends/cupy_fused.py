@@ -124,13 +124,14 @@ class CupyFused:
             elementwise(cp, "lstm_bwd")(*_cols(act, hid, 5), c_prev, dh, dc, *_cols(d, hid, 4), dcp)
             return d, dcp
 
-    def gru_cell_forward(self, gx, gh, h_prev):
+    def gru_cell_forward(self, gx, gh, h_prev, b_hn=None):
         cp = self._cp
         hid = h_prev.shape[-1]
         with self.device:
             act = cp.empty(gx.shape[:-1] + (4 * hid,), dtype=gx.dtype)
             h = cp.empty_like(h_prev)
-            elementwise(cp, "gru_fwd")(*_cols(gx, hid, 3), *_cols(gh, hid, 3), h_prev, *_cols(act, hid, 4), h)
+            bn = b_hn if b_hn is not None else gx.dtype.type(0)
+            elementwise(cp, "gru_fwd")(*_cols(gx, hid, 3), *_cols(gh, hid, 3), bn, h_prev, *_cols(act, hid, 4), h)
             return h, act
 
     def gru_cell_backward(self, act, h_prev, dh):

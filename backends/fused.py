@@ -127,16 +127,17 @@ def lstm_cell_backward(xp: Any, act: Array, c_prev: Array, dh: Array, dc: Array 
     return xp.concat([di, df, dg, do], axis=-1), dct * f
 
 
-def gru_cell_forward(xp: Any, gx: Array, gh: Array, h_prev: Array) -> tuple[Array, Array]:
+def gru_cell_forward(xp: Any, gx: Array, gh: Array, h_prev: Array, b_hn: Array | None = None) -> tuple[Array, Array]:
     """One GRU step in PyTorch's formulation from ``gx = x W_ih^T + b_ih`` and ``gh = h W_hh^T + b_hh``
     (both ``(N, 3H)``, order ``r, z, n``): ``n = tanh(gx_n + r * gh_n)``, ``h = (1 - z) n + z h_prev``.
+    ``b_hn`` ``(H,)``, when given, is added to ``gh_n`` (for a ``gh`` computed without the bias).
 
     Returns ``(h, act)`` with ``act = [r, z, n, gh_n]`` ``(N, 4H)`` for the backward.
     """
     hid = h_prev.shape[-1]
     r = sigmoid(xp, gx[..., :hid] + gh[..., :hid])
     z = sigmoid(xp, gx[..., hid:2 * hid] + gh[..., hid:2 * hid])
-    hn = gh[..., 2 * hid:]
+    hn = gh[..., 2 * hid:] if b_hn is None else gh[..., 2 * hid:] + b_hn
     n = xp.tanh(gx[..., 2 * hid:] + r * hn)
     h = (1.0 - z) * n + z * h_prev
     return h, xp.concat([r, z, n, hn], axis=-1)

@@ -83,9 +83,9 @@ class FusedOps:
         """``(dgates, dc_prev)`` of one LSTM step."""
         return F.lstm_cell_backward(self.xp, act, c_prev, dh, dc)
 
-    def gru_cell_forward(self, gx: Array, gh: Array, h_prev: Array) -> tuple[Array, Array]:
+    def gru_cell_forward(self, gx: Array, gh: Array, h_prev: Array, b_hn: Array | None = None) -> tuple[Array, Array]:
         """``(h, act)`` of one GRU step (PyTorch's formulation)."""
-        return F.gru_cell_forward(self.xp, gx, gh, h_prev)
+        return F.gru_cell_forward(self.xp, gx, gh, h_prev, b_hn)
 
     def gru_cell_backward(self, act: Array, h_prev: Array, dh: Array) -> tuple[Array, Array, Array]:
         """``(dgx, dgh, dh_prev_direct)`` of one GRU step."""

@@ -147,7 +147,11 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
     else:
         xg = xp.matmul(x2, w_ihT)
     if b_ih is not None:
-        xg += b_ih if cell.split_bias else b_ih + b_hh
+        if cell.split_bias:  # GRU: b_hh's r and z parts join the input bias; its n part goes to the cell kernel
+            split = 2 * (w_ih.shape[0] // 3)
+            xg += xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
+        else:
+            xg += b_ih + b_hh
     return xg, buf
 
 
@@ -163,7 +167,7 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     xg = xp.reshape(xg, (steps, batch, w_ih.shape[0]))
     w_hhT = xp.matrix_transpose(w_hh)
     w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
-    bh = b_hh if cell.split_bias else None
+    bh = b_hh[2 * (w_hh.shape[0] // 3):] if cell.split_bias and b_hh is not None else None  # GRU: b_hh's n part
     mb, mf = masks if masks is not None else (None, None)
     outs: list = [None] * steps
     tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), [None] * steps, [None] * steps,

@@ -129,19 +129,20 @@ def lstm_step_backward(b: Any, dh: Array, dc: Array | None, saved: Array, h: Arr
 
 # ============================================================================ GRU
 def gru_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
-                     b_hh: Array | None = None) -> tuple[Array, None, Array]:
+                     b_hn: Array | None = None) -> tuple[Array, None, Array]:
     """One GRU step, gates ``r, z, n``, with ``gx = x W_ih^T + b_ih`` and ``gh = h W_hh^T + b_hh``::
 
         r, z = sigmoid(gx_r + gh_r), sigmoid(gx_z + gh_z)
         n = tanh(gx_n + r * gh_n)
         h' = (1 - z) * n + z * h
 
-    Saves the adapter's activations ``(r, z, n, gh_n)`` (``(B, 4H)``).
+    The caller has added the ``r`` and ``z`` parts of ``b_hh`` to ``gx`` (one pass for all steps);
+    its ``n`` part, ``b_hn``, is added inside the cell kernel (it is multiplied by ``r``), so a step
+    is one matrix product and one kernel. Saves the adapter's activations ``(r, z, n, gh_n)``
+    (``(B, 4H)``).
     """
     gh = b.xp.matmul(h, w_hhT)
-    if b_hh is not None:
-        gh += b_hh
-    h_new, act = b.gru_cell_forward(gx, gh, h)
+    h_new, act = b.gru_cell_forward(gx, gh, h, b_hn)
     return h_new, None, act
 
 

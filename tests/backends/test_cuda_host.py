@@ -107,13 +107,13 @@ def test_lstm(libs, dtype):
 @pytest.mark.parametrize("dtype", DT)
 def test_gru(libs, dtype):
     lib = libs[np.dtype(dtype).name]
-    xr, xz, xn, hr, hz, hn, hp, dh = rng_arrays(8, dtype)
-    got = run(lib, "gru_fwd", dtype, xr=xr, xz=xz, xn=xn, hr=hr, hz=hz, hn=hn, hp=hp)
-    h, act = F.gru_cell_forward(np, np.stack([xr, xz, xn], 1), np.stack([hr, hz, hn], 1), hp[:, None])
+    xr, xz, xn, hr, hz, hn, bn, hp, dh = rng_arrays(9, dtype)
+    got = run(lib, "gru_fwd", dtype, xr=xr, xz=xz, xn=xn, hr=hr, hz=hz, hn=hn, bn=bn, hp=hp)
+    h, act = F.gru_cell_forward(np, np.stack([xr, xz, xn], 1), np.stack([hr, hz, hn], 1), hp[:, None], bn[:, None])
     for k, name in enumerate(("r", "z", "n", "hs")):
         np.testing.assert_allclose(got[name], act[:, k], **tol(dtype))
     np.testing.assert_allclose(got["h"], h[:, 0], **tol(dtype))
-    back = run(lib, "gru_bwd", dtype, r=act[:, 0], z=act[:, 1], n=act[:, 2], hn=hn, hp=hp, dh=dh)
+    back = run(lib, "gru_bwd", dtype, r=act[:, 0], z=act[:, 1], n=act[:, 2], hn=act[:, 3], hp=hp, dh=dh)
     dgx, dgh, dhp = F.gru_cell_backward(np, act, hp[:, None], dh[:, None])
     for k, name in enumerate(("dxr", "dxz", "dxn")):
         np.testing.assert_allclose(back[name], dgx[:, k], **tol(dtype))

@@ -181,10 +181,11 @@ def test_lstm_and_gru(fake, dt):
         np.testing.assert_allclose(d, rd, **tol(dt))
         np.testing.assert_allclose(dcp, rdcp, **tol(dt))
     gx, gh = r.standard_normal((3, 15)).astype(dt), r.standard_normal((3, 15)).astype(dt)
-    h, act = fake.gru_cell_forward(gx, gh, c0)
-    rh, ract = F.gru_cell_forward(np, gx, gh, c0)
-    np.testing.assert_allclose(h, rh, **tol(dt))
-    np.testing.assert_allclose(act, ract, **tol(dt))
+    for b_hn in (None, r.standard_normal(5).astype(dt)):
+        h, act = fake.gru_cell_forward(gx, gh, c0, b_hn)
+        rh, ract = F.gru_cell_forward(np, gx, gh, c0, b_hn)
+        np.testing.assert_allclose(h, rh, **tol(dt))
+        np.testing.assert_allclose(act, ract, **tol(dt))
     for a, b in zip(fake.gru_cell_backward(act, c0, dh), F.gru_cell_backward(np, ract, c0, dh)):
         np.testing.assert_allclose(a, b, **tol(dt))
 

@@ -29,7 +29,17 @@ def _weights(cell: cells.Cell, seed: int = 1) -> tuple[Any, Any, Any, Any]:
 def _gx(cell: cells.Cell, x: Any, w_ih: Any, b_ih: Any, b_hh: Any) -> Any:
     xp = backends.backend_of(x).xp
     gx = xp.matmul(x, xp.matrix_transpose(w_ih)) + b_ih
-    return gx if cell.split_bias else gx + b_hh
+    return _rz_bias(cell, gx, b_hh) if cell.split_bias else gx + b_hh
+
+
+def _rz_bias(cell: cells.Cell, gx: Any, b_hh: Any) -> Any:
+    """GRU: the caller adds the r and z parts of b_hh to gx; the n part goes to the step (``_n_bias``)."""
+    xp = backends.backend_of(gx).xp
+    return gx + xp.concat([b_hh[:2 * H], xp.zeros_like(b_hh[2 * H:])])
+
+
+def _n_bias(cell: cells.Cell, b_hh: Any) -> Any:
+    return b_hh[2 * H:] if cell.split_bias else None
 
 
 @pytest.mark.parametrize("mode", sorted(cells.CELLS))
@@ -40,7 +50,7 @@ def test_step_forward_matches_torch_cell(backend, torch, mode):
     x, h, c = rand(B, IN, seed=7), rand(B, H, seed=8, scale=0.5), rand(B, H, seed=9, scale=0.5)
     xp = b.xp
     h1, c1, _ = cell.step_forward(b, _gx(cell, x, w_ih, b_ih, b_hh), h, c if cell.has_cell_state else None,
-                                  xp.matrix_transpose(w_hh), b_hh if cell.split_bias else None)
+                                  xp.matrix_transpose(w_hh), _n_bias(cell, b_hh))
     name, kw = TORCH_CELLS[mode]
     tcell = getattr(torch.nn, name)(IN, H, dtype=torch.float64, **kw)
     with torch.no_grad():
@@ -69,8 +79,9 @@ def test_step_backward_gradcheck(backend, mode):
         gx = gx + xp.sign(gx) * 0.5
 
     def step(gx: Any, h: Any, c: Any, w_hh: Any, b_hh: Any) -> tuple[Any, Any]:
-        h1, c1, saved = cell.step_forward(b, gx, h, c if cell.has_cell_state else None, xp.matrix_transpose(w_hh),
-                                          b_hh if cell.split_bias else None)
+        gx_b = _rz_bias(cell, gx, b_hh) if cell.split_bias else gx
+        h1, c1, saved = cell.step_forward(b, gx_b, h, c if cell.has_cell_state else None, xp.matrix_transpose(w_hh),
+                                          _n_bias(cell, b_hh))
         y = xp.concat([h1, c1], axis=1) if cell.has_cell_state else h1
 
         def backward(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
