@@ -661,6 +661,17 @@ def _numeric_kind(xp: Any, dtype: Any) -> str:
     return backends.Backend.dtype_name(dtype)
 
 
+#: Peephole fusions :class:`Sequential` applies to adjacent children: each rule ``rule(first, second)``
+#: returns a function running both on one input (recording both, so ``backward`` is unchanged) or None.
+#: The layers package registers them (``nnx/layers/linear.py``: Linear + activation on the
+#: device-shaped path). Children with hooks are never fused.
+PAIR_FUSIONS: list[Callable[[Module, Module], Callable[[Any], Any] | None]] = []
+
+
+def _hooked(m: Module) -> bool:
+    return bool(m._forward_hooks) or "backward" in m.__dict__
+
+
 class Sequential(Module):
     """Modules applied in order; ``backward`` runs their backward passes in reverse order.
 
@@ -704,9 +715,23 @@ class Sequential(Module):
         return self._seq[idx]
 
     def forward(self, x: Any) -> Any:
-        """Apply the modules in order."""
-        for m in self._seq:
+        """Apply the modules in order (adjacent pairs that a rule of :data:`PAIR_FUSIONS` fuses run as one)."""
+        seq = self._seq
+        if not PAIR_FUSIONS or len(seq) < 2:
+            for m in seq:
+                x = m(x)
+            return x
+        i, n = 0, len(seq)
+        while i < n:
+            m = seq[i]
+            if i + 1 < n and not _hooked(m) and not _hooked(seq[i + 1]):
+                fused = next((f for f in (rule(m, seq[i + 1]) for rule in PAIR_FUSIONS) if f is not None), None)
+                if fused is not None:
+                    x = fused(x)
+                    i += 2
+                    continue
             x = m(x)
+            i += 1
         return x
 
     def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:

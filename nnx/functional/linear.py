@@ -11,6 +11,7 @@ __all__ = [
     "flatten",
     "flatten_forward",
     "linear",
+    "linear_act_forward",
     "linear_forward",
 ]
 
@@ -38,6 +39,28 @@ def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> tuple[
         dweight = xp.matmul(xp.matrix_transpose(dy2), x2)
         dbias = xp.sum(dy2, axis=0) if bias is not None else None
         dx = xp.matmul(dy, weight) if input_grad else None
+        return dx, (dweight, dbias)
+
+    return y, backward
+
+
+def linear_act_forward(x: Array, weight: Array, bias: Array | None, act: str) -> tuple[Array, Callable]:
+    """``act(x @ weight.T + bias)`` as one matrix product and one fused bias-and-activation kernel
+    (``act`` one of the adapter's: ``"relu"``, ``"tanh"``, ``"sigmoid"``, ``"gelu"``, ``"gelu_tanh"``,
+    ``"silu"``, ``"identity"``); the backward is one fused kernel (activation gradient and bias sum)
+    and the two products. ``backward(dy, input_grad=True)`` returns ``(dx, (dweight, dbias))``.
+    """
+    b = backends.backend_of(x)
+    xp = b.xp
+    z = xp.matmul(x, xp.matrix_transpose(weight))
+    y, saved = b.bias_act_forward(z, bias, act)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dz, dbias = b.bias_act_backward(dy, saved, act, has_bias=bias is not None)
+        x2 = x if x.ndim == 2 else xp.reshape(x, (-1, x.shape[-1]))
+        dz2 = dz if dz.ndim == 2 else xp.reshape(dz, (-1, dz.shape[-1]))
+        dweight = xp.matmul(xp.matrix_transpose(dz2), x2)
+        dx = xp.matmul(dz, weight) if input_grad else None
         return dx, (dweight, dbias)
 
     return y, backward

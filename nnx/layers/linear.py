@@ -9,7 +9,7 @@ from .. import functional as F
 from .. import init
 from ..backend import get_backend, get_default_dtype
 from ..errors import check_dim, check_floating, check_ndim, check_positive_int, check_same_backend
-from ..module import Module, Parameter
+from ..module import PAIR_FUSIONS, Module, Parameter
 
 
 def new_parameter(shape: tuple[int, ...], dtype: Any = None, backend: Any = None, device: Any = None) -> Parameter:
@@ -69,6 +69,16 @@ class Linear(Module):
         y, backward = F.linear_forward(x, w, b)
         return self.record(y, backward, params=("weight", "bias"))
 
+    def _forward_activated(self, x: Any, act: str, activation: Module) -> Any:
+        """This layer and ``activation`` (the next child of a Sequential) as one matrix product and one
+        fused kernel. Both record: the activation an identity (its work is in this layer's closure)."""
+        w = self.weight.data
+        if (type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features
+                or x.device != w.device):
+            self._check(x)
+        y, backward = F.linear_act_forward(x, w, self.bias.data if self.bias is not None else None, act)
+        return activation.record(self.record(y, backward, params=("weight", "bias")), _passed_through)
+
     def _check(self, x: Any) -> None:
         where = f"Linear(in_features={self.in_features}, out_features={self.out_features})"
         w = self.weight.data
@@ -113,3 +123,37 @@ class Flatten(Module):
 
     def extra_repr(self) -> str:
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
+
+
+def _passed_through(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
+    return dy, ()
+
+
+def _fused_activation(m: Module) -> str | None:
+    from .activation import GELU, ReLU, Sigmoid, SiLU, Tanh
+
+    kind = type(m)
+    if kind is GELU:
+        return "gelu" if m.approximate == "none" else "gelu_tanh"
+    return {ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid", SiLU: "silu"}.get(kind)
+
+
+def _fuse_linear_activation(first: Module, second: Module) -> Any:
+    """Sequential's rule for ``Linear`` followed by ReLU/Tanh/Sigmoid/GELU/SiLU on the device-shaped
+    path: ``matmul`` + one bias-and-activation kernel forward, one kernel + two products backward
+    (instead of separate bias, activation and bias-gradient launches)."""
+    if type(first) is not Linear:
+        return None
+    act = _fused_activation(second)
+    if act is None:
+        return None
+    import nnx_backends as backends
+
+    from ..functional._device import device_shaped
+
+    if not device_shaped(backends.backend_of(first.weight.data)):
+        return None
+    return lambda x: first._forward_activated(x, act, second)
+
+
+PAIR_FUSIONS.append(_fuse_linear_activation)

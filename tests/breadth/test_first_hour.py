@@ -4,6 +4,8 @@ backend cannot be used."""
 
 from __future__ import annotations
 
+import re
+
 import os
 import subprocess
 import sys
@@ -69,7 +71,9 @@ def test_tape_warning_by_memory_held(backend):
                 model(x)
         msgs = [str(w.message) for w in caught if issubclass(w.category, TapeGrowthWarning)]
         assert msgs, "no warning although 40 passes keep 2.5 MiB"
-        assert "holds 16 recorded forward passes" in msgs[0] and "MiB" in msgs[0] and "no_grad()" in msgs[0]
+        # 16 passes of 64 KiB; 8 where Linear+ReLU run fused (the Linear's closure keeps its input and output)
+        held = re.search(r"holds (\d+) recorded forward passes", msgs[0])
+        assert held and int(held.group(1)) in (8, 16) and "MiB" in msgs[0] and "no_grad()" in msgs[0]
         model.clear_tape()
         with warnings.catch_warnings():  # one pass at a time, consumed: never a warning
             warnings.simplefilter("error")

@@ -134,3 +134,58 @@ def test_multi_tensor_path_is_one_kernel_per_group():
         with nnx.count_launches() as n:
             opt.step()
     assert dict(n.by_op) == {"adapter.adam_multi_step_": 2}, n
+
+
+ACTS = [("ReLU", {}), ("Tanh", {}), ("Sigmoid", {}), ("SiLU", {}), ("GELU", {}), ("GELU", {"approximate": "tanh"})]
+
+
+@pytest.mark.parametrize("act,kw", ACTS, ids=[a + ("-tanh" if k else "") for a, k in ACTS])
+def test_sequential_fuses_linear_and_activation(backend, torch, device_paths, act, kw):
+    """Linear + activation inside a Sequential run as one product and one fused kernel on the device
+    path; output, input gradient and parameter gradients equal PyTorch's, 3-D input included."""
+    nnx.manual_seed(0)
+    model = nnx.Sequential(nnx.Linear(5, 4), getattr(nnx, act)(**kw), nnx.Linear(4, 3))
+    tmodel = torch.nn.Sequential(torch.nn.Linear(5, 4), getattr(torch.nn, act)(**kw), torch.nn.Linear(4, 3)).double()
+    model.double()
+    for shape in ((6, 5), (2, 3, 5)):
+        x = np.random.default_rng(1).standard_normal(shape)
+        with torch.no_grad():
+            for p, tp in zip(model.parameters(), tmodel.parameters()):
+                tp.copy_(torch.from_numpy(host(p.data)))
+                tp.grad = None
+            model.zero_grad()
+        tx = torch.tensor(x, requires_grad=True)
+        ty = tmodel(tx)
+        y = model(nnx.asarray(x, dtype="float64"))
+        assert_close(y, ty.detach(), rtol=1e-12, atol=1e-12, what="output")
+        dy = np.random.default_rng(2).standard_normal(tuple(ty.shape))
+        ty.backward(torch.tensor(dy))
+        dx = model.backward(nnx.asarray(dy, dtype="float64"))
+        assert_close(dx, tx.grad, rtol=1e-12, atol=1e-12, what="input gradient")
+        for (name, p), tp in zip(model.named_parameters(), tmodel.parameters()):
+            assert_close(p.grad, tp.grad, rtol=1e-12, atol=1e-12, what=name)
+
+
+def test_fusion_is_taken_and_skipped_where_it_must_be(monkeypatch):
+    """On the launch meter's backend the pair costs matmul + one kernel; a forward hook on either
+    child turns the fusion off (the hook must see the activation's own call)."""
+    b = nnx.launches.counting_backend()
+    with nnx.use_backend(b):
+        nnx.manual_seed(0)
+        model = nnx.Sequential(nnx.Linear(4, 3), nnx.ReLU())
+        x = nnx.asarray(np.ones((2, 4)), dtype="float32")
+        with nnx.count_launches() as n:
+            model(x)
+        assert dict(n.by_op) == {"matmul": 1, "adapter.bias_act_forward": 1}, n
+        seen = []
+        model[1].register_forward_hook(lambda m, inp, out: seen.append(out))
+        with nnx.count_launches() as n:
+            model(x)
+        assert len(seen) == 1 and "adapter.bias_act_forward" in n.by_op and "add" in n.by_op, n
+        model.clear_tape()
+
+
+def test_fused_pair_in_eval_mode_records_nothing(backend, device_paths):
+    model = nnx.Sequential(nnx.Linear(4, 3), nnx.Tanh()).eval()
+    model(nnx.asarray(np.ones((2, 4)), dtype="float32"))
+    assert not model[0]._tape and not model[1]._tape
