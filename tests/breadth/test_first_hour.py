@@ -4,9 +4,8 @@ backend cannot be used."""
 
 from __future__ import annotations
 
-import re
-
 import os
+import re
 import subprocess
 import sys
 
