@@ -5,7 +5,8 @@ A converter turns one nnx Module into ONNX nodes. It is a function
 constants) through ``g`` and returns the name(s) of the module's output(s), nested like the
 module's own output (an LSTM returns ``(output, (h_n, c_n))``). A converter of a layer whose
 ``forward`` takes non-array keyword arguments (``is_causal=True``) accepts them as keyword
-arguments too; a parent converter passes them with ``g.convert(child, inputs, is_causal=True)``. The builder runs the module on the
+arguments too; a parent converter passes them with ``g.convert(child, inputs, is_causal=True)``.
+The builder runs the module on the
 example values too, so every name has a concrete value: ``g.shape(name)`` and ``g.dtype_name(name)``
 give converters the traced shapes they need (a ``Reshape`` target, a pooling window).
 """
