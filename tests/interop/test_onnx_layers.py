@@ -316,3 +316,30 @@ def test_every_public_layer_has_a_converter():
         if isinstance(cls, type) and name not in abstract and converter_for(cls.__new__(cls)) is None:
             missing.append(name)
     assert missing == []
+
+
+def test_tiny_gpt_example_exports_with_a_custom_converter(backend):
+    """examples/tiny_gpt.py's model (causal pre-norm blocks, tied-free head) through the converter
+    docs/interop.md shows; batch and sequence length dynamic."""
+    from helpers import load_example
+
+    TinyGPT = load_example("tiny_gpt").TinyGPT
+
+    @nnx.onnx.register_converter(TinyGPT)
+    def _tiny_gpt(g, m, inputs):
+        ids = inputs[0]
+        tokens = g.convert(m.tok, [ids])                                   # (N, T, d)
+        length = g.node("Squeeze", [g.node("Slice", [g.node("Shape", [ids]), g.ints([1]), g.ints([2])]),
+                                    g.ints([0])])
+        positions = g.node("Range", [g.const(0, dtype="int64"), length, g.const(1, dtype="int64")])
+        x = g.node("Add", [tokens, g.node("Gather", [g.param(m.pos, "weight"), positions], axis=0)])
+        g.placeholder(x, g.shape(tokens), like=tokens)
+        for blk in m.blocks:
+            x = g.convert(blk, [x], is_causal=True)
+        return g.convert(m.head, [g.convert(m.ln_f, [x])])
+
+    model = _randomise(TinyGPT(vocab=11, block=8, d_model=8, nhead=2, layers=2, dropout=0.1))
+
+    def ids(n):
+        return {"ids": np.random.default_rng(n).integers(0, 11, (n, n + 2)).astype(np.int64)}
+    _check_multi(model, ids, {"ids": {0: "batch", 1: "length"}, "out0": {0: "batch", 1: "length"}})
