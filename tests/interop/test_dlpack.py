@@ -153,3 +153,15 @@ def test_module_to_between_cupy_and_torch_cuda_moves_no_bytes():
     ptrs = {k: v.data.ptr for k, v in model.state_dict().items()}
     model.to("torch", device="cuda:0")
     assert {k: v.data_ptr() for k, v in model.state_dict().items()} == ptrs
+
+
+def test_a_second_logical_device_is_a_copy():
+    """array_api_strict's device1 shares the CPU with CPU_DEVICE, but moving between them is a copy."""
+    _available("array_api_strict")
+    x = nnx.asarray(np.zeros(3), backend="array_api_strict")
+    y = nnx.from_dlpack(x, backend="array_api_strict", device="device1")
+    assert "device1" in str(y.device)
+    y[0] = 1.0
+    assert float(nnx.to_numpy(x)[0]) == 0.0
+    with pytest.raises(BufferError, match="moving it there is a copy"):
+        nnx.from_dlpack(x, backend="array_api_strict", device="device1", copy=False)

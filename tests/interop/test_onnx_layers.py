@@ -343,3 +343,16 @@ def test_tiny_gpt_example_exports_with_a_custom_converter(backend):
     def ids(n):
         return {"ids": np.random.default_rng(n).integers(0, 11, (n, n + 2)).astype(np.int64)}
     _check_multi(model, ids, {"ids": {0: "batch", 1: "length"}, "out0": {0: "batch", 1: "length"}})
+
+
+@pytest.mark.parametrize("opset", [14, 18])
+def test_attention_weights_across_opsets(backend, opset):
+    """ReduceMean takes its axes as an attribute before opset 18 and as an input from 18 on."""
+    mha = _randomise(nnx.MultiheadAttention(4, 2, batch_first=True))
+    x = _normal(2, 3, 4)
+    buf = io.BytesIO()
+    nnx.onnx.export(mha, tuple(nnx.asarray(a) for a in (x, x, x)), buf, opset_version=opset)
+    got = ort.InferenceSession(buf.getvalue(), providers=["CPUExecutionProvider"]).run(
+        None, {"input_0": x, "input_1": x, "input_2": x})
+    for g, w in zip(got, mha(*[nnx.asarray(x)] * 3)):
+        np.testing.assert_allclose(g, nnx.to_numpy(w), rtol=1e-5, atol=1e-5)
