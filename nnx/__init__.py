@@ -40,6 +40,7 @@ from .backend import (
     to_numpy,
     use_backend,
 )
+from .dlpack import from_dlpack
 from .errors import BackendMismatchError, NotRecordedError
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
 from .gradcheck import GradcheckError, gradcheck
@@ -83,3 +84,4 @@ __all__ = [
 __all__ += ["CosineEmbeddingLoss", "GaussianNLLLoss", "KLDivLoss", "MarginRankingLoss", "PoissonNLLLoss",
             "TripletMarginLoss"]
 __all__ += ["get_num_threads", "set_num_threads"]
+__all__ += ["from_dlpack"]

@@ -583,9 +583,12 @@ class Module(ModuleConveniences):
         >>> model.to(dtype="float64")        # doctest: +SKIP
 
         Gradients move with their parameters. Create optimizers after moving a model (their
-        state stays where it was created). Not in PyTorch: the backend argument.
+        state stays where it was created). Not in PyTorch: the backend argument. Between backends
+        on one device (NumPy <-> torch CPU, CuPy <-> torch CUDA) arrays move by DLPack and share
+        memory with the old ones (no bytes are copied); see :func:`nnx.from_dlpack` for when a
+        copy is made.
         """
-        from .backend import to_numpy
+        from .dlpack import from_dlpack
 
         if backend is None and device is None and dtype is None:
             return self
@@ -606,10 +609,8 @@ class Module(ModuleConveniences):
                 if want is None or arr.dtype == want:
                     return arr
                 return target.xp.astype(arr, want)
-            host = to_numpy(arr)
-            if want is None:
-                return target.asarray(host)
-            return target.asarray(host, dtype=want)
+            moved = from_dlpack(arr, backend=target)  # one device: shares memory, no bytes move (nnx/dlpack.py)
+            return moved if want is None or moved.dtype == want else target.xp.astype(moved, want)
 
         staged, staged_buffers = [], []  # convert everything first: a failure leaves the model as it was
         for m in self.modules():

@@ -10,7 +10,17 @@ The ``onnx`` package is imported when a function is called, not when ``nnx.onnx`
 """
 
 # the converter modules register themselves on import
-from . import convert_activation, convert_basic, convert_combinators, convert_conv, convert_norm, convert_recurrent  # noqa: F401,E501
+from . import (  # noqa: F401
+    convert_activation,
+    convert_attention,
+    convert_basic,
+    convert_combinators,
+    convert_conv,
+    convert_graph,
+    convert_losses,
+    convert_norm,
+    convert_recurrent,
+)
 from .builder import GraphBuilder, UnsupportedLayerError, converter_for, register_converter
 from .export import export, load_weights
 

@@ -3,7 +3,10 @@
 A converter turns one nnx Module into ONNX nodes. It is a function
 ``converter(g: GraphBuilder, module, inputs: list[str]) -> str | tuple`` that adds nodes (and
 constants) through ``g`` and returns the name(s) of the module's output(s), nested like the
-module's own output (an LSTM returns ``(output, (h_n, c_n))``). The builder runs the module on the
+module's own output (an LSTM returns ``(output, (h_n, c_n))``). A converter of a layer whose
+``forward`` takes non-array keyword arguments (``is_causal=True``) accepts them as keyword
+arguments too; a parent converter passes them with ``g.convert(child, inputs, is_causal=True)``.
+The builder runs the module on the
 example values too, so every name has a concrete value: ``g.shape(name)`` and ``g.dtype_name(name)``
 give converters the traced shapes they need (a ``Reshape`` target, a pooling window).
 """
@@ -170,9 +173,21 @@ class GraphBuilder:
         self.nodes.append(self.onnx.helper.make_node(op_type, list(inputs), outputs, **attrs))
         return outputs[0] if n_outputs == 1 else outputs
 
-    def convert(self, module: Module, inputs: Sequence[str]) -> Any:
+    def placeholder(self, name: str, shape: Sequence[int], like: str) -> str:
+        """Give value ``name`` (a node output inside a converter) a traced stand-in: zeros of ``shape``
+        with the dtype and backend of value ``like``, so that converters called on it can ask
+        :meth:`shape` and :meth:`rank`. Returns ``name``."""
+        ref = self.values[like]
+        b = backends_of(ref)
+        self.values[name] = b.xp.zeros(tuple(int(s) for s in shape), dtype=ref.dtype, device=b.device_of(ref))
+        return name
+
+    def convert(self, module: Module, inputs: Sequence[Any], **kwargs: Any) -> Any:
         """Convert ``module`` applied to values ``inputs``; returns its output name(s).
 
+        ``kwargs`` are non-array keyword arguments of the module's ``forward`` (``is_causal=True``):
+        they are passed to the converter and to the traced call. An input may be a nested tuple of
+        names where the layer takes one (an LSTMCell's ``(h, c)``).
         Raises :class:`UnsupportedLayerError` naming the layer when no converter is registered.
         """
         fn = converter_for(module)
@@ -180,18 +195,31 @@ class GraphBuilder:
             raise UnsupportedLayerError(
                 f"nnx.onnx.export: no ONNX converter for {type(module).__name__} ({type(module).__module__}); "
                 "register one with nnx.onnx.register_converter (see docs/interop.md)")
-        names = fn(self, module, list(inputs))
+        names = fn(self, module, list(inputs), **kwargs)
         flat = _flatten(names)
         if any(n not in self.values for n in flat):
             with no_grad():
-                outputs = module(*[self.values[n] for n in inputs])
+                outputs = module(*[self._value_of(n) for n in inputs], **kwargs)
             values = _flatten(outputs)
             if len(values) != len(flat):
                 raise RuntimeError(f"nnx.onnx: the converter of {type(module).__name__} returned {len(flat)} "
                                    f"outputs but the layer returns {len(values)}")
             for n, v in zip(flat, values, strict=True):
-                self.values[n] = v
+                if n is not None:  # an output the layer returns as None (MultiheadAttention's weights)
+                    self.values[n] = v
         return names
+
+    def _value_of(self, name: Any) -> Any:
+        if isinstance(name, (tuple, list)):
+            return tuple(self._value_of(n) for n in name)
+        return self.values[name]
+
+
+def backends_of(x: Any) -> Any:
+    """The nnx backend adapter that owns array ``x``."""
+    import nnx_backends
+
+    return nnx_backends.backend_of(x)
 
 
 def _shape_of(values: Any) -> list[int]:

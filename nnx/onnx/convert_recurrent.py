@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..layers import GRU, LSTM, RNN
+from ..layers import GRU, LSTM, RNN, GRUCell, LSTMCell, RNNCell
 from .builder import GraphBuilder, UnsupportedLayerError, register_converter
 
 #: for each ONNX gate position, the index of the PyTorch gate chunk
@@ -92,3 +92,48 @@ def recurrent(g: GraphBuilder, module: Any, inputs: list[str]) -> Any:
     elif module.batch_first:
         x = g.node("Transpose", [x], perm=[1, 0, 2])
     return (x, (h_n, c_n)) if op == "LSTM" else (x, h_n)
+
+
+def _cell_matmul(g: GraphBuilder, module: Any, x: str, which: str) -> str | None:
+    """``x @ weight_<which>^T + bias_<which>`` (None when ``x`` is None and there is no bias)."""
+    bias = g.param(module, f"bias_{which}") if module.bias else None
+    if x is None:
+        return bias
+    y = g.node("MatMul", [x, g.node("Transpose", [g.param(module, f"weight_{which}")], perm=[1, 0])])
+    return g.node("Add", [y, bias]) if bias else y
+
+
+def _plus(g: GraphBuilder, a: str | None, b: str | None) -> str | None:
+    return b if a is None else (a if b is None else g.node("Add", [a, b]))
+
+
+@register_converter(RNNCell, LSTMCell, GRUCell)
+def cell(g: GraphBuilder, module: Any, inputs: list[Any]) -> Any:
+    """One step: ``cell(x)`` or ``cell(x, h)`` (LSTMCell: ``cell(x, (h, c))``), PyTorch's gate order;
+    a missing state is zero. Batched ``(N, in)`` and unbatched ``(in,)`` inputs."""
+    name = type(module).__name__
+    if len(inputs) not in (1, 2):
+        raise UnsupportedLayerError(f"nnx.onnx.export: {name} takes (input) or (input, hx); got {len(inputs)} inputs")
+    x = inputs[0]
+    hx = inputs[1] if len(inputs) == 2 else None
+    h, c = (tuple(hx) if hx is not None else (None, None)) if module.mode == "LSTM" else (hx, None)
+    gi, gh = _cell_matmul(g, module, x, "ih"), _cell_matmul(g, module, h, "hh")
+    if module.mode.startswith("RNN"):
+        return g.node("Tanh" if module.mode == "RNN_TANH" else "Relu", [_plus(g, gi, gh)])
+    size = int(module.hidden_size)
+    if module.mode == "LSTM":
+        i, f, gg, o = g.node("Split", [_plus(g, gi, gh), g.ints([size] * 4)], n_outputs=4, axis=-1)
+        c_new = g.node("Mul", [g.node("Sigmoid", [i]), g.node("Tanh", [gg])])
+        if c is not None:
+            c_new = g.node("Add", [g.node("Mul", [g.node("Sigmoid", [f]), c]), c_new])
+        return g.node("Mul", [g.node("Sigmoid", [o]), g.node("Tanh", [c_new])]), c_new
+    ir, iz, i_n = g.node("Split", [gi, g.ints([size] * 3)], n_outputs=3, axis=-1)
+    if gh is None:  # no bias and no state: the hidden contribution is zero
+        hr = hz = hn = None
+    else:
+        hr, hz, hn = g.node("Split", [gh, g.ints([size] * 3)], n_outputs=3, axis=-1)
+    r = g.node("Sigmoid", [_plus(g, ir, hr)])
+    z = g.node("Sigmoid", [_plus(g, iz, hz)])
+    n = g.node("Tanh", [i_n if hn is None else g.node("Add", [i_n, g.node("Mul", [r, hn])])])
+    h_new = g.node("Mul", [g.node("Sub", [g.const(1.0, like=x), z]), n])
+    return h_new if h is None else g.node("Add", [h_new, g.node("Mul", [z, h])])
