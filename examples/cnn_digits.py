@@ -76,6 +76,8 @@ def main(argv: list[str] | None = None) -> float:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--amp", action="store_true",
+                        help="Train in float16 with float32 master weights and dynamic loss scaling (nnx.amp).")
     args = parser.parse_args(argv)
 
     setup_runtime(args)
@@ -85,7 +87,9 @@ def main(argv: list[str] | None = None) -> float:
 
     model = build_model()
     loss_fn = nnx.CrossEntropyLoss(label_smoothing=0.05)
-    optimizer = nnx.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    amp = nnx.amp.MasterWeights(model) if args.amp else None   # float16 model, float32 masters
+    scaler = nnx.amp.GradScaler() if args.amp else None
+    optimizer = nnx.optim.AdamW(amp.parameters() if amp else model.parameters(), lr=args.lr, weight_decay=1e-4)
     scheduler = nnx.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
 
     backend = nnx.get_backend()
@@ -104,10 +108,15 @@ def main(argv: list[str] | None = None) -> float:
             idx = order[i:min(i + args.batch_size, n)]
             xb = xp.take(xs, idx, axis=0)
             yb = xp.take(ys, idx, axis=0)
-            loss = loss_fn(model(xb), yb)                   # forward
-            model.backward(loss_fn.backward(), input_grad=False)   # backward: fills p.grad
-            optimizer.step()
-            optimizer.zero_grad()
+            if amp is None:
+                loss = loss_fn(model(xb), yb)                   # forward
+                model.backward(loss_fn.backward(), input_grad=False)   # backward: fills p.grad
+                optimizer.step()
+                optimizer.zero_grad()
+            else:  # float16 forward and backward, the loss in float32, the step on the float32 masters
+                loss = loss_fn(amp.to_master(model(amp.cast(xb))), yb)
+                model.backward(amp.cast(scaler.scale(loss_fn.backward())), input_grad=False)
+                amp.step(optimizer, scaler)
             total = total + loss * idx.shape[0]
         scheduler.step()
         bar.set_postfix(loss=f"{float(total) / n:.4f}")    # read from the device once per epoch
@@ -115,10 +124,10 @@ def main(argv: list[str] | None = None) -> float:
 
     model.eval()
     with nnx.no_grad():
-        predicted = xp.argmax(model(xt), axis=1)
+        predicted = xp.argmax(model(amp.cast(xt) if amp else xt), axis=1)
     accuracy = float(xp.mean(xp.astype(predicted == yt, xt.dtype)))
     print(f"test accuracy {accuracy:.4f} after {args.epochs} epochs in {elapsed:.1f} s "
-          f"on {backend.name} ({backend.device_name})")
+          f"on {backend.name} ({backend.device_name}){', float16 (amp)' if amp else ''}")
     return accuracy
 
 

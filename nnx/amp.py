@@ -21,8 +21,19 @@ the loss value). ``unscale_(opt)`` before ``step`` lets you clip true gradients
 (``nnx.clip_grad_norm_``). The Inf/NaN check runs on the device (one reduction per gradient); the
 step reads its result once (one host read per step, as PyTorch's non-capturable path).
 
-An ``--amp`` flag for the digits examples (float16 compute with float32 master weights) is
-planned; this module is the scaler it will use.
+Half-precision compute needs float32 *master weights*: a float16 parameter cannot absorb an update
+smaller than its spacing (``1 + 1e-4 == 1`` in float16), so small learning rates would do nothing.
+:class:`MasterWeights` keeps float32 copies for the optimizer and float16 ones for the model
+(NVIDIA apex's "O2" recipe); the digits examples' ``--amp`` flag trains this way::
+
+    mw = nnx.amp.MasterWeights(model)                 # model now computes in float16
+    opt = nnx.optim.AdamW(mw.parameters(), lr=1e-3)   # the optimizer updates float32 masters
+    scaler = nnx.amp.GradScaler()
+    for x, y in loader:
+        logits = model(mw.cast(x))
+        loss = loss_fn(mw.to_master(logits), y)       # the loss in float32
+        model.backward(mw.cast(scaler.scale(loss_fn.backward())), input_grad=False)
+        mw.step(opt, scaler)                          # grads to float32, unscale, step or skip, copy back
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from typing import Any
 
 import nnx_backends as backends
 
-__all__ = ["GradScaler"]
+__all__ = ["GradScaler", "MasterWeights"]
 
 _READY, _UNSCALED, _STEPPED = 0, 1, 2
 
@@ -175,3 +186,88 @@ class GradScaler:
         self._backoff_factor = float(state["backoff_factor"])
         self._growth_interval = int(state["growth_interval"])
         self._growth_tracker = int(state["_growth_tracker"])
+
+
+class MasterWeights:
+    """Float16 compute with float32 master parameters (see the module docstring for the loop).
+
+    Args:
+        model: converted in place to ``dtype`` (parameters and floating buffers).
+        dtype: the compute dtype, ``"float16"`` (default) or ``"bfloat16"`` where the backend has it.
+
+    :meth:`parameters` are the float32 masters to give the optimizer; :meth:`step` copies the model's
+    gradients to them, steps (through ``scaler`` when given: unscaled, skipped on Inf/NaN), copies
+    the masters back into the model and clears both sets of gradients. ``state_dict`` of the model
+    then holds float16 values: save ``mw.master_state_dict()`` for full precision checkpoints.
+
+    >>> import nnx
+    >>> model = nnx.Linear(3, 2)
+    >>> mw = MasterWeights(model)
+    >>> model.weight.dtype == nnx.get_backend().xp.float16, mw.parameters()[0].dtype == model.weight.data.dtype
+    (True, False)
+    """
+
+    def __init__(self, model: Any, dtype: str = "float16") -> None:
+        from .module import Parameter
+
+        params = list(model.named_parameters())
+        if not params:
+            raise ValueError("MasterWeights: the model has no parameters")
+        b = backends.backend_of(params[0][1].data)
+        xp = b.xp
+        for name, p in params:
+            if not xp.isdtype(p.data.dtype, "real floating"):
+                raise TypeError(f"MasterWeights: parameter {name!r} is {p.data.dtype}, expected a floating dtype")
+        self._masters = [Parameter(xp.astype(p.data, xp.float32), requires_grad=p.requires_grad) for _, p in params]
+        self._names = [name for name, _ in params]
+        self.model = model.to(dtype=dtype)
+        self._model_params = [p for _, p in model.named_parameters()]
+        self.dtype = self._model_params[0].data.dtype
+
+    def parameters(self) -> list:
+        """The float32 master parameters, in the model's ``named_parameters()`` order."""
+        return list(self._masters)
+
+    def cast(self, x: Any) -> Any:
+        """``x`` in the compute dtype (inputs, and the loss gradient fed to ``model.backward``)."""
+        xp = backends.backend_of(x).xp
+        return x if x.dtype == self.dtype else xp.astype(x, self.dtype)
+
+    def to_master(self, x: Any) -> Any:
+        """``x`` in float32 (the model's output before the loss)."""
+        xp = backends.backend_of(x).xp
+        return x if x.dtype == xp.float32 else xp.astype(x, xp.float32)
+
+    def grads_to_master(self) -> None:
+        """Set each master's gradient to its model parameter's gradient in float32 (None stays None)."""
+        for m, p in zip(self._masters, self._model_params, strict=True):
+            m.grad = None if p.grad is None else backends.backend_of(p.grad).xp.astype(p.grad, m.data.dtype)
+
+    def master_to_model(self) -> None:
+        """Copy the masters' values into the model's parameters (rounded to the compute dtype)."""
+        for m, p in zip(self._masters, self._model_params, strict=True):
+            p.data = backends.backend_of(m.data).xp.astype(m.data, self.dtype)
+
+    def step(self, optimizer: Any, scaler: GradScaler | None = None) -> bool:
+        """One optimizer step on the masters; returns False when the scaler skipped it (Inf/NaN)."""
+        self.grads_to_master()
+        if scaler is not None:
+            scale = scaler.get_scale()
+            scaler.step(optimizer)
+            scaler.update()
+            stepped = scaler.get_scale() >= scale  # a skipped step backs the scale off
+        else:
+            optimizer.step()
+            stepped = True
+        self.master_to_model()
+        optimizer.zero_grad()
+        for p in self._model_params:
+            p.grad = None
+        return stepped
+
+    def master_state_dict(self) -> dict[str, Any]:
+        """The model's ``state_dict`` with the float32 masters in place of the parameters."""
+        state = self.model.state_dict()
+        for name, m in zip(self._names, self._masters, strict=True):
+            state[name] = m.data
+        return state
