@@ -27,6 +27,7 @@ __all__ = [
     "BackendUnavailable",
     "available",
     "backend_of",
+    "device_of",
     "erf_standard",
     "get",
     "initial_seed",
@@ -196,6 +197,12 @@ def initial_seed() -> int | None:
 
 
 _by_type: dict[type, Backend] = {}
+
+
+def device_of(x: Any) -> Any:
+    """The device of array ``x`` as its backend reports it (``Backend.device_of``): the one way nnx
+    reads a device, so that libraries whose arrays carry no ``.device`` attribute work too."""
+    return backend_of(x).device_of(x)
 
 
 def backend_of(x: Any) -> Backend:

@@ -43,16 +43,15 @@ def describe(x: Any) -> str:
 
 def check_same_backend(where: str, x: Any, ref: Any, what: str = "input", ref_what: str = "the parameters") -> None:
     """Raise BackendMismatchError unless ``x`` is an array of the same library and device as ``ref``."""
+    import nnx_backends as backends
+
     plural = ref_what.endswith("s")
     if type(x) is type(ref):
-        try:
-            same_device = x.device == ref.device
-        except AttributeError:
-            same_device = True
-        if same_device:
+        x_device, ref_device = backends.device_of(x), backends.device_of(ref)
+        if x_device == ref_device:
             return
         raise BackendMismatchError(
-            f"{where}: {what} is on device {x.device} but {ref_what} {'are' if plural else 'is'} on {ref.device}; "
+            f"{where}: {what} is on device {x_device} but {ref_what} {'are' if plural else 'is'} on {ref_device}; "
             "move one of them (nnx.asarray(x, device=...) or model.to(device=...))"
         )
     if not hasattr(x, "shape") or not hasattr(x, "dtype"):

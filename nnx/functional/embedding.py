@@ -35,8 +35,8 @@ def embedding_renorm_(weight: Array, indices: Array, max_norm: float, norm_type:
     xp = b.xp
     n = weight.shape[0]
     flat = xp.reshape(indices, (-1,))
-    ones = xp.ones((flat.shape[0], 1), dtype=weight.dtype, device=weight.device)
-    counts = b.scatter_add(xp.zeros((n, 1), dtype=weight.dtype, device=weight.device), flat, ones)
+    ones = xp.ones((flat.shape[0], 1), dtype=weight.dtype, device=b.device_of(weight))
+    counts = b.scatter_add(xp.zeros((n, 1), dtype=weight.dtype, device=b.device_of(weight)), flat, ones)
     if norm_type == 2.0:
         norms = xp.sqrt(xp.sum(weight * weight, axis=1, keepdims=True))
     elif norm_type == float("inf"):
@@ -82,10 +82,10 @@ def embedding_forward(input: Array, weight: Array, padding_idx: int | None = Non
     def backward(dy: Array, input_grad: bool = True) -> tuple[None, tuple]:
         rows = xp.reshape(dy, (-1, dim))
         if scale_grad_by_freq:
-            ones = xp.ones((flat.shape[0], 1), dtype=dy.dtype, device=dy.device)
-            counts = b.scatter_add(xp.zeros((n, 1), dtype=dy.dtype, device=dy.device), flat, ones)
+            ones = xp.ones((flat.shape[0], 1), dtype=dy.dtype, device=b.device_of(dy))
+            counts = b.scatter_add(xp.zeros((n, 1), dtype=dy.dtype, device=b.device_of(dy)), flat, ones)
             rows = rows / xp.take(counts, flat, axis=0)
-        dweight = b.scatter_add(xp.zeros((n, dim), dtype=dy.dtype, device=dy.device), flat, rows)
+        dweight = b.scatter_add(xp.zeros((n, dim), dtype=dy.dtype, device=b.device_of(dy)), flat, rows)
         if padding_idx is not None:
             dweight = b.at_set(dweight, (padding_idx, ...), 0.0)
         return None, (dweight,)

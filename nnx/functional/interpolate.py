@@ -11,6 +11,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import nnx_backends as backends
+
 from ._util import functional_form, namespace
 
 __all__ = ["interpolate", "interpolate_forward"]
@@ -87,7 +89,7 @@ def interpolate_forward(input: Array, size: int | Sequence[int] | None = None,
     for axis, (n_out, f) in enumerate(zip(out_sizes, factors)):
         n_in = input.shape[2 + axis]
         rows = _weights(mode, n_in, n_out, f, bool(align_corners))
-        mats.append(_matrix(xp, rows, n_in, input.dtype, input.device))
+        mats.append(_matrix(xp, rows, n_in, input.dtype, backends.device_of(input)))
     y = input
     for axis, m in enumerate(mats):
         d = 2 + axis

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import nnx_backends as backends
+
 Array = Any
 
 __all__ = ["Workspace"]
@@ -41,7 +43,7 @@ class Workspace:
     def give(self, *arrays: Array) -> None:
         """Return buffers to the pool."""
         for a in arrays:
-            key = self._key(tuple(a.shape), a.dtype, a.device, type(a))
+            key = self._key(tuple(a.shape), a.dtype, backends.device_of(a), type(a))
             self._free.setdefault(key, []).append(a)
         while len(self._free) > self.max_shapes:
             del self._free[next(iter(self._free))]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import nnx_backends as backends
+
 from ..backend import to_numpy
 from ..module import Parameter
 from ._checks import check_lr
@@ -53,7 +55,7 @@ class LBFGS(Optimizer):
 
     def _gather_flat_grad(self) -> Any:
         xp = self._xp()
-        views = [xp.zeros(p.size, dtype=p.dtype, device=p.data.device) if p.grad is None
+        views = [xp.zeros(p.size, dtype=p.dtype, device=backends.device_of(p.data)) if p.grad is None
                  else xp.reshape(p.grad, (-1,)) for p in self._params]
         return xp.concat(views)
 

@@ -66,13 +66,14 @@ class Optimizer:
                     continue
                 data = p.data
                 if (type(grad) is not type(data) or tuple(grad.shape) != tuple(data.shape) or grad.dtype != data.dtype
-                        or grad.device != data.device):
+                        or backends.device_of(grad) != backends.device_of(data)):
                     raise ValueError(f"{name}.step: gradient is a {describe(grad)} but its parameter is a "
                                      f"{describe(data)}; nothing was updated")
                 st = self.state.get(p)
                 if st:
                     for k, v in st.items():
-                        if hasattr(v, "shape") and (type(v) is not type(data) or v.device != data.device):
+                        if hasattr(v, "shape") and (type(v) is not type(data)
+                                                    or backends.device_of(v) != backends.device_of(data)):
                             raise ValueError(
                                 f"{name}.step: optimizer state {k!r} lives on another backend or device than its "
                                 "parameter "
