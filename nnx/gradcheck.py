@@ -93,7 +93,6 @@ def gradcheck(
     A Module is put in training mode; layers with randomness (dropout) must be checked with it
     switched off.
     """
-    kwargs = forward_kwargs or {}
     if not inputs:
         raise ValueError("gradcheck: give at least one input array")
     b = backends.backend_of(inputs[0])
@@ -101,66 +100,9 @@ def gradcheck(
     for x, is_float in zip(inputs, floating, strict=True):
         if is_float and x.dtype != b.xp.float64:
             raise TypeError(f"gradcheck: inputs must be float64 for a meaningful check, got {x.dtype}")
+    run = _Run(b, fn, inputs, forward_kwargs or {}, seed)
+    input_grads, params, param_grads = run.analytic()
     check = list(check_inputs) if check_inputs is not None else floating
-    module = fn if isinstance(fn, Module) else None
-    if module is not None:
-        module.train()
-        module.clear_tape()
-
-    def run(args: Sequence[Any]) -> tuple[Any, Callable | None]:
-        if module is not None:
-            y = module(*args, **kwargs)
-            return y, None
-        return fn(*args, **kwargs)
-
-    y, backward = run(inputs)
-    outputs = y if isinstance(y, tuple) else (y,)
-    dys = [_probe(b, tuple(o.shape), o.dtype, seed + j) for j, o in enumerate(outputs)]
-    dy_arg = tuple(dys) if isinstance(y, tuple) else dys[0]
-
-    if module is not None:
-        saved_grads = [(p, p.grad) for p in module.parameters()]
-        for p, _ in saved_grads:
-            p.grad = None  # check this backward alone: gradients already there would add up
-        dx = module.backward(dy_arg)
-        input_grads = [dx] if not isinstance(dx, tuple) else list(dx)
-        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
-        param_grads = [p.grad for _, p in params]
-        for p, g in saved_grads:
-            p.grad = g  # leave the caller's gradients as they were
-        module.clear_tape()
-    else:
-        dx, grads = backward(dy_arg, True)
-        input_grads = [dx, *grads]
-        params, param_grads = [], []
-    xp = b.xp
-
-    def objective(args: Sequence[Any]) -> float:
-        out = run(args)[0]
-        outs = out if isinstance(out, tuple) else (out,)
-        total = 0.0
-        for o, d in zip(outs, dys):
-            total += float(xp.sum(o * d))
-        if module is not None:
-            module.clear_tape()
-        return total
-
-    def numeric_grad(base: Any, set_value: Callable[[Any], None]) -> list[float]:
-        out = []
-        n = 1
-        for s in base.shape:
-            n *= s
-        for i in range(n):
-            step = _unit(b, tuple(base.shape), i, base.dtype) * eps
-            set_value(base + step)
-            plus = objective(current_inputs)
-            set_value(base - step)
-            minus = objective(current_inputs)
-            out.append((plus - minus) / (2 * eps))
-        set_value(base)
-        return out
-
-    current_inputs = list(inputs)
     for k, x in enumerate(inputs):
         if not check[k]:
             continue
@@ -172,13 +114,13 @@ def gradcheck(
                 f"gradcheck: gradient of input {k} has shape {tuple(g.shape)}, input has {tuple(x.shape)}")
 
         def set_input(v: Any, k: int = k) -> None:
-            current_inputs[k] = v
+            run.current[k] = v
 
-        num = numeric_grad(x, set_input)
-        current_inputs[k] = inputs[k]
+        num = run.numeric_grad(x, set_input, eps)
+        run.current[k] = inputs[k]
         _compare(f"input {k}", g, num, tuple(x.shape), atol, rtol)
 
-    for (name, p), g in zip(params, param_grads):
+    for (name, p), g in zip(params, param_grads, strict=True):
         if g is None:
             raise GradcheckError(f"gradcheck: backward left no gradient for parameter {name!r}")
         if tuple(g.shape) != tuple(p.shape):
@@ -189,7 +131,76 @@ def gradcheck(
         def set_param(v: Any, p: Any = p) -> None:
             p.data = v
 
-        num = numeric_grad(original, set_param)
+        num = run.numeric_grad(original, set_param, eps)
         p.data = original
         _compare(f"parameter {name!r}", g, num, tuple(p.shape), atol, rtol)
     return True
+
+
+class _Run:
+    """One checked function or module: its analytic gradients and the objective ``sum(y * dy)``
+    evaluated at perturbed inputs or parameters (``current`` holds the inputs being evaluated)."""
+
+    def __init__(self, b: Any, fn: Any, inputs: Sequence[Any], kwargs: dict, seed: int) -> None:
+        self.b, self.fn, self.kwargs = b, fn, kwargs
+        self.module = fn if isinstance(fn, Module) else None
+        if self.module is not None:
+            self.module.train()
+            self.module.clear_tape()
+        self.inputs = inputs
+        self.current = list(inputs)
+        self.seed = seed
+        self.dys: list = []
+
+    def __call__(self, args: Sequence[Any]) -> tuple[Any, Callable | None]:
+        if self.module is not None:
+            return self.module(*args, **self.kwargs), None
+        return self.fn(*args, **self.kwargs)
+
+    def analytic(self) -> tuple[list, list, list]:
+        """``(input gradients, [(name, parameter)], parameter gradients)`` of one backward."""
+        y, backward = self(self.inputs)
+        outputs = y if isinstance(y, tuple) else (y,)
+        self.dys = [_probe(self.b, tuple(o.shape), o.dtype, self.seed + j) for j, o in enumerate(outputs)]
+        dy_arg = tuple(self.dys) if isinstance(y, tuple) else self.dys[0]
+        module = self.module
+        if module is None:
+            dx, grads = backward(dy_arg, True)
+            return [dx, *grads], [], []
+        saved_grads = [(p, p.grad) for p in module.parameters()]
+        for p, _ in saved_grads:
+            p.grad = None  # check this backward alone: gradients already there would add up
+        dx = module.backward(dy_arg)
+        params = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        param_grads = [p.grad for _, p in params]
+        for p, g in saved_grads:
+            p.grad = g  # leave the caller's gradients as they were
+        module.clear_tape()
+        return ([dx] if not isinstance(dx, tuple) else list(dx)), params, param_grads
+
+    def objective(self) -> float:
+        out = self(self.current)[0]
+        outs = out if isinstance(out, tuple) else (out,)
+        xp = self.b.xp
+        total = 0.0
+        for o, d in zip(outs, self.dys, strict=True):
+            total += float(xp.sum(o * d))
+        if self.module is not None:
+            self.module.clear_tape()
+        return total
+
+    def numeric_grad(self, base: Any, set_value: Callable[[Any], None], eps: float) -> list[float]:
+        """Central differences of :meth:`objective` along every element of ``base``."""
+        out = []
+        n = 1
+        for s in base.shape:
+            n *= s
+        for i in range(n):
+            step = _unit(self.b, tuple(base.shape), i, base.dtype) * eps
+            set_value(base + step)
+            plus = self.objective()
+            set_value(base - step)
+            minus = self.objective()
+            out.append((plus - minus) / (2 * eps))
+        set_value(base)
+        return out
