@@ -41,8 +41,9 @@ def get_backend() -> Backend:
 def set_backend(name: str | Backend, device: Any = None) -> Backend:
     """Make ``name`` (on ``device``) the default backend of this process; returns it.
 
-    >>> nnx.set_backend("numpy")            # doctest: +SKIP
-    >>> nnx.set_backend("cupy", device=0)   # doctest: +SKIP
+    >>> nnx.set_backend("numpy")
+    <nnx backend 'numpy' device=cpu>
+    >>> nnx.set_backend("cupy", device=0)   # on a machine with a CUDA GPU  # doctest: +SKIP
 
     Raises ValueError for an unknown name and ``BackendUnavailable`` with the reason when the
     backend cannot run here (for example CuPy without a GPU).
@@ -98,7 +99,10 @@ def asarray(obj: Any, dtype: Any = None, backend: str | Backend | None = None, d
     Floating data becomes the default dtype (float32) unless ``dtype`` says otherwise; integer
     and boolean data (class labels, token ids, masks) keep their kind.
 
-    >>> x = nnx.asarray(np.random.rand(4, 3))   # float32 on the current backend  # doctest: +SKIP
+    >>> import numpy as np
+    >>> x = nnx.asarray(np.random.rand(4, 3))   # float32 on the current backend
+    >>> tuple(x.shape), str(x.dtype), str(nnx.asarray([0, 2]).dtype)
+    ((4, 3), 'float32', 'int64')
     """
     b = get_backend() if backend is None and device is None else backends.get(
         backend if backend is not None else get_backend().name, device)

@@ -12,10 +12,12 @@ loader's seed and ``k`` (``DataLoader.set_epoch``), so a run resumed from a chec
 same batches as an uninterrupted one. The seed comes from ``seed=`` (or ``generator=``), else
 from the latest ``nnx.manual_seed``.
 
->>> X, y = nnx.data.load_digits()                                       # doctest: +SKIP
->>> (Xtr, Xte, ytr, yte) = nnx.data.train_test_split(X, y, test_size=0.2, seed=0)  # doctest: +SKIP
->>> loader = nnx.data.DataLoader(nnx.data.TensorDataset(Xtr, ytr), batch_size=64, shuffle=True)  # doctest: +SKIP
->>> for xb, yb in loader: ...                                           # doctest: +SKIP
+>>> import numpy as np
+>>> X, y = np.random.default_rng(0).random((100, 8), dtype=np.float32), np.arange(100) % 3
+>>> (Xtr, Xte, ytr, yte) = nnx.data.train_test_split(X, y, test_size=0.2, seed=0)
+>>> loader = nnx.data.DataLoader(nnx.data.TensorDataset(Xtr, ytr), batch_size=64, shuffle=True, seed=0)
+>>> [(tuple(xb.shape), str(yb.dtype)) for xb, yb in loader]     # a full and a partial batch, on the device
+[((64, 8), 'int64'), ((16, 8), 'int64')]
 """
 
 from __future__ import annotations
@@ -68,8 +70,10 @@ class TensorDataset(Dataset):
     The arrays may be host (NumPy) arrays or arrays of any backend; :class:`DataLoader` gathers
     whole batches from them at once (no per-sample Python loop).
 
-    >>> ds = nnx.data.TensorDataset(X, y)        # X: (N, ...), y: (N,)   # doctest: +SKIP
-    >>> len(ds), ds[0][1]                                                 # doctest: +SKIP
+    >>> import numpy as np
+    >>> ds = nnx.data.TensorDataset(np.zeros((5, 2)), np.arange(5))   # X: (N, ...), y: (N,)
+    >>> len(ds), int(ds[3][1])
+    (5, 3)
     """
 
     def __init__(self, *tensors: Any) -> None:
@@ -196,8 +200,10 @@ class DataLoader:
     Batches are tuples (``(x, y)``) for tuple samples, a single array for array samples.
     Not in PyTorch: ``seed``, ``backend``, ``device``, ``dtype``; no worker processes.
 
-    >>> loader = nnx.data.DataLoader((X, y), batch_size=32, shuffle=True, seed=0)   # doctest: +SKIP
-    >>> for xb, yb in loader: ...                                                    # doctest: +SKIP
+    >>> import numpy as np
+    >>> loader = nnx.data.DataLoader((np.ones((70, 4)), np.arange(70)), batch_size=32, shuffle=True, seed=0)
+    >>> len(loader), [int(yb.shape[0]) for _, yb in loader]
+    (3, [32, 32, 6])
     """
 
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False, *,
@@ -302,7 +308,10 @@ def random_split(dataset: Any, lengths: Sequence[int | float], seed: int | None 
     ``lengths`` are counts summing to ``len(dataset)``, or fractions summing to 1 (the remainder
     of flooring is spread one by one over the first subsets, as PyTorch does).
 
-    >>> train, val = nnx.data.random_split(ds, [0.8, 0.2], seed=0)   # doctest: +SKIP
+    >>> import numpy as np
+    >>> train, val = nnx.data.random_split((np.zeros((10, 2)), np.arange(10)), [0.8, 0.2], seed=0)
+    >>> len(train), len(val)
+    (8, 2)
     """
     if isinstance(dataset, tuple) and dataset and all(hasattr(t, "shape") for t in dataset):
         dataset = TensorDataset(*dataset)
@@ -333,7 +342,11 @@ def train_test_split(*arrays: Any, test_size: float | int = 0.25, shuffle: bool 
     the host; backend arrays are split on their backend. ``stratify`` (labels) keeps the class
     proportions in both parts.
 
-    >>> Xtr, Xte, ytr, yte = nnx.data.train_test_split(X, y, test_size=0.2, seed=0, stratify=y)  # doctest: +SKIP
+    >>> import numpy as np
+    >>> X, y = np.zeros((10, 3)), np.array([0] * 5 + [1] * 5)
+    >>> Xtr, Xte, ytr, yte = nnx.data.train_test_split(X, y, test_size=0.2, seed=0, stratify=y)
+    >>> Xtr.shape, sorted(yte.tolist())
+    ((8, 3), [0, 1])
     """
     if not arrays:
         raise ValueError("train_test_split: expected at least one array")
@@ -371,9 +384,9 @@ def load_digits(images: bool = False) -> tuple[Any, Any]:
     (or ``(1797, 1, 8, 8)`` NCHW with ``images=True``), ``y`` int64 labels of shape ``(1797,)``.
     Batches move to the device in the :class:`DataLoader`.
 
-    >>> X, y = nnx.data.load_digits()          # doctest: +SKIP
-    >>> X.shape, y[:5]                         # doctest: +SKIP
-    ((1797, 64), array([0, 1, 2, 3, 4]))
+    >>> X, y = nnx.data.load_digits()
+    >>> X.shape, y[:5].tolist()
+    ((1797, 64), [0, 1, 2, 3, 4])
 
     Needs scikit-learn, which ships the data: ``pip install 'nnx-backprop[examples]'``.
     """

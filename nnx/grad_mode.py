@@ -46,8 +46,11 @@ class _GradMode:
 class no_grad(_GradMode):
     """Context manager and decorator: run forward passes without recording anything for backward.
 
-    >>> with nnx.no_grad():                     # doctest: +SKIP
-    ...     logits = model(x)                   # nothing kept for backward
+    >>> model = nnx.Linear(3, 2)
+    >>> with nnx.no_grad():
+    ...     logits = model(nnx.asarray([[1.0, 2.0, 3.0]]))   # nothing kept for backward
+    >>> len(model._tape)
+    0
     """
 
     mode = False

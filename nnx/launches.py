@@ -5,11 +5,11 @@ training step bounds the speed at small sizes. The count is exact and determinis
 pin it.
 
 >>> b = nnx.launches.counting_backend()          # NumPy arithmetic, counted as CuPy would launch
->>> with nnx.use_backend(b):                     # doctest: +SKIP
+>>> with nnx.use_backend(b):
 ...     x = nnx.asarray([[1.0, 2.0]])
 ...     with nnx.count_launches() as n:
 ...         y = x * 2 + 1
->>> n.total, dict(n.by_op)                       # doctest: +SKIP
+>>> n.total, dict(n.by_op)
 (2, {'multiply': 1, 'add': 1})
 
 What counts: every call of the namespace that creates or writes an array (``zeros`` yes,

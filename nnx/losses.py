@@ -207,8 +207,11 @@ class KLDivLoss(_Loss):
             size: the true KL divergence), ``"sum"`` or ``"none"``.
         log_target: the target is given as log-probabilities too.
 
-    >>> loss_fn = nnx.KLDivLoss(reduction="batchmean")          # doctest: +SKIP
-    >>> loss = loss_fn(log_softmax_output, target_probs); dinput = loss_fn.backward()   # doctest: +SKIP
+    >>> loss_fn = nnx.KLDivLoss(reduction="batchmean")
+    >>> logp = nnx.functional.log_softmax(nnx.asarray([[1.0, 2.0, 0.5]]), dim=1)
+    >>> loss = loss_fn(logp, nnx.asarray([[0.2, 0.5, 0.3]])); dinput = loss_fn.backward()
+    >>> round(float(loss), 4), tuple(dinput.shape)
+    (0.0847, (1, 3))
     """
 
     def __init__(self, reduction: str = "mean", log_target: bool = False) -> None:
@@ -259,8 +262,11 @@ class MarginRankingLoss(_MultiInputLoss):
 
     ``backward()`` returns a tuple ``(d_input1, d_input2)``.
 
-    >>> loss_fn = nnx.MarginRankingLoss(margin=0.5)                       # doctest: +SKIP
-    >>> loss = loss_fn(s1, s2, y); ds1, ds2 = loss_fn.backward()         # doctest: +SKIP
+    >>> loss_fn = nnx.MarginRankingLoss(margin=0.5)
+    >>> s1, s2, y = nnx.asarray([2.0, 0.0]), nnx.asarray([1.0, 1.0]), nnx.asarray([1.0, 1.0])
+    >>> loss = loss_fn(s1, s2, y); ds1, ds2 = loss_fn.backward()   # max(0, -y (s1 - s2) + margin)
+    >>> float(loss), nnx.to_numpy(ds1).tolist()
+    (0.75, [0.0, -0.5])
     """
 
     def __init__(self, margin: float = 0.0, reduction: str = "mean") -> None:

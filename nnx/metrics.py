@@ -6,9 +6,10 @@ synchronisation) and read with ``compute()`` (one host read of a few numbers), w
 design: no ``float()`` of a device array per batch).
 
 >>> acc = nnx.metrics.Accuracy()
->>> for xb, yb in loader:                       # doctest: +SKIP
-...     acc.update(model(xb), yb)
->>> acc.compute()                               # one read, a Python float   # doctest: +SKIP
+>>> for logits, labels in [([[2.0, 0.1], [0.3, 1.0]], [0, 1]), ([[0.9, 0.2]], [1])]:   # batches
+...     acc.update(nnx.asarray(logits), nnx.asarray(labels))
+>>> round(acc.compute(), 4)                     # one read, a Python float
+0.6667
 
 Metrics: :class:`Accuracy` (multi-class from logits/probabilities, or binary with a threshold),
 :class:`TopKAccuracy`, :class:`MeanAbsoluteError`, :class:`F1Score` (``average="macro"`` for
