@@ -16,6 +16,7 @@ from . import linear as _linear
 from . import loss as _loss
 from . import loss_extra as _loss_extra
 from . import normalization as _normalization
+from . import normalization_extra as _normalization_extra
 from . import padding as _padding
 from . import pooling as _pooling
 from . import recurrent as _recurrent
@@ -30,6 +31,7 @@ from .linear import *  # noqa: F403
 from .loss import *  # noqa: F403
 from .loss_extra import *  # noqa: F403  (KL, Poisson/Gaussian NLL, embedding and ranking losses)
 from .normalization import *  # noqa: F403
+from .normalization_extra import *  # noqa: F403  (instance_norm, rms_norm)
 from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
@@ -39,3 +41,4 @@ __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution
            *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]
 __all__ += _embedding.__all__
 __all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__ + _attention.__all__
+__all__ += _normalization_extra.__all__
