@@ -19,6 +19,7 @@ from . import normalization as _normalization
 from . import normalization_extra as _normalization_extra
 from . import padding as _padding
 from . import pooling as _pooling
+from . import pooling_extra as _pooling_extra
 from . import recurrent as _recurrent
 from . import shape as _shape
 from .activation import *  # noqa: F403
@@ -34,6 +35,7 @@ from .normalization import *  # noqa: F403
 from .normalization_extra import *  # noqa: F403  (instance_norm, rms_norm)
 from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
+from .pooling_extra import *  # noqa: F403  (1-D, 3-D and adaptive max pooling)
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
 from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
 
@@ -42,3 +44,4 @@ __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution
 __all__ += _embedding.__all__
 __all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__ + _attention.__all__
 __all__ += _normalization_extra.__all__
+__all__ += _pooling_extra.__all__
