@@ -9,6 +9,7 @@ and what the standard lacks comes from the backend adapter.
 from . import activation as _activation
 from . import attention as _attention
 from . import convolution as _convolution
+from . import convolution3d as _convolution3d
 from . import dropout as _dropout
 from . import embedding as _embedding
 from . import interpolate as _interpolate
@@ -25,6 +26,7 @@ from . import shape as _shape
 from .activation import *  # noqa: F403
 from .attention import *  # noqa: F403  (scaled dot-product attention, positions)
 from .convolution import *  # noqa: F403
+from .convolution3d import *  # noqa: F403  (conv3d as kd 2-D convolutions)
 from .dropout import *  # noqa: F403
 from .embedding import *  # noqa: F403
 from .interpolate import *  # noqa: F403
@@ -45,3 +47,4 @@ __all__ += _embedding.__all__
 __all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__ + _attention.__all__
 __all__ += _normalization_extra.__all__
 __all__ += _pooling_extra.__all__
+__all__ += _convolution3d.__all__

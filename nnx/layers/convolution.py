@@ -1,4 +1,4 @@
-"""Convolution layers (NCHW): Conv1d, Conv2d, ConvTranspose2d.
+"""Convolution layers: Conv1d, Conv2d, Conv3d, ConvTranspose2d.
 
 Names, arguments, defaults, parameter shapes, initialisation and state_dict keys follow
 ``torch.nn``. A layer checks its hyper-parameters when built and, at each call, that the input
@@ -23,7 +23,7 @@ from ..functional.workspace import Workspace
 from ..module import Module, Parameter
 from ._parameters import full
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d"]
 
 PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
 
@@ -129,7 +129,8 @@ class _ConvNd(Module):
                              **kwargs)
             return self.record(y, backward, params=("weight", "bias"))
         if x.ndim != self._n + 2:
-            raise rank_error(self._where, x, (self._n + 2,), "(N, C, L)" if self._n == 1 else "(N, C, H, W)")
+            layout = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[self._n]
+            raise rank_error(self._where, x, (self._n + 2,), layout)
         try:
             xpad, pad_backward = F.pad_forward(x, reversed_padding_repeated_twice(self.padding, self.kernel_size,
                                                                                   self.dilation), self.padding_mode)
@@ -209,6 +210,32 @@ class Conv1d(_ConvNd):
 
     def forward(self, x: Any) -> Any:
         return self._conv(x, F.conv1d_forward)
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over ``(N, C, D, H, W)`` volumes (``torch.nn.Conv3d``).
+
+    Same arguments as :class:`Conv2d` with ints or triples for ``kernel_size``, ``stride``,
+    ``padding`` (or ``"same"``/``"valid"``) and ``dilation``, and the same ``padding_mode``.
+    Weight ``(out_channels, in_channels/groups, kd, kh, kw)``. Computed as ``kd`` 2-D
+    convolutions of the depth slices (see :mod:`nnx.functional.convolution3d`).
+
+    >>> import nnx
+    >>> conv = nnx.Conv3d(2, 4, 3, padding=1)
+    >>> tuple(conv(nnx.asarray([[[[[1.0] * 5] * 5] * 5] * 2])).shape)
+    (1, 4, 5, 5, 5)
+    """
+
+    _n = 3
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 dtype: Any = None, backend: Any = None, device: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, 0, dtype, backend, device)
+
+    def forward(self, x: Any) -> Any:
+        return self._conv(x, F.conv3d_forward)
 
 
 class ConvTranspose2d(_ConvNd):
