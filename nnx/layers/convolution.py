@@ -1,10 +1,12 @@
-"""Convolution layers (NCHW): Conv1d, Conv2d, ConvTranspose2d.
+"""Convolution layers: Conv1d, Conv2d, Conv3d, ConvTranspose2d.
 
 Names, arguments, defaults, parameter shapes, initialisation and state_dict keys follow
 ``torch.nn``. A layer checks its hyper-parameters when built and, at each call, that the input
 lives with its parameters and has their dtype; the functional op (:mod:`nnx.functional.convolution`)
-checks the rest (rank, channels, that the kernel fits) with errors that name the layer. Only
-``padding_mode="zeros"`` is supported; inputs must be batched (add the batch axis with ``x[None, ...]``).
+checks the rest (rank, channels, that the kernel fits) with errors that name the layer.
+``padding_mode`` "reflect", "replicate" and "circular" pad the input with :func:`nnx.functional.pad`
+before a convolution without padding (as PyTorch); the transposed convolution takes "zeros" only.
+Inputs must be batched (add the batch axis with ``x[None, ...]``).
 """
 
 from __future__ import annotations
@@ -21,7 +23,29 @@ from ..functional.workspace import Workspace
 from ..module import Module, Parameter
 from ._parameters import full
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose2d"]
+
+PADDING_MODES = ("zeros", "reflect", "replicate", "circular")
+
+
+def reversed_padding_repeated_twice(padding: str | tuple[int, ...], kernel: tuple[int, ...],
+                                    dilation: tuple[int, ...]) -> tuple[int, ...]:
+    """The ``F.pad`` tuple of a convolution's padding (last axis first, left then right; PyTorch's split
+    of ``"same"``: the extra element on the right).
+
+    >>> reversed_padding_repeated_twice((1, 2), (3, 5), (1, 1))
+    (2, 2, 1, 1)
+    """
+    pads: list[int] = []
+    for i in reversed(range(len(kernel))):
+        if padding == "valid":
+            pads += [0, 0]
+        elif padding == "same":
+            total = dilation[i] * (kernel[i] - 1)
+            pads += [total // 2, total - total // 2]
+        else:
+            pads += [padding[i], padding[i]]  # type: ignore[index]
+    return tuple(pads)
 
 
 class _ConvNd(Module):
@@ -47,8 +71,11 @@ class _ConvNd(Module):
         self.dilation = ntuple(name, "dilation", dilation, n)
         self.padding: Any = conv_padding(name, padding, self.stride, n, self._transposed)
         self.output_padding = ntuple(name, "output_padding", output_padding, n, allow_zero=True)
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"{name}: only padding_mode='zeros' is supported, got {padding_mode!r}")
+        if padding_mode not in PADDING_MODES:
+            raise ValueError(f"{name}: padding_mode must be one of {PADDING_MODES}, got {padding_mode!r}")
+        if self._transposed and padding_mode != "zeros":
+            raise ValueError(f"{name}: only padding_mode='zeros' is supported for a transposed convolution "
+                             f"(as PyTorch), got {padding_mode!r}")
         self.padding_mode = padding_mode
         if self._transposed:
             check_output_padding(name, self.output_padding, self.stride, self.dilation)
@@ -79,7 +106,7 @@ class _ConvNd(Module):
     def extra_repr(self) -> str:
         s = f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}"
         if self.padding != (0,) * self._n:
-            s += f", padding={self.padding!r}"
+            s += f", padding={self.padding}"  # as torch: padding=same
         if self.dilation != (1,) * self._n:
             s += f", dilation={self.dilation}"
         if self.output_padding != (0,) * self._n:
@@ -88,7 +115,34 @@ class _ConvNd(Module):
             s += f", groups={self.groups}"
         if self.bias is None:
             s += ", bias=False"
+        if self.padding_mode != "zeros":
+            s += f", padding_mode={self.padding_mode}"
         return s
+
+    def _conv(self, x: Any, op: Any, **kwargs: Any) -> Any:
+        """Run the convolution ``op(x, w, b, stride, padding, dilation, groups, **kwargs)`` and record it;
+        with a non-zero ``padding_mode`` the input is padded first (``F.pad``) and the convolution has
+        no padding of its own; the recorded backward runs both backwards."""
+        w, b = self._weights(x)
+        if self.padding_mode == "zeros":
+            y, backward = op(x, w, b, self.stride, self.padding, self.dilation, self.groups, where=self._where,
+                             **kwargs)
+            return self.record(y, backward, params=("weight", "bias"))
+        if x.ndim != self._n + 2:
+            layout = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[self._n]
+            raise rank_error(self._where, x, (self._n + 2,), layout)
+        try:
+            xpad, pad_backward = F.pad_forward(x, reversed_padding_repeated_twice(self.padding, self.kernel_size,
+                                                                                  self.dilation), self.padding_mode)
+        except ValueError as e:
+            raise ValueError(f"{self._where}: {e}") from None
+        y, conv_backward = op(xpad, w, b, self.stride, 0, self.dilation, self.groups, where=self._where, **kwargs)
+
+        def backward(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
+            dxpad, grads = conv_backward(dy, input_grad)
+            return (pad_backward(dxpad)[0] if input_grad else None), grads
+
+        return self.record(y, backward, params=("weight", "bias"))
 
     def _weights(self, x: Any) -> tuple[Any, Any]:
         """``(weight, bias)`` arrays, after the boundary check of ``x`` against them."""
@@ -108,7 +162,8 @@ class Conv2d(_ConvNd):
             size; stride 1 only; odd total padding puts the extra row/column bottom/right).
         groups: split channels into groups (``groups == in_channels`` is a depthwise convolution).
         bias: learn an additive bias (default True).
-        padding_mode: only ``"zeros"`` is supported.
+        padding_mode: ``"zeros"`` (default), ``"reflect"``, ``"replicate"`` or ``"circular"``: how the
+            ``padding`` is filled (the non-zero modes pad with :func:`nnx.functional.pad` first).
         dtype, backend, device: where the parameters are created (``backend`` is nnx's addition).
 
     Shapes: input ``(N, in_channels, H, W)``, output ``(N, out_channels, OH, OW)`` with
@@ -129,17 +184,14 @@ class Conv2d(_ConvNd):
                          padding_mode, 0, dtype, backend, device)
 
     def forward(self, x: Any) -> Any:
-        w, b = self._weights(x)
-        y, backward = F.conv2d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
-                                       workspace=self._workspace, where=self._where)
-        return self.record(y, backward, params=("weight", "bias"))
+        return self._conv(x, F.conv2d_forward, workspace=self._workspace)
 
 
 class Conv1d(_ConvNd):
     """1-D convolution over ``(N, C, L)`` sequences (``torch.nn.Conv1d``).
 
     Same arguments as :class:`Conv2d` with ints (or 1-tuples) for ``kernel_size``, ``stride``,
-    ``padding`` (or ``"same"``/``"valid"``) and ``dilation``. Weight ``(out_channels,
+    ``padding`` (or ``"same"``/``"valid"``) and ``dilation``, and the same ``padding_mode``. Weight ``(out_channels,
     in_channels/groups, k)``. Computed as a 2-D convolution of height 1.
 
     >>> import nnx
@@ -157,10 +209,33 @@ class Conv1d(_ConvNd):
                          padding_mode, 0, dtype, backend, device)
 
     def forward(self, x: Any) -> Any:
-        w, b = self._weights(x)
-        y, backward = F.conv1d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
-                                       where=self._where)
-        return self.record(y, backward, params=("weight", "bias"))
+        return self._conv(x, F.conv1d_forward)
+
+
+class Conv3d(_ConvNd):
+    """3-D convolution over ``(N, C, D, H, W)`` volumes (``torch.nn.Conv3d``).
+
+    Same arguments as :class:`Conv2d` with ints or triples for ``kernel_size``, ``stride``,
+    ``padding`` (or ``"same"``/``"valid"``) and ``dilation``, and the same ``padding_mode``.
+    Weight ``(out_channels, in_channels/groups, kd, kh, kw)``. Computed as ``kd`` 2-D
+    convolutions of the depth slices (see :mod:`nnx.functional.convolution3d`).
+
+    >>> import nnx
+    >>> conv = nnx.Conv3d(2, 4, 3, padding=1)
+    >>> tuple(conv(nnx.asarray([[[[[1.0] * 5] * 5] * 5] * 2])).shape)
+    (1, 4, 5, 5, 5)
+    """
+
+    _n = 3
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Any, stride: Any = 1, padding: Any = 0,
+                 dilation: Any = 1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros", *,
+                 dtype: Any = None, backend: Any = None, device: Any = None) -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
+                         padding_mode, 0, dtype, backend, device)
+
+    def forward(self, x: Any) -> Any:
+        return self._conv(x, F.conv3d_forward)
 
 
 class ConvTranspose2d(_ConvNd):

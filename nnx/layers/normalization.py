@@ -1,4 +1,4 @@
-"""Normalisation layers: BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm.
+"""Normalisation layers: BatchNorm1d, BatchNorm2d, LayerNorm, GroupNorm, InstanceNorm1d, InstanceNorm2d, RMSNorm.
 
 Names, arguments, parameters, buffers and state_dict keys follow ``torch.nn``. A layer checks
 its hyper-parameters when built and, at each call, that the input lives with its parameters, has
@@ -8,6 +8,7 @@ checks the rest with errors that name the layer.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import nnx_backends as backends
@@ -16,10 +17,11 @@ from .. import functional as F
 from .. import init
 from ..errors import check_positive_int
 from ..functional._validation import check_array_input, check_input, rank_error
+from ..functional.normalization_extra import normalized_shape_tuple
 from ..module import Module, Parameter
 from ._parameters import backend_for, full
 
-__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "LayerNorm"]
+__all__ = ["BatchNorm1d", "BatchNorm2d", "GroupNorm", "InstanceNorm1d", "InstanceNorm2d", "LayerNorm", "RMSNorm"]
 
 
 def _check_channels(where: str, x: Any, ref: Any, ndims: tuple[int, ...], layout: str, channels: int) -> None:
@@ -255,3 +257,131 @@ class GroupNorm(Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+class _InstanceNorm(_BatchNorm):
+    _batched = 3
+    _layout = "(N, C, L)"
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1, affine: bool = False,
+                 track_running_stats: bool = False, *, dtype: Any = None, backend: Any = None,
+                 device: Any = None) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, dtype=dtype, backend=backend,
+                         device=device)
+
+    def _check(self, where: str, x: Any, ref: Any) -> None:
+        if ref is not None:
+            check_input(where, x, ref)
+        else:
+            check_array_input(where, x)
+        if x.ndim not in (self._batched - 1, self._batched):
+            raise rank_error(where, x, (self._batched - 1, self._batched), self._layout)
+
+    def forward(self, x: Any) -> Any:
+        where = f"{type(self).__name__}({self.extra_repr()})"
+        ref = self._ref()
+        if ref is None or type(x) is not type(ref) or x.dtype != ref.dtype or x.ndim != self._batched:
+            self._check(where, x, ref)
+        xp = backends.backend_of(x).xp
+        unbatched = x.ndim == self._batched - 1
+        if unbatched:
+            x = xp.expand_dims(x, axis=0)
+        if x.shape[1] != self.num_features:
+            message = (f"{where}: expected input with {self.num_features} channels (dimension "
+                       f"{0 if unbatched else 1}), got shape {tuple(x.shape[1:] if unbatched else x.shape)}")
+            if self.affine or self.track_running_stats:
+                raise ValueError(message)
+            warnings.warn(message + "; normalising each channel anyway (as PyTorch)", stacklevel=2)
+        w = self.weight.data if self.weight is not None else None
+        b = self.bias.data if self.bias is not None else None
+        use_input_stats = self.training or not self.track_running_stats
+        momentum = 0.0 if self.momentum is None else self.momentum  # PyTorch passes 0 for None
+        y, backward, new_mean, new_var = F.instance_norm_running_forward(
+            x, self.running_mean, self.running_var, w, b, use_input_stats, momentum, self.eps, where=where)
+        if new_mean is not None:
+            self.running_mean, self.running_var = new_mean, new_var
+        if unbatched:
+            y = y[0, ...]
+            batched_backward = backward
+
+            def backward(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
+                dx, grads = batched_backward(xp.expand_dims(dy, axis=0), input_grad)
+                return (dx[0, ...] if dx is not None else None), grads
+
+        return self.record(y, backward, params=("weight", "bias"))
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalisation of ``(N, C, L)`` (or unbatched ``(C, L)``) inputs (``torch.nn.InstanceNorm1d``).
+
+    Each ``(sample, channel)`` is normalised over its ``L`` positions. Args as PyTorch:
+    ``num_features`` (C), ``eps=1e-5``, ``momentum=0.1``, ``affine=False`` (learn ``weight``/``bias``
+    of shape ``(C,)``), ``track_running_stats=False`` (buffers ``running_mean``, ``running_var``,
+    ``num_batches_tracked``: updated in training with the batch average of the instance statistics,
+    used in eval mode). A channel count other than ``num_features`` is an error with affine
+    parameters or running statistics and a warning otherwise (as PyTorch).
+
+    >>> import nnx
+    >>> nnx.to_numpy(nnx.InstanceNorm1d(1)(nnx.asarray([[[1.0, 3.0]]]))).round(3).tolist()
+    [[[-1.0, 1.0]]]
+    """
+
+    _batched = 3
+    _layout = "(N, C, L) or (C, L)"
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalisation of NCHW (or unbatched ``(C, H, W)``) images (``torch.nn.InstanceNorm2d``).
+
+    Each ``(sample, channel)`` is normalised over its ``H*W`` positions; arguments as
+    :class:`InstanceNorm1d`.
+
+    >>> import nnx
+    >>> nnx.to_numpy(nnx.InstanceNorm2d(1)(nnx.asarray([[[[1.0], [3.0]]]]))).round(3).tolist()
+    [[[[-1.0], [1.0]]]]
+    """
+
+    _batched = 4
+    _layout = "(N, C, H, W) or (C, H, W)"
+
+
+class RMSNorm(Module):
+    """Root-mean-square normalisation over the trailing ``normalized_shape`` axes (``torch.nn.RMSNorm``).
+
+    ``y = x / sqrt(mean(x**2) + eps) * weight``. Args: ``normalized_shape`` (int or tuple),
+    ``eps=None`` (the input dtype's machine epsilon, as PyTorch), ``elementwise_affine=True``
+    (learn ``weight``, ones of shape ``normalized_shape``; no bias).
+
+    >>> import nnx
+    >>> nnx.to_numpy(nnx.RMSNorm(2, eps=0.0)(nnx.asarray([[3.0, -3.0]]))).tolist()
+    [[1.0, -1.0]]
+    """
+
+    def __init__(self, normalized_shape: Any, eps: float | None = None, elementwise_affine: bool = True, *,
+                 dtype: Any = None, backend: Any = None, device: Any = None) -> None:
+        super().__init__()
+        self.normalized_shape = normalized_shape_tuple("RMSNorm", normalized_shape)
+        if eps is not None and (isinstance(eps, bool) or not isinstance(eps, (int, float)) or eps < 0):
+            raise ValueError(f"RMSNorm: eps must be a non-negative number or None, got {eps!r}")
+        self.eps = None if eps is None else float(eps)
+        self.elementwise_affine = bool(elementwise_affine)
+        self.register_parameter("weight", Parameter(full(self.normalized_shape, 1.0, dtype, backend, device))
+                                if elementwise_affine else None)
+
+    def reset_parameters(self) -> None:
+        """Weight 1."""
+        if self.weight is not None:
+            init.ones_(self.weight)
+
+    def forward(self, x: Any) -> Any:
+        where = f"RMSNorm({self.extra_repr()})"
+        w = self.weight.data if self.weight is not None else None
+        if w is None:
+            check_array_input(where, x)
+        elif type(x) is not type(w) or x.dtype != w.dtype:
+            check_input(where, x, w)
+        y, backward = F.rms_norm_forward(x, self.normalized_shape, w, self.eps, where=where)
+        return self.record(y, backward, params=("weight",))
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
