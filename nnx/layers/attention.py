@@ -26,6 +26,55 @@ def _bool_bias(xp: Any, mask: Array, dtype: Any) -> Array:
                     xp.zeros(mask.shape, dtype=dtype, device=dev))
 
 
+class _Ctx:
+    """The geometry of one MultiheadAttention call and what its backward needs.
+
+    ``bf``: tokens are in ``(N, T)`` order (batch_first inputs are used as they are, no transpose
+    copy); ``sa``/``ba``: the sequence and batch axes; ``extra``: key slots appended by ``bias_k``
+    and ``add_zero_attn``.
+    """
+
+    def __init__(self, xp: Any, m: MultiheadAttention, query: Array, key: Array, value: Array, unbatched: bool,
+                 fused: bool, average: bool) -> None:
+        self.xp, self.m, self.unbatched, self.fused, self.average = xp, m, unbatched, fused, average
+        self.bf = m.batch_first and not unbatched
+        self.sa, ba = (1, 0) if self.bf else (0, 1)
+        self.L, self.N, self.E = query.shape[self.sa], query.shape[ba], query.shape[2]
+        self.S = key.shape[self.sa]
+        if key.shape[ba] != self.N or value.shape[ba] != self.N or value.shape[self.sa] != self.S:
+            raise ValueError(f"{m._where()}: key and value must share the batch size of query and the same "
+                             f"sequence length; got shapes {tuple(query.shape)}, {tuple(key.shape)}, "
+                             f"{tuple(value.shape)}")
+        self.extra = int(m.bias_k is not None) + int(bool(m.add_zero_attn))
+        self.device = backends.device_of(query)
+        self.proj_fn: Any = None
+        self.attn_bwd: Any = None
+
+    def backward(self, dout: Array, input_grad: bool = True, grad_weights: Array | None = None,
+                 summed: bool = False) -> tuple:
+        return self.m._backward_pass(self, dout, input_grad, grad_weights, summed)
+
+    def tokens(self, t: Array, T: int) -> Array:
+        """``(T*N or N*T, E)`` -> ``(T, N, E)`` or ``(N, T, E)``."""
+        return self.xp.reshape(t, (self.N, T, self.E) if self.bf else (T, self.N, self.E))
+
+    def heads(self, t: Array) -> Array:
+        """-> ``(N, H, T, hd)``, a view."""
+        xp, N, H, hd = self.xp, self.N, self.m.num_heads, self.m.head_dim
+        T = t.shape[self.sa]
+        if self.bf:
+            return xp.permute_dims(xp.reshape(t, (N, T, H, hd)), (0, 2, 1, 3))
+        return xp.permute_dims(xp.reshape(t, (T, N, H, hd)), (1, 2, 0, 3))
+
+    def unheads(self, t: Array) -> Array:
+        """``(N, H, T, hd)`` -> ``(N, T, H, hd)`` or ``(T, N, H, hd)``, a view."""
+        return self.xp.permute_dims(t, (0, 2, 1, 3) if self.bf else (2, 0, 1, 3))
+
+    def shape_back(self, t: Array, T: int) -> Array:
+        t = self.xp.reshape(t, (self.N, T, -1) if self.bf else (T, self.N, -1))
+        return t[:, 0, :] if self.unbatched else t
+
+
 class MultiheadAttention(Module):
     """Multi-head attention with torch's parameters, masks and state_dict keys.
 
@@ -178,60 +227,14 @@ class MultiheadAttention(Module):
             query, key, value = query[:, None, :], key[:, None, :], value[:, None, :]
             if key_padding_mask is not None:
                 key_padding_mask = xp.reshape(key_padding_mask, (1, *key_padding_mask.shape))
-        # bf: tokens in (N, T) order (batch_first inputs are used as they are, without a transpose copy)
-        bf = self.batch_first and not unbatched
-        sa, ba = (1, 0) if bf else (0, 1)  # sequence axis, batch axis
-        L, N, E = query.shape[sa], query.shape[ba], query.shape[2]
-        S = key.shape[sa]
-        if key.shape[ba] != N or value.shape[ba] != N or value.shape[sa] != S:
-            raise ValueError(f"{self._where()}: key and value must share the batch size of query and the same "
-                             f"sequence length; got shapes {tuple(query.shape)}, {tuple(key.shape)}, "
-                             f"{tuple(value.shape)}")
-        H, hd = self.num_heads, self.head_dim
-        dt = query.dtype
-        am = self._float_mask(xp, attn_mask, "attn_mask", [(L, S), (N * H, L, S)], dt)
-        kpm = self._float_mask(xp, key_padding_mask, "key_padding_mask", [(N, S)], dt)
-        if is_causal and attn_mask is None:
-            dev = getattr(query, "device", None)
-            am = _bool_bias(xp, xp.arange(L, device=dev)[:, None] < xp.arange(S, device=dev)[None, :], dt)
-        (q, k, v), proj_fn = self._project(xp, query, key, value, fused)
-
-        def tokens(t: Array, T: int) -> Array:  # (T*N or N*T, E) -> (L, N, E) or (N, L, E)
-            return xp.reshape(t, (N, T, E) if bf else (T, N, E))
-        q, k, v = tokens(q, L), tokens(k, S), tokens(v, S)
-        extra = 0
-        if self.bias_k is not None:
-            bshape = (N, 1, E) if bf else (1, N, E)
-            k = xp.concat([k, xp.broadcast_to(xp.reshape(self.bias_k.data, (1, 1, E)), bshape)], axis=sa)
-            v = xp.concat([v, xp.broadcast_to(xp.reshape(self.bias_v.data, (1, 1, E)), bshape)], axis=sa)
-            extra += 1
-
-        def heads(t: Array) -> Array:  # -> (N, H, T, hd), a view
-            T = t.shape[sa]
-            if bf:
-                return xp.permute_dims(xp.reshape(t, (N, T, H, hd)), (0, 2, 1, 3))
-            return xp.permute_dims(xp.reshape(t, (T, N, H, hd)), (1, 2, 0, 3))
-        qh, kh, vh = heads(q), heads(k), heads(v)
-        if self.add_zero_attn:
-            z = xp.zeros((N, H, 1, hd), dtype=dt)
-            kh = xp.concat([kh, z], axis=2)
-            vh = xp.concat([vh, z], axis=2)
-            extra += 1
-        S2 = S + extra
-        mask = None
-        if am is not None:
-            am = xp.reshape(am, (1, 1, L, S)) if am.ndim == 2 else xp.reshape(am, (N, H, L, S))
-            mask = am
-        if kpm is not None:
-            kp = xp.reshape(kpm, (N, 1, 1, S))
-            mask = kp if mask is None else mask + kp
-        if mask is not None and extra:
-            pad = xp.zeros((*mask.shape[:-1], extra), dtype=dt)
-            mask = xp.concat([mask, pad], axis=-1)
+        c = _Ctx(xp, self, query, key, value, unbatched, fused, average_attn_weights)
+        mask = self._mask(c, attn_mask, key_padding_mask, is_causal, query.dtype)
+        (q, k, v), c.proj_fn = self._project(xp, query, key, value, fused)
+        qh, kh, vh = self._heads_of(c, q, k, v)
         p_drop = self.dropout if self.training else 0.0
-        oh, probs, attn_bwd = attention_forward(qh, kh, vh, mask, p_drop, where=self._where())
-        o = xp.reshape(xp.permute_dims(oh, (0, 2, 1, 3) if bf else (2, 0, 1, 3)), (L * N, E))
-        out = xp.reshape(self.out_proj(o), (N, L, E) if bf else (L, N, E))
+        oh, probs, c.attn_bwd = attention_forward(qh, kh, vh, mask, p_drop, where=self._where())
+        o = xp.reshape(xp.permute_dims(oh, (0, 2, 1, 3) if c.bf else (2, 0, 1, 3)), (c.L * c.N, c.E))
+        out = xp.reshape(self.out_proj(o), (c.N, c.L, c.E) if c.bf else (c.L, c.N, c.E))
         weights = None
         if need_weights:
             weights = xp.mean(probs, axis=1) if average_attn_weights else probs
@@ -239,75 +242,109 @@ class MultiheadAttention(Module):
                 weights = weights[0, ...]
         if unbatched:
             out = out[:, 0, :]
-
-        def unheads(t: Array) -> Array:  # (N, H, T, hd) -> (N, T, H, hd) or (T, N, H, hd), a view
-            return xp.permute_dims(t, (0, 2, 1, 3) if bf else (2, 0, 1, 3))
-
-        def backward(dout: Array, input_grad: bool = True, grad_weights: Array | None = None,
-                     summed: bool = False) -> tuple:
-            if unbatched:
-                dout = dout[:, None, :]
-            do = self.out_proj.backward(xp.reshape(dout, (L * N, E)))
-            doh = xp.permute_dims(xp.reshape(do, (N, L, H, hd) if bf else (L, N, H, hd)),
-                                  (0, 2, 1, 3) if bf else (1, 2, 0, 3))
-            gp = None
-            if grad_weights is not None:
-                gw = xp.reshape(grad_weights, (1, *grad_weights.shape)) if unbatched else grad_weights
-                gp = (xp.broadcast_to(xp.reshape(gw, (N, 1, L, S2)), (N, H, L, S2)) / H) if average_attn_weights else gw
-            dqh, (dkh, dvh) = attn_bwd(doh, True, gp)
-            if self.add_zero_attn:
-                dkh, dvh = dkh[:, :, :-1, :], dvh[:, :, :-1, :]
-            if fused:
-                return _fused_backward(xp, proj_fn, (dqh, dkh, dvh), input_grad, summed)
-            dq, dk, dv = (xp.reshape(unheads(t), (*t.shape[:1], t.shape[2], E) if bf else (t.shape[2], N, E))
-                          for t in (dqh, dkh, dvh))
-            grads: dict[str, Array | None] = {}
-            if self.bias_k is not None:
-                grads["bias_k"] = xp.reshape(xp.sum(dk[:, S:S + 1, :] if bf else dk[S:S + 1, ...], axis=(0, 1)),
-                                             (1, 1, E))
-                grads["bias_v"] = xp.reshape(xp.sum(dv[:, S:S + 1, :] if bf else dv[S:S + 1, ...], axis=(0, 1)),
-                                             (1, 1, E))
-                dk, dv = (dk[:, :S, :], dv[:, :S, :]) if bf else (dk[:S, ...], dv[:S, ...])
-            bq_fn, bk_fn, bv_fn = proj_fn
-            dxq, (gwq, gbq) = bq_fn(xp.reshape(dq, (L * N, E)), input_grad)
-            dxk, (gwk, gbk) = bk_fn(xp.reshape(dk, (S * N, E)), input_grad)
-            dxv, (gwv, gbv) = bv_fn(xp.reshape(dv, (S * N, E)), input_grad)
-            if self._qkv_same_embed_dim:
-                grads["in_proj_weight"] = xp.concat([gwq, gwk, gwv], axis=0)
-            else:
-                grads.update(q_proj_weight=gwq, k_proj_weight=gwk, v_proj_weight=gwv)
-            if self.in_proj_bias is not None:
-                grads["in_proj_bias"] = xp.concat([gbq, gbk, gbv], axis=0)
-            if not input_grad:
-                return None, grads
-
-            def shape_back(t: Array, T: int) -> Array:
-                t = xp.reshape(t, (N, T, -1) if bf else (T, N, -1))
-                return t[:, 0, :] if unbatched else t
-            dx = (shape_back(dxq, L), shape_back(dxk, S), shape_back(dxv, S))
-            if summed:
-                return dx[0] + dx[1] + dx[2], grads
-            return dx, grads
-
-        def _fused_backward(xp: Any, fn: Any, dh: tuple, input_grad: bool, summed: bool) -> tuple:
-            # (N, H, T, hd) x3 -> (tokens, 3E) in one copy, then one GEMM for the weight gradient
-            # and one for the input gradient
-            dqkv = xp.reshape(xp.stack([unheads(t) for t in dh], axis=2), (L * N, 3 * E))
-            dx, (gw, gb) = fn(dqkv, input_grad)
-            grads: dict[str, Array | None] = {"in_proj_weight": gw}
-            if self.in_proj_bias is not None:
-                grads["in_proj_bias"] = gb
-            if not input_grad:
-                return None, grads
-            dx = xp.reshape(dx, (N, L, E) if bf else (L, N, E))
-            if unbatched:
-                dx = dx[:, 0, :]
-            if summed:
-                return dx, grads
-            return (dx, xp.zeros_like(dx), xp.zeros_like(dx)), grads
-
-        self.record(out, backward)
+        self.record(out, c.backward)
         return out, weights
+
+    def _mask(self, c: _Ctx, attn_mask: Array | None, key_padding_mask: Array | None, is_causal: bool,
+              dt: Any) -> Array | None:
+        """One additive mask ``(1 or N, 1 or H, L, S + extra)`` from the attention and padding masks."""
+        xp, L, N, S, H = c.xp, c.L, c.N, c.S, self.num_heads
+        am = self._float_mask(xp, attn_mask, "attn_mask", [(L, S), (N * H, L, S)], dt)
+        kpm = self._float_mask(xp, key_padding_mask, "key_padding_mask", [(N, S)], dt)
+        if is_causal and attn_mask is None:
+            dev = c.device
+            am = _bool_bias(xp, xp.arange(L, device=dev)[:, None] < xp.arange(S, device=dev)[None, :], dt)
+        mask = None
+        if am is not None:
+            mask = xp.reshape(am, (1, 1, L, S)) if am.ndim == 2 else xp.reshape(am, (N, H, L, S))
+        if kpm is not None:
+            kp = xp.reshape(kpm, (N, 1, 1, S))
+            mask = kp if mask is None else mask + kp
+        if mask is not None and c.extra:
+            mask = xp.concat([mask, xp.zeros((*mask.shape[:-1], c.extra), dtype=dt)], axis=-1)
+        return mask
+
+    def _heads_of(self, c: _Ctx, q: Array, k: Array, v: Array) -> tuple[Array, Array, Array]:
+        """Projected tokens -> ``(N, H, T, hd)`` views, with ``bias_k``/``bias_v`` and the zero
+        attention slot appended where asked."""
+        xp, N, E, sa = c.xp, c.N, c.E, c.sa
+        q, k, v = c.tokens(q, c.L), c.tokens(k, c.S), c.tokens(v, c.S)
+        if self.bias_k is not None:
+            bshape = (N, 1, E) if c.bf else (1, N, E)
+            k = xp.concat([k, xp.broadcast_to(xp.reshape(self.bias_k.data, (1, 1, E)), bshape)], axis=sa)
+            v = xp.concat([v, xp.broadcast_to(xp.reshape(self.bias_v.data, (1, 1, E)), bshape)], axis=sa)
+        qh, kh, vh = c.heads(q), c.heads(k), c.heads(v)
+        if self.add_zero_attn:
+            z = xp.zeros((N, self.num_heads, 1, self.head_dim), dtype=q.dtype)
+            kh = xp.concat([kh, z], axis=2)
+            vh = xp.concat([vh, z], axis=2)
+        return qh, kh, vh
+
+    def _backward_pass(self, c: _Ctx, dout: Array, input_grad: bool = True, grad_weights: Array | None = None,
+                       summed: bool = False) -> tuple:
+        """The recorded closure: ``(input gradients, {parameter name: gradient})``."""
+        xp, L, N, E, H = c.xp, c.L, c.N, c.E, self.num_heads
+        if c.unbatched:
+            dout = dout[:, None, :]
+        do = self.out_proj.backward(xp.reshape(dout, (L * N, E)))
+        doh = xp.permute_dims(xp.reshape(do, (N, L, H, self.head_dim) if c.bf else (L, N, H, self.head_dim)),
+                              (0, 2, 1, 3) if c.bf else (1, 2, 0, 3))
+        gp = None
+        if grad_weights is not None:
+            gw = xp.reshape(grad_weights, (1, *grad_weights.shape)) if c.unbatched else grad_weights
+            S2 = c.S + c.extra
+            gp = (xp.broadcast_to(xp.reshape(gw, (N, 1, L, S2)), (N, H, L, S2)) / H) if c.average else gw
+        dqh, (dkh, dvh) = c.attn_bwd(doh, True, gp)
+        if self.add_zero_attn:
+            dkh, dvh = dkh[:, :, :-1, :], dvh[:, :, :-1, :]
+        if c.fused:
+            return self._fused_backward(c, (dqh, dkh, dvh), input_grad, summed)
+        return self._split_backward(c, (dqh, dkh, dvh), input_grad, summed)
+
+    def _split_backward(self, c: _Ctx, dh: tuple, input_grad: bool, summed: bool) -> tuple:
+        """Backward of three separate projections (cross-attention, kdim/vdim, bias_k)."""
+        xp, L, N, E, S, bf = c.xp, c.L, c.N, c.E, c.S, c.bf
+        dq, dk, dv = (xp.reshape(c.unheads(t), (*t.shape[:1], t.shape[2], E) if bf else (t.shape[2], N, E))
+                      for t in dh)
+        grads: dict[str, Array | None] = {}
+        if self.bias_k is not None:
+            for name, d in (("bias_k", dk), ("bias_v", dv)):
+                grads[name] = xp.reshape(xp.sum(d[:, S:S + 1, :] if bf else d[S:S + 1, ...], axis=(0, 1)), (1, 1, E))
+            dk, dv = (dk[:, :S, :], dv[:, :S, :]) if bf else (dk[:S, ...], dv[:S, ...])
+        bq_fn, bk_fn, bv_fn = c.proj_fn
+        dxq, (gwq, gbq) = bq_fn(xp.reshape(dq, (L * N, E)), input_grad)
+        dxk, (gwk, gbk) = bk_fn(xp.reshape(dk, (S * N, E)), input_grad)
+        dxv, (gwv, gbv) = bv_fn(xp.reshape(dv, (S * N, E)), input_grad)
+        if self._qkv_same_embed_dim:
+            grads["in_proj_weight"] = xp.concat([gwq, gwk, gwv], axis=0)
+        else:
+            grads.update(q_proj_weight=gwq, k_proj_weight=gwk, v_proj_weight=gwv)
+        if self.in_proj_bias is not None:
+            grads["in_proj_bias"] = xp.concat([gbq, gbk, gbv], axis=0)
+        if not input_grad:
+            return None, grads
+        dx = (c.shape_back(dxq, L), c.shape_back(dxk, S), c.shape_back(dxv, S))
+        if summed:
+            return dx[0] + dx[1] + dx[2], grads
+        return dx, grads
+
+    def _fused_backward(self, c: _Ctx, dh: tuple, input_grad: bool, summed: bool) -> tuple:
+        """Backward of the one-GEMM self-attention projection: ``(N, H, T, hd)`` x3 -> ``(tokens, 3E)``
+        in one copy, then one GEMM for the weight gradient and one for the input gradient."""
+        xp, L, N, E = c.xp, c.L, c.N, c.E
+        dqkv = xp.reshape(xp.stack([c.unheads(t) for t in dh], axis=2), (L * N, 3 * E))
+        dx, (gw, gb) = c.proj_fn(dqkv, input_grad)
+        grads: dict[str, Array | None] = {"in_proj_weight": gw}
+        if self.in_proj_bias is not None:
+            grads["in_proj_bias"] = gb
+        if not input_grad:
+            return None, grads
+        dx = xp.reshape(dx, (N, L, E) if c.bf else (L, N, E))
+        if c.unbatched:
+            dx = dx[:, 0, :]
+        if summed:
+            return dx, grads
+        return (dx, xp.zeros_like(dx), xp.zeros_like(dx)), grads
 
     def backward(self, grad_output: Array, grad_weights: Array | None = None, *,
                  input_grad: bool = True) -> tuple[Array, Array, Array] | None:
