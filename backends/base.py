@@ -250,7 +250,7 @@ class Backend(FusedOps):
         v = exp_avg_sq
         if max_exp_avg_sq is not None:
             max_exp_avg_sq = v = xp.maximum(max_exp_avg_sq, exp_avg_sq)
-        denom = xp.sqrt(v) / math.sqrt(bias_correction2) + eps
+        denom = xp.sqrt(v) / bias_correction2 ** 0.5 + eps  # ** 0.5: a traced step count works too (jax.jit)
         param -= (lr / bias_correction1) * (exp_avg / denom)
         return param, exp_avg, exp_avg_sq, max_exp_avg_sq
 

@@ -129,6 +129,9 @@ class FusedOps:
         return C.col2im(self, cols, shape, kernel, stride, dilation, pads, out)
 
     # ------------------------------------------------------------------ optimizers (flat buffers)
+    # The ``*_step_`` methods update their arguments in place: they are for mutable libraries, where
+    # the optimizers' device-shaped path calls them (``Optimizer._update_group``); on an immutable
+    # library the optimizers take their per-parameter path, which stores every result it computes.
     def sgd_step_(self, param: Array, grad: Array, buf: Array | None, **kw: Any) -> None:
         """SGD (momentum, dampening, nesterov, weight decay) in place."""
         T.sgd_step_(self.xp, param, grad, buf, **kw)

@@ -58,6 +58,8 @@ class JaxBackend(Backend):
         return f"{self.device.platform}:{self.device.id}"
 
     def device_of(self, x: Any) -> Any:
+        if isinstance(x, self._jax.core.Tracer):  # inside jax.jit: placed by the compiled step
+            return self.device
         return next(iter(x.devices()))
 
     def asarray(self, obj: Any, dtype: Any = None, copy: bool | None = None) -> Any:

@@ -40,6 +40,7 @@ from .backend import (
     to_numpy,
     use_backend,
 )
+from .compiled import compile_step
 from .dlpack import from_dlpack
 from .errors import BackendMismatchError, NotRecordedError
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
@@ -79,7 +80,8 @@ __all__ = [
     "backend_names", "clip_grad_norm_", "clip_grad_value_", "enable_grad", "functional", "get_backend",
     "get_default_dtype", "gradcheck", "init", "is_grad_enabled", "manual_seed", "no_grad", "optim",
     "set_backend", "set_default_dtype", "summary", "synchronize", "to_numpy", "use_backend",
-    "callbacks", "data", "metrics", "amp", "launches", "count_launches", *_serialization.__all__, *_training.__all__,
+    "callbacks", "data", "metrics", "amp", "launches", "count_launches", "compile_step",
+    *_serialization.__all__, *_training.__all__,
 ]
 __all__ += ["CosineEmbeddingLoss", "GaussianNLLLoss", "KLDivLoss", "MarginRankingLoss", "PoissonNLLLoss",
             "TripletMarginLoss"]

@@ -115,10 +115,14 @@ class GradScaler:
                 g = p.grad
                 if g is None:
                     continue
-                xp = backends.backend_of(g).xp
+                b = backends.backend_of(g)
+                xp = b.xp
                 bad = xp.any(xp.logical_not(xp.isfinite(g)))
                 found = bad if found is None else xp.logical_or(found, bad)
-                g *= inv
+                if b.mutable:
+                    g *= inv
+                else:  # an immutable library (JAX): store the new array, or nothing would change
+                    p.grad = g * inv
         st["found_inf"] = found
         st["stage"] = _UNSCALED
 

@@ -38,6 +38,10 @@ class TapeGrowthWarning(UserWarning):
     """Forward passes are being recorded in training mode but never consumed by ``backward``."""
 
 
+#: depth of enclosing training-mode containers in the current forward (see Module.__call__)
+_FORCED_RECORDING = [0]
+
+
 class Parameter:
     """A trainable array of a module: ``data`` (a backend array) and its gradient ``grad``.
 
@@ -261,7 +265,16 @@ class Module(ModuleConveniences):
         raise NotImplementedError(f"{type(self).__name__} does not implement forward")
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.forward(*args, **kwargs)
+        if self._modules and self.training and is_grad_enabled():
+            # a container in training mode records its children's passes even where a child is in
+            # eval() (a frozen BatchNorm or a disabled Dropout): their eval formula is differentiated
+            _FORCED_RECORDING[0] += 1
+            try:
+                out = self.forward(*args, **kwargs)
+            finally:
+                _FORCED_RECORDING[0] -= 1
+        else:
+            out = self.forward(*args, **kwargs)
         if self._forward_hooks:
             for hook in list(self._forward_hooks):
                 result = hook(self, args, out)
@@ -281,8 +294,9 @@ class Module(ModuleConveniences):
 
     @property
     def recording(self) -> bool:
-        """True when a forward pass now would record its backward closure."""
-        return self.training and is_grad_enabled()
+        """True when a forward pass now would record its backward closure: grad mode on, and this
+        module or an enclosing one (through which it is being called) in training mode."""
+        return (self.training or _FORCED_RECORDING[0] > 0) and is_grad_enabled()
 
     def record(self, output: Any, backward: Callable, params: tuple[str, ...] = ()) -> Any:
         """Record one forward pass of a leaf op and return its ``output``: the public way to add an op.

@@ -32,7 +32,7 @@ def _depth_pad(xp: Any, x: Array, front: int, back: int) -> Array:
     if front == back == 0:
         return x
     n, c, _, h, w = x.shape
-    parts = [xp.zeros((n, c, k, h, w), dtype=x.dtype, device=x.device) for k in (front, back)]
+    parts = [xp.zeros((n, c, k, h, w), dtype=x.dtype, device=backends.device_of(x)) for k in (front, back)]
     return xp.concat([parts[0], x, parts[1]], axis=2)
 
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import nnx_backends as backends
+
 from ._util import functional_form, namespace
 
 __all__ = ["pad", "pad_forward"]
@@ -81,10 +83,10 @@ def pad_forward(x: Array, pad: Sequence[int], mode: str = "constant", value: flo
             for width in (left, right):
                 shape = list(y.shape)
                 shape[d] = width
-                parts.append(xp.full(tuple(shape), float(value), dtype=x.dtype, device=x.device))
+                parts.append(xp.full(tuple(shape), float(value), dtype=x.dtype, device=backends.device_of(x)))
             y = xp.concat([parts[0], y, parts[1]], axis=d)
         else:
-            idx = xp.asarray(_source_index(mode, y.shape[d], left, right), device=x.device)
+            idx = xp.asarray(_source_index(mode, y.shape[d], left, right), device=backends.device_of(x))
             maps.append((d, idx, y.shape[d]))
             y = xp.take(y, idx, axis=d)
 
@@ -96,7 +98,7 @@ def pad_forward(x: Array, pad: Sequence[int], mode: str = "constant", value: flo
                 slices[d] = slice(left, left + in_shape[d])
             return g[tuple(slices)], ()
         for d, idx, n in reversed(maps):
-            m = _one_hot(xp, idx, n, g.dtype, g.device)
+            m = _one_hot(xp, idx, n, g.dtype, backends.device_of(g))
             g = xp.moveaxis(xp.moveaxis(g, d, -1) @ m, -1, d)
         return g, ()
 

@@ -35,7 +35,6 @@ from typing import Any, NamedTuple
 import nnx_backends as backends
 
 from ..errors import NotRecordedError
-from ..grad_mode import is_grad_enabled
 from ..module import Module
 
 __all__ = ["Graph"]
@@ -155,7 +154,7 @@ class Graph(Module):
         for node in self._nodes:
             values[node.name] = node.module(*[self._get(values, r) for r in node.inputs])
         outs = tuple(self._get(values, r) for r in self._outputs)
-        if self.training and is_grad_enabled():  # the graph's own record: what each value looked like
+        if self.recording:  # the graph's own record: what each value looked like
             self._tape.append({name: _spec(v) for name, v in values.items()})
         return outs[0] if len(outs) == 1 else outs
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import nnx_backends as backends
+
 from .. import functional as F
 from .. import init
 from ..backend import get_backend, get_default_dtype
@@ -14,8 +16,6 @@ from ..module import PAIR_FUSIONS, Module, Parameter
 
 def new_parameter(shape: tuple[int, ...], dtype: Any = None, backend: Any = None, device: Any = None) -> Parameter:
     """An uninitialised (zero) parameter on the requested or current backend, default dtype float32."""
-    import nnx_backends as backends
-
     b = get_backend() if backend is None and device is None else backends.get(
         backend if backend is not None else get_backend().name, device)
     dt = b.dtype(dtype if dtype is not None else get_default_dtype())
@@ -63,7 +63,7 @@ class Linear(Module):
     def forward(self, x: Any) -> Any:
         w = self.weight.data
         if (type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features
-                or x.device != w.device):
+                or backends.device_of(x) != backends.device_of(w)):
             self._check(x)
         b = self.bias.data if self.bias is not None else None
         y, backward = F.linear_forward(x, w, b)
@@ -74,7 +74,7 @@ class Linear(Module):
         fused kernel. Both record: the activation an identity (its work is in this layer's closure)."""
         w = self.weight.data
         if (type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features
-                or x.device != w.device):
+                or backends.device_of(x) != backends.device_of(w)):
             self._check(x)
         y, backward = F.linear_act_forward(x, w, self.bias.data if self.bias is not None else None, act)
         return activation.record(self.record(y, backward, params=("weight", "bias")), _passed_through)
@@ -147,8 +147,6 @@ def _fuse_linear_activation(first: Module, second: Module) -> Any:
     act = _fused_activation(second)
     if act is None:
         return None
-    import nnx_backends as backends
-
     from ..functional._device import device_shaped
 
     if not device_shaped(backends.backend_of(first.weight.data)):

@@ -41,7 +41,7 @@ def test_from_dlpack_into_the_current_backend(backend):
     y = nnx.from_dlpack(host)
     assert nnx.get_backend().owns(y)
     np.testing.assert_array_equal(nnx.to_numpy(y), host)
-    if backend.host_memory:
+    if backend.host_memory and backend.name != "jax":  # XLA copies buffers it cannot align (documented)
         assert _host_ptr(y) == host.ctypes.data
 
 
