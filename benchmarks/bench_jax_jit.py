@@ -21,10 +21,11 @@ os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import interleaved, machine, threads, time_steps, write  # noqa: E402
 from workloads import _data, nnx_model, torch_step  # noqa: E402
 
 import nnx  # noqa: E402
+
+from common import interleaved, machine, threads, time_steps, write  # noqa: E402
 
 CASES = {"mlp": 128, "lenet": 64, "lstm": 64}
 
