@@ -703,8 +703,9 @@ class Sequential(Module):
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
         return self._seq[idx]
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
         """Apply the modules in order."""
+        x = input  # PyTorch's argument name (m(input=t) works)
         for m in self._seq:
             x = m(x)
         return x

@@ -128,7 +128,8 @@ class Conv2d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         w, b = self._weights(x)
         y, backward = F.conv2d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
                                        workspace=self._workspace, where=self._where)
@@ -156,7 +157,8 @@ class Conv1d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         w, b = self._weights(x)
         y, backward = F.conv1d_forward(x, w, b, self.stride, self.padding, self.dilation, self.groups,
                                        where=self._where)
@@ -207,7 +209,8 @@ class ConvTranspose2d(_ConvNd):
             out.append(extra)
         return tuple(out)  # type: ignore[return-value]
 
-    def forward(self, x: Any, output_size: Any = None) -> Any:
+    def forward(self, input: Any, output_size: Any = None) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         w, b = self._weights(x)
         op = self._output_padding(x, output_size)
         y, backward = F.conv_transpose2d_forward(x, w, b, self.stride, self.padding, op, self.groups,

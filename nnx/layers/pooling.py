@@ -41,7 +41,8 @@ class MaxPool2d(Module):
         self.return_indices = False
         self.ceil_mode = bool(ceil_mode)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"MaxPool2d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
@@ -75,7 +76,8 @@ class AvgPool2d(Module):
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = divisor_override
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AvgPool2d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -103,7 +105,8 @@ class AdaptiveAvgPool2d(Module):
         adaptive_output_size("AdaptiveAvgPool2d", output_size)
         self.output_size = output_size
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AdaptiveAvgPool2d(output_size={self.output_size!r})"
         check_array_input(where, x)
         y, backward = F.adaptive_avg_pool2d_forward(x, self.output_size, where=where)
