@@ -22,6 +22,7 @@ from typing import Any
 import nnx_backends as backends
 
 from ._device import device_shaped
+from ._unbatched import check_window_rank, unbatched_forward
 from ._validation import pair, rank_error
 from ._windows import offset_slice, output_sizes, pad2d
 
@@ -81,6 +82,7 @@ def _pool_geometry(where: str, x: Array, kernel_size: Any, stride: Any, padding:
                                              tuple[int, int], tuple[int, int, int, int]]:
     k, s, p, d = pool_arguments(where, kernel_size, stride, padding, dilation)
     if x.ndim != 4:
+        check_window_rank(where, x, 2)
         raise rank_error(where, x, (4,), "(N, C, H, W)")
     h, w = x.shape[2], x.shape[3]
     out = output_sizes(where, x, k, s, (2 * p[0], 2 * p[1]), d, ceil_mode)
@@ -134,7 +136,12 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     >>> y, back = max_pool2d_forward(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 2)
     >>> nnx.to_numpy(back(nnx.asarray([[[[1.0]]]]))[0]).tolist()    # the gradient goes to the max
     [[[[0.0, 0.0], [1.0, 0.0]]]]
+
+    An unbatched ``(C, H, W)`` input gives a ``(C, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == 3:
+        return unbatched_forward(max_pool2d_forward, x, kernel_size, stride, padding, dilation, ceil_mode,
+                                 where=where)
     b = backends.backend_of(x)
     xp = b.xp
     k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -233,7 +240,12 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     >>> y, back = avg_pool2d_forward(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 2)
     >>> nnx.to_numpy(y).tolist()
     [[[[2.5]]]]
+
+    An unbatched ``(C, H, W)`` input gives a ``(C, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == 3:
+        return unbatched_forward(avg_pool2d_forward, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                 divisor_override, where=where)
     b = backends.backend_of(x)
     xp = b.xp
     k, s, p, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, 1, ceil_mode)
@@ -330,11 +342,16 @@ def adaptive_avg_pool2d_forward(x: Array, output_size: Any, *,
     >>> y = adaptive_avg_pool2d(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 1)    # global average pooling
     >>> nnx.to_numpy(y).tolist()
     [[[[2.5]]]]
+
+    An unbatched ``(C, H, W)`` input gives a ``(C, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == 3:
+        return unbatched_forward(adaptive_avg_pool2d_forward, x, output_size, where=where)
     b = backends.backend_of(x)
     xp = b.xp
     sizes = adaptive_output_size(where, output_size)
     if x.ndim != 4:
+        check_window_rank(where, x, 2)
         raise rank_error(where, x, (4,), "(N, C, H, W)")
     n, c, h, w = x.shape
     oh, ow = (h if sizes[0] is None else sizes[0]), (w if sizes[1] is None else sizes[1])

@@ -4,7 +4,7 @@ Names, arguments, defaults, parameter shapes, initialisation and state_dict keys
 ``torch.nn``. A layer checks its hyper-parameters when built and, at each call, that the input
 lives with its parameters and has their dtype; the functional op (:mod:`nnx.functional.convolution`)
 checks the rest (rank, channels, that the kernel fits) with errors that name the layer. Only
-``padding_mode="zeros"`` is supported; inputs must be batched (add the batch axis with ``x[None, ...]``).
+``padding_mode="zeros"`` is supported; inputs may be batched or unbatched (``(C, L)``, ``(C, H, W)``), as PyTorch.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from typing import Any
 from .. import functional as F
 from .. import init
 from ..errors import check_positive_int
-from ..functional._validation import check_input, ntuple, rank_error
+from ..functional._unbatched import check_window_rank
+from ..functional._validation import check_input, ntuple
 from ..functional.convolution import check_output_padding, conv_padding
 from ..functional.workspace import Workspace
 from ..module import Module, Parameter
@@ -194,12 +195,12 @@ class ConvTranspose2d(_ConvNd):
         """The ``output_padding`` that gives ``output_size`` (PyTorch's rule), or the layer's own."""
         if output_size is None:
             return self.output_padding  # type: ignore[return-value]
-        if x.ndim != 4:
-            raise rank_error(self._where, x, (4,), "(N, C, H, W)")
+        if x.ndim not in (3, 4):
+            check_window_rank(self._where, x, 2)
         sizes = tuple(output_size)[-2:]
         out = []
         for i, want in enumerate(sizes):
-            smallest = ((x.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+            smallest = ((x.shape[x.ndim - 2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
                         + self.dilation[i] * (self.kernel_size[i] - 1) + 1)
             extra = want - smallest
             if not 0 <= extra < max(self.stride[i], self.dilation[i]):
