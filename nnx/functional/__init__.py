@@ -20,6 +20,7 @@ from . import padding as _padding
 from . import pooling as _pooling
 from . import recurrent as _recurrent
 from . import shape as _shape
+from . import unpooling as _unpooling
 from .activation import *  # noqa: F403
 from .attention import *  # noqa: F403  (scaled dot-product attention, positions)
 from .convolution import *  # noqa: F403
@@ -34,8 +35,10 @@ from .padding import *  # noqa: F403
 from .pooling import *  # noqa: F403
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
 from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
+from .unpooling import *  # noqa: F403  (max_unpool2d)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution.__all__, *_pooling.__all__,
            *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]
 __all__ += _embedding.__all__
 __all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shape.__all__ + _attention.__all__
+__all__ += _unpooling.__all__

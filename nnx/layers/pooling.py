@@ -22,8 +22,9 @@ class MaxPool2d(Module):
 
     Args: ``kernel_size``, ``stride`` (default: ``kernel_size``), ``padding`` (implicit -inf,
     at most half the kernel), ``dilation``, ``ceil_mode`` (round the output size up). The
-    gradient goes to the first maximum of each window, as PyTorch. ``return_indices`` is not
-    supported.
+    gradient goes to the first maximum of each window, as PyTorch. ``return_indices=True``
+    returns ``(output, indices)``: int64, flat in each input ``H*W`` plane, as PyTorch (for
+    :class:`MaxUnpool2d`); ``backward`` takes the gradient of the output only.
 
     >>> import nnx
     >>> pool = nnx.MaxPool2d(2)
@@ -34,11 +35,9 @@ class MaxPool2d(Module):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
         super().__init__()
-        if return_indices:
-            raise NotImplementedError("MaxPool2d: return_indices=True is not supported")
         self.kernel_size, self.stride, self.padding, self.dilation = pool_arguments(
             "MaxPool2d", kernel_size, stride, padding, dilation)
-        self.return_indices = False
+        self.return_indices = bool(return_indices)
         self.ceil_mode = bool(ceil_mode)
 
     def forward(self, input: Any) -> Any:
@@ -46,7 +45,7 @@ class MaxPool2d(Module):
         where = f"MaxPool2d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                           self.ceil_mode, where=where)
+                                           self.ceil_mode, self.return_indices, where=where)
         return self.record(y, backward)
 
     def extra_repr(self) -> str:
