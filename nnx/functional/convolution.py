@@ -79,7 +79,8 @@ def conv_padding(where: str, padding: Any, stride: tuple[int, ...], n: int = 2,
     'same'
     """
     if not isinstance(padding, str):
-        return ntuple(where, "padding", padding, n, allow_zero=True)
+        return pair(where, "padding", padding, allow_zero=True) if n == 2 else ntuple(where, "padding", padding, n,
+                                                                                     allow_zero=True)
     if transposed or padding not in ("same", "valid"):
         allowed = "an int or a tuple of ints" if transposed else "an int, a tuple of ints, 'same' or 'valid'"
         raise ValueError(f"{where}: padding must be {allowed}, got {padding!r}")

@@ -197,3 +197,17 @@ def test_one_element_tuples_as_torch(backend, torch, fn, kwargs):
 def test_max_pool_layer_one_element_kernel(backend, torch):
     parity(torch, nnx.MaxPool2d((2,)), torch.nn.MaxPool2d((2,)),
            nnx.asarray(_distinct((1, 2, 4, 4)), dtype="float64"))
+
+
+def test_one_element_tuples_in_convolutions(backend, torch):
+    data, w = (np.random.default_rng(0).standard_normal((1, 2, 5, 6)),
+                           np.random.default_rng(1).standard_normal((2, 1, 3, 3)))
+    x, tx = nnx.asarray(data, dtype="float64"), torch.from_numpy(data)
+    kw = dict(padding=(1,), stride=(2,), dilation=(1,))
+    assert_close(F.conv2d(x, nnx.asarray(w, dtype="float64"), None, **kw, groups=2),
+                 torch.nn.functional.conv2d(tx, torch.from_numpy(w), None, **kw, groups=2), rtol=1e-12, atol=1e-12)
+    assert_close(F.conv_transpose2d(x, nnx.asarray(w, dtype="float64"), padding=(1,), stride=(2,)),
+                 torch.nn.functional.conv_transpose2d(tx, torch.from_numpy(w), padding=(1,), stride=(2,)),
+                 rtol=1e-12, atol=1e-12)
+    parity(torch, nnx.Conv2d(2, 1, 3, padding=(1,), dtype="float64"), torch.nn.Conv2d(2, 1, 3, padding=(1,)).double(),
+           x)
