@@ -173,6 +173,7 @@ def test_softmax_dtype_argument(backend, torch, fn):
     assert_close(dx, tx.grad, rtol=1e-5, atol=1e-6)
     # a dtype object of the backend works like its name; the functional form takes dtype= too
     assert host(getattr(F, fn)(x, dim=1, dtype=backend.dtype("float64"))).dtype == np.float64
+    assert host(getattr(F, fn)(x, dim=1, dtype=torch.float64)).dtype == np.float64  # PyTorch's dtype objects too
     with pytest.raises(TypeError, match=rf"{fn}: dtype must be a real floating dtype.*got 'int64'"):
         getattr(F, fn)(x, dim=1, dtype="int64")
 
