@@ -86,8 +86,7 @@ def test_bad_hyperparameters(make, message):
 def test_unsupported_options_say_so():
     with pytest.raises(NotImplementedError, match=r"Conv2d: only padding_mode='zeros' is supported, got 'reflect'"):
         nnx.Conv2d(2, 2, 3, padding_mode="reflect")
-    with pytest.raises(NotImplementedError, match=r"MaxPool2d: return_indices=True is not supported"):
-        nnx.MaxPool2d(2, return_indices=True)
+    # MaxPool2d(return_indices=True) is supported now: tests/layers/test_catalogue_pool_indices.py
 
 
 def test_dtype_and_backend_mismatch(backend):
