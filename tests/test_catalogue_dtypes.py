@@ -220,7 +220,12 @@ OPS = {
     "triplet_margin_loss_forward": lambda dt: F.triplet_margin_loss_forward(
         _r(dt, 4, 3), _r(dt, 4, 3, seed=1), _r(dt, 4, 3, seed=2), swap=True),
     "unflatten_forward": lambda dt: F.unflatten_forward(_r(dt, 2, 6), 1, (2, 3)),
+    # Linear + activation fused (Sequential's device-shaped path); exported once that work is merged
+    "linear_act_forward": lambda dt: F.linear_act_forward(_r(dt, 2, 4), _r(dt, 3, 4, seed=1), _r(dt, 3, seed=2),
+                                                          "gelu_tanh"),
 }
+if not hasattr(F, "linear_act_forward"):
+    del OPS["linear_act_forward"]
 
 
 def _floating(obj):
