@@ -106,6 +106,22 @@ LAYERS = {
                  lambda dt: (_r(dt, 1, 2, 3, 3),)),
     "Sequential": (lambda: nnx.Sequential(nnx.Linear(4, 3), nnx.GELU(), nnx.Linear(3, 2)), lambda dt: (_r(dt, 2, 4),)),
 }
+# layers of the breadth work (merged separately): kept only where nnx exports them
+LAYERS.update({
+    "AdaptiveAvgPool1d": (lambda: nnx.AdaptiveAvgPool1d(3), lambda dt: (_r(dt, 2, 3, 7),)),
+    "AdaptiveMaxPool2d": (lambda: nnx.AdaptiveMaxPool2d((2, 3)), lambda dt: (_r(dt, 2, 3, 5, 7),)),
+    "AvgPool1d": (lambda: nnx.AvgPool1d(3, stride=2, padding=1), lambda dt: (_r(dt, 2, 3, 9),)),
+    "AvgPool3d": (lambda: nnx.AvgPool3d(2), lambda dt: (_r(dt, 1, 2, 4, 4, 4),)),
+    "Conv3d": (lambda: nnx.Conv3d(2, 4, 3, padding=1, groups=2), lambda dt: (_r(dt, 1, 2, 4, 4, 4),)),
+    "InstanceNorm1d": (lambda: nnx.InstanceNorm1d(3, affine=True), lambda dt: (_r(dt, 2, 3, 5),)),
+    "InstanceNorm2d": (lambda: nnx.InstanceNorm2d(3, affine=True, track_running_stats=True),
+                       lambda dt: (_r(dt, 2, 3, 4, 4),)),
+    "MaxPool1d": (lambda: nnx.MaxPool1d(3, stride=2, padding=1), lambda dt: (_r(dt, 2, 3, 9),)),
+    "MaxPool3d": (lambda: nnx.MaxPool3d(2), lambda dt: (_r(dt, 1, 2, 4, 4, 4),)),
+    "RMSNorm": (lambda: nnx.RMSNorm(4), lambda dt: (_r(dt, 2, 4),)),
+})
+for _name in [n for n in LAYERS if not hasattr(nnx, n)]:
+    del LAYERS[_name]
 #: exported classes that are not layers one can call (abstract bases, containers without forward)
 NOT_CALLABLE = {"RNNBase", "RNNCellBase", "Module", "ModuleList", "ModuleDict"}
 
@@ -224,8 +240,24 @@ OPS = {
     "linear_act_forward": lambda dt: F.linear_act_forward(_r(dt, 2, 4), _r(dt, 3, 4, seed=1), _r(dt, 3, seed=2),
                                                           "gelu_tanh"),
 }
-if not hasattr(F, "linear_act_forward"):
-    del OPS["linear_act_forward"]
+# ops of the breadth work (merged separately)
+OPS.update({
+    "adaptive_avg_pool1d_forward": lambda dt: F.adaptive_avg_pool1d_forward(_r(dt, 2, 3, 7), 3),
+    "adaptive_max_pool2d_forward": lambda dt: F.adaptive_max_pool2d_forward(_r(dt, 2, 3, 5, 7), (2, 3)),
+    "avg_pool1d_forward": lambda dt: F.avg_pool1d_forward(_r(dt, 2, 3, 9), 3, 2, 1),
+    "avg_pool3d_forward": lambda dt: F.avg_pool3d_forward(_r(dt, 1, 2, 4, 4, 4), 2),
+    "conv3d_forward": lambda dt: F.conv3d_forward(_r(dt, 1, 2, 4, 4, 4), _r(dt, 4, 1, 3, 3, 3, seed=1),
+                                                  _r(dt, 4, seed=2), 1, 1, 1, 2),
+    "instance_norm_forward": lambda dt: F.instance_norm_forward(_r(dt, 2, 3, 5), weight=_r(dt, 3, seed=1),
+                                                                bias=_r(dt, 3, seed=2)),
+    "instance_norm_running_forward": lambda dt: F.instance_norm_running_forward(
+        _r(dt, 2, 3, 5), nnx.asarray(np.zeros(3), dtype=dt), nnx.asarray(np.ones(3), dtype=dt)),
+    "max_pool1d_forward": lambda dt: F.max_pool1d_forward(_r(dt, 2, 3, 9), 3, 2, 1),
+    "max_pool3d_forward": lambda dt: F.max_pool3d_forward(_r(dt, 1, 2, 4, 4, 4), 2),
+    "rms_norm_forward": lambda dt: F.rms_norm_forward(_r(dt, 2, 4), (4,), _r(dt, 4, seed=1)),
+})
+for _name in [n for n in OPS if not hasattr(F, n)]:
+    del OPS[_name]
 
 
 def _floating(obj):
@@ -308,7 +340,7 @@ def test_op_keeps_the_input_dtype(backend, name, dt):
     if name == "attention_forward":  # (output, weights, backward)
         y, backward = out[:2], out[2]
     _assert_dtype(f"{name} output", _floating(y), dt)
-    if name.startswith("batch_norm_running"):  # (y, backward, new running mean, new running variance)
+    if "_norm_running" in name:  # (y, backward, new running mean, new running variance)
         _assert_dtype(f"{name} running statistics", _floating(out[2:]), dt)
     if name in ("rnn_forward", "gru_forward", "lstm_forward", "lstm_cell_forward", "attention_forward"):
         return  # several outputs with op-specific gradient arguments: their layers' recipes cover the backward
