@@ -729,8 +729,9 @@ class Sequential(Module):
             return Sequential(OrderedDict(list(self._modules.items())[idx]))
         return self._seq[idx]
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
         """Apply the modules in order (adjacent pairs that a rule of :data:`PAIR_FUSIONS` fuses run as one)."""
+        x = input  # PyTorch's argument name (m(input=t) works)
         seq = self._seq
         if not PAIR_FUSIONS or len(seq) < 2:
             for m in seq:

@@ -23,6 +23,7 @@ from . import pooling as _pooling
 from . import pooling_extra as _pooling_extra
 from . import recurrent as _recurrent
 from . import shape as _shape
+from . import unpooling as _unpooling
 from .activation import *  # noqa: F403
 from .attention import *  # noqa: F403  (scaled dot-product attention, positions)
 from .convolution import *  # noqa: F403
@@ -40,6 +41,7 @@ from .pooling import *  # noqa: F403
 from .pooling_extra import *  # noqa: F403  (1-D, 3-D and adaptive max pooling)
 from .recurrent import *  # noqa: F403  (embedding and recurrent kernels)
 from .shape import *  # noqa: F403  (unflatten, pixel_shuffle, pixel_unshuffle)
+from .unpooling import *  # noqa: F403  (max_unpool2d)
 
 __all__ = [*_activation.__all__, *_linear.__all__, *_loss.__all__, *_convolution.__all__, *_pooling.__all__,
            *_normalization.__all__, *_dropout.__all__, *_recurrent.__all__]
@@ -48,3 +50,4 @@ __all__ += _loss_extra.__all__ + _interpolate.__all__ + _padding.__all__ + _shap
 __all__ += _normalization_extra.__all__
 __all__ += _pooling_extra.__all__
 __all__ += _convolution3d.__all__
+__all__ += _unpooling.__all__

@@ -41,7 +41,7 @@ def device_chunks(xp: Any, n: int, column_elements_per_sample: int, dtype: Any) 
     """
     per_sample = max(1, column_elements_per_sample * itemsize(xp, dtype))
     chunk = max(1, min(n, DEVICE_COLUMN_BYTES // per_sample))
-    return [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    return [(i, min(i + chunk, n)) for i in range(0, n, chunk)] or [(0, 0)]  # an empty batch: one empty chunk
 
 
 def _weight_grad(xp: Any, dy: Array, cols: Array, groups: int, w_shape: tuple[int, ...]) -> Array:

@@ -116,4 +116,4 @@ def batch_chunks(xp: Any, n: int, column_elements_per_sample: int, dtype: Any) -
     """Split a batch of ``n`` so that each chunk's im2col matrix stays under ``COLUMN_CHUNK_BYTES``."""
     per_sample = max(1, column_elements_per_sample * itemsize(xp, dtype))
     chunk = max(1, min(n, COLUMN_CHUNK_BYTES // per_sample)) if COLUMN_CHUNK_BYTES else n
-    return [(i, min(i + chunk, n)) for i in range(0, n, chunk)]
+    return [(i, min(i + chunk, n)) for i in range(0, n, max(chunk, 1))] or [(0, 0)]  # an empty batch: one empty chunk

@@ -32,11 +32,14 @@ def ntuple(where: str, name: str, value: Any, n: int, allow_zero: bool = False) 
 
 
 def pair(where: str, name: str, value: Any, allow_zero: bool = False) -> tuple[int, int]:
-    """:func:`ntuple` with ``n = 2``.
+    """:func:`ntuple` with ``n = 2``; a one-element sequence is used for both axes (as PyTorch's
+    functional ops, ``F.avg_pool2d(x, 3, padding=(1,))``).
 
-    >>> pair("max_pool2d", "padding", (0, 1), allow_zero=True)
-    (0, 1)
+    >>> pair("max_pool2d", "padding", (0, 1), allow_zero=True), pair("avg_pool2d", "padding", [1], allow_zero=True)
+    ((0, 1), (1, 1))
     """
+    if isinstance(value, (tuple, list)) and len(value) == 1:
+        value = (value[0], value[0])
     return ntuple(where, name, value, 2, allow_zero)  # type: ignore[return-value]
 
 

@@ -238,9 +238,55 @@ def hardtanh_forward(x: Array, min_val: float = -1.0, max_val: float = 1.0) -> t
     return y, backward
 
 
-def softmax_forward(x: Array, dim: int = -1) -> tuple[Array, Backward]:
-    """exp(x) / sum(exp(x)) along ``dim``; the row maximum is subtracted first (no overflow)."""
+def _in_dtype(forward: Callable[..., tuple[Array, Backward]], x: Array, dim: int, dtype: Any,
+              where: str) -> tuple[Array, Backward]:
+    """``forward(x cast to dtype, dim)`` (PyTorch's ``dtype=`` of softmax: the op runs in ``dtype``,
+    the output has ``dtype``, the input gradient comes back in ``x``'s dtype)."""
+    b = backends.backend_of(x)
+    name = dtype if isinstance(dtype, str) else backends.Backend.dtype_name(dtype)
+    try:
+        target = b.dtype(name)
+        floating = b.xp.isdtype(target, "real floating")
+    except (TypeError, ValueError):
+        floating = False
+    if not floating:
+        raise TypeError(f"{where}: dtype must be a real floating dtype (such as 'float64'), got {dtype!r}")
+    source = x.dtype
+    y, back = forward(b.xp.astype(x, target), dim)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        dx, _ = back(dy, input_grad)
+        return b.xp.astype(dx, source), ()
+
+    return y, backward
+
+
+def _empty_forward(x: Array) -> tuple[Array, Backward]:
+    """An op over an empty input: an empty output and an empty input gradient (as PyTorch)."""
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
+        return dy * 1.0, ()
+
+    return x * 1.0, backward
+
+
+def softmax_forward(x: Array, dim: int = -1, dtype: Any = None) -> tuple[Array, Backward]:
+    """exp(x) / sum(exp(x)) along ``dim``; the row maximum is subtracted first (no overflow).
+
+    ``dtype`` (as PyTorch): compute in that floating dtype (``"float64"`` or a dtype object);
+    the input gradient is returned in the input's dtype. An empty input (a zero-size ``dim``
+    included) gives an empty output.
+
+    >>> import nnx
+    >>> y, back = softmax_forward(nnx.asarray([[0.0, 0.0]]), dim=1, dtype="float64")
+    >>> nnx.to_numpy(y).tolist(), nnx.to_numpy(y).dtype.name
+    ([[0.5, 0.5]], 'float64')
+    """
+    if dtype is not None:
+        return _in_dtype(softmax_forward, x, dim, dtype, "softmax")
     xp = namespace(x)
+    if 0 in tuple(x.shape):
+        return _empty_forward(x)
     z = x - xp.max(x, axis=dim, keepdims=True)
     e = xp.exp(z)
     y = e / xp.sum(e, axis=dim, keepdims=True)
@@ -251,9 +297,13 @@ def softmax_forward(x: Array, dim: int = -1) -> tuple[Array, Backward]:
     return y, backward
 
 
-def log_softmax_forward(x: Array, dim: int = -1) -> tuple[Array, Backward]:
-    """x - logsumexp(x) along ``dim``, computed stably."""
+def log_softmax_forward(x: Array, dim: int = -1, dtype: Any = None) -> tuple[Array, Backward]:
+    """x - logsumexp(x) along ``dim``, computed stably; ``dtype`` and empty inputs as :func:`softmax_forward`."""
+    if dtype is not None:
+        return _in_dtype(log_softmax_forward, x, dim, dtype, "log_softmax")
     xp = namespace(x)
+    if 0 in tuple(x.shape):
+        return _empty_forward(x)
     z = x - xp.max(x, axis=dim, keepdims=True)
     y = z - xp.log(xp.sum(xp.exp(z), axis=dim, keepdims=True))
 

@@ -52,6 +52,7 @@ from ._device import device_shaped
 from ._device_conv import conv2d_device
 from ._flat_shift import conv2d_stride1
 from ._im2col import batch_chunks, col2im, conv_cols_grad, conv_matmul, conv_weight_grad, im2col
+from ._unbatched import check_window_rank, unbatched_forward
 from ._validation import ntuple, pair, rank_error
 from ._windows import conv_output_size, output_sizes, pad2d
 from .workspace import Workspace
@@ -78,7 +79,8 @@ def conv_padding(where: str, padding: Any, stride: tuple[int, ...], n: int = 2,
     'same'
     """
     if not isinstance(padding, str):
-        return ntuple(where, "padding", padding, n, allow_zero=True)
+        return pair(where, "padding", padding, allow_zero=True) if n == 2 else ntuple(where, "padding", padding, n,
+                                                                                     allow_zero=True)
     if transposed or padding not in ("same", "valid"):
         allowed = "an int or a tuple of ints" if transposed else "an int, a tuple of ints, 'same' or 'valid'"
         raise ValueError(f"{where}: padding must be {allowed}, got {padding!r}")
@@ -116,6 +118,7 @@ def _check_operands(where: str, x: Array, weight: Array, groups: int, layout: st
                     transposed: bool = False) -> None:
     """Input and weight ranks (``weight.ndim`` is the convolution's) and the input's channel count."""
     if x.ndim != weight.ndim:
+        check_window_rank(where, x, weight.ndim - 2)
         raise rank_error(where, x, (weight.ndim,), layout)
     c = x.shape[1]
     want = weight.shape[0] if transposed else weight.shape[1] * groups
@@ -147,7 +150,12 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     >>> dx, (dw, db) = back(nnx.asarray([[[[1.0] * 4] * 4]]))
     >>> tuple(dx.shape), tuple(dw.shape), db
     ((1, 1, 4, 4), (1, 1, 3, 3), None)
+
+    An unbatched ``(C, H, W)`` input gives a ``(O, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == weight.ndim - 1:
+        return unbatched_forward(conv2d_forward, x, weight, bias, stride, padding, dilation, groups,
+                                 workspace=workspace, where=where)
     b = backends.backend_of(x)
     xp = b.xp
     stride_ = pair(where, "stride", stride)
@@ -219,7 +227,11 @@ def conv1d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
     >>> y, back = conv1d_forward(nnx.asarray([[[1.0, 2.0, 3.0]]]), nnx.asarray([[[1.0, 1.0]]]))
     >>> nnx.to_numpy(y).tolist()
     [[[3.0, 5.0]]]
+
+    An unbatched ``(C, L)`` input gives a ``(O, L_out)`` output (as PyTorch).
     """
+    if x.ndim == weight.ndim - 1:
+        return unbatched_forward(conv1d_forward, x, weight, bias, stride, padding, dilation, groups, where=where)
     xp = backends.backend_of(x).xp
     (s,) = ntuple(where, "stride", stride, 1)
     (d,) = ntuple(where, "dilation", dilation, 1)
@@ -264,7 +276,12 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
     >>> y, back = conv_transpose2d_forward(x, w, stride=2, padding=1)   # doubles H and W
     >>> tuple(y.shape)
     (1, 1, 6, 6)
+
+    An unbatched ``(Cin, H, W)`` input gives a ``(Cout, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == weight.ndim - 1:
+        return unbatched_forward(conv_transpose2d_forward, x, weight, bias, stride, padding, output_padding,
+                                 groups, dilation, where=where)
     b = backends.backend_of(x)
     xp = b.xp
     stride_ = pair(where, "stride", stride)

@@ -70,6 +70,7 @@ def batch_norm_running_forward(x: Array, running_mean: Array | None, running_var
     """
     b = backends.backend_of(x)
     xp = b.xp
+    _check_batch_norm_shapes(where, x, running_mean, running_var, weight, bias)
     axes = (0,) + tuple(range(2, x.ndim))
     count = 1
     for i in axes:
@@ -78,7 +79,10 @@ def batch_norm_running_forward(x: Array, running_mean: Array | None, running_var
     use_batch = training or running_mean is None or running_var is None
     if not use_batch:
         return _batch_norm_eval(xp, x, running_mean, running_var, weight, bias, eps, axes) + (None, None)
-    if count <= 1:
+    if count == 0:  # an empty batch: an empty output, the running statistics unchanged (as PyTorch)
+        y, backward = _empty_normalization(xp, x, weight, bias)
+        return y, backward, (running_mean if training else None), (running_var if training else None)
+    if count == 1:
         raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
                          f"shape {tuple(x.shape)}")
     if device_shaped(b):
@@ -91,6 +95,29 @@ def batch_norm_running_forward(x: Array, running_mean: Array | None, running_var
     if training and running_var is not None:
         new_var = _running_update(xp, running_var, var * (count / (count - 1)), momentum)  # unbiased
     return y, backward, new_mean, new_var
+
+
+def _check_batch_norm_shapes(where: str, x: Array, *per_channel: Array | None) -> None:
+    """``x`` is ``(N, C, *)`` and each given per-channel array (running statistics, affine) has ``C`` elements."""
+    if x.ndim < 2:
+        raise ValueError(f"{where}: expected input of shape (N, C) or (N, C, *) (at least 2-D), got shape "
+                         f"{tuple(x.shape)}")
+    names = ("running_mean", "running_var", "weight", "bias")
+    for name, a in zip(names, per_channel, strict=True):
+        if a is not None and tuple(a.shape) != (x.shape[1],):
+            raise ValueError(f"{where}: expected {name} of shape ({x.shape[1]},) for input of shape "
+                             f"{tuple(x.shape)} (C = dimension 1), got shape {tuple(a.shape)}")
+
+
+def _empty_normalization(xp: Any, x: Array, weight: Array | None, bias: Array | None) -> tuple[Array, Backward]:
+    """A normalisation of an input with no elements: an empty output; the backward gives an empty
+    input gradient and zero gradients for the per-channel ``weight``/``bias`` (as PyTorch)."""
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        grads = tuple(None if p is None else xp.zeros_like(p) for p in (weight, bias))
+        return (dy * 1.0 if input_grad else None), grads
+
+    return x * 1.0, backward
 
 
 def _batch_norm_train(xp: Any, x: Array, weight: Array | None, bias: Array | None, eps: float,
@@ -276,6 +303,8 @@ def group_norm_forward(x: Array, num_groups: int, weight: Array | None = None, b
     if x.ndim < 2 or x.shape[1] % num_groups:
         raise ValueError(f"{where}: expected input (N, C, *) with C divisible by num_groups={num_groups}, "
                          f"got shape {tuple(x.shape)}")
+    if 0 in tuple(x.shape):  # an empty batch (or spatial size 0): an empty output, zero affine gradients
+        return _empty_normalization(xp, x, weight, bias)
     shape = tuple(x.shape)
     n, c = shape[0], shape[1]
     cshape = _channel_shape(x.ndim, c)

@@ -22,8 +22,10 @@ from typing import Any
 import nnx_backends as backends
 
 from ._device import device_shaped
+from ._unbatched import check_window_rank, unbatched_forward
 from ._validation import pair, rank_error
 from ._windows import offset_slice, output_sizes, pad2d
+from .unpooling import max_pool_indices
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
@@ -81,6 +83,7 @@ def _pool_geometry(where: str, x: Array, kernel_size: Any, stride: Any, padding:
                                              tuple[int, int], tuple[int, int, int, int]]:
     k, s, p, d = pool_arguments(where, kernel_size, stride, padding, dilation)
     if x.ndim != 4:
+        check_window_rank(where, x, 2)
         raise rank_error(where, x, (4,), "(N, C, H, W)")
     h, w = x.shape[2], x.shape[3]
     out = output_sizes(where, x, k, s, (2 * p[0], 2 * p[1]), d, ceil_mode)
@@ -119,7 +122,8 @@ def _place_taps(b: Any, parts: list[Array], slices: list[slice], axis: int, tile
 
 
 def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-                       ceil_mode: bool = False, *, where: str = "max_pool2d") -> tuple[Array, Backward]:
+                       ceil_mode: bool = False, return_indices: bool = False, *,
+                       where: str = "max_pool2d") -> tuple[Any, Backward]:
     """2-D max pooling (``torch.nn.functional.max_pool2d``), NCHW.
 
     ``stride`` defaults to ``kernel_size``; padding is implicit ``-inf``. The gradient goes to
@@ -134,7 +138,18 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     >>> y, back = max_pool2d_forward(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 2)
     >>> nnx.to_numpy(back(nnx.asarray([[[[1.0]]]]))[0]).tolist()    # the gradient goes to the max
     [[[[0.0, 0.0], [1.0, 0.0]]]]
+
+    An unbatched ``(C, H, W)`` input gives a ``(C, OH, OW)`` output (as PyTorch). With
+    ``return_indices`` the output is ``(y, indices)``: PyTorch's int64 indices of each window's
+    maximum, flat in the input's ``H*W`` plane (for :func:`max_unpool2d`); the backward is unchanged.
     """
+    if x.ndim == 3:
+        return unbatched_forward(max_pool2d_forward, x, kernel_size, stride, padding, dilation, ceil_mode,
+                                 return_indices, where=where)
+    if return_indices:
+        y, backward = max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode, where=where)
+        k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
+        return (y, max_pool_indices(backends.backend_of(x), x, k, s, d, (pads[0], pads[2]), out)), backward
     b = backends.backend_of(x)
     xp = b.xp
     k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
@@ -205,9 +220,9 @@ def _max_pool_device(b: Any, x: Array, k: tuple[int, int], s: tuple[int, int], d
 
 
 def max_pool2d(x: Array, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
-               ceil_mode: bool = False) -> Array:
-    """Functional form of :func:`max_pool2d_forward`."""
-    return max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode)[0]
+               ceil_mode: bool = False, return_indices: bool = False) -> Any:
+    """Functional form of :func:`max_pool2d_forward` (``(y, indices)`` with ``return_indices``)."""
+    return max_pool2d_forward(x, kernel_size, stride, padding, dilation, ceil_mode, return_indices)[0]
 
 
 def _window_counts(size: int, k: int, s: int, p: int, out: int, lo: int, hi: int) -> list[int]:
@@ -233,7 +248,12 @@ def avg_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     >>> y, back = avg_pool2d_forward(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 2)
     >>> nnx.to_numpy(y).tolist()
     [[[[2.5]]]]
+
+    An unbatched ``(C, H, W)`` input gives a ``(C, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == 3:
+        return unbatched_forward(avg_pool2d_forward, x, kernel_size, stride, padding, ceil_mode, count_include_pad,
+                                 divisor_override, where=where)
     b = backends.backend_of(x)
     xp = b.xp
     k, s, p, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, 1, ceil_mode)
@@ -330,11 +350,16 @@ def adaptive_avg_pool2d_forward(x: Array, output_size: Any, *,
     >>> y = adaptive_avg_pool2d(nnx.asarray([[[[1.0, 2.0], [4.0, 3.0]]]]), 1)    # global average pooling
     >>> nnx.to_numpy(y).tolist()
     [[[[2.5]]]]
+
+    An unbatched ``(C, H, W)`` input gives a ``(C, OH, OW)`` output (as PyTorch).
     """
+    if x.ndim == 3:
+        return unbatched_forward(adaptive_avg_pool2d_forward, x, output_size, where=where)
     b = backends.backend_of(x)
     xp = b.xp
     sizes = adaptive_output_size(where, output_size)
     if x.ndim != 4:
+        check_window_rank(where, x, 2)
         raise rank_error(where, x, (4,), "(N, C, H, W)")
     n, c, h, w = x.shape
     oh, ow = (h if sizes[0] is None else sizes[0]), (w if sizes[1] is None else sizes[1])

@@ -8,6 +8,7 @@ from . import normalization as _normalization
 from . import pooling as _pooling
 from . import recurrent as _recurrent
 from . import transformer as _transformer
+from . import unpooling as _unpooling
 from .activation import (
     ELU,
     GELU,
@@ -35,6 +36,7 @@ from .recurrent import *  # noqa: F401,F403
 from .shape import PixelShuffle, PixelUnshuffle, Unflatten
 from .sync_batchnorm import SyncBatchNorm
 from .transformer import *  # noqa: F401,F403
+from .unpooling import *  # noqa: F401,F403
 from .upsample import Upsample
 
 __all__ = [
@@ -43,3 +45,4 @@ __all__ = [
     "Tanh", "Unflatten", "Upsample", *_attention.__all__, *_combinators.__all__, *_convolution.__all__,
     *_dropout.__all__, *_normalization.__all__, *_pooling.__all__, *_recurrent.__all__, *_transformer.__all__,
 ]
+__all__ += _unpooling.__all__

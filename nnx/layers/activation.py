@@ -18,7 +18,8 @@ class _Activation(Module):
     def _kwargs(self) -> dict[str, Any]:
         return {}
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = type(self)._forward(x, **self._kwargs())
         return self.record(y, backward)
 
@@ -180,7 +181,8 @@ class PReLU(Module):
         """Set every slope to ``init``."""
         init.constant_(self.weight, self.init)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = F.prelu_forward(x, self.weight.data)
         return self.record(y, backward, params=("weight",))
 

@@ -6,7 +6,7 @@ lives with its parameters and has their dtype; the functional op (:mod:`nnx.func
 checks the rest (rank, channels, that the kernel fits) with errors that name the layer.
 ``padding_mode`` "reflect", "replicate" and "circular" pad the input with :func:`nnx.functional.pad`
 before a convolution without padding (as PyTorch); the transposed convolution takes "zeros" only.
-Inputs must be batched (add the batch axis with ``x[None, ...]``).
+Inputs may be batched or unbatched (``(C, L)``, ``(C, H, W)``, ``(C, D, H, W)``), as PyTorch.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 from .. import functional as F
 from .. import init
 from ..errors import check_positive_int
+from ..functional._unbatched import check_window_rank
 from ..functional._validation import check_input, ntuple, rank_error
 from ..functional.convolution import check_output_padding, conv_padding
 from ..functional.workspace import Workspace
@@ -128,9 +129,21 @@ class _ConvNd(Module):
             y, backward = op(x, w, b, self.stride, self.padding, self.dilation, self.groups, where=self._where,
                              **kwargs)
             return self.record(y, backward, params=("weight", "bias"))
+        if x.ndim == self._n + 1:  # unbatched, as PyTorch: run on a batch of one
+            y, backward = self._padded_conv(x[None, ...], op, w, b, **kwargs)
+
+            def unbatched_backward(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
+                dx, grads = backward(dy[None, ...], input_grad)
+                return (dx[0, ...] if dx is not None else None), grads
+
+            return self.record(y[0, ...], unbatched_backward, params=("weight", "bias"))
         if x.ndim != self._n + 2:
             layout = {1: "(N, C, L)", 2: "(N, C, H, W)", 3: "(N, C, D, H, W)"}[self._n]
-            raise rank_error(self._where, x, (self._n + 2,), layout)
+            raise rank_error(self._where, x, (self._n + 1, self._n + 2), layout + " or unbatched")
+        y, backward = self._padded_conv(x, op, w, b, **kwargs)
+        return self.record(y, backward, params=("weight", "bias"))
+
+    def _padded_conv(self, x: Any, op: Any, w: Any, b: Any, **kwargs: Any) -> tuple[Any, Any]:
         try:
             xpad, pad_backward = F.pad_forward(x, reversed_padding_repeated_twice(self.padding, self.kernel_size,
                                                                                   self.dilation), self.padding_mode)
@@ -142,7 +155,7 @@ class _ConvNd(Module):
             dxpad, grads = conv_backward(dy, input_grad)
             return (pad_backward(dxpad)[0] if input_grad else None), grads
 
-        return self.record(y, backward, params=("weight", "bias"))
+        return y, backward
 
     def _weights(self, x: Any) -> tuple[Any, Any]:
         """``(weight, bias)`` arrays, after the boundary check of ``x`` against them."""
@@ -183,8 +196,8 @@ class Conv2d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
-        return self._conv(x, F.conv2d_forward, workspace=self._workspace)
+    def forward(self, input: Any) -> Any:
+        return self._conv(input, F.conv2d_forward, workspace=self._workspace)
 
 
 class Conv1d(_ConvNd):
@@ -208,8 +221,8 @@ class Conv1d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
-        return self._conv(x, F.conv1d_forward)
+    def forward(self, input: Any) -> Any:
+        return self._conv(input, F.conv1d_forward)
 
 
 class Conv3d(_ConvNd):
@@ -234,8 +247,8 @@ class Conv3d(_ConvNd):
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          padding_mode, 0, dtype, backend, device)
 
-    def forward(self, x: Any) -> Any:
-        return self._conv(x, F.conv3d_forward)
+    def forward(self, input: Any) -> Any:
+        return self._conv(input, F.conv3d_forward)
 
 
 class ConvTranspose2d(_ConvNd):
@@ -267,12 +280,12 @@ class ConvTranspose2d(_ConvNd):
         """The ``output_padding`` that gives ``output_size`` (PyTorch's rule), or the layer's own."""
         if output_size is None:
             return self.output_padding  # type: ignore[return-value]
-        if x.ndim != 4:
-            raise rank_error(self._where, x, (4,), "(N, C, H, W)")
+        if x.ndim not in (3, 4):
+            check_window_rank(self._where, x, 2)
         sizes = tuple(output_size)[-2:]
         out = []
         for i, want in enumerate(sizes):
-            smallest = ((x.shape[2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
+            smallest = ((x.shape[x.ndim - 2 + i] - 1) * self.stride[i] - 2 * self.padding[i]
                         + self.dilation[i] * (self.kernel_size[i] - 1) + 1)
             extra = want - smallest
             if not 0 <= extra < max(self.stride[i], self.dilation[i]):
@@ -282,7 +295,8 @@ class ConvTranspose2d(_ConvNd):
             out.append(extra)
         return tuple(out)  # type: ignore[return-value]
 
-    def forward(self, x: Any, output_size: Any = None) -> Any:
+    def forward(self, input: Any, output_size: Any = None) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         w, b = self._weights(x)
         op = self._output_padding(x, output_size)
         y, backward = F.conv_transpose2d_forward(x, w, b, self.stride, self.padding, op, self.groups,

@@ -29,7 +29,8 @@ class Dropout(Module):
         super().__init__()
         self.p = check_probability("Dropout", "p", p, inclusive_high=True)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = F.dropout_forward(x, self.p, self.training)
         return self.record(y, backward)
 
@@ -52,7 +53,8 @@ class Dropout2d(Module):
         super().__init__()
         self.p = check_probability("Dropout2d", "p", p, inclusive_high=True)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"Dropout2d(p={self.p})"
         check_array_input(where, x)
         if x.ndim not in (3, 4):

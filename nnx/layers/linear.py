@@ -60,7 +60,8 @@ class Linear(Module):
             bound = 1.0 / math.sqrt(self.in_features)
             init.uniform_(self.bias, -bound, bound)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         w = self.weight.data
         if (type(x) is not type(w) or x.dtype != w.dtype or x.ndim == 0 or x.shape[-1] != self.in_features
                 or backends.device_of(x) != backends.device_of(w)):
@@ -98,8 +99,8 @@ class Identity(Module):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__()
 
-    def forward(self, x: Any) -> Any:
-        return x
+    def forward(self, input: Any) -> Any:
+        return input
 
     def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         return grad_output if input_grad else None
@@ -112,7 +113,8 @@ class Flatten(Module):
         super().__init__()
         self.start_dim, self.end_dim = start_dim, end_dim
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         nd = x.ndim
         for d in (self.start_dim, self.end_dim):
             if not -nd <= d < max(nd, 1):

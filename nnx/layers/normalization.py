@@ -104,7 +104,8 @@ class _BatchNorm(Module):
             return self.weight.data
         return self.running_mean
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"{type(self).__name__}({self.extra_repr()})"
         ref = self._ref()
         if ref is None or type(x) is not type(ref) or x.dtype != ref.dtype or x.ndim not in self._ndims \
@@ -201,7 +202,8 @@ class LayerNorm(Module):
         """Weight 1, bias 0."""
         _reset_affine(self)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"LayerNorm({self.extra_repr()})"
         w = self.weight.data if self.weight is not None else None
         if w is None:
@@ -246,7 +248,8 @@ class GroupNorm(Module):
         """Weight 1, bias 0."""
         _reset_affine(self)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"GroupNorm({self.extra_repr()})"
         w = self.weight.data if self.weight is not None else None
         if w is None or type(x) is not type(w) or x.dtype != w.dtype or x.ndim < 2 or x.shape[1] != self.num_channels:
@@ -277,7 +280,8 @@ class _InstanceNorm(_BatchNorm):
         if x.ndim not in (self._batched - 1, self._batched):
             raise rank_error(where, x, (self._batched - 1, self._batched), self._layout)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"{type(self).__name__}({self.extra_repr()})"
         ref = self._ref()
         if ref is None or type(x) is not type(ref) or x.dtype != ref.dtype or x.ndim != self._batched:

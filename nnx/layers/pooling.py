@@ -24,8 +24,9 @@ class MaxPool2d(Module):
 
     Args: ``kernel_size``, ``stride`` (default: ``kernel_size``), ``padding`` (implicit -inf,
     at most half the kernel), ``dilation``, ``ceil_mode`` (round the output size up). The
-    gradient goes to the first maximum of each window, as PyTorch. ``return_indices`` is not
-    supported.
+    gradient goes to the first maximum of each window, as PyTorch. ``return_indices=True``
+    returns ``(output, indices)``: int64, flat in each input ``H*W`` plane, as PyTorch (for
+    :class:`MaxUnpool2d`); ``backward`` takes the gradient of the output only.
 
     >>> import nnx
     >>> pool = nnx.MaxPool2d(2)
@@ -36,18 +37,17 @@ class MaxPool2d(Module):
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, dilation: Any = 1,
                  return_indices: bool = False, ceil_mode: bool = False) -> None:
         super().__init__()
-        if return_indices:
-            raise NotImplementedError("MaxPool2d: return_indices=True is not supported")
         self.kernel_size, self.stride, self.padding, self.dilation = pool_arguments(
             "MaxPool2d", kernel_size, stride, padding, dilation)
-        self.return_indices = False
+        self.return_indices = bool(return_indices)
         self.ceil_mode = bool(ceil_mode)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"MaxPool2d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.max_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                                           self.ceil_mode, where=where)
+                                           self.ceil_mode, self.return_indices, where=where)
         return self.record(y, backward)
 
     def extra_repr(self) -> str:
@@ -77,7 +77,8 @@ class AvgPool2d(Module):
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = divisor_override
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AvgPool2d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.avg_pool2d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -105,7 +106,8 @@ class AdaptiveAvgPool2d(Module):
         adaptive_output_size("AdaptiveAvgPool2d", output_size)
         self.output_size = output_size
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AdaptiveAvgPool2d(output_size={self.output_size!r})"
         check_array_input(where, x)
         y, backward = F.adaptive_avg_pool2d_forward(x, self.output_size, where=where)
@@ -134,7 +136,8 @@ class _MaxPoolNd(Module):
         self.return_indices = False
         self.ceil_mode = bool(ceil_mode)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"{type(self).__name__}({self.extra_repr()})"
         check_array_input(where, x)
         op = F.max_pool1d_forward if self._n == 1 else F.max_pool3d_forward
@@ -196,7 +199,8 @@ class AvgPool1d(Module):
         self.ceil_mode = bool(ceil_mode)
         self.count_include_pad = bool(count_include_pad)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AvgPool1d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.avg_pool1d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -229,7 +233,8 @@ class AvgPool3d(Module):
         self.count_include_pad = bool(count_include_pad)
         self.divisor_override = divisor_override
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AvgPool3d({self.extra_repr()})"
         check_array_input(where, x)
         y, backward = F.avg_pool3d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
@@ -253,7 +258,8 @@ class AdaptiveAvgPool1d(Module):
         adaptive_output_size_1d("AdaptiveAvgPool1d", output_size)
         self.output_size = output_size
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AdaptiveAvgPool1d(output_size={self.output_size!r})"
         check_array_input(where, x)
         y, backward = F.adaptive_avg_pool1d_forward(x, self.output_size, where=where)
@@ -282,7 +288,8 @@ class AdaptiveMaxPool2d(Module):
         self.output_size = output_size
         self.return_indices = False
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         where = f"AdaptiveMaxPool2d(output_size={self.output_size!r})"
         check_array_input(where, x)
         y, backward = F.adaptive_max_pool2d_forward(x, self.output_size, where=where)

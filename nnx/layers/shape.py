@@ -19,7 +19,8 @@ class Unflatten(Module):
         super().__init__()
         self.dim, self.unflattened_size = dim, tuple(unflattened_size)
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = F.unflatten_forward(x, self.dim, self.unflattened_size)
         return self.record(y, backward)
 
@@ -34,7 +35,8 @@ class PixelShuffle(Module):
         super().__init__()
         self.upscale_factor = upscale_factor
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = F.pixel_shuffle_forward(x, self.upscale_factor)
         return self.record(y, backward)
 
@@ -49,7 +51,8 @@ class PixelUnshuffle(Module):
         super().__init__()
         self.downscale_factor = downscale_factor
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = F.pixel_unshuffle_forward(x, self.downscale_factor)
         return self.record(y, backward)
 

@@ -37,7 +37,8 @@ class SyncBatchNorm(BatchNorm2d):
     _ndims = (2, 3, 4, 5)
     _layout = "(N, C, *)"
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         if not self.training or dist.get_world_size() == 1:
             return super().forward(x)
         if x.ndim not in self._ndims or x.shape[1] != self.num_features:

@@ -28,7 +28,8 @@ class Upsample(Module):
             raise ValueError("Upsample: give exactly one of size and scale_factor")
         self.size, self.scale_factor, self.mode, self.align_corners = size, scale_factor, mode, align_corners
 
-    def forward(self, x: Any) -> Any:
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
         y, backward = F.interpolate_forward(x, self.size, self.scale_factor, self.mode, self.align_corners)
         return self.record(y, backward)
 

@@ -25,3 +25,5 @@ from .builder import GraphBuilder, UnsupportedLayerError, converter_for, registe
 from .export import export, load_weights
 
 __all__ = ["GraphBuilder", "UnsupportedLayerError", "converter_for", "export", "load_weights", "register_converter"]
+
+from . import convert_unpool  # noqa: E402,F401  (registers MaxPool2d with indices and MaxUnpool2d)

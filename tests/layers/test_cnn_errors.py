@@ -12,11 +12,14 @@ from helpers import host, rand
 
 def test_conv2d_wrong_rank(backend):
     conv = nnx.Conv2d(4, 6, 3)
-    with pytest.raises(ValueError, match=r"Conv2d\(4, 6, kernel_size=\(3, 3\).*\): expected 4-D input of shape "
-                                         r"\(N, C, H, W\), got shape \(4, 7, 7\); add a batch axis"):
-        conv(rand(4, 7, 7, dtype="float32"))
-    with pytest.raises(ValueError, match=r"Conv1d\(.*expected 3-D input of shape \(N, C, L\), got shape \(2, 4\)"):
-        nnx.Conv1d(4, 6, 3)(rand(2, 4, dtype="float32"))
+    # (C, H, W) and (C, L) are PyTorch's unbatched inputs (tests/layers/test_catalogue_unbatched.py)
+    with pytest.raises(ValueError, match=r"Conv2d\(4, 6, kernel_size=\(3, 3\).*\): expected 3-D \(unbatched\) or "
+                                         r"4-D \(batched\) input of shape \(C, H, W\) or \(N, C, H, W\), got shape "
+                                         r"\(7, 7\)"):
+        conv(rand(7, 7, dtype="float32"))
+    with pytest.raises(ValueError, match=r"Conv1d\(.*expected 2-D \(unbatched\) or 3-D \(batched\) input of shape "
+                                         r"\(C, L\) or \(N, C, L\), got shape \(4,\)"):
+        nnx.Conv1d(4, 6, 3)(rand(4, dtype="float32"))
 
 
 def test_conv_channel_mismatch(backend):
@@ -83,8 +86,7 @@ def test_bad_hyperparameters(make, message):
 def test_unsupported_options_say_so():
     with pytest.raises(ValueError, match=r"ConvTranspose2d: only padding_mode='zeros' is supported.*'reflect'"):
         nnx.ConvTranspose2d(2, 2, 3, padding_mode="reflect")
-    with pytest.raises(NotImplementedError, match=r"MaxPool2d: return_indices=True is not supported"):
-        nnx.MaxPool2d(2, return_indices=True)
+    # MaxPool2d(return_indices=True) is supported now: tests/layers/test_catalogue_pool_indices.py
 
 
 def test_dtype_and_backend_mismatch(backend):

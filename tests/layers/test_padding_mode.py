@@ -49,5 +49,5 @@ def test_padding_mode_errors(backend):
     with pytest.raises(ValueError, match=r"Conv2d\(2, 2, .*padding_mode=reflect\): pad: reflect padding \(3, 3\) "
                                          r"must be smaller"):
         nnx.Conv2d(2, 2, 7, padding=3, padding_mode="reflect", dtype="float64")(rand(1, 2, 3, 8))
-    with pytest.raises(ValueError, match=r"Conv1d\(2, 2, .*padding_mode=circular\): expected 3-D input"):
+    with pytest.raises(ValueError, match=r"Conv1d\(2, 2, .*padding_mode=circular\): expected 2-D or 3-D input"):
         nnx.Conv1d(2, 2, 3, padding=1, padding_mode="circular", dtype="float64")(rand(1, 2, 3, 8))
