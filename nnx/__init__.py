@@ -41,6 +41,7 @@ from .backend import (
     use_backend,
 )
 from .compiled import compile_step
+from .containers import ModuleDict, ModuleList, Sequential
 from .dlpack import from_dlpack
 from .errors import BackendMismatchError, NotRecordedError
 from .grad_mode import enable_grad, is_grad_enabled, no_grad
@@ -64,7 +65,7 @@ from .losses import (
     SmoothL1Loss,
     TripletMarginLoss,
 )
-from .module import IncompatibleKeys, Module, ModuleDict, ModuleList, Parameter, Sequential
+from .module import IncompatibleKeys, Module, Parameter
 from .optim import clip_grad_norm_, clip_grad_value_
 from .serialization import *  # noqa: F401,F403  (save, load, checkpoints)
 from .summary import summary

@@ -34,11 +34,12 @@ import nnx_backends as backends
 
 from . import optim
 from .backend import asarray, get_backend, manual_seed, to_numpy
+from .containers import Sequential
 from .grad_mode import no_grad
 from .layers import ReLU, Sigmoid, Tanh
 from .layers.linear import Identity, Linear
 from .losses import CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, SmoothL1Loss
-from .module import Module, Sequential
+from .module import Module
 from .serialization import load, save
 
 __all__ = ["NNXClassifier", "NNXRegressor"]

@@ -1,7 +1,6 @@
 """Recurrent kernels (RNN, LSTM, GRU and their single-step cells), explicit BPTT.
 
-Every op follows the functional convention of nnx: ``name_forward(...)`` returns
-``(output, backward)``; ``name(...)`` returns only the output.
+``name_forward(...)`` returns ``(output, backward)``; ``name(...)`` returns only the output.
 
 One time loop serves every cell (:mod:`nnx.functional.recurrent_cells` holds each cell's forward
 and backward step side by side) and handles direction, variable lengths, bidirectional and
@@ -18,10 +17,9 @@ Layout follows PyTorch: time-major ``(T, B, features)`` inputs, gate order LSTM 
 and GRU ``r, z, n`` with ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, flat weight lists in
 PyTorch's order (for each layer, for each direction: ``w_ih, w_hh, b_ih, b_hh``).
 
-Variable-length batches: pass ``lengths`` (one integer per sequence). Steps at or past a
-sequence's length leave its state unchanged and produce zeros in the output, so the outputs,
-final states and gradients equal those of PyTorch's ``pack_padded_sequence`` /
-``pad_packed_sequence(total_length=T)`` pair.
+Variable-length batches: pass ``lengths`` (one integer per sequence). Steps at or past a sequence's
+length leave its state unchanged and output zeros, so outputs, final states and gradients equal
+those of PyTorch's ``pack_padded_sequence`` / ``pad_packed_sequence(total_length=T)`` pair.
 """
 
 from __future__ import annotations
@@ -146,12 +144,11 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
         xg = b.matmul_into(x2, w_ihT, buf)
     else:
         xg = xp.matmul(x2, w_ihT)
-    if b_ih is not None:
-        if cell.split_bias:  # GRU: b_hh's r and z parts join the input bias; its n part goes to the cell kernel
-            split = 2 * (w_ih.shape[0] // 3)
-            xg += xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
-        else:
-            xg += b_ih + b_hh
+    if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
+        split = 2 * (w_ih.shape[0] // 3)
+        xg += xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
+    elif b_ih is not None:
+        xg += b_ih + b_hh
     return xg, buf
 
 
@@ -465,9 +462,8 @@ def rnn_forward(x: Array, hx: Array | None, weights: Sequence[Array], *, nonline
 
 def lstm_forward(x: Array, hx: tuple[Array, Array] | None, weights: Sequence[Array], *, num_layers: int = 1,
                  bidirectional: bool = False, batch_first: bool = False, dropout: float = 0.0,
-                 training: bool = False, lengths: Any = None,
-                 has_biases: bool = True, workspace: Workspace | None = None,
-                 has_projections: bool = False) -> tuple[tuple, Backward]:
+                 training: bool = False, lengths: Any = None, has_biases: bool = True,
+                 workspace: Workspace | None = None, has_projections: bool = False) -> tuple[tuple, Backward]:
     """Long short-term memory, gate order ``i, f, g, o``; returns ``((output, (h_n, c_n)), backward)``.
 
     With ``has_projections`` each direction of each layer has a fifth array ``w_hr`` (``(P, H)``,

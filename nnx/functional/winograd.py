@@ -136,14 +136,13 @@ def _input_transform(xp: Any, xpad: Array, bt: list[list[float]], m: int, th: in
     ``(a*a, N, C, th*tw)`` ordered ``(r, s)`` x ``n`` x ``c`` x ``(tile row, tile col)``."""
     n, c = xpad.shape[0], xpad.shape[1]
     a = m + 2
-    v = xp.empty((a, a, n, c, th, tw), dtype=xpad.dtype, device=backends.backend_of(xpad).device_of(xpad))
     rows = [xpad[:, :, i:i + m * (th - 1) + 1:m, :] for i in range(a)]  # (N, C, th, Wp) each
+    tiles = []  # stacked rather than written by index: immutable libraries (JAX) take the same code
     for r in range(a):
         row_r = _lincomb(bt[r], rows)
         cols = [row_r[:, :, :, j:j + m * (tw - 1) + 1:m] for j in range(a)]
-        for s in range(a):
-            v[r, s, ...] = _lincomb(bt[s], cols)
-    return xp.reshape(v, (a * a, n, c, th * tw))
+        tiles.extend(_lincomb(bt[s], cols) for s in range(a))
+    return xp.reshape(xp.stack(tiles), (a * a, n, c, th * tw))
 
 
 def _filter_transform(xp: Any, weight: Array, g: list[list[float]]) -> Array:
@@ -160,11 +159,11 @@ def _output_transform(xp: Any, mm: Array, at: list[list[float]], n: int, th: int
     m, a = len(at), len(at[0])
     o = mm.shape[2]
     m6 = xp.reshape(mm, (a, a, n, o, th, tw))
-    y = xp.empty((n, o, th, m, tw, m), dtype=mm.dtype, device=device)
+    rows = []
     for p in range(m):
         z = _lincomb(at[p], [m6[r, ...] for r in range(a)])  # (a, N, O, th, tw)
-        for q in range(m):
-            y[:, :, :, p, :, q] = _lincomb(at[q], [z[s, ...] for s in range(a)])
+        rows.append(xp.stack([_lincomb(at[q], [z[s, ...] for s in range(a)]) for q in range(m)], axis=-1))
+    y = xp.stack(rows, axis=3)  # (N, O, th, m, tw, m)
     return xp.reshape(y, (n, o, th * m, tw * m))
 
 
@@ -173,8 +172,7 @@ def _pad(xp: Any, x: Array, top: int, bottom: int, left: int, right: int, device
     if top == bottom == left == right == 0:
         return x
     out = xp.zeros((n, c, h + top + bottom, w + left + right), dtype=x.dtype, device=device)
-    out[:, :, top:top + h, left:left + w] = x
-    return out
+    return backends.backend_of(x).at_set(out, (slice(None), slice(None), slice(top, top + h), slice(left, left + w)), x)
 
 
 def _forward_core(xp: Any, x: Array, u: Array, pads: tuple[int, int, int, int], m: int,
@@ -198,14 +196,13 @@ def _dy_transform(xp: Any, dy: Array, at: list[list[float]], th: int, tw: int, d
     m, a = len(at), len(at[0])
     n, o, oh, ow = dy.shape
     dyp = _pad(xp, dy, 0, m * th - oh, 0, m * tw - ow, device)
-    d = xp.empty((a, a, n, o, th, tw), dtype=dy.dtype, device=device)
     rows = [dyp[:, :, p::m, :] for p in range(m)]  # (N, O, th, m*tw)
+    tiles = []
     for r in range(a):
         row_r = _lincomb([at[p][r] for p in range(m)], rows)
         cols = [row_r[:, :, :, q::m] for q in range(m)]
-        for s in range(a):
-            d[r, s, ...] = _lincomb([at[q][s] for q in range(m)], cols)
-    return xp.reshape(d, (a * a, n, o, th * tw))
+        tiles.extend(_lincomb([at[q][s] for q in range(m)], cols) for s in range(a))
+    return xp.reshape(xp.stack(tiles), (a * a, n, o, th * tw))
 
 
 def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],

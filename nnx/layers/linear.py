@@ -10,8 +10,9 @@ import nnx_backends as backends
 from .. import functional as F
 from .. import init
 from ..backend import get_backend, get_default_dtype
+from ..containers import PAIR_FUSIONS
 from ..errors import check_dim, check_floating, check_ndim, check_positive_int, check_same_backend
-from ..module import PAIR_FUSIONS, Module, Parameter
+from ..module import Module, Parameter
 
 
 def new_parameter(shape: tuple[int, ...], dtype: Any = None, backend: Any = None, device: Any = None) -> Parameter:

@@ -12,8 +12,9 @@ from typing import Any
 
 import nnx_backends as backends
 
+from ..containers import ModuleList
 from ..errors import check_positive_int, check_probability
-from ..module import Module, ModuleList
+from ..module import Module
 from .activation import GELU, ReLU
 from .attention import MultiheadAttention
 from .dropout import Dropout

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..containers import Sequential
 from ..layers import Dropout, Dropout2d, Embedding, Flatten, Identity, Linear, Unflatten
-from ..module import Sequential
 from .builder import GraphBuilder, UnsupportedLayerError, register_converter
 
 

@@ -71,8 +71,11 @@ class LBFGS(Optimizer):
         return [xp.asarray(p.data, copy=True) for p in self._params]
 
     def _set_param(self, values: list[Any]) -> None:
-        for p, v in zip(self._params, values):
-            p.data[...] = v
+        for p, v in zip(self._params, values, strict=True):
+            if backends.backend_of(p.data).mutable:
+                p.data[...] = v  # in place: arrays that alias the parameter see the restored values
+            else:
+                p.data = v
 
     @staticmethod
     def _scalar(x: Any) -> float:

@@ -51,6 +51,8 @@ def _kernels(b):
 
 def test_results_bit_identical_for_every_thread_count(backend, pool_always):
     b = nnx.get_backend()
+    if not b.mutable:
+        pytest.skip("the in-place *_step_ kernels are for mutable libraries; the thread pool is NumPy's")
     nnx.set_num_threads(1)
     one = _kernels(b)
     for n in (2, 3, 4):
