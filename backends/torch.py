@@ -103,14 +103,14 @@ class TorchBackend(Backend):
 
     def sliding_windows(self, x, window, axes):
         # Tensor.unfold appends each window dimension last, in order: NumPy's sliding_window_view layout
-        for axis, size in zip(axes, window):
+        for axis, size in zip(axes, window, strict=True):
             x = x.unfold(axis, size, 1)
         return x
 
     def _torch_geometry(self, shape, kernel, stride, dilation, pads, out):
         """True when torch's ``unfold``/``fold`` (symmetric padding) give exactly ``out`` windows."""
         return all((size + 2 * p - d * (k - 1) - 1) // s + 1 == o
-                   for size, k, s, d, p, o in zip(shape[2:], kernel, stride, dilation, pads, out))
+                   for size, k, s, d, p, o in zip(shape[2:], kernel, stride, dilation, pads, out, strict=True))
 
     def im2col(self, x, kernel, stride, dilation, pads, out, fill=0.0):
         # one kernel (torch.nn.functional.unfold) where its symmetric zero padding fits

@@ -264,7 +264,7 @@ class F1Score(Metric):
         vals = _read(xp.concat([self.tp, self.pred_count, self.true_count]))  # one host read
         k = len(vals) // 3
         tp, pc, tc = vals[:k], vals[k:2 * k], vals[2 * k:]
-        scores = [2.0 * a / (p + t) for a, p, t in zip(tp, pc, tc) if p + t > 0]
+        scores = [2.0 * a / (p + t) for a, p, t in zip(tp, pc, tc, strict=True) if p + t > 0]
         if self.average == "binary":
             return scores[0] if (pc[0] + tc[0]) > 0 else 0.0
         return sum(scores) / len(scores) if scores else 0.0

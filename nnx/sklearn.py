@@ -64,7 +64,7 @@ def _mlp(n_in: int, n_out: int, hidden: Sequence[int], activation: str) -> Modul
         raise ValueError(f"activation must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
     sizes = [n_in, *[int(h) for h in hidden]]
     layers: list[Module] = []
-    for a, b in zip(sizes[:-1], sizes[1:]):
+    for a, b in zip(sizes[:-1], sizes[1:], strict=True):
         layers += [Linear(a, b), _ACTIVATIONS[activation]()]
     layers.append(Linear(sizes[-1], n_out))
     return Sequential(*layers)

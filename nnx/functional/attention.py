@@ -72,7 +72,7 @@ def _scores(xp: Any, q: Array, k: Array, keep: Array | None, add: Array | None) 
     """``q @ k^T (+ add)``, -inf where ``keep`` is False; ``q`` comes already scaled."""
     s = xp.matmul(q, xp.matrix_transpose(k))
     if add is not None:
-        if add.ndim <= s.ndim and all(a in (1, b) for a, b in zip(add.shape[::-1], s.shape[::-1])):
+        if add.ndim <= s.ndim and all(a in (1, b) for a, b in zip(add.shape[::-1], s.shape[::-1], strict=False)):
             s += add  # s is a new array: add in place
         else:
             s = s + add

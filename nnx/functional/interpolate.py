@@ -63,7 +63,7 @@ def _out_sizes(x: Array, k: int, size: Any, scale_factor: Any) -> tuple[list[int
     factors = [float(scale_factor)] * k if isinstance(scale_factor, (int, float)) else [float(s) for s in scale_factor]
     if len(factors) != k or any(f <= 0 for f in factors):
         raise ValueError(f"interpolate: scale_factor needs {k} positive entries, got {scale_factor}")
-    return [int(math.floor(n * f)) for n, f in zip(in_sizes, factors)], factors
+    return [int(math.floor(n * f)) for n, f in zip(in_sizes, factors, strict=True)], factors
 
 
 def interpolate_forward(input: Array, size: int | Sequence[int] | None = None,
@@ -86,7 +86,7 @@ def interpolate_forward(input: Array, size: int | Sequence[int] | None = None,
         raise ValueError("interpolate: align_corners only applies to the linear modes, not 'nearest'")
     out_sizes, factors = _out_sizes(input, k, size, scale_factor)
     mats = []
-    for axis, (n_out, f) in enumerate(zip(out_sizes, factors)):
+    for axis, (n_out, f) in enumerate(zip(out_sizes, factors, strict=True)):
         n_in = input.shape[2 + axis]
         rows = _weights(mode, n_in, n_out, f, bool(align_corners))
         mats.append(_matrix(xp, rows, n_in, input.dtype, backends.device_of(input)))

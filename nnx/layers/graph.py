@@ -128,7 +128,7 @@ class Graph(Module):
         if len(args) + len(kwargs) != len(self._inputs):
             raise TypeError(f"Graph: expected {len(self._inputs)} inputs {list(self._inputs)}, got "
                             f"{len(args)} positional and {sorted(kwargs)} by name")
-        values = dict(zip(self._inputs, args))
+        values = dict(zip(self._inputs, args, strict=False))
         for k, v in kwargs.items():
             if k not in self._inputs:
                 raise TypeError(f"Graph: unknown input name {k!r}; the inputs are {list(self._inputs)}")

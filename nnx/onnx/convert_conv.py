@@ -23,7 +23,7 @@ def _pads(padding: Any, kernel: tuple[int, ...], dilation: tuple[int, ...]) -> l
     if padding == "valid":
         return [0] * (2 * len(kernel))
     if padding == "same":  # PyTorch puts the odd extra pixel at the end
-        total = [d * (k - 1) for k, d in zip(kernel, dilation)]
+        total = [d * (k - 1) for k, d in zip(kernel, dilation, strict=True)]
         return [t // 2 for t in total] + [t - t // 2 for t in total]
     return [int(p) for p in padding] * 2
 
@@ -86,7 +86,7 @@ def adaptive_avg_pool(g: GraphBuilder, module: AdaptiveAvgPool2d, inputs: list[s
     size = module.output_size
     size = (size, size) if isinstance(size, int) else tuple(size)
     h, w = g.shape(x)[-2:]
-    out = tuple(i if o is None else o for o, i in zip(size, (h, w)))
+    out = tuple(i if o is None else o for o, i in zip(size, (h, w), strict=True))
     if out == (1, 1):
         return g.node("GlobalAveragePool", [x])
     if h % out[0] or w % out[1]:
