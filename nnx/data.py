@@ -32,6 +32,7 @@ import nnx_backends as backends
 from nnx_backends import host_io
 
 from .backend import get_backend, get_default_dtype, to_numpy
+from .errors import is_floating
 from .sampler import DistributedSampler
 
 __all__ = [
@@ -61,7 +62,7 @@ class Dataset:
 
 
 def _is_float(x: Any) -> bool:
-    return backends.Backend.dtype_name(x.dtype).startswith(("float", "bfloat"))
+    return is_floating(x)
 
 
 class TensorDataset(Dataset):

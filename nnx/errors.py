@@ -71,10 +71,21 @@ def check_same_backend(where: str, x: Any, ref: Any, what: str = "input", ref_wh
     )
 
 
+def is_floating(x: Any) -> bool:
+    """Whether array ``x`` has a real floating dtype, asked of its library's namespace
+    (``xp.isdtype``: bfloat16 and any future float types included); host data that belongs to no
+    backend is judged by its NumPy dtype kind."""
+    try:
+        xp = backends.backend_of(x).xp
+    except TypeError:
+        return getattr(getattr(x, "dtype", None), "kind", "") == "f"
+    return bool(xp.isdtype(x.dtype, "real floating"))
+
+
 def check_floating(where: str, x: Any, ref_dtype: Any = None, what: str = "input") -> None:
     """Raise TypeError unless ``x`` is floating point (and, if given, of dtype ``ref_dtype``)."""
     name = backends.Backend.dtype_name(x.dtype)
-    if not name.startswith(("float", "bfloat")):
+    if not is_floating(x):
         raise TypeError(
             f"{where}: expected a floating-point {what}, got dtype {name}; "
             "convert with nnx.asarray(x) (floats become float32)"

@@ -23,6 +23,7 @@ from typing import Any
 import nnx_backends as backends
 
 from .backend import to_numpy
+from .errors import is_floating
 
 __all__ = ["Accuracy", "F1Score", "Mean", "MeanAbsoluteError", "Metric", "TopKAccuracy", "get_metric"]
 
@@ -115,7 +116,7 @@ class Accuracy(Metric):
         else:
             pred = _binary_pred(xp, output, self.threshold)
             t = xp.reshape(target, tuple(pred.shape))
-            hit = pred == (t > 0.5 if backends.Backend.dtype_name(t.dtype).startswith("float") else t != 0)
+            hit = pred == (t > 0.5 if is_floating(t) else t != 0)
         n = _count(xp, hit)
         self.correct = n if self.correct is None else self.correct + n
         size = 1
@@ -238,7 +239,7 @@ class F1Score(Metric):
             else:
                 pred = _binary_pred(xp, output, self.threshold)
             t = xp.reshape(target, tuple(pred.shape))
-            true = t > 0.5 if backends.Backend.dtype_name(t.dtype).startswith("float") else t != 0
+            true = t > 0.5 if is_floating(t) else t != 0
             pred_oh, true_oh = pred[..., None], true[..., None]
         else:
             if output.ndim != 2 or target.ndim != 1:
