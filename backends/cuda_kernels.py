@@ -151,6 +151,9 @@ __global__ void nnx_ce_fwd(const T* logits, const long long* target, const T* we
     lse[row] = (T)l;
     long long t = target[row];
     if (t == ignore_index) { loss[row] = (T)0; wy[row] = (T)0; return; }
+    // a class index out of range (no host check on a GPU) is never read out of bounds: its loss is
+    // NaN, which the training loop's finiteness check reports, instead of a wrapped or garbage value
+    if (t < 0 || t >= cols) { loss[row] = (T)nan(""); wy[row] = (T)1; return; }
     A w = has_weight ? (A)weight[t] : (A)1;
     A out = -(A)(1.0 - smoothing) * w * ((A)z[t] - l);
     if (smoothing != 0.0) {
@@ -173,6 +176,7 @@ __global__ void nnx_ce_bwd(const T* logits, const T* lse, const long long* targe
     long long t = target[row];
     T* d = dlogits + row * cols;
     if (t == ignore_index) { for (long long c = 0; c < cols; ++c) d[c] = (T)0; return; }
+    if (t < 0 || t >= cols) { for (long long c = 0; c < cols; ++c) d[c] = (T)nan(""); return; }
     A g = (A)grad[grad_per_row ? row : 0] / (use_denom ? (A)denom[0] : (A)1);
     A wy = has_weight ? (A)weight[t] : (A)1;
     A l = (A)lse[row];

@@ -246,6 +246,25 @@ def test_cross_entropy_row_kernels(row_libs, dtype, opts, reduction):
 
 
 @pytest.mark.parametrize("dtype", DT)
+def test_cross_entropy_row_kernels_never_read_out_of_range(row_libs, dtype):
+    """A class index outside [0, C) (unchecked on a GPU) gives a NaN loss and NaN gradients for its row,
+    never a read out of bounds; the other rows are unaffected."""
+    lib = row_libs[np.dtype(dtype).name]
+    rows, cols = 3, 4
+    logits = np.random.default_rng(0).standard_normal((rows, cols)).astype(dtype)
+    target = np.array([1, 7, -3], dtype=np.int64)
+    loss, wy, lse = (np.zeros(rows, dtype) for _ in range(3))
+    lib.host_ce_fwd(_p(logits), _p(target), _p(logits), ctypes.c_int(0), ctypes.c_longlong(rows),
+                    ctypes.c_longlong(cols), ctypes.c_longlong(-100), ctypes.c_double(0.0), _p(loss), _p(wy), _p(lse))
+    assert np.isfinite(loss[0]) and np.isnan(loss[1:]).all()
+    d = np.zeros_like(logits)
+    lib.host_ce_bwd(_p(logits), _p(lse), _p(target), _p(logits), ctypes.c_int(0), _p(np.zeros(1, dtype)),
+                    ctypes.c_longlong(rows), ctypes.c_longlong(cols), ctypes.c_longlong(-100), ctypes.c_double(0.0),
+                    _p(np.ones(1, dtype)), ctypes.c_int(0), _p(np.ones(1, dtype)), ctypes.c_int(0), _p(d))
+    assert np.isfinite(d[0]).all() and np.isnan(d[1:]).all()
+
+
+@pytest.mark.parametrize("dtype", DT)
 def test_batch_norm_reduce_row_kernel(row_libs, dtype):
     lib = row_libs[np.dtype(dtype).name]
     r = np.random.default_rng(8)
