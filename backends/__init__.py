@@ -72,6 +72,7 @@ for _name, _module, _cls in (
     ("torch", "torch", "TorchBackend"),
     ("cupy", "cupy", "CupyBackend"),
     ("jax", "jax", "JaxBackend"),
+    ("dask", "dask", "DaskBackend"),
 ):
     register(_name, *_lazy(_module, _cls))
 
@@ -179,7 +180,7 @@ def instances() -> list[Backend]:
 
 _seed: int | None = None
 _BUILTIN_BY_MODULE = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "array_api_strict": "array_api_strict",
-                      "jax": "jax", "jaxlib": "jax"}
+                      "jax": "jax", "jaxlib": "jax", "dask": "dask"}
 
 
 def seed_all(seed: int) -> None:
