@@ -101,32 +101,19 @@ def _spatial(value: Any, n: int) -> list[int]:
 
 
 def _pool_dims(module: Any) -> int:
-    """The number of spatial axes of a pooling layer."""
+    """The number of spatial axes of a pooling layer (its input is ``(N, C, *spatial)``)."""
     if isinstance(module, (MaxPool1d, AvgPool1d, AdaptiveAvgPool1d)):
         return 1
     return 3 if isinstance(module, (MaxPool3d, AvgPool3d)) else 2
-
-
-def _batched(g: GraphBuilder, module: Any, x: str, n: int, fn: Any) -> str:
-    """``fn(x)`` on a batched input; an unbatched ``(C, *spatial)`` input gets a batch axis around it."""
-    rank = g.rank(x)
-    if rank == n + 2:
-        return fn(x)
-    if rank != n + 1:
-        raise UnsupportedLayerError(f"nnx.onnx.export: {type(module).__name__} expects {n + 1}-D or {n + 2}-D "
-                                    f"inputs, got shape {g.shape(x)}")
-    y = fn(g.placeholder(g.node("Unsqueeze", [x, g.ints([0], hint="axes")]), (1, *g.shape(x)), like=x))
-    return g.node("Squeeze", [y, g.ints([0], hint="axes")])
 
 
 @register_converter(MaxPool1d, MaxPool2d, MaxPool3d)
 def max_pool(g: GraphBuilder, module: Any, inputs: list[str]) -> str:
     """``MaxPool`` (1-, 2- or 3-D; implicit -inf padding, dilation and ceil_mode as PyTorch)."""
     n = _pool_dims(module)
-    return _batched(g, module, inputs[0], n, lambda x: g.node(
-        "MaxPool", [x], kernel_shape=_spatial(module.kernel_size, n), strides=_spatial(module.stride, n),
-        pads=_spatial(module.padding, n) * 2, dilations=_spatial(module.dilation, n),
-        ceil_mode=int(module.ceil_mode)))
+    return g.node("MaxPool", inputs[:1], kernel_shape=_spatial(module.kernel_size, n),
+                  strides=_spatial(module.stride, n), pads=_spatial(module.padding, n) * 2,
+                  dilations=_spatial(module.dilation, n), ceil_mode=int(module.ceil_mode))
 
 
 @register_converter(AvgPool1d, AvgPool2d, AvgPool3d)
@@ -139,9 +126,8 @@ def avg_pool(g: GraphBuilder, module: Any, inputs: list[str]) -> str:
         raise UnsupportedLayerError(f"nnx.onnx.export: {type(module).__name__} with divisor_override and ceil_mode "
                                     "(or count_include_pad=False with padding) is not supported")
     count_pad = 1 if divisor is not None else int(module.count_include_pad)
-    y = _batched(g, module, inputs[0], n, lambda x: g.node(
-        "AveragePool", [x], kernel_shape=kernel, strides=_spatial(module.stride, n), pads=padding * 2,
-        ceil_mode=int(module.ceil_mode), count_include_pad=count_pad))
+    y = g.node("AveragePool", inputs[:1], kernel_shape=kernel, strides=_spatial(module.stride, n),
+               pads=padding * 2, ceil_mode=int(module.ceil_mode), count_include_pad=count_pad)
     if divisor is not None:
         volume = 1
         for k in kernel:
@@ -197,15 +183,14 @@ def _adaptive(g: GraphBuilder, module: Any, x: str, n: int, op: str) -> str:
     size = tuple(size) if isinstance(size, (tuple, list)) else (size,) * n
     spatial = g.shape(x)[-n:]
     out = tuple(i if o is None else int(o) for o, i in zip(size, spatial))
-    if out == (1,) * n and g.rank(x) == n + 2:
+    if out == (1,) * n:
         return g.node("GlobalAveragePool" if op == "ReduceMean" else "GlobalMaxPool", [x])
     if all(s % o == 0 for s, o in zip(spatial, out)):  # equal non-overlapping windows: one pool
         kernel = [s // o for s, o in zip(spatial, out)]
         pool = "AveragePool" if op == "ReduceMean" else "MaxPool"
-        return _batched(g, module, x, n, lambda v: g.node(pool, [v], kernel_shape=kernel, strides=kernel))
-    rank = g.rank(x)
-    for k in range(n):
-        x = _adaptive_axis(g, op, x, rank - n + k, spatial[k], out[k])
+        return g.node(pool, [x], kernel_shape=kernel, strides=kernel)
+    for k in range(n):  # (N, C, *spatial): layers take batched inputs only
+        x = _adaptive_axis(g, op, x, 2 + k, spatial[k], out[k])
     return x
 
 
