@@ -136,24 +136,6 @@ def avg_pool(g: GraphBuilder, module: Any, inputs: list[str]) -> str:
     return y
 
 
-@register_converter(AdaptiveAvgPool2d)
-def adaptive_avg_pool(g: GraphBuilder, module: AdaptiveAvgPool2d, inputs: list[str]) -> str:
-    """``GlobalAveragePool`` for output 1x1, an ``AveragePool`` when the sizes divide evenly."""
-    x = inputs[0]
-    size = module.output_size
-    size = (size, size) if isinstance(size, int) else tuple(size)
-    h, w = g.shape(x)[-2:]
-    out = tuple(i if o is None else o for o, i in zip(size, (h, w)))
-    if out == (1, 1):
-        return g.node("GlobalAveragePool", [x])
-    if h % out[0] or w % out[1]:
-        raise UnsupportedLayerError(f"nnx.onnx.export: AdaptiveAvgPool2d(output_size={module.output_size!r}) on a "
-                                    f"{h}x{w} input has overlapping windows, which ONNX cannot express; use sizes "
-                                    "that divide the input")
-    kernel = [h // out[0], w // out[1]]
-    return g.node("AveragePool", [x], kernel_shape=kernel, strides=kernel)
-
-
 def _reduce(g: GraphBuilder, op: str, x: str, axis: int) -> str:
     """``ReduceMean``/``ReduceMax`` over one axis, keeping it (axes became an input in opset 18)."""
     if g.opset_version >= 18:
@@ -199,6 +181,13 @@ def adaptive_avg_pool_1d(g: GraphBuilder, module: AdaptiveAvgPool1d, inputs: lis
     """``GlobalAveragePool`` for output 1, a strided ``AveragePool`` when the size divides the input,
     otherwise PyTorch's (overlapping) windows as ``Slice`` + ``ReduceMean`` + ``Concat``."""
     return _adaptive(g, module, inputs[0], 1, "ReduceMean")
+
+
+@register_converter(AdaptiveAvgPool2d)
+def adaptive_avg_pool(g: GraphBuilder, module: AdaptiveAvgPool2d, inputs: list[str]) -> str:
+    """``GlobalAveragePool`` for output 1x1, a strided ``AveragePool`` when the sizes divide the input,
+    otherwise PyTorch's (overlapping) windows as ``Slice`` + ``ReduceMean`` + ``Concat`` per axis."""
+    return _adaptive(g, module, inputs[0], 2, "ReduceMean")
 
 
 @register_converter(AdaptiveMaxPool2d)

@@ -114,6 +114,8 @@ _ADAPTIVE = [
     ("avg1d_divides", lambda: nnx.AdaptiveAvgPool1d(4), (2, 3, 12), "AveragePool"),
     ("avg1d_overlapping", lambda: nnx.AdaptiveAvgPool1d(3), (2, 3, 7), "ReduceMean"),
     ("avg1d_upsampling", lambda: nnx.AdaptiveAvgPool1d(9), (2, 3, 5), "ReduceMean"),
+    ("avg2d_overlapping", lambda: nnx.AdaptiveAvgPool2d(3), (2, 3, 5, 5), "ReduceMean"),
+    ("avg2d_mixed", lambda: nnx.AdaptiveAvgPool2d((2, 3)), (2, 3, 6, 7), "ReduceMean"),
     ("max2d_global", lambda: nnx.AdaptiveMaxPool2d(1), (2, 3, 5, 7), "GlobalMaxPool"),
     ("max2d_divides", lambda: nnx.AdaptiveMaxPool2d((2, 3)), (2, 3, 8, 9), "MaxPool"),
     ("max2d_overlapping", lambda: nnx.AdaptiveMaxPool2d((3, 4)), (2, 3, 7, 10), "ReduceMax"),
