@@ -98,3 +98,57 @@ def check_hparams(name: str, values: dict[str, Any]) -> None:
     if values.get("nesterov") and (values.get("momentum", 0) <= 0 or values.get("dampening", 0) != 0):
         raise ValueError(f"{name}: Nesterov momentum requires a momentum and zero dampening, got "
                          f"momentum={values.get('momentum')!r}, dampening={values.get('dampening')!r}")
+
+
+def _sched_int(minimum: int) -> Callable[[str, str, Any], None]:
+    def rule(name: str, key: str, v: Any) -> None:
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise TypeError(f"{name}: {key} must be an integer >= {minimum}, got {v!r}")
+        if v < minimum:
+            raise ValueError(f"{name}: {key} must be an integer >= {minimum}, got {v!r}")
+    return rule
+
+
+def _sched_positive(name: str, key: str, v: Any) -> None:
+    if not _is_number(v) or not (0.0 < v < math.inf):
+        raise ValueError(f"{name}: {key} must be a finite number > 0, got {v!r}")
+
+
+def _sched_finite(name: str, key: str, v: Any) -> None:
+    if not _is_number(v) or not math.isfinite(v):
+        raise ValueError(f"{name}: {key} must be a finite number, got {v!r}")
+
+
+def _sched_rates(name: str, key: str, v: Any) -> None:
+    if not isinstance(v, (list, tuple)):
+        raise ValueError(f"{name}: {key} must be a list of rates, got {type(v).__name__}")
+    for r in v:
+        _nonneg(name, key, r)
+
+
+def _sched_ints(name: str, key: str, v: Any) -> None:
+    if not isinstance(v, (list, tuple)) or not all(isinstance(m, int) and not isinstance(m, bool) for m in v):
+        raise ValueError(f"{name}: {key} must be a list of integers, got {v!r}")
+
+
+# One rule per attribute name a learning-rate scheduler keeps (checked at construction and on load).
+_SCHEDULE_RULES: dict[str, Callable[[str, str, Any], None]] = {
+    "last_epoch": _sched_int(-1), "_step_count": _sched_int(0), "step_size": _sched_int(1), "T_max": _sched_int(1),
+    "T_0": _sched_int(1), "T_mult": _sched_int(1), "T_i": _sched_int(1), "T_cur": _sched_finite,
+    "total_iters": _sched_int(0), "total_steps": _sched_int(1),
+    "patience": _sched_int(0), "cooldown": _sched_int(0), "cooldown_counter": _sched_int(0),
+    "num_bad_epochs": _sched_int(0),
+    "gamma": _sched_positive, "eta_min": _sched_finite, "power": _sched_finite, "factor": _nonneg,
+    "start_factor": _sched_finite, "end_factor": _sched_finite, "threshold": _nonneg, "eps": _nonneg,
+    "base_lrs": _sched_rates, "min_lrs": _sched_rates, "max_lrs": _sched_rates, "cyclic_base_lrs": _sched_rates,
+    "_last_lr": _sched_rates, "milestones": _sched_ints,
+}
+
+
+def check_schedule(name: str, values: dict[str, Any]) -> None:
+    """Check every known scheduler attribute in ``values`` (``gamma`` > 0, ``step_size`` >= 1,
+    ``last_epoch`` an integer >= -1, rates non-negative ...); NaN and inf are refused."""
+    for k, v in values.items():
+        rule = _SCHEDULE_RULES.get(k)
+        if rule is not None and v is not None:
+            rule(name, k, v)
