@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
+import signal
 import subprocess
 import sys
 import time
@@ -87,9 +88,16 @@ MUTATIONS = [
 ]
 
 
-def run(ignore: list[str], timeout: float) -> dict:
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # so that the finally below restores the source
+
+
+def run(ignore: list[str], timeout: float, only: list[str] | None = None) -> dict:
+    signal.signal(signal.SIGTERM, _interrupt)
     results = []
     for name, rel, old, new, tests in MUTATIONS:
+        if only and name not in only:
+            continue
         path = ROOT / rel
         src = path.read_text()
         if src.count(old) != 1:
@@ -108,6 +116,7 @@ def run(ignore: list[str], timeout: float) -> dict:
             path.write_text(src)
         results.append({"mutation": name, "file": rel, "status": status,
                         "seconds": round(time.perf_counter() - t0, 1)})
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress, one line per mutation
     applied = [r for r in results if r["status"] != "not-applied"]
     killed = sum(r["status"] == "killed" for r in applied)
     return {"ignored": ignore, "killed": killed, "applied": len(applied),
@@ -118,9 +127,10 @@ def run(ignore: list[str], timeout: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ignore", nargs="*", default=[], help="test files or folders to leave out")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these mutations (by name)")
     ap.add_argument("--timeout", type=float, default=300.0)
     args = ap.parse_args()
-    print(json.dumps(run(args.ignore, args.timeout), indent=1))
+    print(json.dumps(run(args.ignore, args.timeout, args.only), indent=1))
 
 
 if __name__ == "__main__":
