@@ -157,3 +157,14 @@ def test_load_state_dict_accepts_valid_state():
     fresh.load_state_dict(copy.deepcopy(opt.state_dict()))
     assert fresh.param_groups[0]["lr"] == 0.01
     assert fresh.state[m.weight]["step"] == 2.0
+
+
+def test_load_state_dict_refuses_another_class_groups_without_state():
+    """An SGD that never stepped has no per-parameter state: its groups alone must be refused by Adam."""
+    m = nnx.Linear(3, 2)
+    adam = optim.Adam(m.parameters(), lr=0.01)
+    sgd = optim.SGD(m.parameters(), lr=0.5, momentum=0.9)
+    snap = _snapshot(adam)
+    with pytest.raises(ValueError, match=r"Adam\.load_state_dict: parameter group 0 lacks \['amsgrad', 'betas'"):
+        adam.load_state_dict(copy.deepcopy(sgd.state_dict()))
+    _assert_same(adam, snap)
