@@ -179,10 +179,14 @@ class EarlyStopping(Callback):
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._m.best = float(state["best"])
-        self.wait = int(state["wait"])
-        self.best_epoch = state.get("best_epoch")
-        bw = state.get("best_weights")
+        best, best_epoch = _checked_best_state("EarlyStopping", state)
+        wait, bw = state.get("wait"), state.get("best_weights")
+        if isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:
+            raise ValueError(f"EarlyStopping.load_state_dict: 'wait' must be an integer >= 0, got {wait!r}")
+        if bw is not None and not isinstance(bw, dict):
+            raise ValueError(f"EarlyStopping.load_state_dict: 'best_weights' must be a dict of arrays or None, "
+                             f"got {type(bw).__name__}")
+        self._m.best, self.wait, self.best_epoch = best, wait, best_epoch
         self.best_weights = dict(bw) if bw is not None else None  # host arrays: loaded into the model at the end
 
 
@@ -306,8 +310,20 @@ class ModelCheckpoint(Callback):
         return {"best": self._m.best, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self._m.best = float(state["best"])
-        self.best_epoch = state.get("best_epoch")
+        self._m.best, self.best_epoch = _checked_best_state("ModelCheckpoint", state)
+
+
+def _checked_best_state(name: str, state: Any) -> tuple[float, int | None]:
+    """``best`` (a number, not NaN) and ``best_epoch`` (None or an integer >= 0) of a saved callback state."""
+    where = f"{name}.load_state_dict"
+    if not isinstance(state, dict):
+        raise ValueError(f"{where}: expected a dict, got {type(state).__name__}")
+    best, best_epoch = state.get("best"), state.get("best_epoch")
+    if isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best):
+        raise ValueError(f"{where}: 'best' must be a number, got {best!r}")
+    if best_epoch is not None and (isinstance(best_epoch, bool) or not isinstance(best_epoch, int) or best_epoch < 0):
+        raise ValueError(f"{where}: 'best_epoch' must be None or an integer >= 0, got {best_epoch!r}")
+    return float(best), best_epoch
 
 
 def _clean(v: Any) -> Any:

@@ -416,6 +416,33 @@ def _check_scheduler_state(scheduler: Any, state: Any, where: str) -> None:
                                   f"{type(a).__name__}")
 
 
+def _check_rng(states: Any, where: str) -> None:
+    """Try every random generator state of the file on its backend and put the current one back:
+    a malformed state is refused here, before anything is loaded."""
+    if not isinstance(states, dict):
+        raise CheckpointError(f"{where}: the random generator states are malformed (expected a dict, got "
+                              f"{type(states).__name__})")
+    avail = backends.available()
+    for key, st in states.items():
+        name, _, device = str(key).partition(":")
+        if avail.get(name) is not True:
+            continue
+        try:
+            b = backends.get(name, device or None)
+        except Exception:
+            continue
+        current = b.get_rng_state()
+        try:
+            if not isinstance(st, dict):
+                raise TypeError(f"expected a dict, got {type(st).__name__}")
+            b.set_rng_state(st)
+        except Exception as e:
+            raise CheckpointError(f"{where}: the random generator state of backend {key!r} is malformed "
+                                  f"({type(e).__name__}: {e})") from None
+        finally:
+            b.set_rng_state(current)
+
+
 def _restore_rng(states: Any, where: str) -> list[str]:
     if not isinstance(states, dict):
         raise CheckpointError(f"{where}: the random generator states are malformed")
@@ -472,6 +499,8 @@ def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     epoch = tree.get("epoch")
     if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
         raise CheckpointError(f"{where}: epoch must be an int >= 0, got {epoch!r}")
+    if rng and "rng" in tree:
+        _check_rng(tree["rng"], where)
     snap = StateSnapshot(model, optimizer, scheduler)
     skipped: list[str] = []
     try:

@@ -396,6 +396,8 @@ class Trainer:
         from .serialization import CheckpointError, StateSnapshot, load_checkpoint
 
         snap = StateSnapshot(self.model, self.optimizer, self.scheduler)
+        loaders = self._loaders()
+        saved_parts = [(obj, obj.state_dict()) for obj in [*loaders.values(), *self.callbacks]]
         info = load_checkpoint(path, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler)
         try:
             extra = info.get("extra") or {}
@@ -404,15 +406,18 @@ class Trainer:
                                       "ModelCheckpoint (no epoch or history); load it with nnx.load_checkpoint")
             history = History()
             history.load_state_dict(extra["history"])
-            loaders = self._loaders()
-            for k, st in (extra.get("loaders") or {}).items():
+            loader_states, saved = extra.get("loaders") or {}, extra.get("callbacks") or []
+            if not isinstance(loader_states, dict) or not isinstance(saved, list):
+                raise CheckpointError(f"fit(resume_from={os.fspath(path)!r}): malformed loader or callback states")
+            for k, st in loader_states.items():
                 if k in loaders:
                     loaders[k].load_state_dict(st)
-            saved = extra.get("callbacks") or []
             for cb, entry in zip(self.callbacks, saved):
                 if isinstance(entry, dict) and entry.get("type") == type(cb).__name__ and entry.get("state"):
                     cb.load_state_dict(entry["state"])
         except BaseException:
+            for obj, st in saved_parts:  # loaders and callbacks back to their states before the call
+                obj.load_state_dict(st)
             snap.restore()
             raise
         self.history = history

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..module import Parameter
-from ._checks import check_lr, check_non_negative
 from .optimizer import Optimizer, xp_of
 
 
@@ -19,12 +18,10 @@ class Adadelta(Optimizer):
     >>> opt = nnx.optim.Adadelta(model.parameters())   # doctest: +SKIP
     """
 
+    _state_keys = frozenset({"step", "square_avg", "acc_delta"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1.0, rho: float = 0.9, eps: float = 1e-6,
                  weight_decay: float = 0.0, maximize: bool = False) -> None:
-        check_lr("Adadelta", lr)
-        if not isinstance(rho, (int, float)) or not 0.0 <= rho <= 1.0:
-            raise ValueError(f"Adadelta: rho must be in [0, 1], got {rho!r}")
-        check_non_negative("Adadelta", eps=eps, weight_decay=weight_decay)
         super().__init__(params, dict(lr=lr, rho=rho, eps=eps, weight_decay=weight_decay, maximize=maximize))
 
     def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import nnx_backends as backends
 
 from ..module import Parameter
-from ._checks import check_lr, check_non_negative
 from .optimizer import Optimizer
 
 
@@ -18,12 +17,11 @@ class Adagrad(Optimizer):
     ``s += g**2``; ``p -= lr / (1 + (t - 1) lr_decay) * g / (sqrt(s) + eps)``.
     """
 
+    _state_keys = frozenset({"step", "sum"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, lr_decay: float = 0.0,
                  weight_decay: float = 0.0, initial_accumulator_value: float = 0.0, eps: float = 1e-10,
                  maximize: bool = False) -> None:
-        check_lr("Adagrad", lr)
-        check_non_negative("Adagrad", lr_decay=lr_decay, weight_decay=weight_decay,
-                           initial_accumulator_value=initial_accumulator_value, eps=eps)
         super().__init__(params, dict(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
                                       initial_accumulator_value=initial_accumulator_value, eps=eps,
                                       maximize=maximize))

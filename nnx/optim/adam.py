@@ -8,7 +8,6 @@ from typing import Any
 import nnx_backends as backends
 
 from ..module import Parameter
-from ._checks import check_betas, check_lr, check_non_negative
 from .optimizer import Optimizer, multi_tensor_backend
 
 
@@ -23,13 +22,11 @@ class Adam(Optimizer):
 
     _decoupled = False
 
+    _state_keys = frozenset({"step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, amsgrad: bool = False, maximize: bool = False) -> None:
-        name = type(self).__name__
-        check_lr(name, lr)
-        check_betas(name, betas)
-        check_non_negative(name, eps=eps, weight_decay=weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       amsgrad=amsgrad, maximize=maximize))
 
     def _update_group(self, group: dict, items: list[tuple[Parameter, Any, dict]]) -> bool:

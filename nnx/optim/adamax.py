@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..module import Parameter
-from ._checks import check_betas, check_lr, check_non_negative
 from .optimizer import Optimizer, xp_of
 
 
@@ -18,12 +17,11 @@ class Adamax(Optimizer):
     >>> opt = nnx.optim.Adamax(model.parameters(), lr=2e-3)   # doctest: +SKIP
     """
 
+    _state_keys = frozenset({"step", "exp_avg", "exp_inf"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, maximize: bool = False) -> None:
-        check_lr("Adamax", lr)
-        check_betas("Adamax", betas)
-        check_non_negative("Adamax", eps=eps, weight_decay=weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       maximize=maximize))
 
     def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:

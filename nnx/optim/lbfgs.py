@@ -9,7 +9,6 @@ import nnx_backends as backends
 
 from ..backend import to_numpy
 from ..module import Parameter
-from ._checks import check_lr
 from ._line_search import strong_wolfe
 from .optimizer import Optimizer, xp_of
 
@@ -37,7 +36,6 @@ class LBFGS(Optimizer):
     def __init__(self, params: Iterable[Parameter], lr: float = 1.0, max_iter: int = 20, max_eval: int | None = None,
                  tolerance_grad: float = 1e-7, tolerance_change: float = 1e-9, history_size: int = 100,
                  line_search_fn: str | None = None) -> None:
-        check_lr("LBFGS", lr)
         if line_search_fn not in (None, "strong_wolfe"):
             raise ValueError(f"LBFGS: line_search_fn must be None or 'strong_wolfe', got {line_search_fn!r}")
         if max_eval is None:

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ._checks import check_schedule
 from .optimizer import Optimizer
 
 
@@ -22,6 +23,7 @@ class LRScheduler:
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"{type(self).__name__}: expected an nnx optimizer, got {type(optimizer).__name__}")
+        check_schedule(type(self).__name__, {**self.__dict__, "last_epoch": last_epoch})
         self.optimizer = optimizer
         for g in optimizer.param_groups:
             g.setdefault("initial_lr", g["lr"])
@@ -55,7 +57,11 @@ class LRScheduler:
                 and not (isinstance(v, (list, tuple)) and any(callable(f) for f in v))}  # no functions
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`state_dict`; if the state does not fit (another scheduler's), nothing changes."""
+        """Restore :meth:`state_dict`; if the state does not fit (another scheduler's, a ``gamma`` of -3,
+        a ``last_epoch`` of NaN ...), nothing changes."""
+        if not isinstance(state, dict):
+            raise TypeError(f"{type(self).__name__}.load_state_dict: expected a dict, got {type(state).__name__}")
+        check_schedule(f"{type(self).__name__}.load_state_dict", state)
         saved = dict(self.__dict__)
         try:
             self.__dict__.update({k: v for k, v in state.items() if k != "optimizer"})
@@ -201,9 +207,20 @@ class SequentialLR(LRScheduler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        for s, st in zip(self.schedulers, state.pop("schedulers", [])):
-            s.__dict__.update(st)
-        super().load_state_dict(state)
+        children = state.pop("schedulers", [])
+        for s, st in zip(self.schedulers, children):
+            check_schedule(f"SequentialLR.load_state_dict ({type(s).__name__})", st)
+        check_schedule("SequentialLR.load_state_dict", state)
+        saved = [dict(s.__dict__) for s in self.schedulers]
+        try:
+            for s, st in zip(self.schedulers, children):
+                s.__dict__.update(st)
+            super().load_state_dict(state)
+        except BaseException:
+            for s, d in zip(self.schedulers, saved):
+                s.__dict__.clear()
+                s.__dict__.update(d)
+            raise
 
 
 class ReduceLROnPlateau:
@@ -216,8 +233,10 @@ class ReduceLROnPlateau:
     def __init__(self, optimizer: Optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,
                  threshold: float = 1e-4, threshold_mode: str = "rel", cooldown: int = 0,
                  min_lr: float | Sequence[float] = 0.0, eps: float = 1e-8) -> None:
-        if factor >= 1.0:
+        if not factor < 1.0:
             raise ValueError(f"ReduceLROnPlateau: factor must be < 1, got {factor}")
+        check_schedule("ReduceLROnPlateau", dict(factor=factor, patience=patience, threshold=threshold,
+                                                 cooldown=cooldown, eps=eps))
         if mode not in ("min", "max") or threshold_mode not in ("rel", "abs"):
             raise ValueError(f"ReduceLROnPlateau: mode must be 'min'/'max' and threshold_mode 'rel'/'abs', "
                              f"got {mode!r}, {threshold_mode!r}")
@@ -271,8 +290,13 @@ class ReduceLROnPlateau:
         return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a state returned by :meth:`state_dict`."""
-        self.__dict__.update(state)
+        """Restore a state returned by :meth:`state_dict` (checked first: nothing changes on refusal)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"ReduceLROnPlateau.load_state_dict: expected a dict, got {type(state).__name__}")
+        check_schedule("ReduceLROnPlateau.load_state_dict", state)
+        if "factor" in state and not state["factor"] < 1.0:
+            raise ValueError(f"ReduceLROnPlateau.load_state_dict: factor must be < 1, got {state['factor']!r}")
+        self.__dict__.update({k: v for k, v in state.items() if k != "optimizer"})
 
 
 # ----------------------------------------------------------------------------- more schedules (breadth)

@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..module import Parameter
-from ._checks import check_betas, check_lr, check_non_negative
 from .optimizer import Optimizer, xp_of
 
 
@@ -26,13 +25,12 @@ class NAdam(Optimizer):
     >>> opt = nnx.optim.NAdam(model.parameters(), lr=2e-3)   # doctest: +SKIP
     """
 
+    _state_keys = frozenset({"step", "mu_product", "exp_avg", "exp_avg_sq"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 2e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, momentum_decay: float = 4e-3,
                  decoupled_weight_decay: bool = False, maximize: bool = False) -> None:
-        check_lr("NAdam", lr)
-        check_betas("NAdam", betas)
-        check_non_negative("NAdam", eps=eps, weight_decay=weight_decay, momentum_decay=momentum_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                                       maximize=maximize))
 

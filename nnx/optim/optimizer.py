@@ -8,6 +8,7 @@ parameter, so a failed step leaves the model and the optimizer state as they wer
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -15,13 +16,20 @@ import nnx_backends as backends
 
 from ..errors import describe
 from ..module import Parameter
+from ._checks import check_hparams
 
 
 class Optimizer:
     """Base class. Subclasses implement ``_update(group, param, grad, state)``."""
 
+    #: the per-parameter state entries a subclass keeps (checked by load_state_dict; None: not checked)
+    _state_keys: frozenset[str] | None = None
+
     def __init__(self, params: Iterable[Parameter] | Iterable[dict], defaults: dict[str, Any]) -> None:
+        check_hparams(type(self).__name__, defaults)
         self.defaults = dict(defaults)
+        if "betas" in self.defaults:
+            self.defaults["betas"] = tuple(self.defaults["betas"])
         self.state: dict[Parameter, dict[str, Any]] = {}
         self.param_groups: list[dict[str, Any]] = []
         params = list(params)
@@ -47,6 +55,9 @@ class Optimizer:
         group["params"] = ps
         for k, v in self.defaults.items():
             group.setdefault(k, v)
+        check_hparams(name, {k: v for k, v in group.items() if k != "params"})
+        if "betas" in group:
+            group["betas"] = tuple(group["betas"])
         group.setdefault("initial_lr", group.get("lr"))
         self.param_groups.append(group)
 
@@ -130,46 +141,90 @@ class Optimizer:
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a state from :meth:`state_dict` (of nnx or, converted to arrays, of torch.optim).
 
-        Everything is checked and converted before anything is assigned.
+        Every value is checked as the constructor checks it (``lr``, ``eps``, ``betas`` ...), the
+        state entries are checked against this optimizer's (``step`` a finite count >= 0, moments
+        floating arrays of the parameter's shape), and all is converted before anything is assigned:
+        a refused state leaves the optimizer as it was.
         """
-        from ..backend import to_numpy
-
-        name = type(self).__name__
-        groups = state_dict.get("param_groups")
-        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
-            raise ValueError(f"{name}.load_state_dict: expected {len(self.param_groups)} parameter groups, "
-                             f"got {len(groups) if isinstance(groups, list) else type(groups).__name__}")
+        name = f"{type(self).__name__}.load_state_dict"
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"{name}: expected a dict with 'state' and 'param_groups', got {type(state_dict).__name__}")
+        new_groups = self._checked_groups(name, state_dict.get("param_groups"))
+        raw_state = state_dict.get("state", {})
+        if not isinstance(raw_state, dict):
+            raise ValueError(f"{name}: 'state' must be a dict of parameter index to dict, got "
+                             f"{type(raw_state).__name__}")
         params = [p for g in self.param_groups for p in g["params"]]
-        for mine, theirs in zip(self.param_groups, groups):
-            if len(theirs.get("params", ())) != len(mine["params"]):
-                raise ValueError(f"{name}.load_state_dict: a parameter group has {len(theirs.get('params', ()))} "
-                                 f"parameters in the state dict but {len(mine['params'])} here")
         new_state: dict[Parameter, dict[str, Any]] = {}
-        for key, st in state_dict.get("state", {}).items():
-            i = int(key)
-            if not 0 <= i < len(params):
-                raise ValueError(f"{name}.load_state_dict: state for parameter index {i} but there are {len(params)}")
-            p = params[i]
-            b = backends.backend_of(p.data)
-            converted = {}
-            for k, v in st.items():
-                if k == "step":
-                    converted[k] = float(to_numpy(v)) if hasattr(v, "shape") else float(v)
-                elif hasattr(v, "shape"):
-                    if tuple(v.shape) != tuple(p.shape):
-                        raise ValueError(f"{name}.load_state_dict: state {k!r} of parameter {i} has shape "
-                                         f"{tuple(v.shape)}, the parameter has {p.shape}")
-                    converted[k] = b.asarray(to_numpy(v), dtype=p.dtype, copy=True)
-                else:
-                    converted[k] = copy.deepcopy(v)
-            new_state[p] = converted
-        new_groups = []
-        for mine, theirs in zip(self.param_groups, groups):
-            g = {k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}
-            g["params"] = mine["params"]
-            new_groups.append(g)
+        for key, st in raw_state.items():
+            try:
+                i = int(key)
+            except (TypeError, ValueError):
+                raise ValueError(f"{name}: state keys must be parameter indices, got {key!r}") from None
+            if isinstance(key, bool) or not 0 <= i < len(params):
+                raise ValueError(f"{name}: state for parameter index {key!r} but there are {len(params)}")
+            if not isinstance(st, dict):
+                raise ValueError(f"{name}: the state of parameter {i} must be a dict, got {type(st).__name__}")
+            new_state[params[i]] = self._checked_param_state(name, i, params[i], st)
         self.param_groups = new_groups
         self.state = new_state
+
+    def _checked_groups(self, name: str, groups: Any) -> list[dict[str, Any]]:
+        """The parameter groups of a state dict, checked and copied (this optimizer's parameters)."""
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(f"{name}: expected {len(self.param_groups)} parameter groups, "
+                             f"got {len(groups) if isinstance(groups, list) else type(groups).__name__}")
+        new_groups = []
+        for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
+            if not isinstance(theirs, dict):
+                raise ValueError(f"{name}: parameter group {gi} must be a dict, got {type(theirs).__name__}")
+            n = len(theirs.get("params", ()))
+            if n != len(mine["params"]):
+                raise ValueError(f"{name}: a parameter group has {n} parameters in the state dict but "
+                                 f"{len(mine['params'])} here")
+            missing = sorted(k for k in self.defaults if k not in theirs)
+            if missing:
+                raise ValueError(f"{name}: parameter group {gi} lacks {missing}, which a {type(self).__name__} "
+                                 "has (the state of another optimizer class?)")
+            g = {k: copy.deepcopy(v) for k, v in theirs.items() if k != "params"}
+            check_hparams(name, g)
+            if "betas" in g:
+                g["betas"] = tuple(g["betas"])
+            g["params"] = mine["params"]
+            new_groups.append(g)
+        return new_groups
+
+    def _checked_param_state(self, name: str, i: int, p: Parameter, st: dict[str, Any]) -> dict[str, Any]:
+        """One parameter's state, checked against this class's entries and converted to ``p``'s backend."""
+        from ..backend import to_numpy
+
+        known = self._state_keys
+        if known is not None:
+            unknown = sorted(str(k) for k in st if k not in known)
+            if unknown:
+                raise ValueError(f"{name}: the state of parameter {i} has entries {unknown} that a "
+                                 f"{type(self).__name__} does not have (expected some of {sorted(known)}; "
+                                 "the state of another optimizer class?)")
+        b = backends.backend_of(p.data)
+        converted: dict[str, Any] = {}
+        for k, v in st.items():
+            if k in ("step", "mu_product") and known is not None:
+                converted[k] = _checked_count(name, i, k, v)
+            elif hasattr(v, "shape"):
+                if tuple(v.shape) != tuple(p.shape):
+                    raise ValueError(f"{name}: state {k!r} of parameter {i} has shape "
+                                     f"{tuple(v.shape)}, the parameter has {p.shape}")
+                host = to_numpy(v)
+                if "float" not in str(host.dtype):
+                    raise ValueError(f"{name}: state {k!r} of parameter {i} has dtype {host.dtype}, "
+                                     "expected a floating dtype")
+                converted[k] = b.asarray(host, dtype=p.dtype, copy=True)
+            elif known is not None and not (v is None and k == "momentum_buffer"):
+                raise ValueError(f"{name}: state {k!r} of parameter {i} must be an array of shape {p.shape}, "
+                                 f"got {describe(v) if hasattr(v, 'dtype') else type(v).__name__}")
+            else:
+                converted[k] = copy.deepcopy(v)
+        return converted
 
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
@@ -179,6 +234,22 @@ class Optimizer:
                 if k not in ("params", "initial_lr"):
                     lines.append(f"    {k}: {g[k]}")
         return "\n".join(lines) + "\n)"
+
+
+def _checked_count(name: str, i: int, key: str, v: Any) -> float:
+    """A ``step`` (finite, >= 0) or ``mu_product`` (finite) state entry as a float."""
+    from ..backend import to_numpy
+
+    try:
+        f = float(to_numpy(v)) if hasattr(v, "shape") else float(v)
+        if isinstance(v, (str, bytes, bool)):
+            raise TypeError
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: state {key!r} of parameter {i} must be a number, got {v!r}") from None
+    if not math.isfinite(f) or (key == "step" and f < 0):
+        raise ValueError(f"{name}: state {key!r} of parameter {i} must be a finite number"
+                         f"{' >= 0' if key == 'step' else ''}, got {v!r}")
+    return f
 
 
 def multi_tensor_backend(items: list[tuple[Parameter, Any, dict]]) -> Any:

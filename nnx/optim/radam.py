@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..module import Parameter
-from ._checks import check_betas, check_lr, check_non_negative
 from .optimizer import Optimizer, xp_of
 
 
@@ -24,13 +23,12 @@ class RAdam(Optimizer):
     >>> opt = nnx.optim.RAdam(model.parameters(), lr=1e-3)   # doctest: +SKIP
     """
 
+    _state_keys = frozenset({"step", "exp_avg", "exp_avg_sq"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8, weight_decay: float = 0.0, decoupled_weight_decay: bool = False,
                  maximize: bool = False) -> None:
-        check_lr("RAdam", lr)
-        check_betas("RAdam", betas)
-        check_non_negative("RAdam", eps=eps, weight_decay=weight_decay)
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                       decoupled_weight_decay=decoupled_weight_decay, maximize=maximize))
 
     def _update(self, group: dict, p: Parameter, grad: Any, state: dict) -> None:

@@ -8,7 +8,6 @@ from typing import Any
 import nnx_backends as backends
 
 from ..module import Parameter
-from ._checks import check_lr, check_non_negative
 from .optimizer import Optimizer
 
 
@@ -19,13 +18,11 @@ class RMSprop(Optimizer):
     (through a momentum buffer when ``momentum > 0``).
     """
 
+    _state_keys = frozenset({"step", "square_avg", "momentum_buffer", "grad_avg"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-2, alpha: float = 0.99, eps: float = 1e-8,
                  weight_decay: float = 0.0, momentum: float = 0.0, centered: bool = False,
                  maximize: bool = False) -> None:
-        check_lr("RMSprop", lr)
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"RMSprop: alpha must be in [0, 1], got {alpha}")
-        check_non_negative("RMSprop", eps=eps, weight_decay=weight_decay, momentum=momentum)
         super().__init__(params, dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                                       centered=centered, maximize=maximize))
 

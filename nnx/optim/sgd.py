@@ -6,7 +6,6 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..module import Parameter
-from ._checks import check_lr
 from .optimizer import Optimizer, multi_tensor_backend
 
 
@@ -24,14 +23,11 @@ class SGD(Optimizer):
     [0.949999988079071, 2.049999952316284]
     """
 
+    _state_keys = frozenset({"momentum_buffer"})
+
     def __init__(self, params: Iterable[Parameter], lr: float = 1e-3, momentum: float = 0.0,
                  dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
                  maximize: bool = False) -> None:
-        check_lr("SGD", lr)
-        if momentum < 0 or weight_decay < 0:
-            raise ValueError(f"SGD: momentum and weight_decay must be >= 0, got {momentum}, {weight_decay}")
-        if nesterov and (momentum <= 0 or dampening != 0):
-            raise ValueError("SGD: Nesterov momentum requires a momentum and zero dampening")
         super().__init__(params, dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                                       nesterov=nesterov, maximize=maximize))
 

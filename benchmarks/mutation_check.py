@@ -1,0 +1,137 @@
+"""Mutation testing by hand over the optimizer, backward, checkpoint and data code.
+
+Each mutation is a realistic one-line bug applied by exact string replacement in the source; the
+relevant test subset runs (``pytest -x -q``); the source is restored afterwards (also on Ctrl-C).
+A mutation is *killed* when the tests fail. Prints JSON: per mutation killed/survived, and the score.
+
+    python benchmarks/mutation_check.py                      # every test
+    python benchmarks/mutation_check.py --ignore tests/test_mutation_guards.py ...   # without some files
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+OPT = ["tests/test_optim.py", "tests/optim"]
+BWD = ["tests/test_linear.py", "tests/test_activations.py", "tests/test_mutation_guards.py", "tests/layers"]
+CKPT = ["tests/test_serialization.py", "tests/test_resume_atomic.py", "tests/test_mutation_guards.py"]
+DATA = ["tests/test_data.py"]
+
+# (name, file, original text, mutated text, tests)
+MUTATIONS = [
+    ("sgd-dampening-ignored", "nnx/optim/sgd.py", 'buf += (1.0 - group["dampening"]) * grad', "buf += grad", OPT),
+    ("sgd-nesterov-no-momentum", "nnx/optim/sgd.py", 'grad = grad + momentum * buf if group["nesterov"] else buf',
+     'grad = grad + buf if group["nesterov"] else buf', OPT),
+    ("sgd-weight-decay-sign", "nnx/optim/sgd.py", 'grad = grad + group["weight_decay"] * p.data',
+     'grad = grad - group["weight_decay"] * p.data', OPT),
+    ("adam-no-bias-correction1", "nnx/optim/adam.py", "bias_correction1=1.0 - beta1 ** step",
+     "bias_correction1=1.0", OPT),
+    ("adamw-decay-without-lr", "nnx/optim/adam.py", "p.data *= 1.0 - lr * wd", "p.data *= 1.0 - wd", OPT),
+    ("adamax-no-abs", "nnx/optim/adamax.py", "xp.abs(grad) + eps", "grad + eps", OPT),
+    ("adamax-no-bias-correction", "nnx/optim/adamax.py", 'clr = lr / (1.0 - beta1 ** state["step"])', "clr = lr", OPT),
+    ("adagrad-lr-decay-off-by-one", "nnx/optim/adagrad.py", '(state["step"] - 1.0) * group["lr_decay"]',
+     'state["step"] * group["lr_decay"]', OPT),
+    ("adagrad-sum-not-squared", "nnx/optim/adagrad.py", "s += grad * grad", "s += grad", OPT),
+    ("rmsprop-centered-ignored", "nnx/optim/rmsprop.py", "avg = xp.sqrt(sq - ga * ga) + eps",
+     "avg = xp.sqrt(sq) + eps", OPT),
+    ("rmsprop-momentum-unscaled", "nnx/optim/rmsprop.py", "buf += grad / avg", "buf += grad", OPT),
+    ("adadelta-eps-dropped", "nnx/optim/adadelta.py", "/ xp.sqrt(v + eps) * grad", "/ xp.sqrt(v + 1e-3) * grad", OPT),
+    ("nadam-mu-product-reset", "nnx/optim/nadam.py", 'state["mu_product"] *= mu', 'state["mu_product"] = mu', OPT),
+    ("radam-threshold", "nnx/optim/radam.py", "if rho_t > 5.0:", "if rho_t > 50.0:", OPT),
+    ("clip-norm-scales-up", "nnx/optim/clip.py", "coef = xp.minimum(max_norm / (total + 1e-6), 1.0)",
+     "coef = max_norm / (total + 1e-6)", OPT),
+    ("clip-value-one-sided", "nnx/optim/clip.py", "p.grad = xp.clip(p.grad, -v, v)", "p.grad = xp.clip(p.grad, 0, v)",
+     OPT),
+    ("step-grad-dtype-unchecked", "nnx/optim/optimizer.py", "or grad.dtype != data.dtype", "or False", OPT),
+    ("load-other-class-accepted", "nnx/optim/optimizer.py",
+     "missing = sorted(k for k in self.defaults if k not in theirs)", "missing = []", OPT),
+    ("load-fills-while-validating", "nnx/optim/optimizer.py",
+     "new_state[params[i]] = self._checked_param_state(", "new_state[params[i]] = self.state[params[i]] = "
+     "self._checked_param_state(", OPT),
+    ("betas-one-allowed", "nnx/optim/_checks.py", "all(_is_number(b) and 0.0 <= b < 1.0",
+     "all(_is_number(b) and 0.0 <= b <= 1.0", OPT),
+    ("linear-dbias-mean", "nnx/functional/linear.py", "dbias = xp.sum(dy2, axis=0) if bias",
+     "dbias = xp.mean(dy2, axis=0) if bias", BWD),
+    ("relu-grad-at-zero", "nnx/functional/activation.py", "dx = _mask(xp, y > 0, dy.dtype)",
+     "dx = _mask(xp, y >= 0, dy.dtype)", BWD),
+    ("rnn-dropout-unscaled", "nnx/functional/recurrent.py", "layer_in = layer_in * drop",
+     "layer_in = layer_in * xp.astype(drop > 0, drop.dtype)", BWD),
+    ("embedding-inf-no-abs", "nnx/functional/embedding.py", "norms = xp.max(xp.abs(weight), axis=1, keepdims=True)",
+     "norms = xp.max(weight, axis=1, keepdims=True)", BWD),
+    ("avgpool-float64-divisor", "nnx/functional/pooling.py",
+     "divisor = xp.asarray([[float(a * bb) for bb in cw] for a in ch], dtype=x.dtype",
+     "divisor = xp.asarray([[float(a * bb) for bb in cw] for a in ch], dtype=xp.float64", BWD),
+    ("adaptive-pool-float64", "nnx/functional/pooling.py", "ph = xp.asarray(_adaptive_matrix(h, oh), dtype=x.dtype",
+     "ph = xp.asarray(_adaptive_matrix(h, oh), dtype=xp.float64", BWD),
+    ("ckpt-float-check-removed", "nnx/serialization.py", 'if p_float and not str(v.dtype).startswith("float"):',
+     "if False:", CKPT),
+    ("ckpt-negative-epoch", "nnx/serialization.py", "not isinstance(epoch, int) or epoch < 0)",
+     "not isinstance(epoch, int) or epoch < -10)", CKPT),
+    ("ckpt-rng-unchecked", "nnx/serialization.py", '        _check_rng(tree["rng"], where)\n', "        pass\n", CKPT),
+    ("resume-no-callback-rollback", "nnx/training.py", "                obj.load_state_dict(st)\n",
+     "                pass\n", CKPT),
+    ("earlystopping-wait-unchecked", "nnx/callbacks.py",
+     "if isinstance(wait, bool) or not isinstance(wait, int) or wait < 0:", "if False:", CKPT),
+    ("drop-last-complete-batch", "nnx/data.py", "stop = n - n % self.batch_size if self.drop_last else n",
+     "stop = n - self.batch_size if self.drop_last else n", DATA),
+    ("len-ignores-drop-last", "nnx/data.py",
+     "return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)",
+     "return math.ceil(n / self.batch_size)", DATA),
+    ("epoch-not-advanced", "nnx/data.py", "        self.epoch += 1\n", "        self.epoch += 0\n", DATA),
+]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # so that the finally below restores the source
+
+
+def run(ignore: list[str], timeout: float, only: list[str] | None = None) -> dict:
+    signal.signal(signal.SIGTERM, _interrupt)
+    results = []
+    for name, rel, old, new, tests in MUTATIONS:
+        if only and name not in only:
+            continue
+        path = ROOT / rel
+        src = path.read_text()
+        if src.count(old) != 1:
+            results.append({"mutation": name, "file": rel, "status": "not-applied", "count": src.count(old)})
+            continue
+        cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+               *[t for t in tests if (ROOT / t).exists() and t not in ignore], *[f"--ignore={i}" for i in ignore]]
+        t0 = time.perf_counter()
+        path.write_text(src.replace(old, new))
+        try:
+            r = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+            status = "killed" if r.returncode != 0 else "survived"
+        except subprocess.TimeoutExpired:
+            status = "killed"  # a hang counts as detected
+        finally:
+            path.write_text(src)
+        results.append({"mutation": name, "file": rel, "status": status,
+                        "seconds": round(time.perf_counter() - t0, 1)})
+        print(json.dumps(results[-1]), file=sys.stderr, flush=True)  # progress, one line per mutation
+    applied = [r for r in results if r["status"] != "not-applied"]
+    killed = sum(r["status"] == "killed" for r in applied)
+    return {"ignored": ignore, "killed": killed, "applied": len(applied),
+            "score": round(killed / max(len(applied), 1), 3),
+            "survivors": [r["mutation"] for r in applied if r["status"] == "survived"], "results": results}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ignore", nargs="*", default=[], help="test files or folders to leave out")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these mutations (by name)")
+    ap.add_argument("--timeout", type=float, default=300.0)
+    args = ap.parse_args()
+    print(json.dumps(run(args.ignore, args.timeout, args.only), indent=1))
+
+
+if __name__ == "__main__":
+    main()
