@@ -43,12 +43,14 @@ import datetime
 import math
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
 
 import nnx_backends as backends
 from nnx_backends import host_io
 
 from .backend import get_backend, to_numpy
+from .errors import is_floating
 from .module import Module, Parameter
 
 __all__ = ["CheckpointError", "load", "load_checkpoint", "save", "save_checkpoint"]
@@ -109,33 +111,49 @@ def _decode(node: Any, arrays: dict[str, Any], used: set[str], where: str) -> An
     if isinstance(node, dict):
         if len(node) == 1:
             (tag, value), = node.items()
-            if tag == "__array__":
-                if not isinstance(value, str) or value not in arrays:
-                    raise CheckpointError(f"{where}: the metadata refers to array {value!r}, which is not stored")
-                used.add(value)
-                return arrays[value]
-            if tag == "__float__":
-                if value not in ("nan", "inf", "-inf"):
-                    raise CheckpointError(f"{where}: bad float tag {value!r}")
-                return float(value)
-            if tag == "__tuple__":
-                if not isinstance(value, list):
-                    raise CheckpointError(f"{where}: bad tuple tag")
-                return tuple(_decode(v, arrays, used, where) for v in value)
-            if tag == "__dict__":
-                if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
-                    raise CheckpointError(f"{where}: bad dict tag")
-                out = {}
-                for k, v in value:
-                    k = _decode(k, arrays, used, where)
-                    if isinstance(k, (list, dict)):
-                        raise CheckpointError(f"{where}: unhashable dict key in the metadata")
-                    out[k] = _decode(v, arrays, used, where)
-                return out
+            if tag in _TAGS:
+                return _TAGS[tag](value, arrays, used, where)
         if any(isinstance(k, str) and k.startswith("__") for k in node):
             raise CheckpointError(f"{where}: unknown tag in the metadata: {sorted(node)}")
         return {k: _decode(v, arrays, used, where) for k, v in node.items()}
     raise CheckpointError(f"{where}: unexpected value of type {type(node).__name__} in the metadata")
+
+
+def _decode_array(value: Any, arrays: dict[str, Any], used: set[str], where: str) -> Any:
+    if not isinstance(value, str) or value not in arrays:
+        raise CheckpointError(f"{where}: the metadata refers to array {value!r}, which is not stored")
+    used.add(value)
+    return arrays[value]
+
+
+def _decode_float(value: Any, arrays: dict[str, Any], used: set[str], where: str) -> float:
+    if value not in ("nan", "inf", "-inf"):
+        raise CheckpointError(f"{where}: bad float tag {value!r}")
+    return float(value)
+
+
+def _decode_tuple(value: Any, arrays: dict[str, Any], used: set[str], where: str) -> tuple:
+    if not isinstance(value, list):
+        raise CheckpointError(f"{where}: bad tuple tag")
+    return tuple(_decode(v, arrays, used, where) for v in value)
+
+
+def _decode_dict(value: Any, arrays: dict[str, Any], used: set[str], where: str) -> dict:
+    if not isinstance(value, list) or not all(isinstance(p, list) and len(p) == 2 for p in value):
+        raise CheckpointError(f"{where}: bad dict tag")
+    out = {}
+    for k, v in value:
+        k = _decode(k, arrays, used, where)
+        if isinstance(k, (list, dict)):
+            raise CheckpointError(f"{where}: unhashable dict key in the metadata")
+        out[k] = _decode(v, arrays, used, where)
+    return out
+
+
+#: the tagged values of the metadata tree (one-key dicts), decoded by their own function
+_TAGS: dict[str, Callable[[Any, dict, set, str], Any]] = {
+    "__array__": _decode_array, "__float__": _decode_float, "__tuple__": _decode_tuple, "__dict__": _decode_dict,
+}
 
 
 # ------------------------------------------------------------------------------------ file level
@@ -345,7 +363,7 @@ class StateSnapshot:
             else:
                 m._buffers[name] = arr
         if self.optimizer is not None:
-            for g, saved in zip(self.groups, self.group_copies):
+            for g, saved in zip(self.groups, self.group_copies, strict=True):
                 g.clear()
                 g.update(saved)
             self.optimizer.param_groups = self.groups
@@ -371,19 +389,11 @@ def _check_optimizer_state(optimizer: Any, state: Any, where: str) -> None:
                                   f"{len(params)} parameters")
         if not isinstance(st, dict):
             raise CheckpointError(f"{where}: optimizer state of parameter {key} is not a dict")
-        p = params[key]
-        p_float = backends.Backend.dtype_name(p.dtype).startswith(("float", "bfloat"))
-        for name, v in st.items():
-            if _is_array(v):
-                if tuple(v.shape) != p.shape:
-                    raise CheckpointError(f"{where}: optimizer state {name!r} of parameter {key} has shape "
-                                          f"{tuple(v.shape)}, the parameter has {p.shape}")
-                if p_float and not str(v.dtype).startswith("float"):
-                    raise CheckpointError(f"{where}: optimizer state {name!r} of parameter {key} has dtype "
-                                          f"{v.dtype}, expected a floating dtype")
-            elif not isinstance(v, (int, float, bool, type(None), list, tuple)):
-                raise CheckpointError(f"{where}: optimizer state {name!r} has unexpected type {type(v).__name__}")
-    for mine, theirs in zip(optimizer.param_groups, state["param_groups"]):
+        _check_parameter_state(params[key], key, st, where)
+    if len(state["param_groups"]) != len(optimizer.param_groups):
+        raise CheckpointError(f"{where}: the checkpoint has {len(state['param_groups'])} optimizer parameter groups, "
+                              f"the optimizer {len(optimizer.param_groups)}")
+    for mine, theirs in zip(optimizer.param_groups, state["param_groups"], strict=True):
         if not isinstance(theirs, dict):
             raise CheckpointError(f"{where}: an optimizer parameter group is not a dict")
         for k, v in theirs.items():
@@ -393,6 +403,22 @@ def _check_optimizer_state(optimizer: Any, state: Any, where: str) -> None:
                     isinstance(mine[k], (int, float)) != isinstance(v, (int, float)):
                 raise CheckpointError(f"{where}: optimizer hyper-parameter {k!r} is a {type(v).__name__}, "
                                       f"expected a {type(mine[k]).__name__}")
+
+
+def _check_parameter_state(p: Any, key: int, st: dict, where: str) -> None:
+    """One parameter's optimizer state from a checkpoint: arrays of its shape (floating where the
+    parameter is), numbers or small containers otherwise."""
+    p_float = is_floating(p.data)
+    for name, v in st.items():
+        if _is_array(v):
+            if tuple(v.shape) != p.shape:
+                raise CheckpointError(f"{where}: optimizer state {name!r} of parameter {key} has shape "
+                                      f"{tuple(v.shape)}, the parameter has {p.shape}")
+            if p_float and not is_floating(v):
+                raise CheckpointError(f"{where}: optimizer state {name!r} of parameter {key} has dtype "
+                                      f"{v.dtype}, expected a floating dtype")
+        elif not isinstance(v, (int, float, bool, type(None), list, tuple)):
+            raise CheckpointError(f"{where}: optimizer state {name!r} has unexpected type {type(v).__name__}")
 
 
 def _check_scheduler_state(scheduler: Any, state: Any, where: str) -> None:
@@ -462,6 +488,27 @@ def _restore_rng(states: Any, where: str) -> list[str]:
     return skipped
 
 
+def _check_checkpoint(tree: dict[str, Any], meta: dict | None, where: str, model: Module | None, optimizer: Any,
+                      scheduler: Any, rng: bool) -> int | None:
+    """Everything :func:`load_checkpoint` checks before it changes anything; returns the epoch."""
+    if meta is None or meta.get("kind") != "checkpoint":
+        raise CheckpointError(f"{where}: this is a weights file, not a training checkpoint; use nnx.load"
+                              if meta is not None else f"{where}: a plain .npz file, not an nnx checkpoint")
+    for part, obj in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
+        if obj is not None and part not in tree:
+            raise CheckpointError(f"{where}: the checkpoint holds no {part} state")
+    if optimizer is not None:
+        _check_optimizer_state(optimizer, tree["optimizer"], where)
+    if scheduler is not None:
+        _check_scheduler_state(scheduler, tree["scheduler"], where)
+    epoch = tree.get("epoch")
+    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
+        raise CheckpointError(f"{where}: epoch must be an int >= 0, got {epoch!r}")
+    if rng and "rng" in tree:
+        _check_rng(tree["rng"], where)
+    return epoch
+
+
 def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, optimizer: Any = None,
                     scheduler: Any = None, rng: bool = True, strict: bool = True,
                     max_bytes: int | None = None) -> dict[str, Any]:
@@ -484,23 +531,7 @@ def load_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     if model is not None and not isinstance(model, Module):
         raise TypeError(f"nnx.load_checkpoint: model must be an nnx.Module, got {type(model).__name__}")
     tree, meta = _read(path, _bound_for(model, 4, max_bytes))
-    if meta is None or meta.get("kind") != "checkpoint":
-        raise CheckpointError(f"{where}: this is a weights file, not a training checkpoint; use nnx.load"
-                              if meta is not None else f"{where}: a plain .npz file, not an nnx checkpoint")
-    for part, obj in (("model", model), ("optimizer", optimizer), ("scheduler", scheduler)):
-        if obj is not None and part not in tree:
-            raise CheckpointError(f"{where}: the checkpoint holds no {part} state")
-    if model is not None and not isinstance(model, Module):
-        raise TypeError(f"nnx.load_checkpoint: model must be an nnx.Module, got {type(model).__name__}")
-    if optimizer is not None:
-        _check_optimizer_state(optimizer, tree["optimizer"], where)
-    if scheduler is not None:
-        _check_scheduler_state(scheduler, tree["scheduler"], where)
-    epoch = tree.get("epoch")
-    if epoch is not None and (isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0):
-        raise CheckpointError(f"{where}: epoch must be an int >= 0, got {epoch!r}")
-    if rng and "rng" in tree:
-        _check_rng(tree["rng"], where)
+    epoch = _check_checkpoint(tree, meta, where, model, optimizer, scheduler, rng)
     snap = StateSnapshot(model, optimizer, scheduler)
     skipped: list[str] = []
     try:

@@ -103,7 +103,7 @@ class History:
 
         values = self[key]
         mode = _resolve_mode(mode, key, "History.best")
-        pairs = [(v, e) for e, v in zip(self.epoch, values) if not math.isnan(v)]
+        pairs = [(v, e) for e, v in zip(self.epoch, values, strict=True) if not math.isnan(v)]
         if not pairs:
             raise ValueError(f"History.best: no finite value of {key!r}")
         v, e = min(pairs) if mode == "min" else max(pairs, key=lambda p: (p[0], -p[1]))
@@ -143,7 +143,7 @@ class History:
         agg.FigureCanvasAgg(fig)
         axes = fig.subplots(1, len(names), squeeze=False)[0]
         x = [e + 1 for e in self.epoch]
-        for ax, name in zip(axes, names):
+        for ax, name in zip(axes, names, strict=True):
             for key, label in ((name, "train"), (f"val_{name}", "validation")):
                 if key in self.history:
                     ax.plot(x, self.history[key], marker="o", markersize=3, label=label)
@@ -412,7 +412,7 @@ class Trainer:
             for k, st in loader_states.items():
                 if k in loaders:
                     loaders[k].load_state_dict(st)
-            for cb, entry in zip(self.callbacks, saved):
+            for cb, entry in zip(self.callbacks, saved, strict=False):  # matched by type; extra entries ignored
                 if isinstance(entry, dict) and entry.get("type") == type(cb).__name__ and entry.get("state"):
                     cb.load_state_dict(entry["state"])
         except BaseException:

@@ -45,7 +45,7 @@ def _check_padding_mode(module: Any) -> None:
 def _circular_pad(g: GraphBuilder, x: str, begins: list[int], ends: list[int]) -> str:
     """Wrap-around padding of the spatial axes (``Slice`` + ``Concat``; ``Pad``'s "wrap" needs opset 19)."""
     shape = g.shape(x)
-    for i, (b, e) in enumerate(zip(begins, ends)):
+    for i, (b, e) in enumerate(zip(begins, ends, strict=True)):
         axis, size = i + 2, shape[i + 2]
         parts = []
         if b:

@@ -43,7 +43,7 @@ class LRScheduler:
         self._set(self.lr_at(self.last_epoch))
 
     def _set(self, lrs: list[float]) -> None:
-        for g, lr in zip(self.optimizer.param_groups, lrs):
+        for g, lr in zip(self.optimizer.param_groups, lrs, strict=True):
             g["lr"] = lr
         self._last_lr = list(lrs)
 
@@ -114,7 +114,7 @@ class LambdaLR(LRScheduler):
 
     def lr_at(self, epoch: int) -> list[float]:
         if isinstance(self.lr_lambda, (list, tuple)):
-            return [b * f(epoch) for b, f in zip(self.base_lrs, self.lr_lambda)]
+            return [b * f(epoch) for b, f in zip(self.base_lrs, self.lr_lambda, strict=True)]
         return [b * self.lr_lambda(epoch) for b in self.base_lrs]
 
 
@@ -208,16 +208,19 @@ class SequentialLR(LRScheduler):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
         children = state.pop("schedulers", [])
-        for s, st in zip(self.schedulers, children):
+        if len(children) != len(self.schedulers):
+            raise ValueError(f"SequentialLR.load_state_dict: the state has {len(children)} child schedulers, this one "
+                             f"{len(self.schedulers)}")
+        for s, st in zip(self.schedulers, children, strict=True):
             check_schedule(f"SequentialLR.load_state_dict ({type(s).__name__})", st)
         check_schedule("SequentialLR.load_state_dict", state)
         saved = [dict(s.__dict__) for s in self.schedulers]
         try:
-            for s, st in zip(self.schedulers, children):
+            for s, st in zip(self.schedulers, children, strict=True):
                 s.__dict__.update(st)
             super().load_state_dict(state)
         except BaseException:
-            for s, d in zip(self.schedulers, saved):
+            for s, d in zip(self.schedulers, saved, strict=True):
                 s.__dict__.clear()
                 s.__dict__.update(d)
             raise
@@ -273,7 +276,7 @@ class ReduceLROnPlateau:
             self.cooldown_counter -= 1
             self.num_bad_epochs = 0
         if self.num_bad_epochs > self.patience:
-            for g, min_lr in zip(self.optimizer.param_groups, self.min_lrs):
+            for g, min_lr in zip(self.optimizer.param_groups, self.min_lrs, strict=True):
                 new = max(g["lr"] * self.factor, min_lr)
                 if g["lr"] - new > self.eps:
                     g["lr"] = new
@@ -310,7 +313,7 @@ def _per_group(name: str, optimizer: Optimizer, value: float | Sequence[float], 
 
 def _set_momentum(optimizer: Optimizer, momentums: list[float]) -> None:
     """Set each group's momentum (``betas[0]`` for Adam-like optimizers), as PyTorch's cyclic schedules do."""
-    for g, m in zip(optimizer.param_groups, momentums):
+    for g, m in zip(optimizer.param_groups, momentums, strict=True):
         if "betas" in g:
             g["betas"] = (m, *tuple(g["betas"])[1:])
         else:
@@ -417,7 +420,7 @@ class CyclicLR(LRScheduler):
         self.scale_mode = scale_mode if scale_fn is not None else ("iterations" if mode == "exp_range" else "cycle")
         self.cycle_momentum = cycle_momentum
         if last_epoch == -1:
-            for g, lr in zip(optimizer.param_groups, self.cyclic_base_lrs):
+            for g, lr in zip(optimizer.param_groups, self.cyclic_base_lrs, strict=True):
                 g["lr"] = g["initial_lr"] = lr
         if cycle_momentum:
             _check_momentum_support("CyclicLR", optimizer)
@@ -445,7 +448,7 @@ class CyclicLR(LRScheduler):
 
     def lr_at(self, epoch: int) -> list[float]:
         scale_factor, s = self._factors(epoch)
-        return [b + (m - b) * scale_factor * s for b, m in zip(self.cyclic_base_lrs, self.max_lrs)]
+        return [b + (m - b) * scale_factor * s for b, m in zip(self.cyclic_base_lrs, self.max_lrs, strict=True)]
 
     def step(self) -> None:
         """Advance one batch: set each group's ``lr`` (and momentum with ``cycle_momentum``)."""
@@ -453,7 +456,7 @@ class CyclicLR(LRScheduler):
         if self.cycle_momentum:
             scale_factor, s = self._factors(self.last_epoch)
             _set_momentum(self.optimizer, [mx - (mx - b) * scale_factor * s
-                                           for b, mx in zip(self.base_momentums, self.max_momentums)])
+                                           for b, mx in zip(self.base_momentums, self.max_momentums, strict=True)])
 
 
 class OneCycleLR(LRScheduler):
@@ -490,7 +493,7 @@ class OneCycleLR(LRScheduler):
             self.phases = [(float(pct_start * total_steps) - 1, 0, 1, "max", "base"),
                            (total_steps - 1.0, 1, 2, "base", "max")]
         if last_epoch == -1:
-            for g, (initial, m, low) in zip(optimizer.param_groups, self.lr_points):
+            for g, (initial, m, low) in zip(optimizer.param_groups, self.lr_points, strict=True):
                 g["lr"] = g["initial_lr"] = initial
                 g["max_lr"], g["min_lr"] = m, low
         if cycle_momentum:
@@ -528,7 +531,7 @@ class OneCycleLR(LRScheduler):
         if self.cycle_momentum:
             pct, (_, _, _, m0, m1) = self._phase(self.last_epoch)
             _set_momentum(self.optimizer, [self._anneal(s, e, pct) for s, e in
-                                           zip(self.momentum_points[m0], self.momentum_points[m1])])
+                                           zip(self.momentum_points[m0], self.momentum_points[m1], strict=True)])
 
 
 class ChainedScheduler(LRScheduler):
@@ -558,7 +561,7 @@ class ChainedScheduler(LRScheduler):
     def lr_at(self, epoch: int) -> list[float]:
         lrs = list(self.base_lrs)
         for s in self.schedulers:
-            for i, (lr, base) in enumerate(zip(s.lr_at(s.last_epoch), s.base_lrs)):
+            for i, (lr, base) in enumerate(zip(s.lr_at(s.last_epoch), s.base_lrs, strict=True)):
                 lrs[i] *= lr / base if base else 0.0
         return lrs
 
@@ -581,6 +584,10 @@ class ChainedScheduler(LRScheduler):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        for s, st in zip(self.schedulers, state.pop("schedulers", [])):
+        children = state.pop("schedulers", [])
+        if len(children) != len(self.schedulers):
+            raise ValueError(f"ChainedScheduler.load_state_dict: the state has {len(children)} schedulers, this one "
+                             f"{len(self.schedulers)}")
+        for s, st in zip(self.schedulers, children, strict=True):
             s.__dict__.update(st)
         super().load_state_dict(state)

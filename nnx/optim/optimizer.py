@@ -175,7 +175,7 @@ class Optimizer:
             raise ValueError(f"{name}: expected {len(self.param_groups)} parameter groups, "
                              f"got {len(groups) if isinstance(groups, list) else type(groups).__name__}")
         new_groups = []
-        for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups)):
+        for gi, (mine, theirs) in enumerate(zip(self.param_groups, groups, strict=True)):
             if not isinstance(theirs, dict):
                 raise ValueError(f"{name}: parameter group {gi} must be a dict, got {type(theirs).__name__}")
             n = len(theirs.get("params", ()))
