@@ -19,7 +19,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OPT = ["tests/test_optim.py", "tests/optim"]
+OPT = ["tests/test_optim.py", "tests/optim", "tests/breadth/test_optim_extra.py", "tests/test_training.py"]
 BWD = ["tests/test_linear.py", "tests/test_activations.py", "tests/test_mutation_guards.py", "tests/layers"]
 CKPT = ["tests/test_serialization.py", "tests/test_resume_atomic.py", "tests/test_mutation_guards.py"]
 DATA = ["tests/test_data.py"]
@@ -70,7 +70,7 @@ MUTATIONS = [
      "divisor = xp.asarray([[float(a * bb) for bb in cw] for a in ch], dtype=xp.float64", BWD),
     ("adaptive-pool-float64", "nnx/functional/pooling.py", "ph = xp.asarray(_adaptive_matrix(h, oh), dtype=x.dtype",
      "ph = xp.asarray(_adaptive_matrix(h, oh), dtype=xp.float64", BWD),
-    ("ckpt-float-check-removed", "nnx/serialization.py", 'if p_float and not str(v.dtype).startswith("float"):',
+    ("ckpt-float-check-removed", "nnx/serialization.py", "if p_float and not is_floating(v):",
      "if False:", CKPT),
     ("ckpt-negative-epoch", "nnx/serialization.py", "not isinstance(epoch, int) or epoch < 0)",
      "not isinstance(epoch, int) or epoch < -10)", CKPT),

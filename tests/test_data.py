@@ -49,6 +49,15 @@ def test_drop_last_and_dtype_argument(backend):
     assert len(batches) == 2 and all(backends.Backend.dtype_name(b[0].dtype) == "float64" for b in batches)
 
 
+def test_drop_last_keeps_a_complete_last_batch(backend):
+    """drop_last drops only an incomplete batch: 12 samples in batches of 4 are 3 batches, all seen."""
+    X, y = data(12)
+    loader = nnx.data.DataLoader((X, y), batch_size=4, drop_last=True)
+    assert len(loader) == 3
+    seen = sorted(int(v) for _, yb in loader for v in nnx.to_numpy(yb).tolist())
+    assert seen == sorted(int(v) for v in y.tolist())
+
+
 def test_backend_argument_overrides_current(backend):
     X, y = data()
     loader = nnx.data.DataLoader((X, y), batch_size=5, backend="numpy")
