@@ -145,6 +145,19 @@ def _check_targets(where: str, b: backends.Backend, target: Array, n_classes: in
                              f"(or ignore_index={ignore_index}); got values in [{lo}, {hi}]")
 
 
+def _flat_targets(where: str, b: backends.Backend, target: Array, m: int, c: int, weight: Array | None,
+                  ignore_index: int, input_shape: tuple[int, ...]) -> Array:
+    """The class-index targets as ``(m,)``, checked against ``m`` rows of ``c`` classes (and ``weight``)."""
+    t = b.xp.reshape(target, (-1,))
+    if t.shape[0] != m:
+        raise ValueError(f"{where}: target has {t.shape[0]} elements but input has {m} rows "
+                         f"(input {input_shape}, target {tuple(target.shape)})")
+    _check_targets(where, b, t, c, ignore_index)
+    if weight is not None and tuple(weight.shape) != (c,):
+        raise ValueError(f"{where}: weight must have one entry per class, shape ({c},), got {tuple(weight.shape)}")
+    return t
+
+
 def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Array, weight: Array | None,
                       ignore_index: int, reduction: str, label_smoothing: float,
                       input_shape: tuple[int, ...], moved_shape: tuple[int, ...]) -> tuple[Array, Callable]:
@@ -152,13 +165,7 @@ def _class_index_loss(where: str, logp: Array, probs: Array | None, target: Arra
     b = backends.backend_of(logp)
     xp = b.xp
     m, c = logp.shape
-    t = xp.reshape(target, (-1,))
-    if t.shape[0] != m:
-        raise ValueError(f"{where}: target has {t.shape[0]} elements but input has {m} rows "
-                         f"(input {input_shape}, target {tuple(target.shape)})")
-    _check_targets(where, b, t, c, ignore_index)
-    if weight is not None and tuple(weight.shape) != (c,):
-        raise ValueError(f"{where}: weight must have one entry per class, shape ({c},), got {tuple(weight.shape)}")
+    t = _flat_targets(where, b, target, m, c, weight, ignore_index, input_shape)
     valid = t != ignore_index
     t_safe = xp.where(valid, t, xp.zeros_like(t))
     classes = xp.arange(c, dtype=t.dtype, device=b.device_of(t))
@@ -214,13 +221,7 @@ def _fused_class_index_loss(where: str, b: backends.Backend, z: Array, target: A
     backward launch instead of about thirty elementwise operations (same checks, same results)."""
     xp = b.xp
     m, c = z.shape
-    t = xp.reshape(target, (-1,))
-    if t.shape[0] != m:
-        raise ValueError(f"{where}: target has {t.shape[0]} elements but input has {m} rows "
-                         f"(input {input_shape}, target {tuple(target.shape)})")
-    _check_targets(where, b, t, c, ignore_index)
-    if weight is not None and tuple(weight.shape) != (c,):
-        raise ValueError(f"{where}: weight must have one entry per class, shape ({c},), got {tuple(weight.shape)}")
+    t = _flat_targets(where, b, target, m, c, weight, ignore_index, input_shape)
     if reduction not in ("mean", "sum", "none"):
         raise ValueError(f"{where}: reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
     kw = dict(ignore_index=int(ignore_index), label_smoothing=label_smoothing, reduction=reduction)
