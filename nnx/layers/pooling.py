@@ -180,7 +180,40 @@ class MaxPool3d(_MaxPoolNd):
     _n = 3
 
 
-class AvgPool1d(Module):
+class _AvgPoolNd(Module):
+    """The 1-D and 3-D average pools (the 2-D one keeps its own pair-based validation)."""
+
+    _n = 1
+
+    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
+                 count_include_pad: bool = True, divisor_override: int | None = None) -> None:
+        super().__init__()
+        name = type(self).__name__
+        k, s, p, _ = pool_arguments_nd(name, self._n, kernel_size, stride, padding)
+        one = self._n == 1  # the 1-D layer keeps ints, as torch.nn.AvgPool1d
+        self.kernel_size, self.stride, self.padding = (v[0] if one else v for v in (k, s, p))
+        self.ceil_mode = bool(ceil_mode)
+        self.count_include_pad = bool(count_include_pad)
+        if not one:
+            check_divisor_override(name, divisor_override)
+            self.divisor_override = divisor_override
+
+    def forward(self, input: Any) -> Any:
+        x = input  # PyTorch's argument name (m(input=t) works)
+        where = f"{type(self).__name__}({self.extra_repr()})"
+        check_array_input(where, x)
+        args = (x, self.kernel_size, self.stride, self.padding, self.ceil_mode, self.count_include_pad)
+        if self._n == 1:
+            y, backward = F.avg_pool1d_forward(*args, where=where)
+        else:
+            y, backward = F.avg_pool3d_forward(*args, self.divisor_override, where=where)
+        return self.record(y, backward)
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
+
+class AvgPool1d(_AvgPoolNd):
     """1-D average pooling of ``(N, C, L)`` (``torch.nn.AvgPool1d``).
 
     Args: ``kernel_size``, ``stride`` (default ``kernel_size``), ``padding`` (zeros, at most half
@@ -191,27 +224,14 @@ class AvgPool1d(Module):
     [[[2.0, 1.0]]]
     """
 
+    _n = 1
+
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True) -> None:
-        super().__init__()
-        k, s, p, _ = pool_arguments_nd("AvgPool1d", 1, kernel_size, stride, padding)
-        self.kernel_size, self.stride, self.padding = k[0], s[0], p[0]
-        self.ceil_mode = bool(ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
-
-    def forward(self, input: Any) -> Any:
-        x = input  # PyTorch's argument name (m(input=t) works)
-        where = f"AvgPool1d({self.extra_repr()})"
-        check_array_input(where, x)
-        y, backward = F.avg_pool1d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                                           self.count_include_pad, where=where)
-        return self.record(y, backward)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+                 count_include_pad: bool = True) -> None:  # no divisor_override, as torch.nn.AvgPool1d
+        super().__init__(kernel_size, stride, padding, ceil_mode, count_include_pad)
 
 
-class AvgPool3d(Module):
+class AvgPool3d(_AvgPoolNd):
     """3-D average pooling of ``(N, C, D, H, W)`` (``torch.nn.AvgPool3d``).
 
     Args as :class:`AvgPool2d` with ints or triples: ``kernel_size``, ``stride``, ``padding``,
@@ -223,26 +243,7 @@ class AvgPool3d(Module):
     (1, 1, 2, 2, 2)
     """
 
-    def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0, ceil_mode: bool = False,
-                 count_include_pad: bool = True, divisor_override: int | None = None) -> None:
-        super().__init__()
-        self.kernel_size, self.stride, self.padding, _ = pool_arguments_nd("AvgPool3d", 3, kernel_size, stride,
-                                                                           padding)
-        check_divisor_override("AvgPool3d", divisor_override)
-        self.ceil_mode = bool(ceil_mode)
-        self.count_include_pad = bool(count_include_pad)
-        self.divisor_override = divisor_override
-
-    def forward(self, input: Any) -> Any:
-        x = input  # PyTorch's argument name (m(input=t) works)
-        where = f"AvgPool3d({self.extra_repr()})"
-        check_array_input(where, x)
-        y, backward = F.avg_pool3d_forward(x, self.kernel_size, self.stride, self.padding, self.ceil_mode,
-                                           self.count_include_pad, self.divisor_override, where=where)
-        return self.record(y, backward)
-
-    def extra_repr(self) -> str:
-        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+    _n = 3
 
 
 class AdaptiveAvgPool1d(Module):
