@@ -76,3 +76,19 @@ def layer_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, *, forward_
         assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
     assert host(y).dtype == np.float64
     return y
+
+
+def randomise(model: nnx.Module, seed: int = 0) -> nnx.Module:
+    """Random values in every floating parameter and buffer (running variances positive); eval mode.
+
+    For export and inference checks, where default initialisations (zero biases, unit statistics)
+    would hide a wrongly wired parameter."""
+    rng = np.random.default_rng(seed)
+    sd = {}
+    for k, v in model.state_dict().items():
+        h = nnx.to_numpy(v)
+        if h.dtype.kind == "f":
+            h = rng.uniform(0.5, 1.5, h.shape) if k.endswith("running_var") else rng.normal(0, 0.5, h.shape)
+        sd[k] = h
+    model.load_state_dict(sd)
+    return model.eval()

@@ -14,20 +14,11 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install '
 ort = pytest.importorskip("onnxruntime", reason="exported files are checked by onnxruntime: pip install onnxruntime")
 import nnx.onnx  # noqa: E402
 
+from helpers import randomise  # noqa: E402
+
 BATCH = {"input": {0: "batch"}, "output": {0: "batch"}}
 
 
-def _randomise(model: nnx.Module, seed: int = 0) -> nnx.Module:
-    """Random values in every floating parameter and buffer (running variances positive)."""
-    rng = np.random.default_rng(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        host = nnx.to_numpy(v)
-        if host.dtype.kind == "f":
-            host = rng.uniform(0.5, 1.5, host.shape) if k.endswith("running_var") else rng.normal(0, 0.5, host.shape)
-        sd[k] = host
-    model.load_state_dict(sd)
-    return model.eval()
 
 
 def _run(path_or_bytes, feeds: dict) -> list:
@@ -130,7 +121,7 @@ MODELS = _models()
 
 @pytest.mark.parametrize("name,factory,shape,kwargs", MODELS, ids=[m[0] for m in MODELS])
 def test_onnxruntime_agrees_with_nnx(backend, name, factory, shape, kwargs):
-    model = _randomise(factory())
+    model = randomise(factory())
     _check(model, shape, **kwargs)
 
 
@@ -155,16 +146,16 @@ def test_recurrent_layers_with_onnx_gate_order(backend, kind, layers, bidir, bat
     else:
         model = getattr(nnx, kind)(4, 5, **kwargs)
     shape = (3, 6, 4) if batch_first else (6, 3, 4)
-    _check(_randomise(model), shape, other_batch=2, dynamic={"input": {0 if batch_first else 1: "batch"}},
+    _check(randomise(model), shape, other_batch=2, dynamic={"input": {0 if batch_first else 1: "batch"}},
            batch_axis=0 if batch_first else 1)
 
 
 def test_recurrent_unbatched_input(backend):
-    _check(_randomise(nnx.LSTM(4, 3, num_layers=2, bidirectional=True)), (5, 4), dynamic=None)
+    _check(randomise(nnx.LSTM(4, 3, num_layers=2, bidirectional=True)), (5, 4), dynamic=None)
 
 
 def test_training_mode_warns_exports_eval_and_keeps_the_mode(backend):
-    model = _randomise(nnx.Sequential(nnx.Linear(4, 4), nnx.Dropout(0.5), nnx.BatchNorm1d(4))).train()
+    model = randomise(nnx.Sequential(nnx.Linear(4, 4), nnx.Dropout(0.5), nnx.BatchNorm1d(4))).train()
     buf = io.BytesIO()
     x = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float32)
     with pytest.warns(UserWarning, match="training mode"):
@@ -216,7 +207,7 @@ def test_bad_arguments(backend):
 
 
 def test_initialisers_are_state_dict_keys_and_load_back(backend, tmp_path):
-    model = _randomise(nnx.Sequential(nnx.Conv2d(2, 3, 3), nnx.BatchNorm2d(3), nnx.Flatten(), nnx.Linear(12, 2)))
+    model = randomise(nnx.Sequential(nnx.Conv2d(2, 3, 3), nnx.BatchNorm2d(3), nnx.Flatten(), nnx.Linear(12, 2)))
     path = tmp_path / "m.onnx"
     proto = nnx.onnx.export(model, nnx.asarray(np.zeros((1, 2, 4, 4))), path)
     names = {t.name for t in proto.graph.initializer}

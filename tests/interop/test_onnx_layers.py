@@ -15,17 +15,7 @@ ort = pytest.importorskip("onnxruntime", reason="exported files are checked by o
 import nnx.onnx  # noqa: E402
 from nnx.onnx.builder import _flatten  # noqa: E402
 
-
-def _randomise(model: nnx.Module, seed: int = 0) -> nnx.Module:
-    rng = np.random.default_rng(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        host = nnx.to_numpy(v)
-        if host.dtype.kind == "f":
-            host = rng.uniform(0.5, 1.5, host.shape) if k.endswith("running_var") else rng.normal(0, 0.5, host.shape)
-        sd[k] = host
-    model.load_state_dict(sd)
-    return model.eval()
+from helpers import randomise  # noqa: E402
 
 
 def _check_multi(model, make_inputs, dynamic: dict[str, dict[int, str]], sizes=(3, 5), rtol=1e-5, atol=1e-5):
@@ -67,7 +57,7 @@ def test_graph_with_named_inputs_shared_module_and_tuple_outputs(backend):
     g.add("parts", nnx.Split([1, 3], dim=1), "b")
     g.add("cat", nnx.Concat(dim=1), "halves:1", "parts:0")
     g.set_outputs("cat", "halves:0", "x")
-    model = _randomise(g)
+    model = randomise(g)
     proto = _check_multi(model, lambda n: {"x": _normal(n, 4), "y": _normal(n, 4, seed=2)},
                          {"x": {0: "batch"}, "y": {0: "batch"}})
     used = {i for node in proto.graph.node for i in node.input}
@@ -80,7 +70,7 @@ def test_graph_of_recurrent_and_attention_nodes(backend):
     g.add("attn", nnx.MultiheadAttention(4, 2, batch_first=True), "rnn:0", "seq", "seq")
     g.add("out", nnx.Add(), "attn:0", "rnn:0")
     g.set_outputs("out", "attn:1")
-    _check_multi(_randomise(g), lambda n: {"seq": _normal(n, 6, 4)}, {"seq": {0: "batch"}})
+    _check_multi(randomise(g), lambda n: {"seq": _normal(n, 6, 4)}, {"seq": {0: "batch"}})
 
 
 @pytest.mark.parametrize("module,shape", [(nnx.Split(2, dim=1), (3, 5)), (nnx.Split([1, 4, 2], dim=-1), (3, 2, 7)),
@@ -102,7 +92,7 @@ def _qkv(n, q_shape, kv_shape, batch_axis):
 
 @pytest.mark.parametrize("batch_first", [True, False])
 def test_multihead_attention_outputs_and_weights(backend, batch_first):
-    mha = _randomise(nnx.MultiheadAttention(8, 2, batch_first=batch_first))
+    mha = randomise(nnx.MultiheadAttention(8, 2, batch_first=batch_first))
     b = 0 if batch_first else 1
     q_shape, kv_shape = ((2, 5, 8), (2, 7, 8)) if batch_first else ((5, 2, 8), (7, 2, 8))
     dyn = {n: {b: "batch"} for n in ("query", "key", "value")}
@@ -110,7 +100,7 @@ def test_multihead_attention_outputs_and_weights(backend, batch_first):
 
 
 def test_multihead_attention_kdim_vdim_no_bias_unbatched(backend):
-    mha = _randomise(nnx.MultiheadAttention(6, 3, bias=False, kdim=4, vdim=5))
+    mha = randomise(nnx.MultiheadAttention(6, 3, bias=False, kdim=4, vdim=5))
     _check_multi(mha, lambda n: {"query": _normal(n, 6), "key": _normal(7, 4, seed=3), "value": _normal(7, 5)},
                  {"query": {0: "length"}})
 
@@ -146,7 +136,7 @@ _LAYERS = {
 
 @pytest.mark.parametrize("kind", list(_LAYERS))
 def test_transformer_encoder_layer(backend, kind):
-    layer = _randomise(_LAYERS[kind]())
+    layer = randomise(_LAYERS[kind]())
     b = 0 if layer.self_attn.batch_first else 1
     dyn = {"src": {b: "batch", 1 - b: "length"}}
 
@@ -159,7 +149,7 @@ def test_transformer_encoder_layer(backend, kind):
 def test_causal_encoder_stack_dynamic_batch_and_length(backend, batch_first):
     layer = nnx.TransformerEncoderLayer(8, 2, 16, activation=nnx.GELU(approximate="tanh"), batch_first=batch_first,
                                         norm_first=True)
-    model = _randomise(CausalBlocks(nnx.TransformerEncoder(layer, 2, norm=nnx.LayerNorm(8))))
+    model = randomise(CausalBlocks(nnx.TransformerEncoder(layer, 2, norm=nnx.LayerNorm(8))))
     b = 0 if batch_first else 1
 
     def inputs(n):  # batch n and length n + 2: both axes are dynamic
@@ -169,10 +159,10 @@ def test_causal_encoder_stack_dynamic_batch_and_length(backend, batch_first):
 
 def test_causal_mask_changes_the_output(backend):
     """The causal export is not the unmasked one: the first position sees only itself."""
-    layer = _randomise(nnx.TransformerEncoderLayer(8, 2, 16, batch_first=True))
+    layer = randomise(nnx.TransformerEncoderLayer(8, 2, 16, batch_first=True))
     x = _normal(2, 5, 8)
     buf_c, buf_u = io.BytesIO(), io.BytesIO()
-    nnx.onnx.export(_randomise(CausalBlocks(layer)), nnx.asarray(x), buf_c)
+    nnx.onnx.export(randomise(CausalBlocks(layer)), nnx.asarray(x), buf_c)
     nnx.onnx.export(layer, nnx.asarray(x), buf_u)
     run = [ort.InferenceSession(b.getvalue(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
            for b in (buf_c, buf_u)]
@@ -183,10 +173,10 @@ def test_causal_mask_changes_the_output(backend):
 @pytest.mark.parametrize("norm_first", [False, True])
 def test_transformer_decoder(backend, norm_first):
     layer = nnx.TransformerDecoderLayer(8, 2, 16, batch_first=True, norm_first=norm_first)
-    model = _randomise(nnx.TransformerDecoder(layer, 2, norm=nnx.LayerNorm(8) if norm_first else None))
+    model = randomise(nnx.TransformerDecoder(layer, 2, norm=nnx.LayerNorm(8) if norm_first else None))
     _check_multi(model, lambda n: {"tgt": _normal(n, 4, 8), "memory": _normal(n, 6, 8, seed=5)},
                  {"tgt": {0: "batch"}, "memory": {0: "batch"}})
-    _check_multi(_randomise(layer), lambda n: {"tgt": _normal(n, 4, 8), "memory": _normal(n, 6, 8, seed=5)},
+    _check_multi(randomise(layer), lambda n: {"tgt": _normal(n, 4, 8), "memory": _normal(n, 6, 8, seed=5)},
                  {"tgt": {0: "batch"}, "memory": {0: "batch"}})
 
 
@@ -222,7 +212,7 @@ def test_recurrent_cells(backend, kind, with_state):
         cell = nnx.GRUCell(4, 5, bias=False)
     else:
         cell = getattr(nnx, kind)(4, 5)
-    cell = _randomise(cell)
+    cell = randomise(cell)
     if kind == "LSTMCell" and with_state:
         class Step(nnx.Module):  # the (h, c) tuple reaches the cell through a parent module
             def __init__(self):
@@ -244,7 +234,7 @@ def test_recurrent_cells(backend, kind, with_state):
 
 
 def test_cell_unbatched(backend):
-    _check_multi(_randomise(nnx.GRUCell(3, 4)), lambda n: {"x": _normal(3), "h": _normal(4)}, {}, sizes=(1,))
+    _check_multi(randomise(nnx.GRUCell(3, 4)), lambda n: {"x": _normal(3), "h": _normal(4)}, {}, sizes=(1,))
 
 
 # ----------------------------------------------------------------------------- losses
@@ -338,7 +328,7 @@ def test_tiny_gpt_example_exports_with_a_custom_converter(backend):
             x = g.convert(blk, [x], is_causal=True)
         return g.convert(m.head, [g.convert(m.ln_f, [x])])
 
-    model = _randomise(TinyGPT(vocab=11, block=8, d_model=8, nhead=2, layers=2, dropout=0.1))
+    model = randomise(TinyGPT(vocab=11, block=8, d_model=8, nhead=2, layers=2, dropout=0.1))
 
     def ids(n):
         return {"ids": np.random.default_rng(n).integers(0, 11, (n, n + 2)).astype(np.int64)}
@@ -348,7 +338,7 @@ def test_tiny_gpt_example_exports_with_a_custom_converter(backend):
 @pytest.mark.parametrize("opset", [14, 18])
 def test_attention_weights_across_opsets(backend, opset):
     """ReduceMean takes its axes as an attribute before opset 18 and as an input from 18 on."""
-    mha = _randomise(nnx.MultiheadAttention(4, 2, batch_first=True))
+    mha = randomise(nnx.MultiheadAttention(4, 2, batch_first=True))
     x = _normal(2, 3, 4)
     buf = io.BytesIO()
     nnx.onnx.export(mha, tuple(nnx.asarray(a) for a in (x, x, x)), buf, opset_version=opset)

@@ -15,17 +15,7 @@ onnx = pytest.importorskip("onnx", reason="ONNX export needs onnx: pip install '
 ort = pytest.importorskip("onnxruntime", reason="exported files are checked by onnxruntime: pip install onnxruntime")
 import nnx.onnx  # noqa: E402
 
-
-def _randomise(model: nnx.Module, seed: int = 0) -> nnx.Module:
-    rng = np.random.default_rng(seed)
-    sd = {}
-    for k, v in model.state_dict().items():
-        host = nnx.to_numpy(v)
-        if host.dtype.kind == "f":
-            host = rng.uniform(0.5, 1.5, host.shape) if k.endswith("running_var") else rng.normal(0, 0.5, host.shape)
-        sd[k] = host
-    model.load_state_dict(sd)
-    return model.eval()
+from helpers import randomise  # noqa: E402
 
 
 def _normal(*shape, seed=1):
@@ -61,20 +51,20 @@ def _ops(proto) -> set[str]:
 @pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
 def test_conv3d_padding_modes(backend, mode):
     conv = nnx.Conv3d(2, 4, (3, 2, 3), stride=(1, 2, 1), padding=(1, 1, 2), padding_mode=mode)
-    _check(_randomise(conv), (2, 2, 5, 6, 7))
+    _check(randomise(conv), (2, 2, 5, 6, 7))
 
 
 def test_conv3d_same_dilated_groups_nobias(backend):
     conv = nnx.Conv3d(4, 6, 3, padding="same", dilation=(1, 2, 1), groups=2, bias=False)
-    proto = _check(_randomise(conv), (2, 4, 5, 6, 5))
+    proto = _check(randomise(conv), (2, 4, 5, 6, 5))
     (node,) = [n for n in proto.graph.node if n.op_type == "Conv"]
     assert [a.ints for a in node.attribute if a.name == "kernel_shape"][0] == [3, 3, 3]
 
 
 @pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
 def test_conv1d_conv2d_padding_modes(backend, mode):
-    _check(_randomise(nnx.Conv1d(3, 4, 3, padding=2, padding_mode=mode)), (2, 3, 9))
-    _check(_randomise(nnx.Conv2d(3, 4, (3, 4), padding="same", padding_mode=mode)), (2, 3, 6, 7))
+    _check(randomise(nnx.Conv1d(3, 4, 3, padding=2, padding_mode=mode)), (2, 3, 9))
+    _check(randomise(nnx.Conv2d(3, 4, (3, 4), padding="same", padding_mode=mode)), (2, 3, 6, 7))
 
 
 # ----------------------------------------------------------------------------- 1-D and 3-D pools
@@ -144,7 +134,7 @@ _NORMS = [
 
 @pytest.mark.parametrize("name,factory,shape,op", _NORMS, ids=[a[0] for a in _NORMS])
 def test_instance_norm(backend, name, factory, shape, op):
-    proto = _check(_randomise(factory()), shape)
+    proto = _check(randomise(factory()), shape)
     assert op in _ops(proto)
 
 
@@ -160,7 +150,7 @@ def test_instance_norm_running_stats_are_the_trained_ones(backend):
 
 @pytest.mark.parametrize("kind", ["InstanceNorm1d", "InstanceNorm1d_running"])
 def test_instance_norm_unbatched(backend, kind):
-    model = _randomise(nnx.InstanceNorm1d(3, affine=True, track_running_stats=kind.endswith("running")))
+    model = randomise(nnx.InstanceNorm1d(3, affine=True, track_running_stats=kind.endswith("running")))
     _check(model, (3, 8), sizes=(3,), dynamic=False)  # (C, L): no batch axis
 
 
@@ -176,7 +166,7 @@ _RMS = [
 def test_rms_norm(backend, name, factory, shape, opset):
     if opset > onnx.defs.onnx_opset_version():
         pytest.skip(f"the installed onnx supports opset {onnx.defs.onnx_opset_version()} only")
-    proto = _check(_randomise(factory()), shape, opset=opset)
+    proto = _check(randomise(factory()), shape, opset=opset)
     assert ("RMSNormalization" in _ops(proto)) == (opset >= 23)
 
 
