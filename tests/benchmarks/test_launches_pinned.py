@@ -19,6 +19,7 @@ PINNED = {
     ("lstm", 64): 183, ("lstm", 512): 183,
     ("gru", 64): 186, ("gru", 512): 186,
 }
+BUDGETS = {"mlp": 25, "lenet": 60, "lstm": 200, "gru": 200}  # issue 8, per training step
 SLOW = {("resnet_block", 128)}  # ~6 s
 
 
@@ -34,12 +35,6 @@ def _launches():
 def test_ops_per_step_pinned(key):
     name, batch = key
     n = _launches().count(name, batch)
+    assert n.total <= BUDGETS.get(name, n.total), f"{name} batch {batch}: {n.total} ops per step, over the " \
+                                                  f"budget {BUDGETS[name]}: {n}"
     assert n.total == PINNED[key], f"{name} batch {batch}: {n.total} ops per step (pinned {PINNED[key]}): {n}"
-
-
-BUDGETS = {"mlp": 25, "lenet": 60, "lstm": 200, "gru": 200}
-
-
-def test_pins_are_within_the_budgets():
-    for (name, _), pinned in PINNED.items():
-        assert pinned <= BUDGETS.get(name, pinned), f"{name}: pinned {pinned} > budget {BUDGETS[name]}"
