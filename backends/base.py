@@ -42,6 +42,9 @@ class Backend(FusedOps):
     array_type: type = object
     #: True when arrays live in host memory, so reading a value back (a validity check) is cheap
     host_memory: bool = False
+    #: True while a program is being traced for compilation (``nnx.compile_step`` on JAX): arrays
+    #: are placeholders, so nothing may be read back or kept outside the program's outputs
+    tracing: bool = False
     #: True when the library's arrays can be written in place (``x[i] = v``, ``x += v`` changes
     #: ``x``). Immutable libraries (JAX) declare False; the registry checks the claim once.
     mutable: bool = True

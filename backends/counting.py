@@ -208,6 +208,10 @@ class CountingNamespace:
             def attr(*a: Any, **k: Any) -> Any:
                 with _inside():
                     return wrap(fn(*(_plain(v) for v in a), **k))
+        elif name == "take":  # out-of-range indices wrap around, as in cupy.take (no device-side error)
+
+            def attr(x: Any, indices: Any, /, *, axis: int | None = None) -> Any:
+                return np.take(x, indices, axis=axis, mode="wrap")
         self.__dict__[name] = attr
         return attr
 
@@ -287,6 +291,17 @@ class CountingBackend(NumpyBackend):
 for _name, _cost in ADAPTER_COSTS.items():
     if _name != "asarray" and hasattr(NumpyBackend, _name):
         setattr(CountingBackend, _name, _adapter_method(_name, _cost))
+
+
+_counted_scatter_add = CountingBackend.scatter_add
+
+
+def _wrapping_scatter_add(self: CountingBackend, target: Any, indices: Any, values: Any) -> Any:
+    """Out-of-range rows wrap around, as in ``cupyx.scatter_add`` (a GPU raises no error)."""
+    return _counted_scatter_add(self, target, np.asarray(_plain(indices)) % target.shape[0], values)
+
+
+CountingBackend.scatter_add = _wrapping_scatter_add  # type: ignore[method-assign]
 
 
 def _activate() -> Iterator[LaunchCount]:

@@ -143,6 +143,7 @@ class CompiledStep:
         old = [{k: v for k, v in st.items() if isinstance(v, (int, float))} for st in states]
         host_memory = self.backend.host_memory
         self.backend.host_memory = False  # no host reads inside the program (as on a GPU)
+        self.backend.tracing = True  # nor device-side flags kept outside it (Embedding's id check)
         before = ([p.data for p in self._params], [m._buffers[n] for m, n in self._buffers], states)
         try:
             params, buffers, new_states, loss = fn(*before, lrs, x, y)
@@ -158,6 +159,7 @@ class CompiledStep:
             raise
         finally:
             self.backend.host_memory = host_memory
+            self.backend.tracing = False
         for p, a in zip(self._params, params, strict=True):
             p.data = a
         for (m, name), a in zip(self._buffers, buffers, strict=True):

@@ -1,5 +1,6 @@
 """PyTorch's ``nn.Module`` conveniences for :class:`nnx.Module`: ``get_submodule``, ``half``, ``cpu``,
-``cuda`` and ``register_full_backward_hook``. A mixin, so that ``module.py`` keeps the core."""
+``cuda`` and ``register_full_backward_hook``, and nnx's ``raise_deferred_errors``. A mixin, so that
+``module.py`` keeps the core."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ import nnx_backends as backends
 
 class ModuleConveniences:
     """Methods mixed into :class:`nnx.Module` (see each docstring)."""
+
+    def raise_deferred_errors(self) -> None:
+        """Raise the input errors that this module and its children recorded on the device.
+
+        Checks that would need a device-to-host copy every step on a GPU (an ``Embedding`` token id
+        out of range) are recorded as device flags instead; this reads them (one small copy per
+        flag), clears them and raises the first error found. On host-memory backends the checks
+        raise at once and this does nothing. ``nnx.fit`` calls it at every log step; call it in a
+        hand-written loop wherever the loss is read anyway.
+
+        >>> import nnx
+        >>> model = nnx.Sequential(nnx.Embedding(10, 4), nnx.Flatten(), nnx.Linear(8, 2))
+        >>> _ = model(nnx.asarray([[1, 2]]))
+        >>> model.raise_deferred_errors()   # nothing recorded: returns None
+        """
+        for m in self.modules():  # type: ignore[attr-defined]
+            check = getattr(m, "_raise_deferred", None)
+            if check is not None:
+                check()
 
     def get_submodule(self, target: str) -> Any:
         """The submodule at the dotted path ``target`` (``""`` is the module itself), as in PyTorch.

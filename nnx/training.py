@@ -272,6 +272,7 @@ def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterab
                     m.update(out, y)
     finally:
         modes.restore()
+    model.raise_deferred_errors()
     if seen == 0:
         raise ValueError("evaluate: the data is empty (no batch, or only empty batches); there is nothing to "
                          "average")
@@ -304,6 +305,7 @@ def predict(model: Module, data: Any, batch_size: int = 256) -> Any:
                 outs.append(model(_place(x, b)))
     finally:
         modes.restore()
+    model.raise_deferred_errors()
     if not outs:
         raise ValueError("predict: the data is empty")
     return backends.backend_of(outs[0]).xp.concat(outs, axis=0)
@@ -518,6 +520,7 @@ class Trainer:
     def _log_step(self, epoch: int, step: int, loss_sum: Any, bad: Any, good_prefix: Any, count: int,
                   bar: Any) -> dict[str, float]:
         total, n_bad, first_bad = _read_many([loss_sum, bad, good_prefix])  # the one read of this log step
+        self.model.raise_deferred_errors()  # device-recorded input errors (token ids out of range on a GPU)
         if n_bad > 0 and self.stop_on_nonfinite:
             raise NonFiniteError(
                 f"fit: the training loss became NaN/Inf at epoch {epoch + 1}, batch {int(first_bad) + 1} "

@@ -36,8 +36,12 @@ class Embedding(Module):
     ``backward(dy)`` fills ``weight.grad`` by a scatter-add of ``dy``'s rows (repeated ids add up;
     the backend adapter's ``scatter_add``) and returns None: integer ids have no gradient.
 
-    Ids are range-checked on backends whose arrays live in host memory (NumPy, PyTorch CPU,
-    array-api-strict); on GPUs the check would need a device-to-host copy every step and is skipped.
+    Ids are range-checked on every backend. Where arrays live in host memory (NumPy, PyTorch CPU,
+    array-api-strict) an out-of-range id raises ``IndexError`` at once. On a GPU an immediate check
+    would cost a device-to-host copy every step, so the check is deferred: each forward records on
+    the device whether an id was out of range (one small reduction kernel, no synchronisation), and
+    :meth:`nnx.Module.raise_deferred_errors` reads the flag and raises ``IndexError``. ``nnx.fit``
+    calls it at every log step; a hand-written loop calls it whenever it reads the loss.
 
     >>> import nnx
     >>> xp = nnx.get_backend().xp
@@ -82,6 +86,7 @@ class Embedding(Module):
                                  f"got {tuple(_weight.shape)}")
             self.weight = Parameter(_weight)
         self.weight.requires_grad = not _freeze
+        self._bad_ids: Any = None  # device flag of deferred id checks (GPU backends); not state
 
     def reset_parameters(self) -> None:
         """N(0, 1) entries; the padding row, if any, is zero."""
@@ -133,6 +138,15 @@ class Embedding(Module):
             if not 0 <= v < self.num_embeddings:
                 raise IndexError(f"{where}: token id {v} is out of range; ids must be in "
                                  f"[0, {self.num_embeddings - 1}]")
+        elif not b.host_memory and not b.tracing:  # record on the device; read by raise_deferred_errors()
+            self._bad_ids = b.index_in_range(ids, 0, self.num_embeddings, self._bad_ids)
+
+    def _raise_deferred(self) -> None:
+        flag, self._bad_ids = self._bad_ids, None
+        if flag is not None and int(backends.backend_of(flag).to_numpy(flag)) != 0:
+            raise IndexError(f"Embedding({self.num_embeddings}, {self.embedding_dim}): a token id outside "
+                             f"[0, {self.num_embeddings - 1}] was looked up since the last check (on a GPU "
+                             "the lookup does not fail, so the outputs of that batch were wrong)")
 
     def extra_repr(self) -> str:
         s = f"{self.num_embeddings}, {self.embedding_dim}"
