@@ -71,7 +71,11 @@ class JaxBackend(Backend):
         return np.asarray(x)
 
     def synchronize(self) -> None:
-        self._jax.effects_barrier()
+        # JAX dispatches asynchronously; effects_barrier() only waits for side effects, so wait for
+        # every live array of this device (the results of all dispatched computations)
+        jax = self._jax
+        jax.effects_barrier()
+        jax.block_until_ready([a for a in jax.live_arrays() if self.device in a.devices()])
 
     def scatter_add(self, target: Any, indices: Any, values: Any) -> Any:
         return target.at[indices].add(values)
