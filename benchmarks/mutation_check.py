@@ -20,8 +20,9 @@ import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 OPT = ["tests/optim", "tests/training/test_training.py"]  # tests/optim: every optimizer, scheduler and clip test
-BWD = ["tests/layers/test_linear.py", "tests/functional/test_activation.py", "tests/test_mutation_guards.py", "tests/layers"]
-CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume_atomic.py", "tests/test_mutation_guards.py"]
+BWD = ["tests/layers", "tests/functional/test_activation.py", "tests/test_mutation_guards.py"]  # layers: test_linear.py
+CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume_atomic.py",
+        "tests/test_mutation_guards.py"]
 DATA = ["tests/data/test_data.py"]
 
 # (name, file, original text, mutated text, tests)
