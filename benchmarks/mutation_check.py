@@ -19,7 +19,7 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OPT = ["tests/optim", "tests/training/test_training.py"]  # tests/optim: every optimizer, scheduler and clip test
+OPT = ["tests/optim", "tests/training/test_training.py", "tests/training/test_callbacks.py"]  # schedulers in fit
 BWD = ["tests/layers", "tests/functional/test_activation.py", "tests/test_mutation_guards.py"]  # layers: test_linear.py
 CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume_atomic.py",
         "tests/test_mutation_guards.py"]
