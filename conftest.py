@@ -3,7 +3,14 @@ runs on the numpy backend."""
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
+
+# nnx/sklearn.py imports scikit-learn (and SciPy) at the top, so its doctests cannot even be
+# collected without them; the other optional packages are skipped inside the examples
+# (``pytest.importorskip``), which pytest reports as skipped.
+collect_ignore = [] if all(importlib.util.find_spec(m) for m in ("sklearn", "scipy")) else ["nnx/sklearn.py"]
 
 
 @pytest.fixture(autouse=True)

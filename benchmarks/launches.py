@@ -7,7 +7,7 @@
 Counted with ``nnx.count_launches()`` on ``nnx.launches.counting_backend()``: NumPy arithmetic,
 every operation counted as CuPy would launch it (one per adapter method / fused kernel, views
 excluded). The counted step is the second one (the optimizer's state exists by then), so the
-number is the steady state. Exact and deterministic; ``tests/benchmarks/test_launches.py`` pins it.
+number is the steady state. Exact and deterministic; ``tests/benchmarks/test_launches_pinned.py`` pins it.
 """
 
 from __future__ import annotations

@@ -19,10 +19,11 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-OPT = ["tests/test_optim.py", "tests/optim", "tests/breadth/test_optim_extra.py", "tests/test_training.py"]
-BWD = ["tests/test_linear.py", "tests/test_activations.py", "tests/test_mutation_guards.py", "tests/layers"]
-CKPT = ["tests/test_serialization.py", "tests/test_resume_atomic.py", "tests/test_mutation_guards.py"]
-DATA = ["tests/test_data.py"]
+OPT = ["tests/optim", "tests/training/test_training.py", "tests/training/test_callbacks.py"]  # schedulers in fit
+BWD = ["tests/layers", "tests/functional/test_activation.py", "tests/test_mutation_guards.py"]  # layers: test_linear.py
+CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume_atomic.py",
+        "tests/test_mutation_guards.py"]
+DATA = ["tests/data/test_data.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [

@@ -43,7 +43,8 @@ def set_backend(name: str | Backend, device: Any = None) -> Backend:
 
     >>> nnx.set_backend("numpy")
     <nnx backend 'numpy' device=cpu>
-    >>> nnx.set_backend("cupy", device=0)   # on a machine with a CUDA GPU  # doctest: +SKIP
+    >>> # needs a CUDA GPU with CuPy (BackendUnavailable elsewhere), so not run as a doctest:
+    >>> nnx.set_backend("cupy", device=0)   # doctest: +SKIP
 
     Raises ValueError for an unknown name and ``BackendUnavailable`` with the reason when the
     backend cannot run here (for example CuPy without a GPU).

@@ -127,8 +127,15 @@ class EarlyStopping(Callback):
         restore_best_weights: at the end of training, load the weights of the best epoch (kept
             as a copy on the device, and stored in training checkpoints).
 
-    >>> nnx.fit(model, loss_fn, opt, train, epochs=100, val_loader=val,
-    ...         callbacks=[nnx.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])  # doctest: +SKIP
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).standard_normal((48, 4)); y = np.arange(48) % 2   # labels are noise
+    >>> train, val = nnx.data.DataLoader((X[:32], y[:32]), batch_size=16), nnx.data.DataLoader((X[32:], y[32:]))
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+    >>> loss_fn, opt = nnx.CrossEntropyLoss(), nnx.optim.Adam(model.parameters(), lr=0.05)
+    >>> history = nnx.fit(model, loss_fn, opt, train, epochs=100, val_loader=val, quiet=True,
+    ...                   callbacks=[nnx.callbacks.EarlyStopping(patience=5, restore_best_weights=True)])
+    >>> len(history["loss"]) < 100                  # stopped once val_loss stopped improving
+    True
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 5, mode: str = "auto", min_delta: float = 0.0,
@@ -257,8 +264,17 @@ class ModelCheckpoint(Callback):
     Every save is atomic, and before each save the weights are checked to be finite: a run that
     diverged raises :class:`NonFiniteError` and the last good checkpoint stays on disk.
 
-    >>> ckpt = nnx.callbacks.ModelCheckpoint("runs/mlp", monitor="val_accuracy")    # doctest: +SKIP
-    >>> nnx.fit(model, loss_fn, opt, train, epochs=10, val_loader=val, callbacks=[ckpt])  # doctest: +SKIP
+    >>> import numpy as np, os, tempfile
+    >>> X = np.random.default_rng(0).standard_normal((48, 4)); y = (X[:, 0] > 0).astype(int)   # tiny data
+    >>> train, val = nnx.data.DataLoader((X[:32], y[:32]), batch_size=16), nnx.data.DataLoader((X[32:], y[32:]))
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+    >>> loss_fn, opt = nnx.CrossEntropyLoss(), nnx.optim.SGD(model.parameters(), lr=0.1)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     ckpt = nnx.callbacks.ModelCheckpoint(os.path.join(tmp, "mlp"), monitor="val_accuracy")
+    ...     _ = nnx.fit(model, loss_fn, opt, train, epochs=3, val_loader=val, metrics=["accuracy"],
+    ...                 callbacks=[ckpt], quiet=True)
+    ...     sorted(os.listdir(os.path.join(tmp, "mlp")))
+    ['best.nnx', 'last.nnx']
     """
 
     #: runs on rank 0 only in multi-process training (nnx.distributed)

@@ -6,6 +6,8 @@ parameters, buffers, optimizer state, learning rates and batch. :func:`compile_s
 function once with ``jax.jit`` (the parameter and state buffers donated) and replays the compiled
 program on every later call; XLA fuses the whole step into a few kernels on the CPU or GPU.
 
+>>> # not run as a doctest: JAX's eager first step and the XLA compile take ~8 s on a CPU
+>>> # (tests/training/test_compiled.py runs this on JAX and compares it with eager steps)
 >>> import numpy as np
 >>> with nnx.use_backend("jax"):                                    # doctest: +SKIP
 ...     model = nnx.Sequential(nnx.Linear(8, 16), nnx.ReLU(), nnx.Linear(16, 3))

@@ -46,8 +46,12 @@ def _hooked(m: Module) -> bool:
 class Sequential(Module):
     """Modules applied in order; ``backward`` runs their backward passes in reverse order.
 
-    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))   # doctest: +SKIP
-    >>> y = model(x); dx = model.backward(dy)                                    # doctest: +SKIP
+    >>> import numpy as np
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+    >>> x, dy = nnx.asarray(np.ones((3, 4))), nnx.asarray(np.ones((3, 2)))
+    >>> y = model(x); dx = model.backward(dy)
+    >>> tuple(y.shape), tuple(dx.shape)
+    ((3, 2), (3, 4))
 
     Also accepts an ``OrderedDict`` of named modules, as in PyTorch.
     """

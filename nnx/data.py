@@ -385,6 +385,7 @@ def load_digits(images: bool = False) -> tuple[Any, Any]:
     (or ``(1797, 1, 8, 8)`` NCHW with ``images=True``), ``y`` int64 labels of shape ``(1797,)``.
     Batches move to the device in the :class:`DataLoader`.
 
+    >>> import pytest; _ = pytest.importorskip("sklearn")   # scikit-learn ships the data
     >>> X, y = nnx.data.load_digits()
     >>> X.shape, y[:5].tolist()
     ((1797, 64), [0, 1, 2, 3, 4])

@@ -5,9 +5,15 @@ communicator given to :func:`init`). Collectives take and return *backend arrays
 copied to host memory, reduced by MPI and put back on the array's backend (on CuPy,
 :mod:`nnx.parallel` reduces gradients with NCCL instead).
 
+Each process started by ``mpiexec`` first calls ``dist.init()``; without that call, or without
+mpi4py, the world has size 1 (rank 0) and every collective returns its input, as here:
+
 >>> from nnx import distributed as dist
->>> dist.init()                                   # doctest: +SKIP
->>> g = dist.all_reduce(g, op="mean")             # doctest: +SKIP
+>>> dist.get_rank(), dist.get_world_size()
+(0, 1)
+>>> g = dist.all_reduce(nnx.asarray([1.0, 2.0]), op="mean")   # the mean over ranks, on every rank
+>>> nnx.to_numpy(g).tolist()
+[1.0, 2.0]
 
 A rank that raises an uncaught exception after :func:`init` aborts the whole job
 (``MPI_Abort``) with a message naming the rank and the error, so no other rank waits forever.

@@ -104,9 +104,12 @@ def from_dlpack(obj: Any, *, backend: Any = None, device: Any = None, copy: bool
     The dtype is kept (unlike :func:`nnx.asarray`, float64 stays float64). Not in PyTorch under
     this name with these targets: torch's ``torch.from_dlpack`` is the torch-only form.
 
-    >>> t = torch.zeros(3)                                   # doctest: +SKIP
-    >>> with nnx.use_backend("numpy"):                       # doctest: +SKIP
+    >>> import pytest; torch = pytest.importorskip("torch")   # the example's source of a tensor
+    >>> t = torch.zeros(3)
+    >>> with nnx.use_backend("numpy"):
     ...     a = nnx.from_dlpack(t); a[0] = 1.0               # t[0] is 1.0 too: one buffer
+    >>> t.tolist()
+    [1.0, 0.0, 0.0]
     """
     if isinstance(backend, backends.Backend) and device is None:
         b = backend

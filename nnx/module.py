@@ -499,8 +499,11 @@ class Module(ModuleConveniences):
     def to(self, backend: str | backends.Backend | None = None, device: Any = None, dtype: Any = None) -> Module:
         """Move parameters and buffers to another backend/device and/or floating dtype, in place.
 
+        >>> model = nnx.Linear(4, 2)
+        >>> _ = model.to(dtype="float64"); str(model.weight.dtype)
+        'float64'
+        >>> # needs a CUDA GPU with CuPy, so not run as a doctest:
         >>> model.to("cupy")                 # doctest: +SKIP
-        >>> model.to(dtype="float64")        # doctest: +SKIP
 
         Gradients move with their parameters. Create optimizers after moving a model (their
         state stays where it was created). Not in PyTorch: the backend argument. Between backends

@@ -6,12 +6,21 @@ after each local backward averages the gradients over ranks in a few large messa
 about ``bucket_cap_mb`` MiB, each packed into one flat buffer). On CuPy with NCCL the buckets are
 reduced on the GPU; otherwise through host memory with MPI.
 
+Under ``mpiexec -n 4 python train.py`` every process first calls ``dist.init()``
+(``MPI.COMM_WORLD``); without that call, or without mpi4py, the world has size 1 and the same
+code runs in one process, as here:
+
+>>> import numpy as np
 >>> from nnx import distributed as dist
 >>> from nnx.parallel import DistributedDataParallel
->>> dist.init()                                             # doctest: +SKIP
->>> ddp = DistributedDataParallel(model)                   # doctest: +SKIP
->>> loss = loss_fn(ddp(xb), yb); ddp.backward(loss_fn.backward())   # doctest: +SKIP
->>> opt.step()                                              # doctest: +SKIP
+>>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+>>> loss_fn, opt = nnx.CrossEntropyLoss(), nnx.optim.SGD(model.parameters(), lr=0.1)
+>>> xb, yb = nnx.asarray(np.ones((8, 4))), nnx.asarray(np.arange(8) % 2)   # this rank's shard of a batch
+>>> ddp = DistributedDataParallel(model)
+>>> loss = loss_fn(ddp(xb), yb); _ = ddp.backward(loss_fn.backward())   # gradients averaged over ranks
+>>> opt.step()
+>>> dist.get_world_size()
+1
 """
 from __future__ import annotations
 

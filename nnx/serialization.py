@@ -240,8 +240,12 @@ def _state_of(obj: Module | dict[str, Any], fn: str) -> OrderedDict[str, Any]:
 def save(obj: Module | dict[str, Any], path: str | os.PathLike) -> None:
     """Save a model's weights (or a ``state_dict``) to ``path``, atomically and without pickle.
 
-    >>> nnx.save(model, "model.nnx")                          # doctest: +SKIP
-    >>> model.load_state_dict(nnx.load("model.nnx"))          # doctest: +SKIP
+    >>> import os, tempfile
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     nnx.save(model, os.path.join(tmp, "model.nnx"))
+    ...     model.load_state_dict(nnx.load(os.path.join(tmp, "model.nnx")))
+    IncompatibleKeys(missing_keys=[], unexpected_keys=[])
 
     Arrays are copied to the host once (one device-to-host copy per array) and stored with their
     dtype and shape; see the module docstring for the format and its guarantees.
@@ -312,9 +316,17 @@ def save_checkpoint(path: str | os.PathLike, *, model: Module | None = None, opt
     every backend created in this process (``backends.instances()``), so that a resumed run
     draws the same dropout masks as an uninterrupted one.
 
-    >>> nnx.save_checkpoint("ckpt.nnx", model=model, optimizer=opt, scheduler=sched, epoch=5)  # doctest: +SKIP
-    >>> info = nnx.load_checkpoint("ckpt.nnx", model=model, optimizer=opt, scheduler=sched)   # doctest: +SKIP
-    >>> start = info["epoch"] + 1                                                              # doctest: +SKIP
+    >>> import os, tempfile
+    >>> model = nnx.Linear(4, 2)
+    >>> opt = nnx.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    >>> sched = nnx.optim.lr_scheduler.StepLR(opt, step_size=2)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     path = os.path.join(tmp, "ckpt.nnx")
+    ...     nnx.save_checkpoint(path, model=model, optimizer=opt, scheduler=sched, epoch=5)
+    ...     info = nnx.load_checkpoint(path, model=model, optimizer=opt, scheduler=sched)
+    >>> start = info["epoch"] + 1
+    >>> start
+    6
     """
     tree: dict[str, Any] = {}
     if model is not None:

@@ -6,9 +6,12 @@ drops into ``Pipeline``, ``GridSearchCV`` and ``cross_val_score``. Data comes in
 anything ``check_array`` accepts); training runs on any nnx backend (``backend="torch"``,
 ``backend="cupy", device=0``), and predictions come back as NumPy.
 
->>> from nnx.sklearn import NNXClassifier                                    # doctest: +SKIP
->>> clf = NNXClassifier(hidden_layer_sizes=(64,), max_iter=50, random_state=0).fit(X, y)  # doctest: +SKIP
->>> clf.predict(X[:3]), clf.predict_proba(X[:3]).shape                      # doctest: +SKIP
+>>> import numpy as np
+>>> from nnx.sklearn import NNXClassifier
+>>> X = np.random.default_rng(0).standard_normal((60, 4)); y = np.where(X[:, 0] > 0, "pos", "neg")   # tiny data
+>>> clf = NNXClassifier(hidden_layer_sizes=(16,), max_iter=200, lr=1e-2, tol=1e-3, random_state=0).fit(X, y)
+>>> clf.predict(X[:3]).tolist() == y[:3].tolist(), clf.predict_proba(X[:3]).shape
+(True, (3, 2))
 
 Needs scikit-learn (``pip install 'nnx-backprop[sklearn]'``); it is imported with this module.
 """
@@ -344,8 +347,16 @@ class NNXClassifier(ClassifierMixin, _NNXEstimator):
     work), ``n_features_in_``, ``module_`` (the trained network), ``loss_curve_``, ``n_iter_``,
     ``validation_scores_``. NaN or infinite features raise ValueError (``check_array``).
 
-    >>> from nnx.sklearn import NNXClassifier                                # doctest: +SKIP
-    >>> GridSearchCV(NNXClassifier(max_iter=30), {"lr": [1e-3, 1e-2]}).fit(X, y)  # doctest: +SKIP
+    >>> import numpy as np, warnings
+    >>> from sklearn.model_selection import GridSearchCV
+    >>> from nnx.sklearn import NNXClassifier
+    >>> X = np.random.default_rng(0).standard_normal((40, 3)); y = (X[:, 0] > 0).astype(int)   # tiny data
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")                # ConvergenceWarning: 30 epochs are few
+    ...     search = GridSearchCV(NNXClassifier(hidden_layer_sizes=(8,), max_iter=30, random_state=0),
+    ...                           {"lr": [1e-3, 1e-2]}, cv=2).fit(X, y)
+    >>> search.best_params_["lr"] in (1e-3, 1e-2)
+    True
     """
 
     _default_loss = "cross_entropy"
@@ -426,8 +437,14 @@ class NNXRegressor(RegressorMixin, _NNXEstimator):
     factory. ``y`` may be ``(n_samples,)`` (predictions are then 1-D) or ``(n_samples, n_targets)``.
     Early stopping watches the validation R^2.
 
-    >>> from nnx.sklearn import NNXRegressor                                 # doctest: +SKIP
-    >>> NNXRegressor(hidden_layer_sizes=(32,), max_iter=100).fit(X, y).predict(X[:2])  # doctest: +SKIP
+    >>> import numpy as np, warnings
+    >>> from nnx.sklearn import NNXRegressor
+    >>> X = np.random.default_rng(0).standard_normal((40, 3)); y = X @ np.array([1.0, -2.0, 0.5])   # tiny data
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")                # ConvergenceWarning: 100 epochs are few
+    ...     reg = NNXRegressor(hidden_layer_sizes=(32,), max_iter=100, lr=1e-2, random_state=0).fit(X, y)
+    >>> reg.predict(X[:2]).shape
+    (2,)
     """
 
     _default_loss = "mse"

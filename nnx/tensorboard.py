@@ -32,8 +32,17 @@ class TensorBoard(Callback):
       (0: never), the gradients taken just before the optimizer step;
     - the model's ``repr`` and parameter count as text (``model``), once.
 
-    >>> nnx.fit(model, loss_fn, opt, train, epochs=5,
-    ...         callbacks=[nnx.callbacks.TensorBoard("runs/exp1", histogram_every_n_steps=100)])  # doctest: +SKIP
+    >>> import pytest; _ = pytest.importorskip("tensorboardX")   # pip install 'nnx-backprop[tensorboard]'
+    >>> import numpy as np, os, tempfile
+    >>> X = np.random.default_rng(0).standard_normal((32, 4)); y = np.arange(32) % 2   # tiny random data
+    >>> train = nnx.data.DataLoader((X, y), batch_size=16)
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+    >>> loss_fn, opt = nnx.CrossEntropyLoss(), nnx.optim.SGD(model.parameters(), lr=0.1)
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = nnx.fit(model, loss_fn, opt, train, epochs=5, quiet=True,
+    ...                 callbacks=[nnx.callbacks.TensorBoard(os.path.join(tmp, "exp1"), histogram_every_n_steps=100)])
+    ...     any(f.startswith("events.out.tfevents") for f in os.listdir(os.path.join(tmp, "exp1")))
+    True
 
     Not in PyTorch (whose ``SummaryWriter`` this wraps); the layout follows Keras' callback.
     """

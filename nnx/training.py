@@ -13,11 +13,21 @@ to the host only every ``log_every`` batches and at the end of each epoch (no pe
 synchronisation), a NaN/Inf guard, a learning-rate scheduler, callbacks and exact resumption from
 a training checkpoint.
 
+>>> import numpy as np
+>>> X = np.random.default_rng(0).standard_normal((96, 4)); y = (X[:, 0] > 0).astype(int)   # tiny data
+>>> train_loader = nnx.data.DataLoader((X[:64], y[:64]), batch_size=16, shuffle=True, seed=0)
+>>> val_loader = test_loader = nnx.data.DataLoader((X[64:], y[64:]), batch_size=32)
+>>> model = nnx.Sequential(nnx.Linear(4, 16), nnx.ReLU(), nnx.Linear(16, 2))
+>>> opt = nnx.optim.Adam(model.parameters(), lr=0.05)
 >>> history = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train_loader, epochs=10,
-...                   val_loader=val_loader, metrics=["accuracy"])           # doctest: +SKIP
->>> history["val_accuracy"][-1]                                             # doctest: +SKIP
->>> nnx.evaluate(model, nnx.CrossEntropyLoss(), test_loader, metrics=["accuracy", "f1"])  # doctest: +SKIP
->>> probs = nnx.predict(model, X_test, batch_size=256)                      # doctest: +SKIP
+...                   val_loader=val_loader, metrics=["accuracy"], quiet=True)   # quiet: no progress output
+>>> history["val_accuracy"][-1] > 0.8
+True
+>>> sorted(nnx.evaluate(model, nnx.CrossEntropyLoss(), test_loader, metrics=["accuracy", "f1"]))
+['accuracy', 'f1', 'loss']
+>>> probs = nnx.predict(model, X[64:], batch_size=256)
+>>> tuple(probs.shape)
+(32, 2)
 """
 
 from __future__ import annotations
@@ -51,9 +61,15 @@ class History:
     ``history.history`` is the dict of lists (Keras' layout), ``history.epoch`` the epoch
     numbers (from 0, as stored; the log and :meth:`best` count from 1). NaN marks a value that an epoch did not produce.
 
-    >>> h = nnx.fit(...)                            # doctest: +SKIP
-    >>> h["loss"], h.best("val_loss")               # doctest: +SKIP
-    >>> h.plot("curves.png")                        # doctest: +SKIP
+    >>> h = nnx.History()                           # what nnx.fit returns; filled here by hand
+    >>> for epoch, (loss, val_loss) in enumerate([(0.9, 0.8), (0.5, 0.6), (0.4, 0.7)]):
+    ...     h.append(epoch, {"loss": loss, "val_loss": val_loss})
+    >>> h["loss"], h.best("val_loss")
+    ([0.9, 0.5, 0.4], (2, 0.6))
+    >>> import os, tempfile, pytest; _ = pytest.importorskip("matplotlib")   # plot needs matplotlib
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     fig = h.plot(os.path.join(tmp, "curves.png")); os.path.exists(os.path.join(tmp, "curves.png"))
+    True
     """
 
     def __init__(self) -> None:
@@ -247,8 +263,12 @@ def evaluate(model: Module, loss_fn: Module | None, loader: Any, metrics: Iterab
     by batch size (exact for ``reduction="mean"``). Metrics accumulate on the device and are read
     once at the end. Returns ``{"loss": ..., "accuracy": ...}`` (keys prefixed with ``prefix``).
 
-    >>> nnx.evaluate(model, nnx.CrossEntropyLoss(), test_loader, metrics=["accuracy"])  # doctest: +SKIP
-    {'loss': 0.1234, 'accuracy': 0.9611}
+    >>> import numpy as np
+    >>> X = np.random.default_rng(0).standard_normal((40, 4)); y = np.arange(40) % 3   # tiny random data
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 3))
+    >>> scores = nnx.evaluate(model, nnx.CrossEntropyLoss(), (X, y), batch_size=16, metrics=["accuracy"])
+    >>> sorted(scores), 0.0 <= scores["accuracy"] <= 1.0
+    (['accuracy', 'loss'], True)
     """
     loader = _as_loader(loader, batch_size)
     ms = [copy.deepcopy(m) for m in _metrics(metrics)]
@@ -291,7 +311,11 @@ def predict(model: Module, data: Any, batch_size: int = 256) -> Any:
     ``(X, y)`` of arrays, or a loader yielding arrays or ``(x, y)`` pairs (targets ignored).
     Runs in eval mode under ``no_grad``; training flags are restored.
 
-    >>> logits = nnx.predict(model, X_test)            # (N, C) array       # doctest: +SKIP
+    >>> import numpy as np
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 3))
+    >>> logits = nnx.predict(model, np.zeros((10, 4)), batch_size=4)   # (N, C), on the model's backend
+    >>> tuple(logits.shape)
+    (10, 3)
     """
     data = _as_loader(data, batch_size)
     modes = _Modes(model)

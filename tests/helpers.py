@@ -92,3 +92,67 @@ def randomise(model: nnx.Module, seed: int = 0) -> nnx.Module:
         sd[k] = h
     model.load_state_dict(sd)
     return model.eval()
+
+
+# ------------------------------------------------------------------ optimizer tests (tests/optim)
+def optim_config_id(config: tuple[str, dict]) -> str:
+    """Test id of an ``(optimizer name, keyword arguments)`` case: ``"Adam-lr=0.01-amsgrad=True"``."""
+    name, kw = config
+    return name + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
+
+
+def optim_model() -> nnx.Module:
+    """The small float64 MLP (3 -> 4 -> tanh -> 2) the optimizer trajectories are run on."""
+    return nnx.Sequential(nnx.Linear(3, 4, dtype="float64"), nnx.Tanh(), nnx.Linear(4, 2, dtype="float64"))
+
+
+def optim_model_pair(torch: Any) -> tuple[nnx.Module, Any]:
+    """:func:`optim_model` and the same network in torch (float64) with identical weights."""
+    model = optim_model()
+    tmodel = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
+    copy_params_to_torch(model, tmodel)
+    return model, tmodel
+
+
+def optim_grads(model: nnx.Module, step: int) -> Any:
+    """Fill the model's gradients with those of an MSE loss on batch ``step`` (fixed data); returns the loss."""
+    loss_fn = nnx.MSELoss()
+    loss = loss_fn(model(rand(6, 3, seed=100 + step)), rand(6, 2, seed=200 + step))
+    model.backward(loss_fn.backward())
+    return loss
+
+
+# ------------------------------------------------------------------ training tests (tests/training)
+def blobs(n: int = 96, d: int = 6, classes: int = 3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Separable Gaussian blobs: a small real classification problem."""
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((classes, d)) * 3.0
+    y = np.arange(n) % classes
+    X = centers[y] + rng.standard_normal((n, d))
+    return X, y
+
+
+def small_mlp(d: int = 6, classes: int = 3, dropout: float = 0.0) -> nnx.Module:
+    """Linear(d, 16) -> ReLU [-> Dropout] -> Linear(16, classes), for the :func:`blobs` data."""
+    layers = [nnx.Linear(d, 16), nnx.ReLU()]
+    if dropout:
+        layers.append(nnx.Dropout(dropout))
+    return nnx.Sequential(*layers, nnx.Linear(16, classes))
+
+
+def fit_setup(batch_size: int = 16, lr: float = 0.05, dropout: float = 0.0, shuffle: bool = True) -> tuple:
+    """``(model, Adam, train loader, val loader)`` on 96 :func:`blobs` (72 train, 24 validation), seeded."""
+    nnx.manual_seed(0)
+    X, y = blobs()
+    train = nnx.data.DataLoader((X[:72], y[:72]), batch_size=batch_size, shuffle=shuffle)
+    val = nnx.data.DataLoader((X[72:], y[72:]), batch_size=32)
+    model = small_mlp(dropout=dropout)
+    opt = nnx.optim.Adam(model.parameters(), lr=lr)
+    return model, opt, train, val
+
+
+def trainer_stub(model: Any = None) -> Any:
+    """The part of ``nnx.training.Trainer`` a callback touches, for calling callbacks by hand."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(model=model, stop_training=False, log=lambda msg: None)

@@ -198,8 +198,13 @@ def scaled_dot_product_attention_forward(
     ``backward(dout, input_grad=True)`` returns ``(dq, (dk, dv))``; ``dq`` is None when
     ``input_grad`` is False.
 
-    >>> out, backward = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True)  # doctest: +SKIP
-    >>> dq, (dk, dv) = backward(dout)                                                    # doctest: +SKIP
+    >>> import numpy as np, nnx.functional as F
+    >>> q = k = v = nnx.asarray(np.random.default_rng(0).standard_normal((2, 4, 5, 8)))   # (N, heads, L, E)
+    >>> out, backward = F.scaled_dot_product_attention_forward(q, k, v, is_causal=True)
+    >>> dout = nnx.asarray(np.ones((2, 4, 5, 8)))
+    >>> dq, (dk, dv) = backward(dout)
+    >>> tuple(out.shape), tuple(dq.shape), tuple(dv.shape)
+    ((2, 4, 5, 8), (2, 4, 5, 8), (2, 4, 5, 8))
     """
     out, _, bwd = attention_forward(query, key, value, attn_mask, dropout_p, is_causal, scale,
                                     dropout_mask=dropout_mask, recompute=recompute)
@@ -223,7 +228,8 @@ def sinusoidal_positions(length: int, dim: int, *, base: float = 10000.0, dtype:
     ``P[t, 2i] = sin(t / base^(2i/dim))``, ``P[t, 2i+1] = cos(t / base^(2i/dim))`` on the current
     backend (default dtype). Add it to token embeddings: ``x = emb(ids) + sinusoidal_positions(T, d)``.
 
-    >>> F.sinusoidal_positions(128, 64).shape   # doctest: +SKIP
+    >>> import nnx.functional as F
+    >>> tuple(F.sinusoidal_positions(128, 64).shape)
     (128, 64)
     """
     from ..backend import get_backend, get_default_dtype

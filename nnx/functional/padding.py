@@ -69,8 +69,11 @@ def _parse(where: str, x: Array, pad: Sequence[int], mode: str) -> list[tuple[in
 def pad_forward(x: Array, pad: Sequence[int], mode: str = "constant", value: float = 0.0) -> tuple[Array, Callable]:
     """Pad ``x`` as ``torch.nn.functional.pad(x, pad, mode, value)``; returns ``(y, backward)``.
 
+    >>> import numpy as np
+    >>> x = nnx.asarray(np.arange(12.0).reshape(1, 3, 4))
     >>> y = nnx.functional.pad(x, (1, 1, 2, 0), mode="reflect")   # last dim +1 each side, 2nd-last +2 before
-    ... # doctest: +SKIP
+    >>> tuple(y.shape)
+    (1, 5, 6)
     """
     xp = namespace(x)
     dims = _parse("pad", x, pad, mode)

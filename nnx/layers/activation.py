@@ -164,7 +164,9 @@ class PReLU(Module):
 
     Parameter ``weight`` of shape ``(num_parameters,)``.
 
-    >>> act = nnx.PReLU(num_parameters=16)        # doctest: +SKIP
+    >>> act = nnx.PReLU(num_parameters=16)        # one slope per channel (dimension 1)
+    >>> tuple(act.weight.shape)
+    (16,)
     """
 
     def __init__(self, num_parameters: int = 1, init: float = 0.25, *, dtype: Any = None, backend: Any = None,

@@ -100,8 +100,12 @@ class MultiheadAttention(Module):
 
     Differences from torch: a query whose keys are all masked out gets output 0 (torch: NaN).
 
-    >>> mha = nnx.MultiheadAttention(64, 4, batch_first=True)   # doctest: +SKIP
-    >>> y, w = mha(x, x, x); dq, dk, dv = mha.backward(dy)      # doctest: +SKIP
+    >>> import numpy as np
+    >>> mha = nnx.MultiheadAttention(64, 4, batch_first=True)
+    >>> x, dy = nnx.asarray(np.ones((2, 10, 64))), nnx.asarray(np.ones((2, 10, 64)))   # (N, L, E)
+    >>> y, w = mha(x, x, x); dq, dk, dv = mha.backward(dy)
+    >>> tuple(y.shape), tuple(w.shape), tuple(dq.shape)
+    ((2, 10, 64), (2, 10, 10), (2, 10, 64))
     """
 
     def __init__(self, embed_dim: int, num_heads: int, dropout: float = 0.0, bias: bool = True,

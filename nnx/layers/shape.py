@@ -12,7 +12,10 @@ from ..module import Module
 class Unflatten(Module):
     """Split dimension ``dim`` into ``unflattened_size`` (the inverse of ``Flatten``).
 
-    >>> nnx.Unflatten(1, (2, 5))(x).shape   # x: (N, 10) -> (N, 2, 5)   # doctest: +SKIP
+    >>> import numpy as np
+    >>> x = nnx.asarray(np.zeros((3, 10)))
+    >>> tuple(nnx.Unflatten(1, (2, 5))(x).shape)   # x: (N, 10) -> (N, 2, 5)
+    (3, 2, 5)
     """
 
     def __init__(self, dim: int, unflattened_size: Sequence[int]) -> None:

@@ -31,7 +31,10 @@ class SyncBatchNorm(BatchNorm2d):
     training, or in a world of size 1, it is exactly BatchNorm. Parameter gradients stay local (the
     :class:`~nnx.parallel.DistributedDataParallel` wrapper averages them).
 
-    >>> model = nnx.SyncBatchNorm.convert_sync_batchnorm(model)   # doctest: +SKIP
+    >>> model = nnx.Sequential(nnx.Conv2d(1, 4, 3), nnx.BatchNorm2d(4), nnx.ReLU())
+    >>> model = nnx.SyncBatchNorm.convert_sync_batchnorm(model)   # every BatchNorm*d replaced
+    >>> type(model[1]).__name__
+    'SyncBatchNorm'
     """
 
     _ndims = (2, 3, 4, 5)

@@ -67,8 +67,12 @@ class TransformerEncoderLayer(_FeedForward, Module):
     :class:`nnx.MultiheadAttention` (boolean True = not allowed, or additive float).
     ``backward(grad_output, *, input_grad=True)`` returns d src (nnx addition).
 
-    >>> layer = nnx.TransformerEncoderLayer(256, 4, batch_first=True)   # doctest: +SKIP
-    >>> y = layer(x); dx = layer.backward(dy)                            # doctest: +SKIP
+    >>> import numpy as np
+    >>> layer = nnx.TransformerEncoderLayer(256, 4, batch_first=True)
+    >>> x, dy = nnx.asarray(np.ones((2, 10, 256))), nnx.asarray(np.ones((2, 10, 256)))   # (N, S, E)
+    >>> y = layer(x); dx = layer.backward(dy)
+    >>> tuple(y.shape), tuple(dx.shape)
+    ((2, 10, 256), (2, 10, 256))
     """
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,

@@ -18,7 +18,10 @@ class Upsample(Module):
         mode: ``"nearest"`` (1-3 spatial dimensions), ``"linear"`` (1) or ``"bilinear"`` (2).
         align_corners: for the linear modes, align the corner pixels (PyTorch's meaning).
 
-    >>> up = nnx.Upsample(scale_factor=2, mode="bilinear", align_corners=False)   # doctest: +SKIP
+    >>> import numpy as np
+    >>> up = nnx.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+    >>> tuple(up(nnx.asarray(np.ones((1, 3, 4, 5)))).shape)      # (N, C, H, W) -> (N, C, 2H, 2W)
+    (1, 3, 8, 10)
     """
 
     def __init__(self, size: int | Sequence[int] | None = None, scale_factor: float | Sequence[float] | None = None,

@@ -88,10 +88,14 @@ def export(model: Module, example_input: Any, path: str | os.PathLike | IO[bytes
     Raises :class:`UnsupportedLayerError` naming a layer that has no converter, and ValueError
     when ``example_input`` does not fit the model.
 
-    >>> import nnx, nnx.onnx                                                   # doctest: +SKIP
-    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))  # doctest: +SKIP
-    >>> nnx.onnx.export(model, nnx.asarray(np.zeros((1, 4))), "m.onnx",
-    ...                 dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})  # doctest: +SKIP
+    >>> import pytest; _ = pytest.importorskip("onnx")    # pip install 'nnx-backprop[onnx]'
+    >>> import io, numpy as np, nnx, nnx.onnx
+    >>> model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2)).eval()
+    >>> f = io.BytesIO()                                  # or a file name: "m.onnx"
+    >>> proto = nnx.onnx.export(model, nnx.asarray(np.zeros((1, 4))), f,
+    ...                         dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    >>> [node.op_type for node in proto.graph.node]
+    ['Gemm', 'Relu', 'Gemm', 'Identity']
     """
     onnx = onnx_module()
     if not isinstance(model, Module):
@@ -166,7 +170,15 @@ def load_weights(model: Module, path: str | os.PathLike | IO[bytes] | Any, stric
     RuntimeError; shapes and dtypes are checked before anything is assigned, so a failed load
     leaves the model as it was (see :meth:`nnx.Module.load_state_dict`).
 
-    >>> nnx.onnx.load_weights(fresh_model, "m.onnx")   # doctest: +SKIP
+    >>> import pytest; _ = pytest.importorskip("onnx")    # pip install 'nnx-backprop[onnx]'
+    >>> import io, numpy as np, nnx, nnx.onnx
+    >>> model, f = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2)).eval(), io.BytesIO()
+    >>> _ = nnx.onnx.export(model, nnx.asarray(np.zeros((1, 4))), f)
+    >>> fresh_model = nnx.Sequential(nnx.Linear(4, 8), nnx.ReLU(), nnx.Linear(8, 2))
+    >>> _ = f.seek(0); nnx.onnx.load_weights(fresh_model, f)   # or a file name: "m.onnx"
+    IncompatibleKeys(missing_keys=[], unexpected_keys=[])
+    >>> bool((nnx.to_numpy(fresh_model[0].weight) == nnx.to_numpy(model[0].weight)).all())
+    True
     """
     onnx = onnx_module()
     proto = path if hasattr(path, "graph") else onnx.load_model(

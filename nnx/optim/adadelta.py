@@ -15,7 +15,10 @@ class Adadelta(Optimizer):
     ``v = rho v + (1 - rho) g**2``; ``delta = sqrt(u + eps) / sqrt(v + eps) * g``;
     ``u = rho u + (1 - rho) delta**2``; ``p -= lr * delta``.
 
-    >>> opt = nnx.optim.Adadelta(model.parameters())   # doctest: +SKIP
+    >>> model = nnx.Linear(4, 2)
+    >>> opt = nnx.optim.Adadelta(model.parameters())
+    >>> opt.param_groups[0]["lr"], opt.param_groups[0]["rho"]
+    (1.0, 0.9)
     """
 
     _state_keys = frozenset({"step", "square_avg", "acc_delta"})

@@ -14,7 +14,10 @@ class Adamax(Optimizer):
 
     ``m = lerp(m, g, 1 - beta1)``; ``u = max(beta2 * u, |g| + eps)``; ``p -= lr / (1 - beta1**t) * m / u``.
 
-    >>> opt = nnx.optim.Adamax(model.parameters(), lr=2e-3)   # doctest: +SKIP
+    >>> model = nnx.Linear(4, 2)
+    >>> opt = nnx.optim.Adamax(model.parameters(), lr=2e-3)
+    >>> opt.param_groups[0]["betas"]
+    (0.9, 0.999)
     """
 
     _state_keys = frozenset({"step", "exp_avg", "exp_inf"})

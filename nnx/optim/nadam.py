@@ -22,7 +22,10 @@ class NAdam(Optimizer):
     Note: ``torch.optim.NAdam`` keeps ``mu_product`` as a float32 scalar unless torch's default dtype
     is float64; nnx keeps it as a Python float (double precision).
 
-    >>> opt = nnx.optim.NAdam(model.parameters(), lr=2e-3)   # doctest: +SKIP
+    >>> model = nnx.Linear(4, 2)
+    >>> opt = nnx.optim.NAdam(model.parameters(), lr=2e-3)
+    >>> opt.param_groups[0]["momentum_decay"]
+    0.004
     """
 
     _state_keys = frozenset({"step", "mu_product", "exp_avg", "exp_avg_sq"})

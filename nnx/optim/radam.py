@@ -20,7 +20,10 @@ class RAdam(Optimizer):
     ``r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t))``.
     ``decoupled_weight_decay=True`` applies ``p *= 1 - lr * weight_decay`` instead of L2 on the gradient.
 
-    >>> opt = nnx.optim.RAdam(model.parameters(), lr=1e-3)   # doctest: +SKIP
+    >>> model = nnx.Linear(4, 2)
+    >>> opt = nnx.optim.RAdam(model.parameters(), lr=1e-3)
+    >>> opt.param_groups[0]["betas"]
+    (0.9, 0.999)
     """
 
     _state_keys = frozenset({"step", "exp_avg", "exp_avg_sq"})

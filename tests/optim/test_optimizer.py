@@ -10,7 +10,7 @@ import pytest
 
 import nnx
 
-from helpers import copy_params_to_torch, host, rand
+from helpers import host, optim_config_id, optim_grads, optim_model, optim_model_pair, rand
 
 CONFIGS = [
     ("SGD", dict(lr=0.1)),
@@ -38,29 +38,6 @@ CONFIGS = [
 ]
 
 
-def _cfg_id(c):
-    name, kw = c
-    return name + "-" + "-".join(f"{k}={v}" for k, v in kw.items())
-
-
-def _model():
-    return nnx.Sequential(nnx.Linear(3, 4, dtype="float64"), nnx.Tanh(), nnx.Linear(4, 2, dtype="float64"))
-
-
-def _pair(torch):
-    model = _model()
-    tmodel = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
-    copy_params_to_torch(model, tmodel)
-    return model, tmodel
-
-
-def _compute_grads(model, step):
-    """Fill the model's gradients with those of an MSE loss on batch ``step`` (fixed data)."""
-    loss_fn = nnx.MSELoss()
-    loss_fn(model(rand(6, 3, seed=100 + step)), rand(6, 2, seed=200 + step))
-    model.backward(loss_fn.backward())
-
-
 def _grads_to_torch(torch, model, tmodel):
     for p, tp in zip(model.parameters(), tmodel.parameters()):
         tp.grad = torch.tensor(host(p.grad))
@@ -72,14 +49,14 @@ def _assert_params(model, tmodel, step, rtol=1e-10, atol=1e-12):
                                    err_msg=f"parameter {name} after step {step}")
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[_cfg_id(c) for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[optim_config_id(c) for c in CONFIGS])
 def test_trajectory_matches_torch(backend, torch, config):
     name, kw = config
-    model, tmodel = _pair(torch)
+    model, tmodel = optim_model_pair(torch)
     opt = getattr(nnx.optim, name)(model.parameters(), **kw)
     topt = getattr(torch.optim, name)(tmodel.parameters(), **kw)
     for step in range(20):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         _grads_to_torch(torch, model, tmodel)
         opt.step()
         topt.step()
@@ -89,24 +66,24 @@ def test_trajectory_matches_torch(backend, torch, config):
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[_cfg_id(c) for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[optim_config_id(c) for c in CONFIGS])
 def test_state_dict_round_trip_continues_identically(backend, config):
     name, kw = config
     cls = getattr(nnx.optim, name)
-    model = _model()
+    model = optim_model()
     opt = cls(model.parameters(), **kw)
     for step in range(10):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         opt.step()
         opt.zero_grad()
     saved = opt.state_dict()
-    clone = _model()
+    clone = optim_model()
     clone.load_state_dict(model.state_dict())
     opt2 = cls(clone.parameters(), **kw)
     opt2.load_state_dict(saved)
     for step in range(10, 20):
         for m, o in ((model, opt), (clone, opt2)):
-            _compute_grads(m, step)
+            optim_grads(m, step)
             o.step()
             o.zero_grad()
         for (n, p), q in zip(model.named_parameters(), clone.parameters()):
@@ -123,10 +100,10 @@ def test_state_dict_round_trip_continues_identically(backend, config):
                                      ("Adagrad", dict(lr=0.1, lr_decay=0.01))])
 def test_torch_optimizer_state_dict_loads(backend, torch, name, kw):
     """A torch.optim state_dict converted to arrays loads into the nnx optimizer and continues identically."""
-    model, tmodel = _pair(torch)
+    model, tmodel = optim_model_pair(torch)
     topt = getattr(torch.optim, name)(tmodel.parameters(), **kw)
     for step in range(10):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         _grads_to_torch(torch, model, tmodel)
         topt.step()
         topt.zero_grad()
@@ -141,7 +118,7 @@ def test_torch_optimizer_state_dict_loads(backend, torch, name, kw):
     opt = getattr(nnx.optim, name)(model.parameters(), **kw)
     opt.load_state_dict(converted)
     for step in range(10, 20):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         _grads_to_torch(torch, model, tmodel)
         opt.step()
         topt.step()
@@ -153,14 +130,14 @@ def test_torch_optimizer_state_dict_loads(backend, torch, name, kw):
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
 @pytest.mark.parametrize("bad", ["shape", "dtype"])
 def test_failed_step_leaves_everything_unchanged(backend, name, bad):
-    model = _model()
+    model = optim_model()
     kw = dict(momentum=0.9) if name in ("SGD", "RMSprop") else {}
     opt = getattr(nnx.optim, name)(model.parameters(), lr=0.1, **kw)
     for step in range(3):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         opt.step()
         opt.zero_grad()
-    _compute_grads(model, 3)
+    optim_grads(model, 3)
     params_before = [host(p.data).copy() for p in model.parameters()]
     state_before = {id(p): {k: (host(v).copy() if hasattr(v, "shape") else v) for k, v in opt.state[p].items()}
                     for p in model.parameters()}
@@ -186,9 +163,9 @@ def test_failed_step_leaves_everything_unchanged(backend, name, bad):
 def test_failed_step_on_gradient_from_other_backend(backend):
     if backend.name == "numpy":
         pytest.skip("needs a backend other than numpy")
-    model = _model()
+    model = optim_model()
     opt = nnx.optim.SGD(model.parameters(), lr=0.1)
-    _compute_grads(model, 0)
+    optim_grads(model, 0)
     before = [host(p.data).copy() for p in model.parameters()]
     last = list(model.parameters())[-1]
     last.grad = np.zeros(last.shape)
@@ -200,14 +177,14 @@ def test_failed_step_on_gradient_from_other_backend(backend):
 
 @pytest.mark.parametrize("name,kw", [("SGD", dict(momentum=0.9)), ("Adam", {}), ("RMSprop", {}), ("Adagrad", {})])
 def test_param_groups_with_different_lr_match_torch(backend, torch, name, kw):
-    model, tmodel = _pair(torch)
+    model, tmodel = optim_model_pair(torch)
     groups = [{"params": model[0].parameters(), "lr": 0.1}, {"params": model[2].parameters()}]
     tgroups = [{"params": tmodel[0].parameters(), "lr": 0.1}, {"params": tmodel[2].parameters()}]
     opt = getattr(nnx.optim, name)(groups, lr=0.01, **kw)
     topt = getattr(torch.optim, name)(tgroups, lr=0.01, **kw)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
     for step in range(10):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         _grads_to_torch(torch, model, tmodel)
         opt.step()
         topt.step()
@@ -238,11 +215,11 @@ def test_float32_parameters_stay_float32(backend, name):
 
 
 def test_frozen_and_gradless_parameters_are_skipped(backend):
-    model = _model()
+    model = optim_model()
     first = model[0].weight
     first.requires_grad = False
     opt = nnx.optim.Adam(model.parameters(), lr=0.1)
-    _compute_grads(model, 0)
+    optim_grads(model, 0)
     model[2].bias.grad = None
     w0, b2 = host(first.data).copy(), host(model[2].bias.data).copy()
     opt.step()
@@ -253,10 +230,10 @@ def test_frozen_and_gradless_parameters_are_skipped(backend):
 
 
 def test_step_closure_zero_grad_and_repr(backend):
-    model = _model()
+    model = optim_model()
     opt = nnx.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     assert opt.step(lambda: 3.5) == 3.5
-    _compute_grads(model, 0)
+    optim_grads(model, 0)
     opt.zero_grad(set_to_none=False)
     assert all(np.all(host(p.grad) == 0) for p in model.parameters())
     opt.zero_grad()
@@ -266,7 +243,7 @@ def test_step_closure_zero_grad_and_repr(backend):
 
 
 def test_construction_errors(backend):
-    model = _model()
+    model = optim_model()
     with pytest.raises(ValueError, match="SGD: got an empty parameter list"):
         nnx.optim.SGD([], lr=0.1)
     with pytest.raises(TypeError, match=r"Adam: parameter 0 is a .*expected nnx.Parameter"):
@@ -280,9 +257,9 @@ def test_construction_errors(backend):
 
 
 def test_load_state_dict_mismatch_leaves_optimizer_unchanged(backend):
-    model = _model()
+    model = optim_model()
     opt = nnx.optim.Adam(model.parameters(), lr=0.1)
-    _compute_grads(model, 0)
+    optim_grads(model, 0)
     opt.step()
     before = {id(p): host(st["exp_avg"]).copy() for p, st in opt.state.items()}
     bad = opt.state_dict()
@@ -299,14 +276,14 @@ def test_load_state_dict_mismatch_leaves_optimizer_unchanged(backend):
 def test_state_dict_moves_across_backends(backend):
     """An optimizer state saved on NumPy loads into an optimizer on another backend (and continues identically)."""
     with nnx.use_backend("numpy"):
-        src = _model()
+        src = optim_model()
         opt = nnx.optim.Adam(src.parameters(), lr=0.01, amsgrad=True)
         for step in range(5):
-            _compute_grads(src, step)
+            optim_grads(src, step)
             opt.step()
             opt.zero_grad()
         saved = opt.state_dict()
-    dst = _model()
+    dst = optim_model()
     dst.load_state_dict(src.state_dict())
     opt2 = nnx.optim.Adam(dst.parameters(), lr=0.01, amsgrad=True)
     opt2.load_state_dict(saved)
@@ -315,11 +292,11 @@ def test_state_dict_moves_across_backends(backend):
             if hasattr(v, "shape"):
                 assert backend.owns(v), f"state {k} was not moved to {backend.name}"
     for step in range(5, 8):
-        _compute_grads(dst, step)
+        optim_grads(dst, step)
         opt2.step()
         opt2.zero_grad()
         with nnx.use_backend("numpy"):
-            _compute_grads(src, step)
+            optim_grads(src, step)
             opt.step()
             opt.zero_grad()
     for p, q in zip(src.parameters(), dst.parameters()):

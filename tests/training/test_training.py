@@ -1,11 +1,11 @@
-"""nnx.fit / evaluate / predict, metrics, callbacks, History and the NaN/Inf guard."""
+"""nnx.fit / evaluate / predict, History, the NaN/Inf guard and resuming in process (metrics and callbacks:
+test_metrics.py, test_callbacks.py)."""
 
 from __future__ import annotations
 
 import importlib
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,35 +13,7 @@ import pytest
 import nnx
 import nnx_backends as backends
 
-from helpers import host
-
-# ------------------------------------------------------------------------------------------ fixtures
-
-
-def blobs(n=96, d=6, classes=3, seed=0):
-    """Separable Gaussian blobs: a small real classification problem."""
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((classes, d)) * 3.0
-    y = np.arange(n) % classes
-    X = centers[y] + rng.standard_normal((n, d))
-    return X, y
-
-
-def mlp(d=6, classes=3, dropout=0.0):
-    layers = [nnx.Linear(d, 16), nnx.ReLU()]
-    if dropout:
-        layers.append(nnx.Dropout(dropout))
-    return nnx.Sequential(*layers, nnx.Linear(16, classes))
-
-
-def setup(batch_size=16, lr=0.05, dropout=0.0, shuffle=True):
-    nnx.manual_seed(0)
-    X, y = blobs()
-    train = nnx.data.DataLoader((X[:72], y[:72]), batch_size=batch_size, shuffle=shuffle)
-    val = nnx.data.DataLoader((X[72:], y[72:]), batch_size=32)
-    model = mlp(dropout=dropout)
-    opt = nnx.optim.Adam(model.parameters(), lr=lr)
-    return model, opt, train, val
+from helpers import blobs, fit_setup, host, small_mlp
 
 
 class Poison(nnx.Module):
@@ -62,7 +34,7 @@ class Poison(nnx.Module):
 
 # ------------------------------------------------------------------------------------------ fit
 def test_fit_learns_and_reports(backend):
-    model, opt, train, val = setup()
+    model, opt, train, val = fit_setup()
     hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=4, val_loader=val,
                    metrics=["accuracy", "f1"], quiet=True)
     assert isinstance(hist, nnx.History) and len(hist) == 4 and hist.epoch == [0, 1, 2, 3]
@@ -77,7 +49,7 @@ def test_fit_learns_and_reports(backend):
 
 
 def test_fit_loss_is_batch_weighted_mean_on_device(backend):
-    model, opt, _, _ = setup()
+    model, opt, _, _ = fit_setup()
     X, y = blobs(10)
     loader = nnx.data.DataLoader((X, y), batch_size=4)  # batches of 4, 4, 2
     losses = []
@@ -94,7 +66,7 @@ def test_fit_loss_is_batch_weighted_mean_on_device(backend):
 
 
 def test_host_reads_only_at_log_steps(backend, monkeypatch):
-    model, opt, _, _ = setup()
+    model, opt, _, _ = fit_setup()
     X, y = blobs(120)
     loader = nnx.data.DataLoader((X, y), batch_size=10)  # 12 batches
     reads = {"loss": 0, "metric": 0}
@@ -115,7 +87,7 @@ def test_host_reads_only_at_log_steps(backend, monkeypatch):
 
 
 def test_predict_and_evaluate_restore_modes(backend):
-    model, opt, train, val = setup(dropout=0.5)
+    model, opt, train, val = fit_setup(dropout=0.5)
     model[0].eval()  # a frozen submodule must stay frozen
     X, _ = blobs(20)
     out = nnx.predict(model, X, batch_size=8)
@@ -134,7 +106,7 @@ def test_predict_and_evaluate_restore_modes(backend):
 
 
 def test_fit_accepts_plain_iterables_of_host_arrays(backend):
-    model, opt, _, _ = setup()
+    model, opt, _, _ = fit_setup()
     X, y = blobs(32)
     batches = [(X[i:i + 8].astype(np.float32), y[i:i + 8]) for i in range(0, 32, 8)]
     hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, batches, epochs=2, quiet=True)
@@ -144,7 +116,7 @@ def test_fit_accepts_plain_iterables_of_host_arrays(backend):
 
 
 def test_progress_output(backend, capsys):
-    model, opt, train, val = setup()
+    model, opt, train, val = fit_setup()
     nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, val_loader=val, quiet=True)
     cap = capsys.readouterr()
     assert cap.out == "" and cap.err == ""
@@ -193,7 +165,7 @@ def test_nonfinite_can_be_ignored(backend):
 
 
 def test_checkpoint_refuses_nonfinite_weights(backend, tmp_path):
-    model, opt, train, _ = setup()
+    model, opt, train, _ = fit_setup()
 
     def poison(trainer, epoch, logs):
         if epoch == 1:
@@ -204,144 +176,6 @@ def test_checkpoint_refuses_nonfinite_weights(backend, tmp_path):
     with pytest.raises(nnx.NonFiniteError, match="weights contain NaN/Inf after epoch 2"):
         nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, callbacks=cbs, quiet=True)
     assert nnx.load_checkpoint(tmp_path / "last.nnx")["epoch"] == 0
-
-
-# ------------------------------------------------------------------------------------------ metrics
-def test_metrics_match_sklearn(backend):
-    sk = pytest.importorskip("sklearn.metrics")
-    rng = np.random.default_rng(0)
-    scores = rng.standard_normal((40, 5))
-    target = rng.integers(0, 5, 40)
-    pred = scores.argmax(1)
-    o, t = nnx.asarray(scores), nnx.asarray(target)
-    assert nnx.metrics.Accuracy()(o, t) == pytest.approx(sk.accuracy_score(target, pred))
-    assert nnx.metrics.F1Score()(o, t) == pytest.approx(sk.f1_score(target, pred, average="macro"))
-    assert nnx.metrics.TopKAccuracy(3)(o, t) == pytest.approx(
-        sk.top_k_accuracy_score(target, scores, k=3, labels=range(5)))
-    binary_t = target % 2
-    assert nnx.metrics.F1Score("binary")(nnx.asarray(scores[:, 0]), nnx.asarray(binary_t)) == pytest.approx(
-        sk.f1_score(binary_t, scores[:, 0] > 0))
-    assert nnx.metrics.Accuracy()(nnx.asarray(scores[:, :1]), nnx.asarray(binary_t)) == pytest.approx(
-        sk.accuracy_score(binary_t, scores[:, 0] > 0))
-    assert nnx.metrics.MeanAbsoluteError()(nnx.asarray(scores[:, :1]), nnx.asarray(scores[:, 1])) == pytest.approx(
-        sk.mean_absolute_error(scores[:, 1], scores[:, 0]), rel=1e-6)
-
-
-def test_metrics_accumulate_over_batches(backend):
-    rng = np.random.default_rng(1)
-    scores, target = rng.standard_normal((30, 4)), rng.integers(0, 4, 30)
-    for metric in (nnx.metrics.Accuracy(), nnx.metrics.F1Score(), nnx.metrics.TopKAccuracy(2),
-                   nnx.metrics.MeanAbsoluteError()):
-        full_target = target if metric.name != "mae" else scores[:, ::-1]
-        whole = metric(nnx.asarray(scores), nnx.asarray(full_target))
-        metric.reset()
-        for i in range(0, 30, 7):
-            t = target[i:i + 7] if metric.name != "mae" else scores[i:i + 7, ::-1]
-            metric.update(nnx.asarray(scores[i:i + 7]), nnx.asarray(t))
-        assert metric.compute() == pytest.approx(whole, rel=1e-6), metric.name
-        # the accumulators are arrays of the backend: nothing was read back per batch
-        acc = next(getattr(metric, a) for a in ("correct", "tp", "sum") if getattr(metric, a, None) is not None)
-        assert backends.backend_of(acc) is backend
-
-
-def test_metric_names_and_errors():
-    assert nnx.metrics.get_metric("top3_accuracy").k == 3
-    assert nnx.metrics.get_metric("f1_binary").average == "binary"
-    with pytest.raises(ValueError, match="unknown metric 'auc'"):
-        nnx.metrics.get_metric("auc")
-    with pytest.raises(ValueError, match="duplicate metric names"):
-        nnx.fit(mlp(), nnx.CrossEntropyLoss(), nnx.optim.SGD(mlp().parameters()), [], metrics=["acc", "accuracy"])
-
-
-# ------------------------------------------------------------------------------------------ callbacks
-def trainer_stub(model=None):
-    return SimpleNamespace(model=model, stop_training=False, log=lambda msg: None)
-
-
-def test_early_stopping_logic_and_restore(backend):
-    model = mlp()
-    es = nnx.callbacks.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
-    t = trainer_stub(model)
-    best = {k: host(v).copy() for k, v in model.state_dict().items()}
-    for epoch, value in enumerate([1.0, 0.5, 0.6, 0.55]):
-        es.on_epoch_end(t, epoch, {"val_loss": value})
-        if epoch == 1:
-            best = {k: host(v).copy() for k, v in model.state_dict().items()}
-        for p in model.parameters():  # training changes the weights every epoch
-            p.data = p.data + 1.0
-        assert t.stop_training == (epoch == 3)
-    assert es.best == 0.5 and es.best_epoch == 1 and es.stopped_epoch == 3
-    es.on_train_end(t)
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(host(v), best[k])
-    assert nnx.callbacks.EarlyStopping(monitor="val_accuracy").mode == "max"
-    with pytest.raises(KeyError, match="'val_loss' is not in the epoch logs"):
-        nnx.callbacks.EarlyStopping().on_epoch_end(t, 0, {"loss": 1.0})
-
-
-def test_early_stopping_in_fit(backend):
-    model, opt, train, _ = setup()
-    es = nnx.callbacks.EarlyStopping(monitor="loss", mode="max", patience=2)  # loss keeps falling
-    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=20, callbacks=[es], quiet=True)
-    assert len(hist) == 3 and es.stopped_epoch == 2
-
-
-def test_schedulers(backend):
-    model, opt, train, val = setup(lr=0.1)
-    sched = nnx.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
-    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, scheduler=sched, quiet=True)
-    assert hist["lr"] == pytest.approx([0.1, 0.05, 0.025])
-    model, opt, train, val = setup(lr=0.1)
-    plateau = nnx.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="max", patience=0, factor=0.5)
-    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, val_loader=val, scheduler=plateau,
-                   scheduler_monitor="val_loss", quiet=True)  # val_loss falls: "max" mode sees no improvement
-    assert hist["lr"] == pytest.approx([0.1, 0.1, 0.05])
-    model, opt, train, val = setup(lr=0.1)
-    cb = nnx.callbacks.LearningRateScheduler(lambda epoch, lr: 0.1 / (epoch + 1))
-    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, callbacks=[cb], quiet=True)
-    assert hist["lr"] == pytest.approx([0.1, 0.05, 0.1 / 3])
-    model, opt, train, val = setup(lr=0.1)
-    wrapped = nnx.callbacks.LearningRateScheduler(nnx.optim.lr_scheduler.ExponentialLR(opt, gamma=0.1))
-    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, callbacks=[wrapped], quiet=True)
-    assert hist["lr"] == pytest.approx([0.1, 0.01])
-
-
-def test_model_checkpoint_best_and_last(backend, tmp_path):
-    model, opt, train, val = setup()
-    best_seen = {}
-
-    def remember(trainer, epoch, logs):
-        if logs["val_loss"] <= min(trainer.history["val_loss"]):
-            best_seen.update({k: host(v).copy() for k, v in trainer.model.state_dict().items()})
-
-    cbs = [nnx.callbacks.LambdaCallback(on_epoch_end=remember), nnx.callbacks.ModelCheckpoint(tmp_path)]
-    nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, val_loader=val, callbacks=cbs, quiet=True)
-    best = nnx.load(tmp_path / "best.nnx", backend="numpy")
-    for k in best:
-        np.testing.assert_array_equal(best[k], best_seen[k])
-    last = nnx.load_checkpoint(tmp_path / "last.nnx")
-    assert last["epoch"] == 2 and len(last["extra"]["history"]["epoch"]) == 3
-    for k, v in model.state_dict().items():
-        np.testing.assert_array_equal(last["model"][k], host(v))
-
-
-def test_csv_and_json_loggers(backend, tmp_path):
-    model, opt, train, val = setup()
-    cbs = [nnx.callbacks.CSVLogger(tmp_path / "log.csv"), nnx.callbacks.JSONLogger(tmp_path / "log.jsonl")]
-    hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, val_loader=val, metrics=["accuracy"],
-                   callbacks=cbs, quiet=True)
-    lines = (tmp_path / "log.csv").read_text().splitlines()
-    assert lines[0] == "epoch,loss,accuracy,val_loss,val_accuracy,lr" and len(lines) == 3
-    assert float(lines[2].split(",")[1]) == hist["loss"][1]
-    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2] and records[1]["val_accuracy"] == hist["val_accuracy"][1]
-    # append mode continues the same files
-    cbs = [nnx.callbacks.CSVLogger(tmp_path / "log.csv", append=True),
-           nnx.callbacks.JSONLogger(tmp_path / "log.jsonl", append=True)]
-    nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=1, val_loader=val, metrics=["accuracy"],
-            callbacks=cbs, quiet=True)
-    assert len((tmp_path / "log.csv").read_text().splitlines()) == 4
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 3
 
 
 # ------------------------------------------------------------------------------------------ History
@@ -379,10 +213,10 @@ def test_history_plot_without_matplotlib(monkeypatch):
 
 # ------------------------------------------------------------------------------------------ resume (in process)
 def test_resume_continues_history_and_logs(backend, tmp_path):
-    model, opt, train, val = setup()
+    model, opt, train, val = fit_setup()
     cbs = [nnx.callbacks.ModelCheckpoint(tmp_path), nnx.callbacks.CSVLogger(tmp_path / "log.csv")]
     nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, val_loader=val, callbacks=cbs, quiet=True)
-    model, opt, train, val = setup()
+    model, opt, train, val = fit_setup()
     cbs = [nnx.callbacks.ModelCheckpoint(tmp_path), nnx.callbacks.CSVLogger(tmp_path / "log.csv")]
     hist = nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=3, val_loader=val, callbacks=cbs, quiet=True,
                    resume_from=tmp_path / "last.nnx")
@@ -392,10 +226,10 @@ def test_resume_continues_history_and_logs(backend, tmp_path):
 
 
 def test_resume_from_foreign_checkpoint_changes_nothing(backend, tmp_path):
-    model, opt, train, _ = setup()
+    model, opt, train, _ = fit_setup()
     nnx.save_checkpoint(tmp_path / "c.nnx", model=model, optimizer=opt)  # no epoch, no history
     nnx.manual_seed(3)
-    other = mlp()
+    other = small_mlp()
     other_opt = nnx.optim.Adam(other.parameters(), lr=0.5)
     before = {k: host(v).copy() for k, v in other.state_dict().items()}
     with pytest.raises(nnx.CheckpointError, match="not a checkpoint written by fit"):
@@ -406,7 +240,7 @@ def test_resume_from_foreign_checkpoint_changes_nothing(backend, tmp_path):
 
 
 def test_evaluate_and_predict_accept_arrays(backend):
-    model, _, _, val = setup()
+    model, _, _, val = fit_setup()
     X, y = blobs(96)
     a = nnx.evaluate(model, nnx.CrossEntropyLoss(), (X[72:], y[72:]), metrics=["accuracy"], batch_size=5)
     b = nnx.evaluate(model, nnx.CrossEntropyLoss(), val, metrics=["accuracy"])
@@ -415,7 +249,7 @@ def test_evaluate_and_predict_accept_arrays(backend):
 
 
 def test_evaluate_on_empty_data_is_refused_like_predict(backend):
-    model = mlp()
+    model = small_mlp()
     X, y = blobs(6)
     empty = nnx.data.DataLoader((X[:0], y[:0]), batch_size=4)
     with pytest.raises(ValueError, match="evaluate: the data is empty"):
@@ -435,9 +269,17 @@ def test_drop_last_drops_only_an_incomplete_batch(n):
 
 @pytest.mark.parametrize("make", [lambda d: nnx.callbacks.ModelCheckpoint(d), lambda d: nnx.callbacks.EarlyStopping()])
 def test_monitoring_val_quantities_without_val_loader_fails_at_the_start(backend, tmp_path, make):
-    model, opt, train, _ = setup()
+    model, opt, train, _ = fit_setup()
     before = {k: host(v).copy() for k, v in model.state_dict().items()}
     with pytest.raises(ValueError, match=r"monitor='val_loss' needs validation data, but fit was given no val_loader"):
         nnx.fit(model, nnx.CrossEntropyLoss(), opt, train, epochs=2, callbacks=[make(tmp_path / "ck")])
     for k, v in model.state_dict().items():
         np.testing.assert_array_equal(host(v), before[k], err_msg=f"{k} trained before the refusal")
+
+
+def test_history_best_counts_epochs_from_one():
+    h = nnx.History()
+    for e, v in enumerate([0.9, 0.5, 0.7]):
+        h.append(e, {"val_loss": v, "val_accuracy": 1 - v})
+    assert h.best("val_loss") == (2, 0.5)  # the log's "Epoch 2/3"
+    assert h.best("val_accuracy") == (2, 0.5)

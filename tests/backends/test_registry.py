@@ -25,7 +25,7 @@ from nnx_backends.numpy import NumpyBackend
 
 from helpers import host, require_backend
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _run_python(code: str, **env: str) -> subprocess.CompletedProcess:

@@ -288,7 +288,7 @@ def test_every_layer_has_a_recipe():
     exported |= {n for n in dir(nnx) if inspect.isclass(getattr(nnx, n)) and issubclass(getattr(nnx, n), nnx.Module)
                  and not n.endswith("Loss")}
     missing = sorted(exported - set(LAYERS) - NOT_CALLABLE)
-    assert not missing, f"add a dtype recipe for {missing} in tests/test_catalogue_dtypes.py"
+    assert not missing, f"add a dtype recipe for {missing} in tests/layers/test_catalogue_dtypes.py"
 
 
 def test_every_loss_has_a_recipe():
@@ -298,7 +298,7 @@ def test_every_loss_has_a_recipe():
 
 def test_every_op_has_a_recipe():
     missing = sorted(n for n in F.__all__ if n.endswith("_forward") and n not in OPS)
-    assert not missing, f"add a dtype recipe for {missing} in tests/test_catalogue_dtypes.py"
+    assert not missing, f"add a dtype recipe for {missing} in tests/layers/test_catalogue_dtypes.py"
 
 
 @pytest.mark.parametrize("dt", DTYPES)

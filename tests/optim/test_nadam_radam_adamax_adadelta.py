@@ -1,6 +1,6 @@
-"""NAdam, RAdam, Adamax, Adadelta, LBFGS: 20-step trajectories against torch.optim in float64 (1e-12
-relative), the exact first-step update written out by hand, state_dict round trips, argument errors,
-on every backend."""
+"""NAdam, RAdam, Adamax, Adadelta: 20-step trajectories against torch.optim in float64 (1e-12
+relative), the exact first-step update written out by hand, state_dict round trips, argument errors
+(LBFGS's too; its steps are in test_lbfgs.py), on every backend."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import nnx
 
-from helpers import copy_params_to_torch, host, rand
+from helpers import host, optim_config_id, optim_grads, optim_model, optim_model_pair
 
 CONFIGS = [
     ("NAdam", dict(lr=0.01)),
@@ -31,28 +31,6 @@ CONFIGS = [
 ]
 
 
-def _cfg_id(c):
-    return c[0] + "-" + "-".join(f"{k}={v}" for k, v in c[1].items())
-
-
-def _model():
-    return nnx.Sequential(nnx.Linear(3, 4, dtype="float64"), nnx.Tanh(), nnx.Linear(4, 2, dtype="float64"))
-
-
-def _pair(torch):
-    model = _model()
-    tmodel = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)).double()
-    copy_params_to_torch(model, tmodel)
-    return model, tmodel
-
-
-def _compute_grads(model, step):
-    loss_fn = nnx.MSELoss()
-    loss = loss_fn(model(rand(6, 3, seed=100 + step)), rand(6, 2, seed=200 + step))
-    model.backward(loss_fn.backward())
-    return loss
-
-
 @pytest.fixture
 def torch64(torch):
     """torch with float64 as default dtype (NAdam's mu_product is kept in that dtype)."""
@@ -62,15 +40,15 @@ def torch64(torch):
     torch.set_default_dtype(old)
 
 
-@pytest.mark.parametrize("config", CONFIGS, ids=[_cfg_id(c) for c in CONFIGS])
+@pytest.mark.parametrize("config", CONFIGS, ids=[optim_config_id(c) for c in CONFIGS])
 def test_trajectory_matches_torch(backend, torch64, config):
     torch = torch64
     name, kw = config
-    model, tmodel = _pair(torch)
+    model, tmodel = optim_model_pair(torch)
     opt = getattr(nnx.optim, name)(model.parameters(), **kw)
     topt = getattr(torch.optim, name)(tmodel.parameters(), **kw)
     for step in range(20):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         for p, tp in zip(model.parameters(), tmodel.parameters()):
             tp.grad = torch.tensor(host(p.grad))
         opt.step()
@@ -114,23 +92,23 @@ def test_first_step_is_exactly_the_formula(backend):
     np.testing.assert_allclose(_one_step("NAdam", dict(lr=lr), p0, g), expect, rtol=1e-14)
 
 
-@pytest.mark.parametrize("config", CONFIGS[::3], ids=[_cfg_id(c) for c in CONFIGS[::3]])
+@pytest.mark.parametrize("config", CONFIGS[::3], ids=[optim_config_id(c) for c in CONFIGS[::3]])
 def test_state_dict_round_trip(backend, config):
     name, kw = config
     cls = getattr(nnx.optim, name)
-    model = _model()
+    model = optim_model()
     opt = cls(model.parameters(), **kw)
     for step in range(5):
-        _compute_grads(model, step)
+        optim_grads(model, step)
         opt.step()
         opt.zero_grad()
-    clone = _model()
+    clone = optim_model()
     clone.load_state_dict(model.state_dict())
     opt2 = cls(clone.parameters(), **kw)
     opt2.load_state_dict(opt.state_dict())
     for step in range(5, 10):
         for m, o in ((model, opt), (clone, opt2)):
-            _compute_grads(m, step)
+            optim_grads(m, step)
             o.step()
             o.zero_grad()
     for p, q in zip(model.parameters(), clone.parameters()):
@@ -144,48 +122,4 @@ def test_state_dict_round_trip(backend, config):
 ])
 def test_bad_arguments(name, kw, match):
     with pytest.raises(ValueError, match=match):
-        getattr(nnx.optim, name)(_model().parameters(), **kw)
-
-
-@pytest.mark.parametrize("line_search_fn,lr", [(None, 0.5), ("strong_wolfe", 3.0), ("strong_wolfe", 10.0)])
-def test_lbfgs_matches_torch(backend, torch, line_search_fn, lr):
-    """lr=3 and 10 overshoot, so the line search brackets and interpolates (11 and 14 cubic steps in torch)."""
-    model, tmodel = _pair(torch)
-    x, y = rand(6, 3, seed=1), rand(6, 2, seed=2)
-    tx, ty = torch.tensor(host(x)), torch.tensor(host(y))
-    kw = dict(lr=lr, max_iter=8, history_size=4, line_search_fn=line_search_fn)
-    opt = nnx.optim.LBFGS(model.parameters(), **kw)
-    topt = torch.optim.LBFGS(tmodel.parameters(), **kw)
-    loss_fn = nnx.MSELoss()
-
-    def closure():
-        opt.zero_grad()
-        loss = loss_fn(model(x), y)
-        model.backward(loss_fn.backward())
-        return loss
-
-    def tclosure():
-        topt.zero_grad()
-        loss = torch.nn.functional.mse_loss(tmodel(tx), ty)
-        loss.backward()
-        return loss
-
-    for step in range(3):
-        loss = opt.step(closure)
-        tloss = topt.step(tclosure)
-        assert float(host(loss)) == pytest.approx(tloss.item(), rel=1e-10)
-        for (n, p), tp in zip(model.named_parameters(), tmodel.parameters()):
-            np.testing.assert_allclose(host(p.data), tp.detach().numpy(), rtol=1e-10, atol=1e-12,
-                                       err_msg=f"LBFGS {n} after step {step}")
-    first, tfirst = next(iter(model.parameters())), next(iter(tmodel.parameters()))
-    for key in ("func_evals", "n_iter"):
-        assert opt.state[first][key] == topt.state[tfirst][key], key
-
-
-def test_lbfgs_needs_closure_and_one_group():
-    model = _model()
-    with pytest.raises(TypeError, match="LBFGS.step: needs a closure"):
-        nnx.optim.LBFGS(model.parameters()).step()
-    ps = list(model.parameters())
-    with pytest.raises(ValueError, match="parameter groups"):
-        nnx.optim.LBFGS([{"params": ps[:2]}, {"params": ps[2:]}])
+        getattr(nnx.optim, name)(optim_model().parameters(), **kw)

@@ -24,7 +24,7 @@ from nnx_backends import host_io
 
 from helpers import host
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def make_model(seed: int = 0) -> nnx.Module:

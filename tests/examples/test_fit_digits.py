@@ -9,7 +9,9 @@ import pytest
 
 import nnx
 
-EXAMPLE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples", "fit_digits.py")
+from helpers import EXAMPLES
+
+EXAMPLE = os.path.join(EXAMPLES, "fit_digits.py")
 
 
 def test_fit_digits_example(tmp_path):
