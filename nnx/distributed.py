@@ -54,7 +54,13 @@ def init(comm: Any = None, *, abort_on_exception: bool = True) -> None:
         if not is_available():
             _state["comm"] = None
             return
-        from mpi4py import MPI
+        try:
+            from mpi4py import MPI
+        except (ImportError, RuntimeError, OSError) as exc:  # mpi4py without a loadable MPI library
+            raise RuntimeError(
+                f"distributed.init: mpi4py is installed but its MPI library cannot be loaded ({exc}); install "
+                "one (pip install mpich, or your cluster's MPI module) or uninstall mpi4py to run as a world "
+                "of size 1") from exc
         comm = MPI.COMM_WORLD
     _state["comm"] = comm
     if abort_on_exception and comm.Get_size() > 1 and _state["hook"] is None:

@@ -183,3 +183,22 @@ def test_ddp_uses_a_custom_reducer_in_buckets(backend):
     ddp = DistributedDataParallel(model, bucket_cap_mb=20 * 4 / 2**20, reducer=reducer)
     ddp.backward(nnx.get_backend().xp.ones_like(ddp(nnx.asarray(np.ones((3, 4))))))
     assert sum(seen) == 4 * 4 + 4 + 4 * 2 + 2 and len(seen) >= 2 and ddp.last_messages == len(seen)
+
+
+def test_init_names_a_missing_mpi_library(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def fake_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if name == "mpi4py" and fromlist and "MPI" in fromlist:
+            raise RuntimeError("cannot load MPI library")
+        if name == "mpi4py":
+            return object()
+        return real_import(name, globals, locals, fromlist, level)
+
+    before = dist.get_comm()
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(RuntimeError, match="distributed.init: mpi4py is installed but its MPI library"):
+        dist.init()
+    assert dist.get_comm() is before                    # nothing half-initialised
