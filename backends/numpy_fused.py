@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import fused as F
+from .numpy_recurrent import gru_backward_rows, gru_forward_rows, lstm_backward_rows, lstm_forward_rows
 from .threads import parallel_rows
 
 
@@ -86,7 +87,7 @@ class NumpyFused:
         g2, cp2, a2, h2, c2 = _rows(gates), _rows(c_prev), _rows(act), _rows(h), _rows(c)
 
         def work(lo: int, hi: int) -> None:
-            _lstm_forward_rows(g2[lo:hi], cp2[lo:hi], a2[lo:hi], h2[lo:hi], c2[lo:hi], hid)
+            lstm_forward_rows(g2[lo:hi], cp2[lo:hi], a2[lo:hi], h2[lo:hi], c2[lo:hi], hid)
 
         parallel_rows(work, a2.shape[0], act.size)
         return h, c, act
@@ -99,11 +100,37 @@ class NumpyFused:
         dc2 = _rows(dc) if dc is not None else None
 
         def work(lo: int, hi: int) -> None:
-            _lstm_backward_rows(a2[lo:hi], cp2[lo:hi], dh2[lo:hi], None if dc2 is None else dc2[lo:hi],
-                                d2[lo:hi], dct2[lo:hi], hid)
+            lstm_backward_rows(a2[lo:hi], cp2[lo:hi], dh2[lo:hi], None if dc2 is None else dc2[lo:hi],
+                               d2[lo:hi], dct2[lo:hi], hid)
 
         parallel_rows(work, a2.shape[0], act.size)
         return d, dct
+
+    def gru_cell_forward(self, gx, gh, h_prev, b_hn=None):
+        hid = h_prev.shape[-1]
+        h = np.empty(h_prev.shape, dtype=np.result_type(gx, gh, h_prev))
+        act = np.empty(gx.shape[:-1] + (4 * hid,), dtype=np.result_type(gx, gh))
+        gx2, gh2, hp2, h2, a2 = _rows(gx), _rows(gh), _rows(h_prev), _rows(h), _rows(act)
+
+        def work(lo: int, hi: int) -> None:
+            gru_forward_rows(gx2[lo:hi], gh2[lo:hi], hp2[lo:hi], b_hn, h2[lo:hi], a2[lo:hi], hid)
+
+        parallel_rows(work, a2.shape[0], act.size)
+        return h, act
+
+    def gru_cell_backward(self, act, h_prev, dh):
+        hid = h_prev.shape[-1]
+        dtype = np.result_type(act, h_prev, dh)
+        dgx = np.empty(act.shape[:-1] + (3 * hid,), dtype=dtype)
+        dgh = np.empty_like(dgx)
+        dh_direct = np.empty(dh.shape, dtype=dtype)
+        a2, hp2, dh2, dgx2, dgh2, dd2 = _rows(act), _rows(h_prev), _rows(dh), _rows(dgx), _rows(dgh), _rows(dh_direct)
+
+        def work(lo: int, hi: int) -> None:
+            gru_backward_rows(a2[lo:hi], hp2[lo:hi], dh2[lo:hi], dgx2[lo:hi], dgh2[lo:hi], dd2[lo:hi], hid)
+
+        parallel_rows(work, a2.shape[0], act.size)
+        return dgx, dgh, dh_direct
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
                    weight_decay=0.0, decoupled=False):
@@ -173,47 +200,6 @@ def _flat_views(arrays: list) -> list | None:
     if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.size == size for a in arrays):
         return None
     return [a.reshape(-1) for a in arrays]
-
-
-def _lstm_forward_rows(gates, c_prev, act, h, c, hid) -> None:
-    act[:, :4 * hid] = gates
-    _sigmoid_(act[:, :2 * hid])
-    np.tanh(act[:, 2 * hid:3 * hid], out=act[:, 2 * hid:3 * hid])
-    _sigmoid_(act[:, 3 * hid:4 * hid])
-    i, f, g, o, tc = (act[:, k * hid:(k + 1) * hid] for k in range(5))
-    np.multiply(f, c_prev, out=c)
-    np.multiply(i, g, out=tc)
-    c += tc
-    np.tanh(c, out=tc)
-    np.multiply(o, tc, out=h)
-
-
-def _lstm_backward_rows(act, c_prev, dh, dc, d, dct, hid) -> None:
-    i, f, g, o, tc = (act[:, k * hid:(k + 1) * hid] for k in range(5))
-    di, df, dg, do = (d[:, k * hid:(k + 1) * hid] for k in range(4))
-    np.multiply(tc, tc, out=dct)
-    np.subtract(1.0, dct, out=dct)
-    dct *= o
-    dct *= dh
-    if dc is not None:
-        dct += dc
-    np.subtract(1.0, o, out=do)
-    do *= o
-    do *= tc
-    do *= dh
-    np.subtract(1.0, i, out=di)
-    di *= i
-    di *= g
-    di *= dct
-    np.subtract(1.0, f, out=df)
-    df *= f
-    df *= c_prev
-    df *= dct
-    np.multiply(g, g, out=dg)
-    np.subtract(1.0, dg, out=dg)
-    dg *= i
-    dg *= dct
-    dct *= f
 
 
 def _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, beta1, beta2, eps, step,
