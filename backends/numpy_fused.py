@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from . import fused as F
-from .numpy_recurrent import gru_backward_rows, gru_forward_rows, lstm_backward_rows, lstm_forward_rows
+from .numpy_recurrent import NumpyRecurrentCells
 from .threads import parallel_rows
 
 
@@ -28,7 +28,7 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class NumpyFused:
+class NumpyFused(NumpyRecurrentCells):
     """Mixed into the NumPy adapter."""
 
     def vecdot(self, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -78,59 +78,6 @@ class NumpyFused:
         else:
             dz = F.act_backward(np, dy, saved, act, self.erf)
         return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if has_bias else None)
-
-    def lstm_cell_forward(self, gates, c_prev):
-        hid = c_prev.shape[-1]
-        act = np.empty(gates.shape[:-1] + (5 * hid,), dtype=gates.dtype)
-        h = np.empty(c_prev.shape, dtype=np.result_type(gates, c_prev))
-        c = np.empty_like(h)
-        g2, cp2, a2, h2, c2 = _rows(gates), _rows(c_prev), _rows(act), _rows(h), _rows(c)
-
-        def work(lo: int, hi: int) -> None:
-            lstm_forward_rows(g2[lo:hi], cp2[lo:hi], a2[lo:hi], h2[lo:hi], c2[lo:hi], hid)
-
-        parallel_rows(work, a2.shape[0], act.size)
-        return h, c, act
-
-    def lstm_cell_backward(self, act, c_prev, dh, dc):
-        hid = c_prev.shape[-1]
-        d = np.empty(act.shape[:-1] + (4 * hid,), dtype=act.dtype)
-        dct = np.empty(c_prev.shape, dtype=act.dtype)
-        a2, cp2, dh2, d2, dct2 = _rows(act), _rows(c_prev), _rows(dh), _rows(d), _rows(dct)
-        dc2 = _rows(dc) if dc is not None else None
-
-        def work(lo: int, hi: int) -> None:
-            lstm_backward_rows(a2[lo:hi], cp2[lo:hi], dh2[lo:hi], None if dc2 is None else dc2[lo:hi],
-                               d2[lo:hi], dct2[lo:hi], hid)
-
-        parallel_rows(work, a2.shape[0], act.size)
-        return d, dct
-
-    def gru_cell_forward(self, gx, gh, h_prev, b_hn=None):
-        hid = h_prev.shape[-1]
-        h = np.empty(h_prev.shape, dtype=np.result_type(gx, gh, h_prev))
-        act = np.empty(gx.shape[:-1] + (4 * hid,), dtype=np.result_type(gx, gh))
-        gx2, gh2, hp2, h2, a2 = _rows(gx), _rows(gh), _rows(h_prev), _rows(h), _rows(act)
-
-        def work(lo: int, hi: int) -> None:
-            gru_forward_rows(gx2[lo:hi], gh2[lo:hi], hp2[lo:hi], b_hn, h2[lo:hi], a2[lo:hi], hid)
-
-        parallel_rows(work, a2.shape[0], act.size)
-        return h, act
-
-    def gru_cell_backward(self, act, h_prev, dh):
-        hid = h_prev.shape[-1]
-        dtype = np.result_type(act, h_prev, dh)
-        dgx = np.empty(act.shape[:-1] + (3 * hid,), dtype=dtype)
-        dgh = np.empty_like(dgx)
-        dh_direct = np.empty(dh.shape, dtype=dtype)
-        a2, hp2, dh2, dgx2, dgh2, dd2 = _rows(act), _rows(h_prev), _rows(dh), _rows(dgx), _rows(dgh), _rows(dh_direct)
-
-        def work(lo: int, hi: int) -> None:
-            gru_backward_rows(a2[lo:hi], hp2[lo:hi], dh2[lo:hi], dgx2[lo:hi], dgh2[lo:hi], dd2[lo:hi], hid)
-
-        parallel_rows(work, a2.shape[0], act.size)
-        return dgx, dgh, dh_direct
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
                    weight_decay=0.0, decoupled=False):

@@ -32,6 +32,7 @@ import nnx_backends as backends
 
 from .dropout import dropout_mask
 from .recurrent_cells import CELLS, Cell
+from .workspace import Steps as _Steps
 from .workspace import Workspace
 
 Array = Any
@@ -100,48 +101,6 @@ class _Tape:
     live: bool = True
 
 
-class _Steps:
-    """Per-step arrays, used one by one then all at once (``(T, ...)``): copied into a buffer of the
-    workspace on mutable host-memory libraries (cheap writes, costly fresh memory: the step's own
-    array is dropped at once, so the next step's kernel reuses its memory), else a list stacked
-    once (GPUs: one launch; immutable libraries: no writes). None entries are kept as they are."""
-
-    def __init__(self, b: Any, ws: Workspace | None, steps: int) -> None:
-        self.b = b
-        self.pool = ws if ws is not None and b.mutable and b.host_memory else None
-        self.items: list = [None] * steps
-        self.buf: Array | None = None
-
-    def __getitem__(self, t: int) -> Array:
-        item = self.items[t]
-        return self.buf[t, ...] if item is _POOLED else item
-
-    def __setitem__(self, t: int, a: Array) -> None:
-        if self.pool is None or a is None:
-            self.items[t] = a
-            return
-        if self.buf is None:
-            self.buf = self.pool.take(self.b.xp, (len(self.items), *a.shape), a.dtype, self.b.device_of(a), type(a))
-        self.buf[t, ...] = a
-        self.items[t] = _POOLED
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def stacked(self) -> Array:
-        """All steps, ``(T, ...)``: the pooled buffer, or one ``stack``."""
-        return self.buf if self.buf is not None else self.b.xp.stack(self.items)
-
-    def give_back(self) -> None:
-        """Return the pooled buffer (call when what :meth:`stacked` returned is no longer used)."""
-        if self.buf is not None:
-            self.pool.give(self.buf)
-        self.items, self.buf = [], None
-
-
-_POOLED = object()  # marks a step of :class:`_Steps` that lives in the pooled buffer
-
-
 def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None) -> tuple[Array, Any]:
     """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``."""
     xp = b.xp
@@ -161,15 +120,6 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
     return xg, buf
 
 
-def _transposed(b: Any, w: Array) -> Array:
-    """``w.T`` for the per-step products: a C-ordered copy on mutable host-memory libraries (the BLAS
-    multiplies by it 10-20% faster than by a transposed view, and one copy per call is cheap), else a view."""
-    w_T = b.xp.matrix_transpose(w)
-    if b.mutable and b.host_memory:
-        w_T = b.xp.reshape(b.xp.reshape(w_T, (-1,)), w_T.shape)
-    return w_T
-
-
 def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, c0: Array | None,
                        masks: tuple | None, reverse: bool, ws: Workspace | None) -> tuple[Array, Array, Any, _Tape]:
     """One direction of one layer over ``x`` ``(T, B, I)``: ``(out (T, B, H), h_n, c_n, tape)``; ``weights``
@@ -180,13 +130,13 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     x2 = xp.reshape(x, (steps * batch, in_size))
     xg, buf = _input_projection(b, cell, x2, weights, ws)
     xg = xp.reshape(xg, (steps, batch, w_ih.shape[0]))
-    w_hhT = _transposed(b, w_hh)
+    w_hhT = xp.matrix_transpose(w_hh)
     w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
     bh = b_hh[2 * (w_hh.shape[0] // 3):] if cell.split_bias and b_hh is not None else None  # GRU: b_hh's n part
     mb, mf = masks if masks is not None else (None, None)
     outs: list = [None] * steps
     tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), _Steps(b, ws, steps),
-                 _Steps(b, None, steps), [None] * steps if w_hr is not None else None, ws)
+                 _Steps(b, ws, steps), [None] * steps if w_hr is not None else None, ws)
     step = cell.step_forward
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
