@@ -357,8 +357,8 @@ def test_float32_stays_float32(backend, mode_name):
 
 def test_buffers_reused_and_nothing_kept(backend):
     """On mutable host-memory libraries the layer's workspace lends the input projection (given back
-    at the end of the forward) and the per-step buffers of the backward (previous states h and c, gate
-    gradients; given back by the backward), so the next call reuses them; elsewhere nothing is
+    at the end of the forward) and the per-step buffers of the backward (previous states h and c, the
+    cell's saved activations, gate gradients; given back by the backward), so the next call reuses them; elsewhere nothing is
     pooled. The tape holds nothing after backward."""
     m = nnx.LSTM(IN, H, dtype="float64")
     x = rand(T, B, IN)
@@ -376,7 +376,7 @@ def test_buffers_reused_and_nothing_kept(backend):
     m.backward(dy)
     assert len(m._tape) == 0
     first = pooled()
-    assert len(first) == 4  # + previous states h and c (T, B, H each) and gate gradients (T, B, 4H)
+    assert len(first) == 5  # + previous states h and c (T, B, H each), saved activations, gate gradients
     m(x)
     m.backward(dy)
     assert pooled() == first, "the second call reuses the pooled buffers"
