@@ -101,15 +101,17 @@ class _Tape:
     live: bool = True
 
 
-def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None) -> tuple[Array, Any]:
+def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None,
+                      steps: int) -> tuple[Array, Any]:
     """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``."""
     xp = b.xp
     w_ih, _, b_ih, b_hh, _ = weights
     w_ihT = xp.matrix_transpose(w_ih)
     buf = None
     if ws is not None and b.mutable:
-        buf = ws.take(xp, (x2.shape[0], w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
-        xg = b.matmul_into(x2, w_ihT, buf)
+        # shaped (T, B, G*H) like the gate gradients of the backward, which then reuse this buffer
+        buf = ws.take(xp, (steps, x2.shape[0] // max(steps, 1), w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
+        xg = b.matmul_into(x2, w_ihT, xp.reshape(buf, (x2.shape[0], w_ih.shape[0])))
     else:
         xg = xp.matmul(x2, w_ihT)
     if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
@@ -128,7 +130,7 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     steps, batch, in_size = x.shape
     w_ih, w_hh, _, b_hh, w_hr = weights
     x2 = xp.reshape(x, (steps * batch, in_size))
-    xg, buf = _input_projection(b, cell, x2, weights, ws)
+    xg, buf = _input_projection(b, cell, x2, weights, ws, steps)
     xg = xp.reshape(xg, (steps, batch, w_ih.shape[0]))
     w_hhT = xp.matrix_transpose(w_hh)
     w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
