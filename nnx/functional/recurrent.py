@@ -102,16 +102,18 @@ class _Tape:
 
 
 def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None,
-                      steps: int) -> tuple[Array, Any]:
-    """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``."""
+                      shared: Array | None) -> tuple[Array, Any]:
+    """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``.
+    With ``shared`` (``(T*B, G*H)``, a view into the buffer the steps share) it is written there."""
     xp = b.xp
     w_ih, _, b_ih, b_hh, _ = weights
     w_ihT = xp.matrix_transpose(w_ih)
     buf = None
-    if ws is not None and b.mutable:
-        # shaped (T, B, G*H) like the gate gradients of the backward, which then reuse this buffer
-        buf = ws.take(xp, (steps, x2.shape[0] // max(steps, 1), w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
-        xg = b.matmul_into(x2, w_ihT, xp.reshape(buf, (x2.shape[0], w_ih.shape[0])))
+    if shared is not None:
+        xg = b.matmul_into(x2, w_ihT, shared)
+    elif ws is not None and b.mutable:
+        buf = ws.take(xp, (x2.shape[0], w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
+        xg = b.matmul_into(x2, w_ihT, buf)
     else:
         xg = xp.matmul(x2, w_ihT)
     if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
@@ -130,15 +132,24 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     steps, batch, in_size = x.shape
     w_ih, w_hh, _, b_hh, w_hr = weights
     x2 = xp.reshape(x, (steps * batch, in_size))
-    xg, buf = _input_projection(b, cell, x2, weights, ws, steps)
-    xg = xp.reshape(xg, (steps, batch, w_ih.shape[0]))
+    gsize = w_ih.shape[0]
+    shared = None
+    if (ws is not None and b.mutable and b.host_memory and cell.saved >= cell.gates
+            and x.dtype == w_ih.dtype == w_hh.dtype == h0.dtype):
+        # One buffer (T, B, saved*H): step t's input projection in its first G*H columns, overwritten by
+        # the step's saved activations once consumed, and in the backward by the step's gate gradients
+        # once those are consumed: as little memory touched per call as the steps need.
+        shared = ws.take(xp, (steps, batch, cell.saved * (gsize // cell.gates)), x.dtype, b.device_of(x), type(x))
+    xg, buf = _input_projection(b, cell, x2, weights, ws,
+                                None if shared is None else xp.reshape(shared[..., :gsize], (steps * batch, gsize)))
+    xg = xp.reshape(xg, (steps, batch, gsize))
     w_hhT = xp.matrix_transpose(w_hh)
     w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
     bh = b_hh[2 * (w_hh.shape[0] // 3):] if cell.split_bias and b_hh is not None else None  # GRU: b_hh's n part
     mb, mf = masks if masks is not None else (None, None)
     outs: list = [None] * steps
     tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), _Steps(b, ws, steps),
-                 _Steps(b, ws, steps), [None] * steps if w_hr is not None else None, ws)
+                 _Steps(b, ws, steps, shared), [None] * steps if w_hr is not None else None, ws)
     step = cell.step_forward
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
@@ -178,7 +189,8 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
     dc = dc_n
     if dc is None and mb is not None and cell.has_cell_state:
         dc = xp.zeros_like(tape.c_prev[0])
-    dgx = _Steps(b, tape.ws, steps)
+    shared = tape.saved.buf if tape.saved.pool is not None else None  # see _direction_forward
+    dgx = _Steps(b, tape.ws, steps, None if shared is None else shared[..., :w_ih.shape[0]], owned=False)
     dgh = _Steps(b, tape.ws, steps) if cell.split_bias else dgx
     dproj: list = [None] * steps
     step = cell.step_backward

@@ -58,13 +58,17 @@ class Steps:
     """Per-step arrays, used one by one then all at once (``(T, ...)``): copied into a buffer of the
     workspace on mutable host-memory libraries (cheap writes, costly fresh memory: the step's own
     array is dropped at once, so the next step's kernel reuses its memory), else a list stacked
-    once (GPUs: one launch; immutable libraries: no writes). None entries are kept as they are."""
+    once (GPUs: one launch; immutable libraries: no writes). None entries are kept as they are.
+    ``buf``: a ``(T, ...)`` buffer to write into when pooling (possibly a view of a shared one; not
+    given back unless ``owned``); else one is taken from the workspace at the first step."""
 
-    def __init__(self, b: Any, ws: Workspace | None, steps: int) -> None:
+    def __init__(self, b: Any, ws: Workspace | None, steps: int, buf: Array | None = None,
+                 owned: bool = True) -> None:
         self.b = b
         self.pool = ws if ws is not None and b.mutable and b.host_memory else None
         self.items: list = [None] * steps
-        self.buf: Array | None = None
+        self.buf: Array | None = buf if self.pool is not None else None
+        self.owned = owned
 
     def __getitem__(self, t: int) -> Array:
         item = self.items[t]
@@ -88,7 +92,7 @@ class Steps:
 
     def give_back(self) -> None:
         """Return the pooled buffer (call when what :meth:`stacked` returned is no longer used)."""
-        if self.buf is not None:
+        if self.buf is not None and self.owned:
             self.pool.give(self.buf)
         self.items, self.buf = [], None
 
