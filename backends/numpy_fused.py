@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import fused as F
+from .numpy_recurrent import NumpyRecurrentCells
 from .threads import parallel_rows
 
 
@@ -27,7 +28,7 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-class NumpyFused:
+class NumpyFused(NumpyRecurrentCells):
     """Mixed into the NumPy adapter."""
 
     def vecdot(self, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -77,33 +78,6 @@ class NumpyFused:
         else:
             dz = F.act_backward(np, dy, saved, act, self.erf)
         return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if has_bias else None)
-
-    def lstm_cell_forward(self, gates, c_prev):
-        hid = c_prev.shape[-1]
-        act = np.empty(gates.shape[:-1] + (5 * hid,), dtype=gates.dtype)
-        h = np.empty(c_prev.shape, dtype=np.result_type(gates, c_prev))
-        c = np.empty_like(h)
-        g2, cp2, a2, h2, c2 = _rows(gates), _rows(c_prev), _rows(act), _rows(h), _rows(c)
-
-        def work(lo: int, hi: int) -> None:
-            _lstm_forward_rows(g2[lo:hi], cp2[lo:hi], a2[lo:hi], h2[lo:hi], c2[lo:hi], hid)
-
-        parallel_rows(work, a2.shape[0], act.size)
-        return h, c, act
-
-    def lstm_cell_backward(self, act, c_prev, dh, dc):
-        hid = c_prev.shape[-1]
-        d = np.empty(act.shape[:-1] + (4 * hid,), dtype=act.dtype)
-        dct = np.empty(c_prev.shape, dtype=act.dtype)
-        a2, cp2, dh2, d2, dct2 = _rows(act), _rows(c_prev), _rows(dh), _rows(d), _rows(dct)
-        dc2 = _rows(dc) if dc is not None else None
-
-        def work(lo: int, hi: int) -> None:
-            _lstm_backward_rows(a2[lo:hi], cp2[lo:hi], dh2[lo:hi], None if dc2 is None else dc2[lo:hi],
-                                d2[lo:hi], dct2[lo:hi], hid)
-
-        parallel_rows(work, a2.shape[0], act.size)
-        return d, dct
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
                    weight_decay=0.0, decoupled=False):
@@ -173,47 +147,6 @@ def _flat_views(arrays: list) -> list | None:
     if not all(isinstance(a, np.ndarray) and a.flags.c_contiguous and a.size == size for a in arrays):
         return None
     return [a.reshape(-1) for a in arrays]
-
-
-def _lstm_forward_rows(gates, c_prev, act, h, c, hid) -> None:
-    act[:, :4 * hid] = gates
-    _sigmoid_(act[:, :2 * hid])
-    np.tanh(act[:, 2 * hid:3 * hid], out=act[:, 2 * hid:3 * hid])
-    _sigmoid_(act[:, 3 * hid:4 * hid])
-    i, f, g, o, tc = (act[:, k * hid:(k + 1) * hid] for k in range(5))
-    np.multiply(f, c_prev, out=c)
-    np.multiply(i, g, out=tc)
-    c += tc
-    np.tanh(c, out=tc)
-    np.multiply(o, tc, out=h)
-
-
-def _lstm_backward_rows(act, c_prev, dh, dc, d, dct, hid) -> None:
-    i, f, g, o, tc = (act[:, k * hid:(k + 1) * hid] for k in range(5))
-    di, df, dg, do = (d[:, k * hid:(k + 1) * hid] for k in range(4))
-    np.multiply(tc, tc, out=dct)
-    np.subtract(1.0, dct, out=dct)
-    dct *= o
-    dct *= dh
-    if dc is not None:
-        dct += dc
-    np.subtract(1.0, o, out=do)
-    do *= o
-    do *= tc
-    do *= dh
-    np.subtract(1.0, i, out=di)
-    di *= i
-    di *= g
-    di *= dct
-    np.subtract(1.0, f, out=df)
-    df *= f
-    df *= c_prev
-    df *= dct
-    np.multiply(g, g, out=dg)
-    np.subtract(1.0, dg, out=dg)
-    dg *= i
-    dg *= dct
-    dct *= f
 
 
 def _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, beta1, beta2, eps, step,

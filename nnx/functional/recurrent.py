@@ -32,6 +32,7 @@ import nnx_backends as backends
 
 from .dropout import dropout_mask
 from .recurrent_cells import CELLS, Cell
+from .workspace import Steps as _Steps
 from .workspace import Workspace
 
 Array = Any
@@ -93,53 +94,24 @@ class _Tape:
     reverse: bool
     masks: tuple | None        # (bool, float) masks (T, B, 1), or None
     h_prev: _Steps             # per step: the state h before the step
-    c_prev: list               # per step: the cell state before the step (LSTM), else Nones
-    saved: list                # per step: what the cell's step_backward needs
+    c_prev: _Steps             # per step: the cell state before the step (LSTM), else Nones
+    saved: _Steps              # per step: what the cell's step_backward needs (one array)
     unprojected: list | None   # per step: h before the projection (LSTM with proj_size)
     ws: Workspace | None       # the layer's workspace, or None
     live: bool = True
 
 
-class _Steps:
-    """Per-step arrays, used one by one then all at once (``(T, ...)``): copied into a buffer of the
-    workspace on mutable host-memory libraries (cheap writes, costly fresh memory), else a list
-    stacked once (GPUs: one launch; immutable libraries: no writes)."""
-
-    def __init__(self, b: Any, ws: Workspace | None, steps: int) -> None:
-        self.b = b
-        self.pool = ws if ws is not None and b.mutable and b.host_memory else None
-        self.items: list = [None] * steps
-        self.buf: Array | None = None
-
-    def __getitem__(self, t: int) -> Array:
-        return self.items[t]
-
-    def __setitem__(self, t: int, a: Array) -> None:
-        self.items[t] = a
-        if self.pool is not None:
-            if self.buf is None:
-                self.buf = self.pool.take(self.b.xp, (len(self.items), *a.shape), a.dtype, self.b.device_of(a),
-                                          type(a))
-            self.buf[t, ...] = a
-
-    def stacked(self) -> Array:
-        """All steps, ``(T, ...)``: the pooled buffer, or one ``stack``."""
-        return self.buf if self.buf is not None else self.b.xp.stack(self.items)
-
-    def give_back(self) -> None:
-        """Return the pooled buffer (call when what :meth:`stacked` returned is no longer used)."""
-        if self.buf is not None:
-            self.pool.give(self.buf)
-        self.items, self.buf = [], None
-
-
-def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None) -> tuple[Array, Any]:
-    """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``."""
+def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspace | None,
+                      shared: Array | None) -> tuple[Array, Any]:
+    """``x W_ih^T + bias`` for all steps at once, ``(T*B, G*H)``; returns ``(xg, buffer to give back)``.
+    With ``shared`` (``(T*B, G*H)``, a view into the buffer the steps share) it is written there."""
     xp = b.xp
     w_ih, _, b_ih, b_hh, _ = weights
     w_ihT = xp.matrix_transpose(w_ih)
     buf = None
-    if ws is not None and b.mutable:
+    if shared is not None:
+        xg = b.matmul_into(x2, w_ihT, shared)
+    elif ws is not None and b.mutable:
         buf = ws.take(xp, (x2.shape[0], w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
         xg = b.matmul_into(x2, w_ihT, buf)
     else:
@@ -160,15 +132,24 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     steps, batch, in_size = x.shape
     w_ih, w_hh, _, b_hh, w_hr = weights
     x2 = xp.reshape(x, (steps * batch, in_size))
-    xg, buf = _input_projection(b, cell, x2, weights, ws)
-    xg = xp.reshape(xg, (steps, batch, w_ih.shape[0]))
+    gsize = w_ih.shape[0]
+    shared = None
+    if (ws is not None and b.mutable and b.host_memory and cell.saved >= cell.gates
+            and x.dtype == w_ih.dtype == w_hh.dtype == h0.dtype):
+        # One buffer (T, B, saved*H): step t's input projection in its first G*H columns, overwritten by
+        # the step's saved activations once consumed, and in the backward by the step's gate gradients
+        # once those are consumed: as little memory touched per call as the steps need.
+        shared = ws.take(xp, (steps, batch, cell.saved * (gsize // cell.gates)), x.dtype, b.device_of(x), type(x))
+    xg, buf = _input_projection(b, cell, x2, weights, ws,
+                                None if shared is None else xp.reshape(shared[..., :gsize], (steps * batch, gsize)))
+    xg = xp.reshape(xg, (steps, batch, gsize))
     w_hhT = xp.matrix_transpose(w_hh)
     w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
     bh = b_hh[2 * (w_hh.shape[0] // 3):] if cell.split_bias and b_hh is not None else None  # GRU: b_hh's n part
     mb, mf = masks if masks is not None else (None, None)
     outs: list = [None] * steps
-    tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), [None] * steps, [None] * steps,
-                 [None] * steps if w_hr is not None else None, ws)
+    tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), _Steps(b, ws, steps),
+                 _Steps(b, ws, steps, shared), [None] * steps if w_hr is not None else None, ws)
     step = cell.step_forward
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
@@ -208,7 +189,8 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
     dc = dc_n
     if dc is None and mb is not None and cell.has_cell_state:
         dc = xp.zeros_like(tape.c_prev[0])
-    dgx = _Steps(b, tape.ws, steps)
+    shared = tape.saved.buf if tape.saved.pool is not None else None  # see _direction_forward
+    dgx = _Steps(b, tape.ws, steps, None if shared is None else shared[..., :w_ih.shape[0]], owned=False)
     dgh = _Steps(b, tape.ws, steps) if cell.split_bias else dgx
     dproj: list = [None] * steps
     step = cell.step_backward
@@ -234,9 +216,9 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
     dz = xp.reshape(dgx.stacked(), (-1, w_ih.shape[0]))
     grads = _weight_grads(xp, tape, dz, dgh, dproj)
     dx = xp.reshape(xp.matmul(dz, w_ih), (steps, -1, w_ih.shape[1])) if need_dx else None
-    for pooled in {id(c): c for c in (dgx, dgh, tape.h_prev)}.values():
+    for pooled in {id(c): c for c in (dgx, dgh, tape.h_prev, tape.c_prev, tape.saved)}.values():
         pooled.give_back()
-    tape.saved = tape.c_prev = tape.unprojected = []
+    tape.unprojected = []
     return dx, dh, dc, grads
 
 

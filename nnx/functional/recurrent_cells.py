@@ -166,7 +166,10 @@ class Cell:
 
     ``gates``: gates per hidden unit (``G``); ``step_forward`` / ``step_backward``: see the module
     docstring; ``has_cell_state``: carries ``c`` (LSTM); ``split_bias``: ``b_hh`` goes into the
-    recurrent part rather than into ``gx``, and the gradients ``dgx``, ``dgh`` differ (GRU).
+    recurrent part rather than into ``gx``, and the gradients ``dgx``, ``dgh`` differ (GRU);
+    ``saved``: the width of ``saved`` in units of ``H`` when it is at least ``gates`` (the time loop
+    then lets the input projection, the saved activations and the gate gradients share one buffer
+    on mutable host-memory libraries), else 0.
     """
 
     name: str
@@ -175,12 +178,13 @@ class Cell:
     step_backward: Callable[..., tuple]
     has_cell_state: bool = False
     split_bias: bool = False
+    saved: int = 0
 
 
-RNN_TANH = Cell("RNN_TANH", 1, rnn_tanh_step_forward, rnn_tanh_step_backward)
-RNN_RELU = Cell("RNN_RELU", 1, rnn_relu_step_forward, rnn_relu_step_backward)
-LSTM = Cell("LSTM", 4, lstm_step_forward, lstm_step_backward, has_cell_state=True)
-GRU = Cell("GRU", 3, gru_step_forward, gru_step_backward, split_bias=True)
+RNN_TANH = Cell("RNN_TANH", 1, rnn_tanh_step_forward, rnn_tanh_step_backward, saved=1)
+RNN_RELU = Cell("RNN_RELU", 1, rnn_relu_step_forward, rnn_relu_step_backward, saved=1)
+LSTM = Cell("LSTM", 4, lstm_step_forward, lstm_step_backward, has_cell_state=True, saved=5)
+GRU = Cell("GRU", 3, gru_step_forward, gru_step_backward, split_bias=True, saved=4)
 
 #: The cells by the mode name the layers use (PyTorch's ``RNNBase.mode``).
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNN_TANH, RNN_RELU, LSTM, GRU)}

@@ -1,4 +1,5 @@
-"""A pool of scratch buffers that kernels borrow from call to call (recurrent and convolution kernels)."""
+"""A pool of scratch buffers that kernels borrow from call to call (recurrent and convolution kernels),
+and the per-step arrays of the recurrent time loop kept in them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import nnx_backends as backends
 
 Array = Any
 
-__all__ = ["Workspace"]
+__all__ = ["Steps", "Workspace"]
 
 
 class Workspace:
@@ -51,3 +52,49 @@ class Workspace:
     def clear(self) -> None:
         """Drop every pooled buffer (frees the memory)."""
         self._free.clear()
+
+
+class Steps:
+    """Per-step arrays, used one by one then all at once (``(T, ...)``): copied into a buffer of the
+    workspace on mutable host-memory libraries (cheap writes, costly fresh memory: the step's own
+    array is dropped at once, so the next step's kernel reuses its memory), else a list stacked
+    once (GPUs: one launch; immutable libraries: no writes). None entries are kept as they are.
+    ``buf``: a ``(T, ...)`` buffer to write into when pooling (possibly a view of a shared one; not
+    given back unless ``owned``); else one is taken from the workspace at the first step."""
+
+    def __init__(self, b: Any, ws: Workspace | None, steps: int, buf: Array | None = None,
+                 owned: bool = True) -> None:
+        self.b = b
+        self.pool = ws if ws is not None and b.mutable and b.host_memory else None
+        self.items: list = [None] * steps
+        self.buf: Array | None = buf if self.pool is not None else None
+        self.owned = owned
+
+    def __getitem__(self, t: int) -> Array:
+        item = self.items[t]
+        return self.buf[t, ...] if item is _POOLED else item
+
+    def __setitem__(self, t: int, a: Array) -> None:
+        if self.pool is None or a is None:
+            self.items[t] = a
+            return
+        if self.buf is None:
+            self.buf = self.pool.take(self.b.xp, (len(self.items), *a.shape), a.dtype, self.b.device_of(a), type(a))
+        self.buf[t, ...] = a
+        self.items[t] = _POOLED
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def stacked(self) -> Array:
+        """All steps, ``(T, ...)``: the pooled buffer, or one ``stack``."""
+        return self.buf if self.buf is not None else self.b.xp.stack(self.items)
+
+    def give_back(self) -> None:
+        """Return the pooled buffer (call when what :meth:`stacked` returned is no longer used)."""
+        if self.buf is not None and self.owned:
+            self.pool.give(self.buf)
+        self.items, self.buf = [], None
+
+
+_POOLED = object()  # marks a step of :class:`Steps` that lives in the pooled buffer

@@ -356,10 +356,10 @@ def test_float32_stays_float32(backend, mode_name):
 
 
 def test_buffers_reused_and_nothing_kept(backend):
-    """On mutable host-memory libraries the layer's workspace lends the input projection (given back
-    at the end of the forward) and the per-step buffers of the backward (previous states, gate
-    gradients; given back by the backward), so the next call reuses them; elsewhere nothing is
-    pooled. The tape holds nothing after backward."""
+    """On mutable host-memory libraries the layer's workspace lends the per-step buffers (one shared by
+    the input projection, the saved activations and the gate gradients; the previous states h and c),
+    all given back by the backward, so the next call reuses them; elsewhere nothing is pooled. The
+    tape holds nothing after backward."""
     m = nnx.LSTM(IN, H, dtype="float64")
     x = rand(T, B, IN)
     dy = nnx.asarray(np.ones((T, B, H)), dtype="float64")
@@ -372,11 +372,11 @@ def test_buffers_reused_and_nothing_kept(backend):
         m.backward(dy)
         assert not pooled(), "no scratch buffer reuse on GPUs and immutable libraries"
         return
-    assert len(pooled()) == 1  # the input projection (T*B, 4H); the previous states are still lent
+    assert len(pooled()) == 0  # everything is lent until the backward
     m.backward(dy)
     assert len(m._tape) == 0
     first = pooled()
-    assert len(first) == 3  # + previous states (T, B, H) and gate gradients (T, B, 4H)
+    assert len(first) == 3  # the shared (T, B, 5H) buffer, the previous states h and c (T, B, H each)
     m(x)
     m.backward(dy)
     assert pooled() == first, "the second call reuses the pooled buffers"

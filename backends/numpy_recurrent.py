@@ -1,0 +1,234 @@
+"""NumPy row kernels of the recurrent cells (LSTM, GRU): the arithmetic of ``fused.py`` laid out
+for NumPy's fast paths.
+
+A step works on ``(B, G*H)`` rows whose gates are column blocks; an elementwise ufunc on such a
+block (a strided ``(B, H)`` view) runs 2-3 times slower than on a contiguous array of the same
+size, because NumPy leaves its contiguous SIMD loop. So every kernel here computes into fresh
+contiguous temporaries, does the gate-wide work (the sigmoid/tanh of all gates, their
+derivatives) as one pass over whole rows with per-column scale/shift vectors, and writes each
+result block into its strided destination once, as the last step. Each function fills rows
+``[lo, hi)`` only, so :func:`nnx_backends.threads.parallel_rows` can split them over threads.
+
+Sigmoid is ``0.5 * tanh(x / 2) + 0.5`` (stable, SIMD tanh); the LSTM's four gates are one pass:
+``tanh(z * s) * s + t`` with ``s = (1/2, 1/2, 1, 1/2)`` and ``t = (1/2, 1/2, 0, 1/2)`` per gate.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+
+from . import threads as T
+
+_VECTORS: dict = {}
+_LOCAL = threading.local()
+
+
+def _lstm_vectors(hid: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
+    """Per-column vectors over the four LSTM gates ``i, f, g, o``, cached per (hid, dtype):
+    ``scale = (1/2, 1/2, 1, 1/2)`` and ``shift = (1/2, 1/2, 0, 1/2)`` (``act = tanh(z s) s + t``),
+    ``mask = (1, 1, 0, 1)`` and ``add = (0, 0, 1, 0)`` (``act' = (mask - a) a + add``)."""
+    key = (hid, dtype)
+    vecs = _VECTORS.get(key)
+    if vecs is None:
+        if len(_VECTORS) > 32:
+            _VECTORS.clear()
+        vecs = _VECTORS[key] = tuple(np.repeat(np.asarray(v, dtype=dtype), hid) for v in
+                                     ((0.5, 0.5, 1.0, 0.5), (0.5, 0.5, 0.0, 0.5), (1.0, 1.0, 0.0, 1.0),
+                                      (0.0, 0.0, 1.0, 0.0)))
+    return vecs
+
+
+def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A scratch array of this thread, reused from call to call (contents undefined): the kernels'
+    temporaries stop costing fresh memory (page faults, allocator trims) at every time step."""
+    try:
+        pool = _LOCAL.pool
+    except AttributeError:
+        pool = _LOCAL.pool = {}
+    key = (slot, shape, dtype)
+    buf = pool.get(key)
+    if buf is None:
+        if len(pool) > 32:
+            pool.clear()
+        buf = pool[key] = np.empty(shape, dtype=dtype)
+    return buf
+
+
+def lstm_forward_rows(gates: np.ndarray, c_prev: np.ndarray, act: np.ndarray, h: np.ndarray, c: np.ndarray,
+                      hid: int) -> None:
+    """``act = [i, f, g, o, tanh(c)]``, ``c = f c_prev + i g``, ``h = o tanh(c)`` (rows of ``(N, 4H)`` gates)."""
+    scale, shift, _, _ = _lstm_vectors(hid, gates.dtype)
+    z = np.multiply(gates, scale, out=_scratch("z", gates.shape, gates.dtype))
+    np.tanh(z, out=z)
+    z *= scale
+    z += shift
+    act[:, :4 * hid] = z
+    i, f, g, o = z[:, :hid], z[:, hid:2 * hid], z[:, 2 * hid:3 * hid], z[:, 3 * hid:]
+    np.multiply(f, c_prev, out=c)
+    tc = np.multiply(i, g)
+    c += tc
+    np.tanh(c, out=tc)
+    np.multiply(o, tc, out=h)
+    act[:, 4 * hid:] = tc
+
+
+def lstm_backward_rows(act: np.ndarray, c_prev: np.ndarray, dh: np.ndarray, dc: np.ndarray | None,
+                       d: np.ndarray, dct: np.ndarray, hid: int) -> None:
+    """``d`` = gradients of the four gate pre-activations; ``dct`` = gradient of ``c_prev``."""
+    i, f, g, o, tc = (act[:, :hid], act[:, hid:2 * hid], act[:, 2 * hid:3 * hid], act[:, 3 * hid:4 * hid],
+                      act[:, 4 * hid:])
+    _, _, mask, add = _lstm_vectors(hid, d.dtype)
+    dcn = np.multiply(tc, tc)                 # gradient of the new cell state
+    np.subtract(1.0, dcn, out=dcn)
+    dcn *= o
+    dcn *= dh
+    if dc is not None:
+        dcn += dc
+    # what multiplies each gate's derivative: (dc' g, dc' c_prev, dc' i, dh tanh(c'))
+    partner = _scratch("partner", d.shape, d.dtype)
+    np.multiply(dcn, g, out=partner[:, :hid])
+    np.multiply(dcn, c_prev, out=partner[:, hid:2 * hid])
+    np.multiply(dcn, i, out=partner[:, 2 * hid:3 * hid])
+    np.multiply(dh, tc, out=partner[:, 3 * hid:])
+    # derivatives of the activations in one pass over a contiguous copy of them:
+    # a(1 - a) for the sigmoids, 1 - a^2 for tanh
+    a = _scratch("a", d.shape, d.dtype)
+    np.copyto(a, act[:, :4 * hid])
+    np.subtract(mask, a, out=d)
+    d *= a
+    d += add
+    d *= partner
+    np.multiply(dcn, f, out=dct)
+
+
+def gru_forward_rows(gx: np.ndarray, gh: np.ndarray, h_prev: np.ndarray, b_hn: np.ndarray | None,
+                     h: np.ndarray, act: np.ndarray, hid: int) -> None:
+    """``act = [r, z, n, gh_n (+ b_hn)]``, ``h = n + z (h_prev - n)`` (rows of ``(N, 3H)`` ``gx``, ``gh``)."""
+    two = 2 * hid
+    rz = np.add(gx[:, :two], gh[:, :two])
+    rz *= 0.5
+    np.tanh(rz, out=rz)
+    rz *= 0.5
+    rz += 0.5
+    hn = np.add(gh[:, two:], b_hn) if b_hn is not None else np.copy(gh[:, two:])
+    n = np.multiply(rz[:, :hid], hn)
+    n += gx[:, two:]
+    np.tanh(n, out=n)
+    np.subtract(h_prev, n, out=h)
+    h *= rz[:, hid:]
+    h += n
+    act[:, :two] = rz
+    act[:, two:3 * hid] = n
+    act[:, 3 * hid:] = hn
+
+
+def gru_backward_rows(act: np.ndarray, h_prev: np.ndarray, dh: np.ndarray, dgx: np.ndarray, dgh: np.ndarray,
+                      dh_direct: np.ndarray, hid: int) -> None:
+    """``dgx = (dr, dz, dn)``, ``dgh = (dr, dz, dn r)`` (pre-activation gradients), ``dh_direct = dh z``."""
+    two = 2 * hid
+    r, z, n, hn = act[:, :hid], act[:, hid:two], act[:, two:3 * hid], act[:, 3 * hid:]
+    zz = np.subtract(1.0, z)                  # 1 - z, then z (1 - z)
+    dn = np.multiply(n, n)
+    np.subtract(1.0, dn, out=dn)
+    dn *= zz
+    dn *= dh
+    zz *= z
+    dz = np.subtract(h_prev, n)
+    dz *= dh
+    dz *= zz
+    dr = np.subtract(1.0, r)
+    dr *= r
+    dr *= hn
+    dr *= dn
+    dgx[:, :hid] = dr
+    dgx[:, hid:two] = dz
+    dgx[:, two:] = dn
+    dgh[:, :two] = dgx[:, :two]
+    np.multiply(dn, r, out=dgh[:, two:])
+    np.multiply(dh, z, out=dh_direct)
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    """``a`` as rows ``(prod(leading), last)`` (a view for C-contiguous arrays; 0-d/1-d: one row)."""
+    if a.ndim == 0:
+        return a.reshape(1, 1)
+    return a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+
+
+def _one_chunk(arrays: tuple, n_elements: int) -> bool:
+    """True when a kernel runs as one call on the caller's thread over 2-D arrays (the common case
+    of a time step: no closure, no row views)."""
+    return (n_elements < T.MIN_PARALLEL_ELEMENTS or T.get_num_threads() <= 1) and all(
+        a is None or a.ndim == 2 for a in arrays)
+
+
+class NumpyRecurrentCells:
+    """The recurrent cell kernels of the NumPy adapter (mixed into ``NumpyFused``): the row kernels
+    above, split over nnx's thread pool for large batches."""
+
+    def lstm_cell_forward(self, gates, c_prev):
+        hid = c_prev.shape[-1]
+        act = np.empty(gates.shape[:-1] + (5 * hid,), dtype=gates.dtype)
+        h = np.empty(c_prev.shape, dtype=np.result_type(gates, c_prev))
+        c = np.empty_like(h)
+        if _one_chunk((gates, c_prev), act.size):
+            lstm_forward_rows(gates, c_prev, act, h, c, hid)
+            return h, c, act
+        g2, cp2, a2, h2, c2 = _rows(gates), _rows(c_prev), _rows(act), _rows(h), _rows(c)
+
+        def work(lo: int, hi: int) -> None:
+            lstm_forward_rows(g2[lo:hi], cp2[lo:hi], a2[lo:hi], h2[lo:hi], c2[lo:hi], hid)
+
+        T.parallel_rows(work, a2.shape[0], act.size)
+        return h, c, act
+
+    def lstm_cell_backward(self, act, c_prev, dh, dc):
+        hid = c_prev.shape[-1]
+        d = np.empty(act.shape[:-1] + (4 * hid,), dtype=act.dtype)
+        dct = np.empty(c_prev.shape, dtype=act.dtype)
+        if _one_chunk((act, c_prev, dh, dc), act.size):
+            lstm_backward_rows(act, c_prev, dh, dc, d, dct, hid)
+            return d, dct
+        a2, cp2, dh2, d2, dct2 = _rows(act), _rows(c_prev), _rows(dh), _rows(d), _rows(dct)
+        dc2 = _rows(dc) if dc is not None else None
+
+        def work(lo: int, hi: int) -> None:
+            lstm_backward_rows(a2[lo:hi], cp2[lo:hi], dh2[lo:hi], None if dc2 is None else dc2[lo:hi],
+                               d2[lo:hi], dct2[lo:hi], hid)
+
+        T.parallel_rows(work, a2.shape[0], act.size)
+        return d, dct
+
+    def gru_cell_forward(self, gx, gh, h_prev, b_hn=None):
+        hid = h_prev.shape[-1]
+        h = np.empty(h_prev.shape, dtype=np.result_type(gx, gh, h_prev))
+        act = np.empty(gx.shape[:-1] + (4 * hid,), dtype=np.result_type(gx, gh))
+        if _one_chunk((gx, gh, h_prev), act.size):
+            gru_forward_rows(gx, gh, h_prev, b_hn, h, act, hid)
+            return h, act
+        gx2, gh2, hp2, h2, a2 = _rows(gx), _rows(gh), _rows(h_prev), _rows(h), _rows(act)
+
+        def work(lo: int, hi: int) -> None:
+            gru_forward_rows(gx2[lo:hi], gh2[lo:hi], hp2[lo:hi], b_hn, h2[lo:hi], a2[lo:hi], hid)
+
+        T.parallel_rows(work, a2.shape[0], act.size)
+        return h, act
+
+    def gru_cell_backward(self, act, h_prev, dh):
+        hid = h_prev.shape[-1]
+        dtype = np.result_type(act, h_prev, dh)
+        dgx = np.empty(act.shape[:-1] + (3 * hid,), dtype=dtype)
+        dgh = np.empty_like(dgx)
+        dh_direct = np.empty(dh.shape, dtype=dtype)
+        if _one_chunk((act, h_prev, dh), act.size):
+            gru_backward_rows(act, h_prev, dh, dgx, dgh, dh_direct, hid)
+            return dgx, dgh, dh_direct
+        a2, hp2, dh2, dgx2, dgh2, dd2 = _rows(act), _rows(h_prev), _rows(dh), _rows(dgx), _rows(dgh), _rows(dh_direct)
+
+        def work(lo: int, hi: int) -> None:
+            gru_backward_rows(a2[lo:hi], hp2[lo:hi], dh2[lo:hi], dgx2[lo:hi], dgh2[lo:hi], dd2[lo:hi], hid)
+
+        T.parallel_rows(work, a2.shape[0], act.size)
+        return dgx, dgh, dh_direct
