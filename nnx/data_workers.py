@@ -42,7 +42,7 @@ _POLL_S = 0.1
 #: seconds a worker waits for work before checking that its parent is still alive
 _WORKER_POLL_S = 1.0
 #: seconds given to workers to exit by themselves at shutdown before they are terminated
-_JOIN_S = 2.0
+_JOIN_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -132,7 +132,7 @@ def _worker_loop(dataset: Any, worker_id: int, num_workers: int, seed: int, gen:
             seeded_gen = task_gen
         first = int(index[0]) if len(index) else None
         if init_error is not None:
-            msg = _error_message(init_error[0], init_error[1], worker_id, first, "worker_init_fn")
+            msg = _error_message(init_error[0], init_error[1], worker_id, first, "running worker_init_fn")
             result_queue.put((task_gen, task_id, None, msg))
             continue
         try:
@@ -306,7 +306,11 @@ class WorkerIterator:
             self._done = True
             self._pool.shutdown()
             raise
-        batch = self._buffer.pop(self._yielded)
+        batch, err = self._buffer.pop(self._yielded)
+        if err is not None:
+            self._done = True
+            self._pool.shutdown()
+            _raise_worker_error(err)
         self._yielded += 1
         if self._sent < len(self._batches):
             self._send()
@@ -329,9 +333,7 @@ class WorkerIterator:
                 continue
             if gen != self._gen:
                 continue  # a late result of an abandoned iteration (persistent workers)
-            if err is not None:
-                _raise_worker_error(err)
-            self._buffer[task_id] = batch
+            self._buffer[task_id] = (batch, err)  # an error is raised in its batch's turn, as the batch would be
             return
 
     def _finish(self) -> None:
