@@ -33,7 +33,7 @@ import traceback
 from dataclasses import dataclass
 from typing import Any
 
-from nnx_backends import host_workers
+from nnx_backends import host_workers, threads
 
 __all__ = ["DataLoaderWorkerError", "WorkerInfo", "get_worker_info"]
 
@@ -105,6 +105,9 @@ def _worker_loop(dataset: Any, worker_id: int, num_workers: int, seed: int, gen:
     """Body of a worker process: take ``(gen, task, seed, index, dtype, raw)`` tasks, send back results."""
     global _worker_info
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's business
+    # one compute thread per worker (the workers are the parallelism, as torch's workers do); this also
+    # drops a thread pool inherited through fork, whose threads do not exist in this process
+    threads.set_num_threads(1)
     host_workers.seed_host_rngs(seed)
     _worker_info = WorkerInfo(worker_id, num_workers, seed, dataset)
     init_error = None

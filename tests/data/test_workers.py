@@ -373,3 +373,23 @@ def test_device_arrays_refused_with_workers():
     ds = nnx.data.TensorDataset(torch.zeros(4, 2))
     with pytest.raises(ValueError, match="DataLoader: num_workers > 0 needs host"):
         nnx.data.DataLoader(ds, batch_size=2, num_workers=1)
+
+
+class ThreadsInWorker:
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        return np.array([nnx.get_num_threads(), os.getpid()])
+
+
+def test_workers_compute_on_one_thread():
+    previous = nnx.get_num_threads()
+    nnx.set_num_threads(2)
+    try:
+        nnx.ReLU()(nnx.asarray(np.ones(1 << 20)))  # the main process may have a live thread pool when it forks
+        out = batches(nnx.data.DataLoader(ThreadsInWorker(), batch_size=2, num_workers=2))
+    finally:
+        nnx.set_num_threads(previous)
+    assert [b[:, 0].tolist() for b in out] == [[1, 1], [1, 1]]
+    assert nnx.get_num_threads() == previous
