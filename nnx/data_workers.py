@@ -95,6 +95,14 @@ def _fetch(dataset: Any, index: Any, float_dtype: str, raw: bool) -> Any:
     return host_workers.collate_host([dataset[int(i)] for i in index], float_dtype)
 
 
+def _check_sendable(samples: Any) -> None:
+    try:
+        pickle.dumps(samples)
+    except Exception as exc:
+        raise TypeError(f"the samples cannot be pickled to be sent to the main process, where collate_fn runs "
+                        f"({exc}); return plain data (arrays, numbers, strings) from the dataset") from None
+
+
 def _error_message(exc: BaseException, tb: str, worker_id: int, first: Any, during: str) -> dict[str, Any]:
     return {"type": type(exc).__name__, "module": type(exc).__module__, "worker_id": worker_id,
             "first_index": first, "during": during, "message": str(exc), "traceback": tb}
@@ -140,6 +148,8 @@ def _worker_loop(dataset: Any, worker_id: int, num_workers: int, seed: int, gen:
             continue
         try:
             batch = _fetch(dataset, index, float_dtype, raw)
+            if raw:  # arbitrary samples: a pickling error here, not silently in the queue's feeder thread
+                _check_sendable(batch)
         except Exception as exc:
             result_queue.put((task_gen, task_id, None, _error_message(exc, traceback.format_exc(), worker_id, first,
                                                                        "loading a batch")))

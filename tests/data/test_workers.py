@@ -393,3 +393,14 @@ def test_workers_compute_on_one_thread():
         nnx.set_num_threads(previous)
     assert [b[:, 0].tolist() for b in out] == [[1, 1], [1, 1]]
     assert nnx.get_num_threads() == previous
+
+
+class ReturnsLambdas(Squares):
+    def __getitem__(self, i: int):
+        return lambda: i
+
+
+def test_unpicklable_samples_for_collate_fn_are_an_error_not_a_hang():
+    loader = nnx.data.DataLoader(ReturnsLambdas(4), batch_size=2, num_workers=1, collate_fn=list, timeout=10)
+    with pytest.raises(TypeError, match=r"(?s)DataLoader worker 0 raised TypeError.*cannot be pickled"):
+        list(loader)
