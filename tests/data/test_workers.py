@@ -101,11 +101,28 @@ def assert_same(got, want):
             np.testing.assert_array_equal(g, w)
 
 
-def assert_reaped(pids):
-    """Every pid is gone and reaped (a zombie would still answer signal 0)."""
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
+def is_my_child(pid: int) -> bool:
+    """True while ``pid`` is a child of this process, running or zombie (not yet reaped).
+
+    Asks for the parent, not only whether the pid exists: pids are reused quickly on a busy machine."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except FileNotFoundError:
+        return False
+    except OSError:  # no /proc: a reaped pid answers ProcessLookupError (a zombie would not)
+        try:
             os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+    return int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid()
+
+
+def assert_reaped(pids):
+    """Every worker is gone and reaped: no child of ours, running or zombie, has these pids."""
+    assert pids
+    assert not [pid for pid in pids if is_my_child(pid)]
     assert not [p for p in multiprocessing.active_children() if p.name.startswith("nnx-DataLoader")]
 
 
