@@ -18,7 +18,13 @@ from nnx.data_workers import DataLoaderWorkerError, base_seed
 
 from helpers import host
 
-pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="the worker tests use fork and POSIX signals")
+pytestmark = [
+    pytest.mark.skipif(sys.platform == "win32", reason="the worker tests use fork and POSIX signals"),
+    # JAX (imported by other tests in the same process) warns at every fork; the suite turns RuntimeWarnings
+    # into errors, and pytest keeps that "unraisable" error's frames (holding the loader) alive, which would
+    # defeat the tests that workers stop when the loader is garbage-collected
+    pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning"),
+]
 
 
 class Squares:
