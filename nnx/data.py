@@ -31,7 +31,9 @@ from typing import Any
 import nnx_backends as backends
 from nnx_backends import host_io
 
+from . import data_workers
 from .backend import get_backend, get_default_dtype, to_numpy
+from .data_workers import WorkerInfo, get_worker_info
 from .errors import is_floating
 from .sampler import DistributedSampler
 
@@ -41,6 +43,8 @@ __all__ = [
     "DistributedSampler",
     "Subset",
     "TensorDataset",
+    "WorkerInfo",
+    "get_worker_info",
     "load_digits",
     "random_split",
     "train_test_split",
@@ -101,6 +105,12 @@ class TensorDataset(Dataset):
         """One batch of rows ``index`` (host int64 array) on ``backend``."""
         return tuple(_gather_rows(t, index, backend, float_dtype) for t in self.tensors)
 
+    def _gather_host(self, index: Any, float_dtype: str) -> tuple[Any, ...] | None:
+        """One batch of rows ``index`` as host arrays (in a worker process); None unless all arrays are host."""
+        if not all(host_io.is_host_array(t) for t in self.tensors):
+            return None
+        return tuple(host_io.take_rows(t, index, float_dtype if _is_float(t) else None) for t in self.tensors)
+
 
 def _gather_rows(t: Any, index: Any, b: backends.Backend, float_dtype: str) -> Any:
     if host_io.is_host_array(t):
@@ -135,6 +145,10 @@ class Subset(Dataset):
         if gather is None:
             return _collate([self.dataset[int(i)] for i in inner], backend, float_dtype)
         return gather(inner, backend, float_dtype)
+
+    def _gather_host(self, index: Any, float_dtype: str) -> tuple[Any, ...] | None:
+        gather = getattr(self.dataset, "_gather_host", None)
+        return None if gather is None else gather(self.indices[index], float_dtype)
 
 
 def _resolve_seed(seed: int | None, generator: Any, where: str) -> int:
@@ -178,6 +192,22 @@ def _collate(samples: list[Any], b: backends.Backend, float_dtype: str) -> Any:
     return b.asarray(host)
 
 
+def _tensors_of(dataset: Any) -> tuple[Any, ...]:
+    """The arrays of a TensorDataset (through Subsets); () for any other dataset."""
+    while isinstance(dataset, Subset):
+        dataset = dataset.dataset
+    return dataset.tensors if isinstance(dataset, TensorDataset) else ()
+
+
+def _place_host(batch: Any, b: backends.Backend) -> Any:
+    """A worker's host batch (arrays in tuples/dicts, floats already cast) on backend ``b``."""
+    if isinstance(batch, tuple):
+        return tuple(_place_host(v, b) for v in batch)
+    if isinstance(batch, dict):
+        return {k: _place_host(v, b) for k, v in batch.items()}
+    return b.asarray(batch)
+
+
 class DataLoader:
     """Iterate over a dataset in mini-batches placed on a backend (``torch.utils.data.DataLoader``).
 
@@ -198,8 +228,27 @@ class DataLoader:
         sampler: an iterable of indices with ``__len__`` (e.g. :class:`DistributedSampler`) that
             replaces the loader's own order; its ``set_epoch`` is called with the loader's epoch.
 
+        num_workers: worker processes that index the dataset (0: load in the main process). The
+            order of batches is exactly that of ``num_workers=0``; workers receive index arrays
+            and send back host (NumPy) arrays, placed on the backend in the main process (see
+            ``docs/data_workers.md``).
+        worker_init_fn: called as ``worker_init_fn(worker_id)`` once in each worker, after seeding.
+        prefetch_factor: batches in flight per worker (default 2; only with ``num_workers > 0``).
+        persistent_workers: keep the worker processes alive from one epoch to the next.
+        timeout: seconds to wait for a batch before raising a RuntimeError (0: wait forever,
+            but a worker that dies is reported within a fraction of a second).
+        multiprocessing_context: a start method (``"fork"``, ``"spawn"``, ``"forkserver"``) or a
+            ``multiprocessing`` context; default the platform's. Non-fork methods pickle the
+            dataset and ``worker_init_fn`` to start each worker.
+
+    In a worker, :func:`get_worker_info` gives the worker's id, seed and dataset copy; Python's
+    ``random`` and NumPy's global RNG are seeded with ``base_seed + id``, ``base_seed`` a pure
+    function of the loader's seed and the epoch. With workers, a ``collate_fn`` runs in the main
+    process on the samples the workers send back (unlike PyTorch, so that no worker creates
+    device arrays).
+
     Batches are tuples (``(x, y)``) for tuple samples, a single array for array samples.
-    Not in PyTorch: ``seed``, ``backend``, ``device``, ``dtype``; no worker processes.
+    Not in PyTorch: ``seed``, ``backend``, ``device``, ``dtype``.
 
     >>> import numpy as np
     >>> loader = nnx.data.DataLoader((np.ones((70, 4)), np.arange(70)), batch_size=32, shuffle=True, seed=0)
@@ -210,7 +259,9 @@ class DataLoader:
     def __init__(self, dataset: Any, batch_size: int = 1, shuffle: bool = False, drop_last: bool = False, *,
                  seed: int | None = None, generator: Any = None, backend: str | backends.Backend | None = None,
                  device: Any = None, dtype: str | None = None,
-                 collate_fn: Callable[[list[Any]], Any] | None = None, sampler: Any = None) -> None:
+                 collate_fn: Callable[[list[Any]], Any] | None = None, sampler: Any = None, num_workers: int = 0,
+                 worker_init_fn: Callable[[int], Any] | None = None, prefetch_factor: int | None = None,
+                 persistent_workers: bool = False, timeout: float = 0, multiprocessing_context: Any = None) -> None:
         if isinstance(dataset, tuple) and dataset and all(hasattr(t, "shape") for t in dataset):
             dataset = TensorDataset(*dataset)
             self._single = False
@@ -241,6 +292,16 @@ class DataLoader:
         self.sampler = sampler
         #: the epoch whose order the next iteration uses (advanced by one at each iteration)
         self.epoch = 0
+        self.prefetch_factor = data_workers.check_worker_args(num_workers, prefetch_factor, persistent_workers,
+                                                              timeout, worker_init_fn, multiprocessing_context)
+        if num_workers and any(not host_io.is_host_array(t) for t in _tensors_of(dataset)):
+            raise ValueError("DataLoader: num_workers > 0 needs host (NumPy) data in a TensorDataset; these arrays "
+                             "are already on a backend, where a batch is one gather: use num_workers=0")
+        self.num_workers, self.worker_init_fn = num_workers, worker_init_fn
+        self.persistent_workers, self.timeout = bool(persistent_workers), timeout
+        self.multiprocessing_context = multiprocessing_context
+        self._pool: data_workers.WorkerPool | None = None
+        self._generation = 0
 
     def __len__(self) -> int:
         n = len(self.sampler) if self.sampler is not None else len(self.dataset)
@@ -279,6 +340,42 @@ class DataLoader:
         return backends.get(self.backend if self.backend is not None else get_backend().name, self.device)
 
     def __iter__(self) -> Iterator[Any]:
+        if self.num_workers > 0:
+            return self._worker_iter()
+        return self._main_iter()
+
+    def _worker_iter(self) -> data_workers.WorkerIterator:
+        order = self.indices()
+        seed = data_workers.base_seed(self.seed, self.epoch)
+        self.epoch += 1
+        self._generation += 1
+        n = order.shape[0]
+        stop = n - n % self.batch_size if self.drop_last else n
+        batches = [order[s:s + self.batch_size] for s in range(0, stop, self.batch_size)]
+        b, float_dtype = self._target(), self.dtype or get_default_dtype()
+        pool = self._pool
+        if pool is None or pool.closed:
+            ctx = data_workers.resolve_context(self.multiprocessing_context)
+            pool = data_workers.WorkerPool(self.dataset, self.num_workers, ctx, self.worker_init_fn, seed,
+                                           self._generation)
+            self._pool = pool if self.persistent_workers else None
+        raw = self.collate_fn is not None
+
+        def place(batch: Any) -> Any:
+            if raw:
+                return self.collate_fn(batch)
+            out = _place_host(batch, b)
+            return out[0] if self._single else out
+
+        return data_workers.WorkerIterator(pool, batches, self._generation, seed, float_dtype, raw, place,
+                                           self.prefetch_factor, self.timeout, self.persistent_workers)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_pool"] = None  # worker processes belong to this process
+        return state
+
+    def _main_iter(self) -> Iterator[Any]:
         order = self.indices()
         self.epoch += 1
         b = self._target()
@@ -299,7 +396,8 @@ class DataLoader:
 
     def __repr__(self) -> str:
         return (f"DataLoader(n={len(self.dataset)}, batch_size={self.batch_size}, shuffle={self.shuffle}, "
-                f"drop_last={self.drop_last}, seed={self.seed})")
+                f"drop_last={self.drop_last}, seed={self.seed}"
+                + (f", num_workers={self.num_workers})" if self.num_workers else ")"))
 
 
 def random_split(dataset: Any, lengths: Sequence[int | float], seed: int | None = None,
