@@ -217,3 +217,14 @@ def test_the_package_has_no_import_cycle():
     for m in sorted(graph):
         if m not in state:
             visit(m)
+
+
+MAX_LINES = 600
+SOURCE_FILES = sorted([*NNX_FILES, *(ROOT / "backends").rglob("*.py")])
+
+
+def test_no_source_file_over_the_line_budget():
+    """One family per file: no module of nnx/ or backends/ grows past MAX_LINES lines."""
+    over = {p.relative_to(ROOT).as_posix(): n for p in SOURCE_FILES
+            if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not over, f"files over {MAX_LINES} lines (split them by family): {over}"
