@@ -86,6 +86,10 @@ MUTATIONS = [
      "return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)",
      "return math.ceil(n / self.batch_size)", DATA),
     ("epoch-not-advanced", "nnx/data.py", "        self.epoch += 1\n", "        self.epoch += 0\n", DATA),
+    ("workers-batches-as-they-arrive", "nnx/data_workers.py", "batch, err = self._buffer.pop(self._yielded)",
+     "batch, err = self._buffer.pop(next(iter(self._buffer)))", ["tests/data/test_workers.py"]),
+    ("deferred-id-check-never-read", "nnx/training.py", "        self.model.raise_deferred_errors()  # device",
+     "        pass  # device", ["tests/layers/test_embedding_deferred_ids.py"]),
 ]
 
 
