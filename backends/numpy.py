@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from .base import Backend, erf_standard
+from .heap import keep_freed_memory
 from .numpy_fused import NumpyFused
 
 
@@ -33,6 +34,7 @@ class NumpyBackend(NumpyFused, Backend):
         if device not in (None, "cpu", 0, "0"):
             raise ValueError(f"backend 'numpy' has only the device 'cpu'; got {device!r}")
         self.device = "cpu"
+        keep_freed_memory()  # steps reuse their freed temporaries instead of page-faulting them again
 
     def asarray(self, obj: Any, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
         return np.asarray(obj, dtype=self.dtype(dtype) if dtype is not None else None, copy=copy)

@@ -54,6 +54,12 @@ class NumpyFused(NumpyRecurrentCells):
 
             parallel_rows(work, z2.shape[0], z.size)
             return z, z
+        if act == "gelu_tanh" and x.ndim >= 1:
+            z = x if bias is None else x + bias
+            y = np.empty(z.shape, dtype=z.dtype)
+            z2, y2 = _rows(z), _rows(y)
+            parallel_rows(lambda lo, hi: _gelu_tanh_rows(z2[lo:hi], y2[lo:hi]), z2.shape[0], z.size)
+            return y, z
         return F.bias_act_forward(np, x, bias, act, self.erf)
 
     def bias_act_backward(self, dy, saved, act, has_bias=True):
@@ -75,6 +81,11 @@ class NumpyFused(NumpyRecurrentCells):
                     d *= g
 
             parallel_rows(work, dz2.shape[0], dz.size)
+        elif act == "gelu_tanh" and dy.ndim >= 1 and dy.shape == saved.shape:
+            dz = np.empty(dy.shape, dtype=np.result_type(dy, saved))
+            dy2, s2, dz2 = _rows(dy), _rows(saved), _rows(dz)
+            parallel_rows(lambda lo, hi: _gelu_tanh_backward_rows(dy2[lo:hi], s2[lo:hi], dz2[lo:hi]), dz2.shape[0],
+                          dz.size)
         else:
             dz = F.act_backward(np, dy, saved, act, self.erf)
         return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if has_bias else None)
@@ -139,6 +150,42 @@ def _rows(a: np.ndarray) -> np.ndarray:
     if a.ndim == 0:
         return a.reshape(1, 1)
     return a.reshape(-1, a.shape[-1]) if a.ndim != 2 else a
+
+
+_C = math.sqrt(2.0 / math.pi)  # GELU's tanh form: 0.5 z (1 + tanh(C (z + A z^3)))
+_A = 0.044715
+
+
+def _gelu_tanh_rows(z: np.ndarray, y: np.ndarray) -> None:
+    """``y = 0.5 z (1 + tanh(z (C + C A z^2)))`` in place in ``y`` (seven passes, no temporary)."""
+    np.multiply(z, z, out=y)
+    y *= _C * _A
+    y += _C
+    y *= z
+    np.tanh(y, out=y)
+    y += 1.0
+    y *= z
+    y *= 0.5
+
+
+def _gelu_tanh_backward_rows(dy: np.ndarray, z: np.ndarray, d: np.ndarray) -> None:
+    """``d = dy (0.5 (1 + t) + 0.5 z (1 - t^2) C (1 + 3 A z^2))``, ``t = tanh(C (z + A z^3))``."""
+    t = np.multiply(z, z)
+    np.multiply(t, 3.0 * _C * _A, out=d)
+    d += _C
+    d *= z
+    d *= 0.5  # 0.5 z C (1 + 3 A z^2)
+    t *= _C * _A
+    t += _C
+    t *= z
+    np.tanh(t, out=t)
+    u = np.multiply(t, t)
+    np.subtract(1.0, u, out=u)
+    d *= u
+    t += 1.0
+    t *= 0.5
+    d += t
+    d *= dy
 
 
 def _flat_views(arrays: list) -> list | None:

@@ -148,7 +148,7 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
         if grad_probs is not None:
             dp = dp + grad_probs
         # softmax backward: ds = p * (dp - rowsum(dp * p)), in place on dp (a new array)
-        dp -= xp.sum(dp * probs, axis=-1, keepdims=True)
+        dp -= xp.expand_dims(b.vecdot(dp, probs, axis=-1), axis=-1)
         dp *= probs
         ds = dp
         dk = xp.matmul(xp.matrix_transpose(ds), qs)

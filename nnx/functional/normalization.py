@@ -230,20 +230,54 @@ def batch_norm(x: Array, running_mean: Array | None, running_var: Array | None, 
     return batch_norm_forward(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
 
 
+def _row_mean_dot(xp: Any, a: Array, b: Array, axes: tuple[int, ...]) -> Array:
+    """``mean(a * b, axis=axes, keepdims=True)``; over the last axis alone as one ``vecdot`` pass
+    (the adapter's: no ``a * b`` temporary)."""
+    if axes == (a.ndim - 1,):
+        n = a.shape[-1]
+        return xp.expand_dims(backends.backend_of(a).vecdot(a, b, axis=-1), axis=-1) * (1.0 / n)
+    return xp.mean(a * b, axis=axes, keepdims=True)
+
+
 def _normalize_last(xp: Any, x: Array, axes: tuple[int, ...], eps: float) -> tuple[Array, Array]:
     mean = xp.mean(x, axis=axes, keepdims=True)
     xc = x - mean
-    var = xp.mean(xc * xc, axis=axes, keepdims=True)
+    var = _row_mean_dot(xp, xc, xc, axes)
     invstd = 1.0 / xp.sqrt(var + eps)
     xc *= invstd
     return xc, invstd
 
 
-def _normalize_backward(xp: Any, dxhat: Array, xhat: Array, invstd: Array, axes: tuple[int, ...]) -> Array:
-    """dx of ``xhat = (x - mean) * invstd`` (biased variance) given dL/dxhat."""
+def _normalize_backward(xp: Any, dxhat: Array, xhat: Array, invstd: Array, axes: tuple[int, ...], *,
+                        owned: bool = False) -> Array:
+    """dx of ``xhat = (x - mean) * invstd`` (biased variance) given dL/dxhat.
+
+    ``owned``: ``dxhat`` is a temporary of the caller, which may be overwritten (fewer passes)."""
     m1 = xp.mean(dxhat, axis=axes, keepdims=True)
-    m2 = xp.mean(dxhat * xhat, axis=axes, keepdims=True)
-    return (dxhat - m1 - xhat * m2) * invstd
+    m2 = _row_mean_dot(xp, dxhat, xhat, axes)
+    if not owned:
+        return (dxhat - m1 - xhat * m2) * invstd
+    dxhat -= m1
+    dxhat -= xhat * m2
+    dxhat *= invstd
+    return dxhat
+
+
+def _lead_dot(xp: Any, a: Array, b: Array, lead: tuple[int, ...]) -> Array:
+    """``sum(a * b, axis=lead)`` over the leading axes: one ``vecdot`` down the rows of the 2-D
+    ``(rows, features)`` views (no ``a * b`` temporary)."""
+    if not lead:
+        return a * b
+    feat = tuple(a.shape[len(lead):])
+    a2, b2 = xp.reshape(a, (-1, _prod(feat))), xp.reshape(b, (-1, _prod(feat)))
+    return xp.reshape(backends.backend_of(a).vecdot(a2, b2, axis=0), feat)
+
+
+def _prod(shape: tuple[int, ...]) -> int:
+    n = 1
+    for s in shape:
+        n *= s
+    return n
 
 
 def layer_norm_forward(x: Array, normalized_shape: Any, weight: Array | None = None, bias: Array | None = None,
@@ -272,11 +306,12 @@ def layer_norm_forward(x: Array, normalized_shape: Any, weight: Array | None = N
         y += bias
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dweight = xp.sum(dy * xhat, axis=lead) if weight is not None else None
+        dweight = _lead_dot(xp, dy, xhat, lead) if weight is not None else None
         dbias = xp.sum(dy, axis=lead) if bias is not None else None
         dx = None
         if input_grad:
-            dx = _normalize_backward(xp, dy * weight if weight is not None else dy, xhat, invstd, axes)
+            dxhat = dy * weight if weight is not None else dy
+            dx = _normalize_backward(xp, dxhat, xhat, invstd, axes, owned=weight is not None)
         return dx, (dweight, dbias)
 
     return y, backward

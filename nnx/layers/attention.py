@@ -214,7 +214,7 @@ class MultiheadAttention(Module):
         if fused:  # self-attention: q, k, v in one GEMM against in_proj_weight (as torch)
             b = self.in_proj_bias.data if self.in_proj_bias is not None else None
             qkv, fn = linear_forward(xp.reshape(query, (-1, E)), self.in_proj_weight.data, b)
-            return (qkv[:, :E], qkv[:, E:2 * E], qkv[:, 2 * E:]), fn
+            return (qkv, None, None), fn
         q, bq_fn = linear_forward(xp.reshape(query, (-1, E)), wq, bq)
         k, bk_fn = linear_forward(xp.reshape(key, (-1, self.kdim)), wk, bk)
         v, bv_fn = linear_forward(xp.reshape(value, (-1, self.vdim)), wv, bv)
@@ -272,17 +272,28 @@ class MultiheadAttention(Module):
         """Projected tokens -> ``(N, H, T, hd)`` views, with ``bias_k``/``bias_v`` and the zero
         attention slot appended where asked."""
         xp, N, E, sa = c.xp, c.N, c.E, c.sa
-        q, k, v = c.tokens(q, c.L), c.tokens(k, c.S), c.tokens(v, c.S)
-        if self.bias_k is not None:
-            bshape = (N, 1, E) if c.bf else (1, N, E)
-            k = xp.concat([k, xp.broadcast_to(xp.reshape(self.bias_k.data, (1, 1, E)), bshape)], axis=sa)
-            v = xp.concat([v, xp.broadcast_to(xp.reshape(self.bias_v.data, (1, 1, E)), bshape)], axis=sa)
-        qh, kh, vh = c.heads(q), c.heads(k), c.heads(v)
+        if c.fused:  # self-attention without bias_k: q, k, v are one (tokens, 3E) block
+            qh, kh, vh = self._fused_heads(c, q)
+        else:
+            q, k, v = c.tokens(q, c.L), c.tokens(k, c.S), c.tokens(v, c.S)
+            if self.bias_k is not None:
+                bshape = (N, 1, E) if c.bf else (1, N, E)
+                k = xp.concat([k, xp.broadcast_to(xp.reshape(self.bias_k.data, (1, 1, E)), bshape)], axis=sa)
+                v = xp.concat([v, xp.broadcast_to(xp.reshape(self.bias_v.data, (1, 1, E)), bshape)], axis=sa)
+            qh, kh, vh = c.heads(q), c.heads(k), c.heads(v)
         if self.add_zero_attn:
-            z = xp.zeros((N, self.num_heads, 1, self.head_dim), dtype=q.dtype)
+            z = xp.zeros((N, self.num_heads, 1, self.head_dim), dtype=qh.dtype)
             kh = xp.concat([kh, z], axis=2)
             vh = xp.concat([vh, z], axis=2)
         return qh, kh, vh
+
+    def _fused_heads(self, c: _Ctx, qkv: Array) -> tuple[Array, Array, Array]:
+        """``(tokens, 3E)`` of the one-GEMM projection -> q, k, v as contiguous ``(N, H, T, hd)``
+        blocks, in one copy (the per-head products then run on dense matrices)."""
+        xp, N, T, H, hd = c.xp, c.N, c.L, self.num_heads, self.head_dim
+        t = xp.reshape(qkv, (N, T, 3, H, hd) if c.bf else (T, N, 3, H, hd))
+        heads = xp.reshape(xp.permute_dims(t, (2, 0, 3, 1, 4) if c.bf else (2, 1, 3, 0, 4)), (3, N, H, T, hd))
+        return heads[0, ...], heads[1, ...], heads[2, ...]
 
     def _backward_pass(self, c: _Ctx, dout: Array, input_grad: bool = True, grad_weights: Array | None = None,
                        summed: bool = False) -> tuple:
