@@ -344,14 +344,18 @@ class DataLoader:
             return self._worker_iter()
         return self._main_iter()
 
-    def _worker_iter(self) -> data_workers.WorkerIterator:
+    def _next_epoch_batches(self) -> list[Any]:
+        """The index batches of the current epoch, which then advances by one."""
         order = self.indices()
-        seed = data_workers.base_seed(self.seed, self.epoch)
         self.epoch += 1
-        self._generation += 1
         n = order.shape[0]
         stop = n - n % self.batch_size if self.drop_last else n
-        batches = [order[s:s + self.batch_size] for s in range(0, stop, self.batch_size)]
+        return [order[s:s + self.batch_size] for s in range(0, stop, self.batch_size)]
+
+    def _worker_iter(self) -> data_workers.WorkerIterator:
+        seed = data_workers.base_seed(self.seed, self.epoch)
+        batches = self._next_epoch_batches()
+        self._generation += 1
         b, float_dtype = self._target(), self.dtype or get_default_dtype()
         pool = self._pool
         if pool is None or pool.closed:
@@ -376,15 +380,11 @@ class DataLoader:
         return state
 
     def _main_iter(self) -> Iterator[Any]:
-        order = self.indices()
-        self.epoch += 1
+        batches = self._next_epoch_batches()
         b = self._target()
         float_dtype = self.dtype or get_default_dtype()
         gather = getattr(self.dataset, "_gather", None)
-        n = order.shape[0]
-        stop = n - n % self.batch_size if self.drop_last else n
-        for start in range(0, stop, self.batch_size):
-            idx = order[start:start + self.batch_size]
+        for idx in batches:
             if self.collate_fn is not None:
                 yield self.collate_fn([self.dataset[int(i)] for i in idx])
                 continue
