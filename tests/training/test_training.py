@@ -204,7 +204,7 @@ def test_history_plot_without_matplotlib(monkeypatch):
             raise ImportError("No module named 'matplotlib'")
         return real(name, *args)
 
-    monkeypatch.setattr(nnx.training.importlib, "import_module", fake)
+    monkeypatch.setattr(nnx.history.importlib, "import_module", fake)
     h = nnx.History()
     h.append(0, {"loss": 1.0})
     with pytest.raises(ImportError, match=r"nnx-backprop\[plot\]"):
