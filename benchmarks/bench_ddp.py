@@ -26,7 +26,7 @@ import nnx  # noqa: E402
 from nnx import distributed as dist  # noqa: E402
 from nnx.parallel import DistributedDataParallel  # noqa: E402
 
-WORKLOADS = {"mlp": 256, "lenet5": 128}   # name -> global batch
+WORKLOADS = {"mlp": (256, 1024), "lenet5": (128, 512)}   # name -> global batches measured
 
 
 def build(name: str) -> tuple[nnx.Module, tuple[int, ...]]:
@@ -39,7 +39,7 @@ def build(name: str) -> tuple[nnx.Module, tuple[int, ...]]:
                           nnx.Linear(84, 10)), (1, 28, 28)
 
 
-def measure(name: str, steps: int = 60, warmup: int = 5) -> dict:
+def measure(name: str, batch: int, steps: int = 60, warmup: int = 5) -> dict:
     nnx.manual_seed(0)
     model, shape = build(name)
     ddp = DistributedDataParallel(model)
@@ -55,7 +55,7 @@ def measure(name: str, steps: int = 60, warmup: int = 5) -> dict:
     world = dist.get_world_size()
     if world > 1:   # at world size 1 DDP skips the reduction entirely: the plain model's step
         ddp._reduce = timed
-    local = WORKLOADS[name] // world
+    local = batch // world
     rng = np.random.default_rng(dist.get_rank())
     x = nnx.asarray(rng.standard_normal((local, *shape)).astype("float32"))
     y = nnx.asarray(rng.integers(0, 10, local))
@@ -77,7 +77,7 @@ def measure(name: str, steps: int = 60, warmup: int = 5) -> dict:
         step()
     dist.barrier()
     elapsed = time.perf_counter() - t0
-    return {"samples_per_s": WORKLOADS[name] * steps / elapsed, "step_ms": 1e3 * elapsed / steps,
+    return {"samples_per_s": batch * steps / elapsed, "step_ms": 1e3 * elapsed / steps,
             "allreduce_ms_per_step": 1e3 * spent[0] / steps, "bytes_sent_per_step": ddp.last_bytes,
             "messages_per_step": ddp.last_messages}
 
@@ -85,11 +85,11 @@ def measure(name: str, steps: int = 60, warmup: int = 5) -> dict:
 def main() -> None:
     if "--worker" in sys.argv:
         dist.init()
-        res = {name: measure(name) for name in WORKLOADS}
+        res = {f"{name}_b{batch}": measure(name, batch) for name, batches in WORKLOADS.items() for batch in batches}
         if dist.get_rank() == 0:
             print(json.dumps(res))
         return
-    one = {name: measure(name) for name in WORKLOADS}
+    one = {f"{name}_b{batch}": measure(name, batch) for name, batches in WORKLOADS.items() for batch in batches}
     exe = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
     if exe is None:
         print(json.dumps({"error": "mpiexec not found (pip install mpich mpi4py)", "one_rank": one}))
@@ -100,7 +100,7 @@ def main() -> None:
     report = {"benchmark": "ddp", "cores": os.cpu_count(), "threads_per_rank": 1,
               "global_batch": WORKLOADS, "reference": "1 process x 1 thread, same nnx step, same global batch",
               "results": {n: {"one_rank": one[n], "two_ranks": two[n],
-                              "speedup": two[n]["samples_per_s"] / one[n]["samples_per_s"]} for n in WORKLOADS}}
+                              "speedup": two[n]["samples_per_s"] / one[n]["samples_per_s"]} for n in one}}
     print(json.dumps(report, indent=1))
 
 

@@ -89,8 +89,12 @@ class _NcclReducer:
 
 
 def _host_reduce(flat: Any) -> Any:
+    """Sum ``flat`` (a temporary the caller owns) over ranks through host memory. Where the
+    adapter's host view shares ``flat``'s memory (NumPy, torch CPU) it is reduced in place."""
     b = backends.backend_of(flat)
-    host = b.to_numpy(flat).copy()
+    host = b.to_numpy(flat)
+    if not (host.flags.writeable and host.flags.c_contiguous):
+        host = host.copy()
     dist.all_reduce_host(host, "sum")
     return b.asarray(host)
 
@@ -200,7 +204,10 @@ class DistributedDataParallel(Module):
             flat = self._reduce(flat)
             self.last_messages += 1
             self.last_bytes += flat.shape[0] * _itemsize(flat.dtype)
-            flat = flat / n
+            if bucket[0].backend.mutable:
+                flat /= n
+            else:
+                flat = flat / n
             start = 0
             for p in bucket:
                 k = p.size
