@@ -43,6 +43,18 @@ def _grads_to_torch(torch, model, tmodel):
         tp.grad = torch.tensor(host(p.grad))
 
 
+def _lockstep(torch, model, tmodel, opt, topt, steps):
+    """Step nnx and torch on the same gradients; parameters compared after every step."""
+    for step in steps:
+        optim_grads(model, step)
+        _grads_to_torch(torch, model, tmodel)
+        opt.step()
+        topt.step()
+        opt.zero_grad()
+        topt.zero_grad()
+        _assert_params(model, tmodel, step)
+
+
 def _assert_params(model, tmodel, step, rtol=1e-10, atol=1e-12):
     for (name, p), tp in zip(model.named_parameters(), tmodel.parameters()):
         np.testing.assert_allclose(host(p.data), tp.detach().numpy(), rtol=rtol, atol=atol,
@@ -55,14 +67,7 @@ def test_trajectory_matches_torch(backend, torch, config):
     model, tmodel = optim_model_pair(torch)
     opt = getattr(nnx.optim, name)(model.parameters(), **kw)
     topt = getattr(torch.optim, name)(tmodel.parameters(), **kw)
-    for step in range(20):
-        optim_grads(model, step)
-        _grads_to_torch(torch, model, tmodel)
-        opt.step()
-        topt.step()
-        opt.zero_grad()
-        topt.zero_grad()
-        _assert_params(model, tmodel, step)
+    _lockstep(torch, model, tmodel, opt, topt, range(20))
     assert all(p.grad is None for p in model.parameters())
 
 
@@ -117,14 +122,7 @@ def test_torch_optimizer_state_dict_loads(backend, torch, name, kw):
     model.load_state_dict({k: v.detach().numpy() for k, v in tmodel.state_dict().items()})
     opt = getattr(nnx.optim, name)(model.parameters(), **kw)
     opt.load_state_dict(converted)
-    for step in range(10, 20):
-        optim_grads(model, step)
-        _grads_to_torch(torch, model, tmodel)
-        opt.step()
-        topt.step()
-        opt.zero_grad()
-        topt.zero_grad()
-        _assert_params(model, tmodel, step)
+    _lockstep(torch, model, tmodel, opt, topt, range(10, 20))
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW", "RMSprop", "Adagrad"])
@@ -183,14 +181,7 @@ def test_param_groups_with_different_lr_match_torch(backend, torch, name, kw):
     opt = getattr(nnx.optim, name)(groups, lr=0.01, **kw)
     topt = getattr(torch.optim, name)(tgroups, lr=0.01, **kw)
     assert [g["lr"] for g in opt.param_groups] == [0.1, 0.01]
-    for step in range(10):
-        optim_grads(model, step)
-        _grads_to_torch(torch, model, tmodel)
-        opt.step()
-        topt.step()
-        opt.zero_grad()
-        topt.zero_grad()
-        _assert_params(model, tmodel, step)
+    _lockstep(torch, model, tmodel, opt, topt, range(10))
     sd = opt.state_dict()
     assert [g["params"] for g in sd["param_groups"]] == [[0, 1], [2, 3]]
     assert sorted(sd["state"]) == [0, 1, 2, 3]
