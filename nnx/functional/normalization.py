@@ -340,11 +340,17 @@ def group_norm_forward(x: Array, num_groups: int, weight: Array | None = None, b
                          f"got shape {tuple(x.shape)}")
     if 0 in tuple(x.shape):  # an empty batch (or spatial size 0): an empty output, zero affine gradients
         return _empty_normalization(xp, x, weight, bias)
+    return _grouped_affine_norm(xp, x, (x.shape[0], num_groups, -1), weight, bias, float(eps))
+
+
+def _grouped_affine_norm(xp: Any, x: Array, grouped: tuple[int, ...], weight: Array | None, bias: Array | None,
+                         eps: float) -> tuple[Array, Backward]:
+    """Normalise each row of the ``grouped`` view ``(N, G, -1)`` of ``x`` ``(N, C, *)``, then apply the
+    per-channel affine ``weight``/``bias`` ``(C,)``: the shared core of GroupNorm (``G`` groups) and
+    InstanceNorm (``G = C``). Returns ``(y, backward)``."""
     shape = tuple(x.shape)
-    n, c = shape[0], shape[1]
-    cshape = _channel_shape(x.ndim, c)
-    xg = xp.reshape(x, (n, num_groups, -1))
-    xhat_g, invstd = _normalize_last(xp, xg, (2,), float(eps))
+    cshape = _channel_shape(x.ndim, shape[1])
+    xhat_g, invstd = _normalize_last(xp, xp.reshape(x, grouped), (2,), eps)
     xhat = xp.reshape(xhat_g, shape)
     y = xhat * xp.reshape(weight, cshape) if weight is not None else xhat * 1.0
     if bias is not None:
@@ -357,7 +363,7 @@ def group_norm_forward(x: Array, num_groups: int, weight: Array | None = None, b
         dx = None
         if input_grad:
             dxhat = dy * xp.reshape(weight, cshape) if weight is not None else dy
-            dxg = _normalize_backward(xp, xp.reshape(dxhat, (n, num_groups, -1)), xhat_g, invstd, (2,))
+            dxg = _normalize_backward(xp, xp.reshape(dxhat, grouped), xhat_g, invstd, (2,), owned=weight is not None)
             dx = xp.reshape(dxg, shape)
         return dx, (dweight, dbias)
 

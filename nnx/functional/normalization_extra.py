@@ -17,7 +17,7 @@ from typing import Any
 
 import nnx_backends as backends
 
-from .normalization import _batch_norm_eval, _channel_shape, _normalize_backward, _normalize_last, _running_update
+from .normalization import _batch_norm_eval, _grouped_affine_norm, _running_update
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
@@ -65,13 +65,8 @@ def instance_norm_running_forward(x: Array, running_mean: Array | None = None, r
         count *= s
     if count <= 1:
         raise ValueError(f"{where}: expected more than 1 spatial element when training, got input shape {shape}")
-    cshape = _channel_shape(x.ndim, c)
+    y, backward = _grouped_affine_norm(xp, x, (n, c, count), weight, bias, eps)
     x3 = xp.reshape(x, (n, c, count))
-    xhat3, invstd = _normalize_last(xp, x3, (2,), eps)
-    xhat = xp.reshape(xhat3, shape)
-    y = xhat * xp.reshape(weight, cshape) if weight is not None else xhat * 1.0
-    if bias is not None:
-        y = y + xp.reshape(bias, cshape)
     new_mean = new_var = None
     if running_mean is not None or running_var is not None:
         mean = xp.mean(x3, axis=2, keepdims=True)  # (N, C, 1)
@@ -81,17 +76,6 @@ def instance_norm_running_forward(x: Array, running_mean: Array | None = None, r
             xc = x3 - mean
             var = xp.sum(xc * xc, axis=2) * (1.0 / (count - 1))  # unbiased per instance, (N, C)
             new_var = _running_update(xp, running_var, xp.mean(var, axis=0), momentum)
-    red = (0,) + tuple(range(2, x.ndim))
-
-    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        dweight = xp.sum(dy * xhat, axis=red) if weight is not None else None
-        dbias = xp.sum(dy, axis=red) if bias is not None else None
-        dx = None
-        if input_grad:
-            dxhat = dy * xp.reshape(weight, cshape) if weight is not None else dy
-            dx = xp.reshape(_normalize_backward(xp, xp.reshape(dxhat, (n, c, count)), xhat3, invstd, (2,)), shape)
-        return dx, (dweight, dbias)
-
     return y, backward, new_mean, new_var
 
 
