@@ -78,6 +78,27 @@ def layer_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, *, forward_
     return y
 
 
+def step_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, seed: int = 1, tol: float = 1e-10) -> None:
+    """One forward (and, in training mode, backward) of ``layer`` and ``tlayer`` on the same data,
+    for layers with state across steps (running statistics): output, input gradient and parameter
+    gradients compared; the gradients are then cleared on both sides for the next step."""
+    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
+    ty = tlayer(tx)
+    y = layer(x)
+    assert_close(y, ty, rtol=tol, atol=tol, what="output")
+    if not layer.training:  # eval mode records nothing (as no_grad)
+        return
+    dy = np.random.default_rng(seed).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy))
+    dx = layer.backward(nnx.asarray(dy, dtype="float64"))
+    assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
+    tparams = dict(tlayer.named_parameters())
+    for name, p in layer.named_parameters():
+        assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
+        p.grad = None
+        tparams[name].grad = None
+
+
 def randomise(model: nnx.Module, seed: int = 0) -> nnx.Module:
     """Random values in every floating parameter and buffer (running variances positive); eval mode.
 

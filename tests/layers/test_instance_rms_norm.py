@@ -4,32 +4,12 @@ keys, errors; on every backend."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 import nnx
 import nnx.functional as F
 
-from helpers import assert_close, copy_params_to_torch, host, rand
-
-
-def _step(torch, layer, tlayer, x, seed, tol=1e-10):
-    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
-    ty = tlayer(tx)
-    y = layer(x)
-    assert_close(y, ty, rtol=tol, atol=tol, what="output")
-    if not layer.training:  # eval mode records nothing (as no_grad)
-        return
-    dy = np.random.default_rng(seed).standard_normal(tuple(ty.shape))
-    ty.backward(torch.from_numpy(dy))
-    dx = layer.backward(nnx.asarray(dy, dtype="float64"))
-    assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
-    tparams = dict(tlayer.named_parameters())
-    for name, p in layer.named_parameters():
-        assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
-        p.grad = None
-        tparams[name].grad = None
-
+from helpers import assert_close, copy_params_to_torch, host, rand, step_parity
 
 IN_GRID = [dict(), dict(affine=True), dict(track_running_stats=True), dict(affine=True, track_running_stats=True),
            dict(affine=True, track_running_stats=True, momentum=None, eps=1e-3)]
@@ -50,13 +30,13 @@ def test_instance_norm_parity(backend, torch, cfg, kind, shape):
     copy_params_to_torch(layer, tlayer)
     assert list(layer.state_dict()) == list(tlayer.state_dict())
     for step in range(3):  # training: instance statistics; running statistics follow torch's
-        _step(torch, layer, tlayer, rand(*shape, seed=10 + step, scale=2.0) + 0.5, seed=step)
+        step_parity(torch, layer, tlayer, rand(*shape, seed=10 + step, scale=2.0) + 0.5, seed=step)
     tsd = tlayer.state_dict()
     for key, value in layer.state_dict().items():
         assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
     layer.eval()
     tlayer.eval()  # eval: the running statistics where tracked, the instance statistics otherwise
-    _step(torch, layer, tlayer, rand(*shape, seed=20), seed=5)
+    step_parity(torch, layer, tlayer, rand(*shape, seed=20), seed=5)
 
 
 @pytest.mark.parametrize("cfg", [dict(), dict(affine=True), dict(affine=True, track_running_stats=True)])
@@ -112,7 +92,7 @@ def test_rms_norm_parity_and_gradcheck(backend, torch, shape, normalized, cfg):
     if layer.weight is not None:
         layer.weight.data = rand(*layer.normalized_shape, seed=3) * 0.5 + 1.0
     copy_params_to_torch(layer, tlayer)
-    _step(torch, layer, tlayer, rand(*shape, seed=1), seed=2)
+    step_parity(torch, layer, tlayer, rand(*shape, seed=1), seed=2)
     assert nnx.gradcheck(layer, rand(*shape, seed=4))
 
 

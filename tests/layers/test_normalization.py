@@ -8,26 +8,7 @@ import pytest
 
 import nnx
 
-from helpers import assert_close, copy_params_to_torch, host, rand
-
-
-def _step_both(torch, layer, tlayer, x, seed=1, tol=1e-10):
-    tx = torch.from_numpy(host(x).copy()).requires_grad_(True)
-    ty = tlayer(tx)
-    y = layer(x)
-    assert_close(y, ty, rtol=tol, atol=tol, what="output")
-    if not layer.training:
-        return
-    dy_host = np.random.default_rng(seed).standard_normal(tuple(ty.shape))
-    ty.backward(torch.from_numpy(dy_host))
-    dx = layer.backward(nnx.asarray(dy_host, dtype="float64"))
-    assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
-    tparams = dict(tlayer.named_parameters())
-    for name, p in layer.named_parameters():
-        assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
-        p.grad = None
-        tparams[name].grad = None
-
+from helpers import assert_close, copy_params_to_torch, host, rand, step_parity
 
 BN_GRID = [
     dict(),
@@ -54,13 +35,13 @@ def test_batchnorm_parity_training_and_eval(backend, torch, cfg, kind, shape):
     copy_params_to_torch(layer, tlayer)
     assert list(layer.state_dict()) == list(tlayer.state_dict())
     for step in range(3):  # several training steps: running statistics follow torch's
-        _step_both(torch, layer, tlayer, rand(*shape, seed=10 + step, scale=2.0) + 0.5, seed=step)
+        step_parity(torch, layer, tlayer, rand(*shape, seed=10 + step, scale=2.0) + 0.5, seed=step)
     tsd = tlayer.state_dict()
     for key, value in layer.state_dict().items():
         assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
     layer.eval()
     tlayer.eval()
-    _step_both(torch, layer, tlayer, rand(*shape, seed=99))
+    step_parity(torch, layer, tlayer, rand(*shape, seed=99))
     assert layer._tape == []
 
 
@@ -140,7 +121,7 @@ def test_batchnorm_both_kernel_paths_match_torch(backend, torch, kernel_path, cf
         layer.bias.data = rand(4, seed=8)
     copy_params_to_torch(layer, tlayer)
     for step in range(3):
-        _step_both(torch, layer, tlayer, rand(*shape, seed=20 + step, scale=2.0) - 0.3, seed=step)
+        step_parity(torch, layer, tlayer, rand(*shape, seed=20 + step, scale=2.0) - 0.3, seed=step)
     tsd = tlayer.state_dict()
     for key, value in layer.state_dict().items():
         assert_close(value, tsd[key], rtol=1e-12, atol=1e-12, what=key)
@@ -201,7 +182,7 @@ def test_layernorm_parity(backend, torch, nshape, cfg):
         layer.bias.data = rand(*nshape, seed=4)
     tlayer = torch.nn.LayerNorm(nshape, dtype=torch.float64, **cfg)
     copy_params_to_torch(layer, tlayer)
-    _step_both(torch, layer, tlayer, rand(2, 3, 4, 5, scale=3.0))
+    step_parity(torch, layer, tlayer, rand(2, 3, 4, 5, scale=3.0))
 
 
 def test_layernorm_gradcheck(backend):
@@ -223,7 +204,7 @@ def test_groupnorm_parity(backend, torch, groups, channels, cfg, shape):
         layer.bias.data = rand(channels, seed=4)
     tlayer = torch.nn.GroupNorm(groups, channels, dtype=torch.float64, **cfg)
     copy_params_to_torch(layer, tlayer)
-    _step_both(torch, layer, tlayer, rand(*shape, scale=2.0))
+    step_parity(torch, layer, tlayer, rand(*shape, scale=2.0))
 
 
 def test_groupnorm_gradcheck(backend):
