@@ -37,7 +37,7 @@ def nnx_step(x: np.ndarray, target: np.ndarray):
 
     def step() -> None:
         loss_fn(layer(x), target)
-        layer.backward(loss_fn.backward())
+        layer.backward(loss_fn.backward(), input_grad=False)  # as fit; torch's input needs no grad either
         opt.step()
         opt.zero_grad()
 

@@ -55,8 +55,9 @@ class _FeedForward:
         return xp.reshape(self.linear1.backward(g), shape)
 
 
-def _self_attn_backward(attn: MultiheadAttention, drop: Dropout, g: Array) -> Array:
-    return attn._backward_self(drop.backward(g))  # the same tensor was query, key and value
+def _self_attn_backward(attn: MultiheadAttention, drop: Dropout, g: Array, input_grad: bool = True) -> Array | None:
+    # the same tensor was query, key and value; without input_grad the projection's input GEMM is skipped
+    return attn._backward_self(drop.backward(g), input_grad=input_grad)
 
 
 class TransformerEncoderLayer(_FeedForward, Module):
@@ -108,15 +109,20 @@ class TransformerEncoderLayer(_FeedForward, Module):
         x = self.norm1(x + self._sa(x, src_mask, src_key_padding_mask, is_causal))
         return self.norm2(x + self._ff(x, self.dropout2))
 
-    def backward(self, grad_output: Array, *, input_grad: bool = True) -> Array:
+    def backward(self, grad_output: Array, *, input_grad: bool = True) -> Array | None:
+        """Fill the parameter gradients; return d src (None when ``input_grad`` is False: the
+        first layer of a model then skips the self-attention's input projection product and, in
+        pre-norm, ``norm1``'s input gradient)."""
         g = grad_output
         if self.norm_first:
             g = g + self.norm2.backward(self._ff_backward(g, self.dropout2))
-            return g + self.norm1.backward(_self_attn_backward(self.self_attn, self.dropout1, g))
+            dn = self.norm1.backward(_self_attn_backward(self.self_attn, self.dropout1, g), input_grad=input_grad)
+            return g + dn if input_grad else None
         g = self.norm2.backward(g)
         g = g + self._ff_backward(g, self.dropout2)
         g = self.norm1.backward(g)
-        return g + _self_attn_backward(self.self_attn, self.dropout1, g)
+        da = _self_attn_backward(self.self_attn, self.dropout1, g, input_grad)
+        return g + da if input_grad else None
 
 
 class TransformerDecoderLayer(_FeedForward, Module):
@@ -176,19 +182,23 @@ class TransformerDecoderLayer(_FeedForward, Module):
         x = self.norm2(x + self._mha(x, memory, memory_mask, memory_key_padding_mask, memory_is_causal))
         return self.norm3(x + self._ff(x, self.dropout3))
 
-    def backward(self, grad_output: Array, *, input_grad: bool = True) -> tuple[Array, Array]:
+    def backward(self, grad_output: Array, *, input_grad: bool = True) -> tuple[Array | None, Array]:
+        """Fill the parameter gradients; return ``(d_tgt, d_memory)``. ``input_grad=False`` skips
+        ``d_tgt`` (returned as None); ``d_memory`` is always returned (the encoder needs it)."""
         g = grad_output
         if self.norm_first:
             g = g + self.norm3.backward(self._ff_backward(g, self.dropout3))
             dx, dmem = self._mha_backward(g)
             g = g + self.norm2.backward(dx)
-            return g + self.norm1.backward(_self_attn_backward(self.self_attn, self.dropout1, g)), dmem
+            dn = self.norm1.backward(_self_attn_backward(self.self_attn, self.dropout1, g), input_grad=input_grad)
+            return (g + dn if input_grad else None), dmem
         g = self.norm3.backward(g)
         g = g + self._ff_backward(g, self.dropout3)
         g = self.norm2.backward(g)
         dx, dmem = self._mha_backward(g)
         g = self.norm1.backward(g + dx)
-        return g + _self_attn_backward(self.self_attn, self.dropout1, g), dmem
+        da = _self_attn_backward(self.self_attn, self.dropout1, g, input_grad)
+        return (g + da if input_grad else None), dmem
 
 
 def _clones(where: str, layer: Module, num_layers: int) -> ModuleList:
@@ -200,7 +210,8 @@ class TransformerEncoder(Module):
     """A stack of ``num_layers`` copies of ``encoder_layer`` and an optional final ``norm``
     (``torch.nn.TransformerEncoder``); state_dict keys ``layers.0.self_attn.in_proj_weight`` ...
 
-    ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)``; ``backward`` returns d src.
+    ``forward(src, mask=None, src_key_padding_mask=None, is_causal=None)``; ``backward`` returns d src
+    (None with ``input_grad=False``: the first layer then skips its input-gradient products).
     """
 
     def __init__(self, encoder_layer: TransformerEncoderLayer, num_layers: int, norm: Module | None = None) -> None:
@@ -218,8 +229,9 @@ class TransformerEncoder(Module):
 
     def backward(self, grad_output: Array, *, input_grad: bool = True) -> Array:
         g = self.norm.backward(grad_output) if self.norm is not None else grad_output
-        for layer in reversed(list(self.layers)):
-            g = layer.backward(g)
+        layers = list(self.layers)
+        for i in range(len(layers) - 1, -1, -1):
+            g = layers[i].backward(g, input_grad=input_grad or i > 0)
         return g
 
 
@@ -248,7 +260,8 @@ class TransformerDecoder(Module):
     def backward(self, grad_output: Array, *, input_grad: bool = True) -> tuple[Array, Array]:
         g = self.norm.backward(grad_output) if self.norm is not None else grad_output
         dmem = None
-        for layer in reversed(list(self.layers)):
-            g, dm = layer.backward(g)
+        layers = list(self.layers)
+        for i in range(len(layers) - 1, -1, -1):
+            g, dm = layers[i].backward(g, input_grad=input_grad or i > 0)
             dmem = dm if dmem is None else dmem + dm
         return g, dmem

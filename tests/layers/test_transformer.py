@@ -156,3 +156,33 @@ def test_errors(backend):
     layer = nnx.TransformerEncoderLayer(8, 2, 16, dtype="float64")
     with pytest.raises(ValueError, match="src_mask|attn_mask must have shape"):
         layer(rand(4, 2, 8), src_mask=nnx.asarray(np.zeros((3, 3), dtype=bool)))
+
+
+def _grads(m):
+    return {name: host(p.grad) for name, p in m.named_parameters()}
+
+
+@pytest.mark.parametrize("norm_first", [False, True])
+@pytest.mark.parametrize("kind", ["encoder_layer", "decoder_layer", "encoder", "decoder"])
+def test_backward_without_input_grad(backend, kind, norm_first):
+    """``input_grad=False`` (what ``fit`` passes to a model's first module) returns no input gradient
+    but exactly the same parameter gradients (and, for decoders, the same memory gradient)."""
+    kw = dict(dropout=0.0, norm_first=norm_first, dtype="float64")
+    decoder = kind.startswith("decoder")
+    layer = (nnx.TransformerDecoderLayer if decoder else nnx.TransformerEncoderLayer)(D, NH, FF, **kw)
+    m = layer if kind.endswith("layer") else (nnx.TransformerDecoder if decoder else nnx.TransformerEncoder)(layer, 2)
+    x, mem = nnx.asarray(_x(T, False, 1), dtype="float64"), nnx.asarray(_x(S, False, 3), dtype="float64")
+    dy = nnx.asarray(np.random.default_rng(2).standard_normal((T, N, D)), dtype="float64")
+    results = []
+    for input_grad in (True, False):
+        m.zero_grad()
+        m(x, mem) if decoder else m(x)
+        results.append((m.backward(dy, input_grad=input_grad), _grads(m)))
+    (full, g_full), (skipped, g_skipped) = results
+    if decoder:
+        assert skipped[0] is None and full[0] is not None
+        assert_close(skipped[1], full[1], rtol=0, atol=0, what="d memory")
+    else:
+        assert skipped is None and full is not None
+    for name, g in g_full.items():
+        assert_close(g_skipped[name], g, rtol=0, atol=0, what=name)
