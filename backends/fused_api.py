@@ -15,6 +15,7 @@ from typing import Any
 from . import fused as F
 from . import fused_train as T
 from . import im2col as C
+from . import norm as N
 
 Array = Any
 
@@ -115,6 +116,16 @@ class FusedOps:
         return T.batch_norm_backward(self.xp, dy, x, mean, invstd, weight)
 
     # ------------------------------------------------------------------ convolution gather / scatter
+    def layer_norm_rows_forward(self, x: Array, weight: Array | None, bias: Array | None,
+                                eps: float) -> tuple[Array, Array, Array]:
+        """Layer normalisation of each row of ``x`` ``(rows, n)``: ``(y, xhat, invstd)`` (``norm.py``)."""
+        return N.layer_norm_rows_forward(self.xp, x, weight, bias, eps, self.vecdot)
+
+    def layer_norm_rows_backward(self, dy: Array, xhat: Array, invstd: Array, weight: Array | None,
+                                 has_bias: bool, input_grad: bool) -> tuple[Array | None, Any, Any]:
+        """``(dx, dweight, dbias)`` of :meth:`layer_norm_rows_forward` (``dx`` None without ``input_grad``)."""
+        return N.layer_norm_rows_backward(self.xp, dy, xhat, invstd, weight, has_bias, input_grad, self.vecdot)
+
     def im2col(self, x: Array, kernel: tuple[int, int], stride: tuple[int, int], dilation: tuple[int, int],
                pads: tuple[int, int], out: tuple[int, int], fill: float = 0.0) -> Array:
         """``(N, C*kh*kw, OH*OW)`` convolution windows of ``x (N, C, H, W)`` with an implicit

@@ -14,6 +14,7 @@ import numpy as np
 from .base import Backend, erf_standard
 from .heap import keep_freed_memory
 from .numpy_fused import NumpyFused
+from .numpy_norm import NumpyNorm
 
 
 def probe() -> str | None:
@@ -23,7 +24,7 @@ def probe() -> str | None:
     return None
 
 
-class NumpyBackend(NumpyFused, Backend):
+class NumpyBackend(NumpyNorm, NumpyFused, Backend):
     name = "numpy"
     host_memory = True
     xp = np

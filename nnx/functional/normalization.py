@@ -298,6 +298,8 @@ def layer_norm_forward(x: Array, normalized_shape: Any, weight: Array | None = N
     if k == 0 or x.ndim < k or tuple(x.shape[x.ndim - k:]) != shape:
         trailing = ", ".join(map(str, shape))
         raise ValueError(f"{where}: expected input of shape (*, {trailing}), got shape {tuple(x.shape)}")
+    if k == 1 and x.ndim >= 1:
+        return _layer_norm_rows(x, weight, bias, float(eps))
     axes = tuple(range(x.ndim - k, x.ndim))
     lead = tuple(range(x.ndim - k))
     xhat, invstd = _normalize_last(xp, x, axes, float(eps))
@@ -315,6 +317,23 @@ def layer_norm_forward(x: Array, normalized_shape: Any, weight: Array | None = N
         return dx, (dweight, dbias)
 
     return y, backward
+
+
+def _layer_norm_rows(x: Array, weight: Array | None, bias: Array | None, eps: float) -> tuple[Array, Backward]:
+    """Layer normalisation over the last axis alone (the Transformer's case): the adapter's row
+    kernels on the ``(rows, features)`` view (a cache-blocked, threaded kernel on NumPy)."""
+    b = backends.backend_of(x)
+    xp = b.xp
+    shape = tuple(x.shape)
+    rows = xp.reshape(x, (_prod(shape[:-1]), shape[-1]))
+    y, xhat, invstd = b.layer_norm_rows_forward(rows, weight, bias, eps)
+
+    def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
+        dx, dweight, dbias = b.layer_norm_rows_backward(xp.reshape(dy, tuple(xhat.shape)), xhat, invstd, weight,
+                                                        bias is not None, input_grad)
+        return (xp.reshape(dx, shape) if dx is not None else None), (dweight, dbias)
+
+    return xp.reshape(y, shape), backward
 
 
 def layer_norm(x: Array, normalized_shape: Any, weight: Array | None = None, bias: Array | None = None,
