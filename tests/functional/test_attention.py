@@ -81,6 +81,19 @@ def test_random_dropout_zeroes_and_scales(backend):
     np.testing.assert_allclose(out[kept], 2.0 * p[kept], rtol=1e-12)
 
 
+def test_random_dropout_mask_is_drawn_per_query_and_key(backend):
+    """L != S, broadcast leading dims: the drawn mask has the (..., L, S) shape of the scores, and
+    dropout_p=1 drops everything (output and gradients zero)."""
+    q, k, v = rand(2, 3, 1, 3, 4, seed=1), rand(1, 1, 5, 4, seed=2), rand(1, 1, 5, 4, seed=3)
+    out, bwd = F.scaled_dot_product_attention_forward(q, k, v, dropout_p=0.3)
+    assert tuple(out.shape) == (2, 3, 1, 3, 4)
+    out, bwd = F.scaled_dot_product_attention_forward(q, k, v, dropout_p=1.0)
+    dq, (dk, dv) = bwd(nnx.asarray(np.ones(tuple(out.shape)), dtype="float64"))
+    assert tuple(dq.shape) == tuple(q.shape) and tuple(dk.shape) == tuple(k.shape)
+    for t in (out, dq, dk, dv):
+        assert not np.any(host(t))
+
+
 def test_leading_batch_dims_and_broadcast_kv(backend, torch):
     q = rand(2, 3, 4, L, E, seed=1)
     k, v = rand(4, S, E, seed=2), rand(4, S, E, seed=3)
