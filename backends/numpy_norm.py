@@ -36,11 +36,12 @@ class NumpyNorm:
         y = np.empty_like(xhat)
         invstd = np.empty((rows, 1), dtype=x.dtype)
         inv_n = 1.0 / n
+        ones = np.ones(n, dtype=x.dtype)
 
         def work(lo: int, hi: int) -> None:
             for a, b in _blocks(lo, hi, n):
                 xb, hb, ib, yb = x[a:b], xhat[a:b], invstd[a:b], y[a:b]
-                mean = np.add.reduce(xb, axis=1, keepdims=True)
+                mean = np.vecdot(xb, ones)[:, None]  # a row sum as a dot with ones: faster than add.reduce
                 mean *= inv_n
                 np.subtract(xb, mean, out=hb)
                 var = np.vecdot(hb, hb)[:, None]
@@ -69,6 +70,7 @@ class NumpyNorm:
         rows, n = dy.shape
         dx = np.empty_like(xhat)
         inv_n = 1.0 / n
+        ones = np.ones(n, dtype=dx.dtype)
 
         def work(lo: int, hi: int) -> None:
             tmp = np.empty((min(hi - lo, max(1, BLOCK_ELEMENTS // max(n, 1))), n), dtype=dx.dtype)
@@ -78,7 +80,7 @@ class NumpyNorm:
                     np.multiply(dy[a:b], weight, out=g)
                 else:
                     np.copyto(g, dy[a:b])
-                m1 = np.add.reduce(g, axis=1, keepdims=True)
+                m1 = np.vecdot(g, ones)[:, None]
                 m1 *= inv_n
                 m2 = np.vecdot(g, hb)[:, None]
                 m2 *= inv_n

@@ -119,8 +119,10 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
                       where: str = "scaled_dot_product_attention") -> tuple[Array, Array, Callable]:
     """Attention that also returns the probabilities (before dropout): ``(out, probs, backward)``.
 
-    ``backward(dout, input_grad=True, grad_probs=None)`` returns ``(dq, (dk, dv))``; ``grad_probs``
-    (dL/d probs, e.g. from attention weights a caller returned) is added when given. This is the
+    ``backward(dout, input_grad=True, grad_probs=None, out=None)`` returns ``(dq, (dk, dv))``;
+    ``grad_probs`` (dL/d probs, e.g. from attention weights a caller returned) is added when given;
+    ``out``, three arrays of the shapes of q, k, v, receives the gradients where the library writes
+    in place (they are then returned). This is the
     kernel behind :class:`nnx.MultiheadAttention`; ``probs`` ``(..., L, S)`` (a transposed view of
     the kernel's ``(..., S, L)`` layout) is ``None`` when ``recompute`` is set.
     """
@@ -147,10 +149,16 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
     del pd
     kept_p: Array | None = None if recompute else p
 
-    def backward(dout: Array, input_grad: bool = True, grad_probs: Array | None = None) -> tuple[Array, tuple]:
+    def backward(dout: Array, input_grad: bool = True, grad_probs: Array | None = None,
+                 out: tuple[Array, Array, Array] | None = None) -> tuple[Array, tuple]:
+        # out: destinations for dq, dk, dv (views of the caller's buffer, on mutable libraries; the
+        # products are written there instead of into new arrays that the caller would copy)
+        if out is not None and (not b.mutable or tuple(out[1].shape) != tuple(key.shape)
+                                or tuple(out[2].shape) != tuple(value.shape)):
+            out = None
         probs = _probs_from_lse(xp, _scores_t(xp, qs, key, keep_t, add_t), lse) if kept_p is None else kept_p
         pdrop = probs * drop_t if drop_t is not None else probs
-        dv = xp.matmul(pdrop, dout)
+        dv = xp.matmul(pdrop, dout) if out is None else b.matmul_into(pdrop, dout, out[2])
         del pdrop
         dp = xp.matmul(value, xp.matrix_transpose(dout))  # (..., S, L)
         if drop_t is not None:
@@ -161,10 +169,11 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
         dp -= xp.expand_dims(b.vecdot(dp, probs, axis=-2), axis=-2)
         dp *= probs
         ds = dp
-        dk = xp.matmul(ds, qs)
+        dk = xp.matmul(ds, qs) if out is None else b.matmul_into(ds, qs, out[1])
         dq = None
         if input_grad:
-            dq = xp.matmul(xp.matrix_transpose(ds), key)
+            dst = xp.matrix_transpose(ds)
+            dq = xp.matmul(dst, key) if out is None else b.matmul_into(dst, key, out[0])
             dq *= sc
         return dq, (_unbroadcast(xp, dk, key.shape), _unbroadcast(xp, dv, value.shape))
 

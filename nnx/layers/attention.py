@@ -309,7 +309,10 @@ class MultiheadAttention(Module):
             gw = xp.reshape(grad_weights, (1, *grad_weights.shape)) if c.unbatched else grad_weights
             S2 = c.S + c.extra
             gp = (xp.broadcast_to(xp.reshape(gw, (N, 1, L, S2)), (N, H, L, S2)) / H) if c.average else gw
-        dqh, (dkh, dvh) = c.attn_bwd(doh, True, gp)
+        out = self._fused_grad_buffer(c) if c.fused and not self.add_zero_attn else None
+        dqh, (dkh, dvh) = c.attn_bwd(doh, True, gp, None if out is None else out[1])
+        if out is not None and dqh is out[1][0]:  # the gradients are already in one (tokens, 3E) block
+            return self._fused_backward(c, out[0], input_grad, summed)
         if self.add_zero_attn:
             dkh, dvh = dkh[:, :, :-1, :], dvh[:, :, :-1, :]
         if c.fused:
@@ -343,11 +346,25 @@ class MultiheadAttention(Module):
             return dx[0] + dx[1] + dx[2], grads
         return dx, grads
 
-    def _fused_backward(self, c: _Ctx, dh: tuple, input_grad: bool, summed: bool) -> tuple:
+    def _fused_grad_buffer(self, c: _Ctx) -> tuple[Array, tuple] | None:
+        """On mutable host libraries: a ``(tokens, 3E)`` buffer and its q, k, v head views
+        ``(N, H, T, hd)``, laid out as the forward's projection, for the attention backward to write
+        its products into (saves a stacking copy of the three gradients)."""
+        b = backends.backend_of(self.in_proj_weight.data)
+        if not (b.mutable and b.host_memory):
+            return None
+        xp, N, T, H, hd = c.xp, c.N, c.L, self.num_heads, self.head_dim
+        shape = (N, T, 3, H, hd) if c.bf else (T, N, 3, H, hd)
+        buf = xp.empty(shape, dtype=self.in_proj_weight.data.dtype, device=c.device)
+        views = tuple(xp.permute_dims(buf[:, :, i, ...], (0, 2, 1, 3) if c.bf else (1, 2, 0, 3)) for i in range(3))
+        return xp.reshape(buf, (T * N, 3 * self.embed_dim)), views
+
+    def _fused_backward(self, c: _Ctx, dh: tuple | Array, input_grad: bool, summed: bool) -> tuple:
         """Backward of the one-GEMM self-attention projection: ``(N, H, T, hd)`` x3 -> ``(tokens, 3E)``
-        in one copy, then one GEMM for the weight gradient and one for the input gradient."""
+        in one copy (or already there), then one GEMM for the weight gradient and one for the input gradient."""
         xp, L, N, E = c.xp, c.L, c.N, c.E
-        dqkv = xp.reshape(xp.stack([c.unheads(t) for t in dh], axis=2), (L * N, 3 * E))
+        dqkv = dh if not isinstance(dh, tuple) else xp.reshape(xp.stack([c.unheads(t) for t in dh], axis=2),
+                                                              (L * N, 3 * E))
         dx, (gw, gb) = c.proj_fn(dqkv, input_grad)
         grads: dict[str, Array | None] = {"in_proj_weight": gw}
         if self.in_proj_bias is not None:
