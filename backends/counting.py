@@ -32,6 +32,7 @@ import numpy as np
 from .base import Backend
 from .fused_api import FUSED_METHODS
 from .numpy import NumpyBackend
+from .numpy_norm import NumpyNorm
 
 #: array functions that are views or metadata on every GPU library (no kernel)
 NOT_LAUNCHES = frozenset({
@@ -292,6 +293,12 @@ for _name, _cost in ADAPTER_COSTS.items():
     if _name != "asarray" and hasattr(NumpyBackend, _name):
         setattr(CountingBackend, _name, _adapter_method(_name, _cost))
 
+
+# Kernels that only the NumPy adapter overrides (cache-blocked host loops): CuPy runs their
+# pure-standard reference, so the meter does too and counts its operations.
+for _name in vars(NumpyNorm):
+    if not _name.startswith("_") and _name not in ADAPTER_COSTS:
+        setattr(CountingBackend, _name, getattr(Backend, _name))
 
 _counted_scatter_add = CountingBackend.scatter_add
 

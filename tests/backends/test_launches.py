@@ -79,3 +79,16 @@ def test_torch_meter(torch):
             float(s)
     assert n.by_op == {"mul": 1, "add": 1, "sum": 1}
     assert sum(n.syncs.values()) == 1
+
+
+def test_layer_norm_counts_the_reference_that_cupy_runs(counted):
+    """The NumPy adapter's cache-blocked LayerNorm loops over row blocks; CuPy runs the reference,
+    whose operations the meter must count (not one per block), whatever the number of rows."""
+    counts = []
+    for rows in (4, 20000):  # 20000 x 16: five cache blocks on NumPy
+        ln = nnx.LayerNorm(16)
+        x = nnx.asarray(np.random.default_rng(0).standard_normal((rows, 16)), "float32")
+        with nnx.count_launches() as n:
+            ln.backward(ln(x))
+        counts.append(n.total)
+    assert counts[0] == counts[1] < 30, counts
