@@ -32,7 +32,6 @@ import numpy as np
 from .base import Backend
 from .fused_api import FUSED_METHODS
 from .numpy import NumpyBackend
-from .numpy_norm import NumpyNorm
 
 #: array functions that are views or metadata on every GPU library (no kernel)
 NOT_LAUNCHES = frozenset({
@@ -47,6 +46,7 @@ CREATION = frozenset({"zeros", "ones", "full", "arange", "eye", "linspace", "zer
                       "full_like", "tril", "triu", "asarray", "array", "ascontiguousarray"})
 #: adapter methods and their launch count in CuPy mode (0: a view)
 ADAPTER_COSTS: dict[str, int] = {name: 1 for name in FUSED_METHODS}
+ADAPTER_COSTS.update({"layer_norm_rows_forward": 1, "layer_norm_rows_backward": 4})
 ADAPTER_COSTS.update({"scatter_add": 1, "erf": 1, "matmul_into": 1, "qr": 1, "uniform": 1, "normal": 1,
                       "bernoulli": 1, "permutation": 1, "randint": 1, "sliding_windows": 0, "to_numpy": 1})
 
@@ -234,14 +234,23 @@ def launches_of(name: str, args: tuple, kwargs: dict) -> int:
         return 3
     if name in ("sgd_multi_step_", "adam_multi_step_"):  # the pointer table's upload, then one kernel
         return 2
+    if name == "layer_norm_rows_forward":  # the row kernel [after a contiguous copy of x]
+        return 1 + int(not args[0].flags.c_contiguous)
+    if name == "layer_norm_rows_backward":  # [copy of dy] dy * xhat and its column sum, sum(dy), the row kernel
+        dy, weight, has_bias, input_grad = args[0], args[3], args[4], args[5]
+        return int(not dy.flags.c_contiguous) + 2 * int(weight is not None) + int(has_bias) + int(input_grad)
     if name == "index_in_range":  # the reduction [and the running maximum]
         return 1 if (args[3] if len(args) > 3 else kwargs.get("flag")) is None else 2
     return ADAPTER_COSTS[name]
 
 
+#: adapter methods outside FUSED_METHODS whose NumPy version is a host-only rewrite of the reference
+_HOST_OVERRIDES = ("adam_update_", "layer_norm_rows_forward", "layer_norm_rows_backward")
+
+
 def _adapter_method(name: str, cost: int) -> Any:
     base = getattr(NumpyBackend, name)
-    reference = getattr(Backend, name) if name in FUSED_METHODS or name == "adam_update_" else base
+    reference = getattr(Backend, name) if name in FUSED_METHODS or name in _HOST_OVERRIDES else base
 
     def method(self: CountingBackend, *args: Any, **kwargs: Any) -> Any:
         if not self.fused:  # the pure-standard reference on counted arrays: every op it runs counts
@@ -293,12 +302,6 @@ for _name, _cost in ADAPTER_COSTS.items():
     if _name != "asarray" and hasattr(NumpyBackend, _name):
         setattr(CountingBackend, _name, _adapter_method(_name, _cost))
 
-
-# Kernels that only the NumPy adapter overrides (cache-blocked host loops): CuPy runs their
-# pure-standard reference, so the meter does too and counts its operations.
-for _name in vars(NumpyNorm):
-    if not _name.startswith("_") and _name not in ADAPTER_COSTS:
-        setattr(CountingBackend, _name, getattr(Backend, _name))
 
 _counted_scatter_add = CountingBackend.scatter_add
 

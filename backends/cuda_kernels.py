@@ -268,9 +268,77 @@ __global__ void nnx_col2im(const T* cols, long long total, long long h, long lon
     }
     dx[i] = (T)acc;
 }
+
+// Layer normalisation over the last axis of a contiguous (rows, n) array, one block per row
+// (blockDim a power of two <= 256; backends/norm.py is the reference). Sums in double.
+template <typename T>
+__global__ void nnx_ln_fwd(const T* x, const T* weight, const T* bias, int has_weight, int has_bias,
+                           long long n, double eps, T* y, T* xhat, T* invstd) {
+    typedef typename nnx_acc<T>::type A;
+    __shared__ double s1[256];
+    long long row = blockIdx.x;
+    const T* xr = x + row * n;
+    double a = 0;
+    for (long long k = threadIdx.x; k < n; k += blockDim.x) a += (double)(A)xr[k];
+    s1[threadIdx.x] = a;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) s1[threadIdx.x] += s1[threadIdx.x + s];
+        __syncthreads();
+    }
+    double mean = s1[0] / (double)n;
+    __syncthreads();  // every thread has read the mean before s1 is reused
+    double b = 0;
+    for (long long k = threadIdx.x; k < n; k += blockDim.x) { double d = (double)(A)xr[k] - mean; b += d * d; }
+    s1[threadIdx.x] = b;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) s1[threadIdx.x] += s1[threadIdx.x + s];
+        __syncthreads();
+    }
+    double inv = 1.0 / sqrt(s1[0] / (double)n + eps);
+    for (long long k = threadIdx.x; k < n; k += blockDim.x) {
+        double h = ((double)(A)xr[k] - mean) * inv;
+        double v = has_weight ? h * (double)(A)weight[k] : h;
+        if (has_bias) v += (double)(A)bias[k];
+        xhat[row * n + k] = (T)(A)h;
+        y[row * n + k] = (T)(A)v;
+    }
+    if (threadIdx.x == 0) invstd[row] = (T)(A)inv;
+}
+
+// dx = (g - mean(g) - xhat * mean(g * xhat)) * invstd with g = dy * weight, one block per row.
+template <typename T>
+__global__ void nnx_ln_bwd(const T* dy, const T* xhat, const T* invstd, const T* weight, int has_weight,
+                           long long n, T* dx) {
+    typedef typename nnx_acc<T>::type A;
+    __shared__ double s1[256];
+    __shared__ double s2[256];
+    long long row = blockIdx.x;
+    const T* d = dy + row * n;
+    const T* h = xhat + row * n;
+    double a = 0, b = 0;
+    for (long long k = threadIdx.x; k < n; k += blockDim.x) {
+        double g = has_weight ? (double)(A)d[k] * (double)(A)weight[k] : (double)(A)d[k];
+        a += g;
+        b += g * (double)(A)h[k];
+    }
+    s1[threadIdx.x] = a; s2[threadIdx.x] = b;
+    __syncthreads();
+    for (int s = blockDim.x / 2; s > 0; s >>= 1) {
+        if (threadIdx.x < s) { s1[threadIdx.x] += s1[threadIdx.x + s]; s2[threadIdx.x] += s2[threadIdx.x + s]; }
+        __syncthreads();
+    }
+    double m1 = s1[0] / (double)n, m2 = s2[0] / (double)n, inv = (double)(A)invstd[row];
+    for (long long k = threadIdx.x; k < n; k += blockDim.x) {
+        double g = has_weight ? (double)(A)d[k] * (double)(A)weight[k] : (double)(A)d[k];
+        dx[row * n + k] = (T)(A)((g - m1 - (double)(A)h[k] * m2) * inv);
+    }
+}
 """
 
-ROW_KERNEL_NAMES = ("nnx_ce_fwd", "nnx_ce_bwd", "nnx_bn_reduce", "nnx_im2col", "nnx_col2im")
+ROW_KERNEL_NAMES = ("nnx_ce_fwd", "nnx_ce_bwd", "nnx_bn_reduce", "nnx_im2col", "nnx_col2im", "nnx_ln_fwd",
+                    "nnx_ln_bwd")
 
 #: the sum of squares of a flat buffer, accumulated in double (``ReductionKernel`` arguments)
 SQNORM = ("T x", "T y", "(double)x * (double)x", "a + b", "y = (T)sqrt(a)", "0")

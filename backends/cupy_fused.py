@@ -36,6 +36,14 @@ def row_kernel(cp: Any, name: str, dtype: Any) -> Any:
     return _MODULE[0].get_function(f"{name}<{K.cuda_type(str(cp.dtype(dtype)))}>")
 
 
+def _row_block(n: int) -> int:
+    """Threads per row of the block-per-row kernels: a power of two (their tree sums), 32 to 256."""
+    b = 32
+    while b < 256 and b < n:
+        b *= 2
+    return b
+
+
 _MULTI: dict[tuple[str, str], Any] = {}
 
 
@@ -208,6 +216,34 @@ class CupyFused:
             dx = elementwise(cp, "bn_bwd_dx")(dy, x, mean[:, None], invstd[:, None], w, sdy[:, None],
                                                sdxm[:, None], float(n * length))
             return dx, sdxm * invstd, sdy
+
+    def layer_norm_rows_forward(self, x, weight, bias, eps):
+        cp = self._cp
+        rows, n = x.shape
+        with self.device:
+            x = cp.ascontiguousarray(x)
+            y, xhat = cp.empty_like(x), cp.empty_like(x)
+            invstd = cp.empty((rows, 1), dtype=x.dtype)
+            row_kernel(cp, "nnx_ln_fwd", x.dtype)(
+                (rows,), (_row_block(n),),
+                (x, weight if weight is not None else x, bias if bias is not None else x, int(weight is not None),
+                 int(bias is not None), n, float(eps), y, xhat, invstd))
+            return y, xhat, invstd
+
+    def layer_norm_rows_backward(self, dy, xhat, invstd, weight, has_bias, input_grad):
+        cp = self._cp
+        rows, n = xhat.shape
+        with self.device:
+            dy = cp.ascontiguousarray(dy)
+            dweight = (dy * xhat).sum(axis=0) if weight is not None else None
+            dbias = dy.sum(axis=0) if has_bias else None
+            if not input_grad:
+                return None, dweight, dbias
+            dx = cp.empty_like(xhat)
+            row_kernel(cp, "nnx_ln_bwd", xhat.dtype)(
+                (rows,), (_row_block(n),),
+                (dy, xhat, invstd, weight if weight is not None else dy, int(weight is not None), n, dx))
+            return dx, dweight, dbias
 
     # ------------------------------------------------------------------ convolution gather / scatter
     def im2col(self, x, kernel, stride, dilation, pads, out, fill=0.0):

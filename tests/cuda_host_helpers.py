@@ -29,6 +29,17 @@ extern "C" void host_ce_bwd(const T* logits, const T* lse, const long long* targ
         nnx_ce_bwd<T>(logits, lse, target, weight, has_weight, wsum, rows, cols, ignore_index, smoothing, grad,
                       grad_per_row, denom, use_denom, d); }
 }
+extern "C" void host_ln_fwd(const T* x, const T* weight, const T* bias, int has_weight, int has_bias, long long rows,
+                            long long n, double eps, T* y, T* xhat, T* invstd) {
+    blockDim.x = 1; threadIdx.x = 0;  // one thread per block (row)
+    for (long long r = 0; r < rows; ++r) { blockIdx.x = r;
+        nnx_ln_fwd<T>(x, weight, bias, has_weight, has_bias, n, eps, y, xhat, invstd); }
+}
+extern "C" void host_ln_bwd(const T* dy, const T* xhat, const T* invstd, const T* weight, int has_weight,
+                            long long rows, long long n, T* dx) {
+    blockDim.x = 1; threadIdx.x = 0;
+    for (long long r = 0; r < rows; ++r) { blockIdx.x = r; nnx_ln_bwd<T>(dy, xhat, invstd, weight, has_weight, n, dx); }
+}
 extern "C" void host_bn_reduce(const T* x, const T* dy, const T* mean, long long n, long long c, long long l,
                                int mode, T* out1, T* out2) {
     blockDim.x = 1; threadIdx.x = 0;  // one thread per block: the shared-memory tree is a no-op

@@ -19,6 +19,7 @@ from cuda_host_helpers import ROW_HARNESS, ROW_WRAPPERS
 from nnx_backends import cuda_kernels as K
 from nnx_backends import fused as F
 from nnx_backends import fused_train as T
+from nnx_backends import norm as NR
 
 N = 64
 CTYPES = {"float64": ctypes.c_double, "int32": ctypes.c_int}
@@ -283,6 +284,30 @@ def test_batch_norm_reduce_row_kernel(row_libs, dtype):
     _, dw, db = T.batch_norm_backward(np, dy, x, mean, invstd, None)
     np.testing.assert_allclose(sdy, db, **tol(dtype))
     np.testing.assert_allclose(sdxm * invstd, dw, rtol=1e-4 if dtype == np.float32 else 1e-10, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", DT)
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm_row_kernels(row_libs, dtype, affine):
+    lib = row_libs[np.dtype(dtype).name]
+    r = np.random.default_rng(9)
+    rows, n = 5, 7
+    x = (r.standard_normal((rows, n)) * 2 + 1).astype(dtype)
+    dy = r.standard_normal((rows, n)).astype(dtype)
+    w = r.uniform(0.5, 1.5, n).astype(dtype) if affine else x
+    b = r.standard_normal(n).astype(dtype) if affine else x
+    y, xhat, invstd = (np.zeros((rows, n), dtype), np.zeros((rows, n), dtype), np.zeros((rows, 1), dtype))
+    dims = (ctypes.c_longlong(rows), ctypes.c_longlong(n))
+    lib.host_ln_fwd(_p(x), _p(w), _p(b), ctypes.c_int(affine), ctypes.c_int(affine), *dims, ctypes.c_double(1e-5),
+                    _p(y), _p(xhat), _p(invstd))
+    vecdot = lambda a, c, axis=-1: np.sum(a * c, axis=axis)  # noqa: E731
+    ref = NR.layer_norm_rows_forward(np, x, w if affine else None, b if affine else None, 1e-5, vecdot)
+    for got, want in zip((y, xhat, invstd), ref, strict=True):
+        np.testing.assert_allclose(got, want, **tol(dtype))
+    dx = np.zeros((rows, n), dtype)
+    lib.host_ln_bwd(_p(dy), _p(xhat), _p(invstd), _p(w), ctypes.c_int(affine), *dims, _p(dx))
+    rdx, _, _ = NR.layer_norm_rows_backward(np, dy, ref[1], ref[2], w if affine else None, affine, True, vecdot)
+    np.testing.assert_allclose(dx, rdx, **tol(dtype))
 
 
 MULTI_SCALARS = {

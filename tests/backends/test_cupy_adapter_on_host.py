@@ -22,6 +22,7 @@ from cuda_host_helpers import ROW_HARNESS, ROW_WRAPPERS
 from nnx_backends import cuda_kernels as K
 from nnx_backends import fused as F
 from nnx_backends import fused_train as T
+from nnx_backends import norm as N
 from nnx_backends.base import erf_standard
 from nnx_backends.cupy_fused import _EW, _MODULE, _RED, CupyFused
 
@@ -80,6 +81,8 @@ ROW_ARGTYPES = {
     "nnx_ce_fwd": "ppp i q q q d ppp",
     "nnx_ce_bwd": "pppp i p q q q d p i p i p",
     "nnx_bn_reduce": "ppp q q q i pp",
+    "nnx_ln_fwd": "ppp i i q d ppp",
+    "nnx_ln_bwd": "pppp i q p",
 }
 _CODES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "q": ctypes.c_longlong, "d": ctypes.c_double}
 
@@ -92,7 +95,8 @@ class _RawModule:
         name, ctype = expr[:-1].split("<")
         lib = self.row_libs["float32" if ctype == "float" else "float64"]
         host = getattr(lib, {"nnx_ce_fwd": "host_ce_fwd", "nnx_ce_bwd": "host_ce_bwd",
-                             "nnx_bn_reduce": "host_bn_reduce"}[name])
+                             "nnx_bn_reduce": "host_bn_reduce", "nnx_ln_fwd": "host_ln_fwd",
+                             "nnx_ln_bwd": "host_ln_bwd"}[name])
         codes = ROW_ARGTYPES[name].replace(" ", "")
 
         def launch(grid, block, args):
@@ -105,6 +109,8 @@ class _RawModule:
                     call.append(a.ctypes.data_as(ctypes.c_void_p))
                 else:
                     call.append(_CODES[code](a))
+            if name in ("nnx_ln_fwd", "nnx_ln_bwd"):  # block-per-row kernels: the host loop takes the grid's rows
+                call.insert(5, ctypes.c_longlong(grid[0]))
             host(*call)
 
         return launch
@@ -221,6 +227,28 @@ def test_batch_norm(fake, dt):
     np.testing.assert_allclose(y, ry, **tol(dt))
     for a, c in zip(fake.batch_norm_backward(dy, x, mean, invstd, w), T.batch_norm_backward(np, dy, x, mean, rinv, w)):
         np.testing.assert_allclose(a, c, rtol=1e-4 if dt == np.float32 else 1e-10, atol=1e-5)
+
+
+@pytest.mark.parametrize("dt", DT)
+@pytest.mark.parametrize("affine", [True, False])
+def test_layer_norm(fake, dt, affine):
+    r = np.random.default_rng(5)
+    x, dy = (r.standard_normal((6, 9)) * 2 + 1).astype(dt), r.standard_normal((6, 9)).astype(dt)
+    w = r.uniform(0.5, 1.5, 9).astype(dt) if affine else None
+    b = r.standard_normal(9).astype(dt) if affine else None
+    vecdot = lambda a, c, axis=-1: np.sum(a * c, axis=axis)  # noqa: E731
+    got = fake.layer_norm_rows_forward(x[:, ::1], w, b, 1e-5)
+    ref = N.layer_norm_rows_forward(np, x, w, b, 1e-5, vecdot)
+    for a, c in zip(got, ref, strict=True):
+        assert a.shape == c.shape
+        np.testing.assert_allclose(a, c, **tol(dt))
+    for input_grad in (True, False):
+        grads = fake.layer_norm_rows_backward(np.asfortranarray(dy), got[1], got[2], w, affine, input_grad)
+        rgrads = N.layer_norm_rows_backward(np, dy, ref[1], ref[2], w, affine, input_grad, vecdot)
+        for a, c in zip(grads, rgrads, strict=True):
+            assert (a is None) == (c is None)
+            if a is not None:
+                np.testing.assert_allclose(a, c, **tol(dt))
 
 
 @pytest.mark.parametrize("dt", DT)
