@@ -7,6 +7,11 @@ import importlib.util
 
 import pytest
 
+# Import nnx before collection: with --import-mode=importlib, a module file collected for its
+# doctests before the package was imported (``pytest nnx/callbacks.py``) would otherwise become a
+# second copy of that module, whose classes fail isinstance checks against nnx's own.
+import nnx  # noqa: E402
+
 # nnx/sklearn.py imports scikit-learn (and SciPy) at the top, so its doctests cannot even be
 # collected without them; the other optional packages are skipped inside the examples
 # (``pytest.importorskip``), which pytest reports as skipped.
@@ -18,8 +23,6 @@ def _doctest_on_numpy(request: pytest.FixtureRequest):
     if type(request.node).__name__ != "DoctestItem":
         yield
         return
-    import nnx
-
     request.getfixturevalue("doctest_namespace")["nnx"] = nnx
     with nnx.use_backend("numpy"):
         nnx.manual_seed(0)
