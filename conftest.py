@@ -4,8 +4,13 @@ runs on the numpy backend."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
+
+# One BLAS/OpenMP thread per test process (set before NumPy loads; see tests/conftest.py).
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
 # Import nnx before collection: with --import-mode=importlib, a module file collected for its
 # doctests before the package was imported (``pytest nnx/callbacks.py``) would otherwise become a
