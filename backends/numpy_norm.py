@@ -17,6 +17,7 @@ from .threads import parallel_rows
 
 #: elements per cache block (64 K float32 = 256 KB per array; a block touches three or four arrays)
 BLOCK_ELEMENTS = 1 << 16
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
 def _blocks(lo: int, hi: int, n: int):
@@ -29,7 +30,7 @@ class NumpyNorm:
     """Mixed into the NumPy adapter."""
 
     def layer_norm_rows_forward(self, x, weight, bias, eps):
-        if x.ndim != 2 or x.dtype.kind != "f":
+        if x.ndim != 2 or x.dtype not in _FLOATS:  # float16: the reference (NumPy's mean accumulates wider)
             return super().layer_norm_rows_forward(x, weight, bias, eps)
         rows, n = x.shape
         xhat = np.empty_like(x, order="C")
@@ -61,7 +62,7 @@ class NumpyNorm:
         return y, xhat, invstd
 
     def layer_norm_rows_backward(self, dy, xhat, invstd, weight, has_bias, input_grad):
-        if dy.ndim != 2 or dy.shape != xhat.shape or dy.dtype != xhat.dtype:
+        if dy.ndim != 2 or dy.shape != xhat.shape or dy.dtype != xhat.dtype or dy.dtype not in _FLOATS:
             return super().layer_norm_rows_backward(dy, xhat, invstd, weight, has_bias, input_grad)
         dweight = np.einsum("ij,ij->j", dy, xhat) if weight is not None else None
         dbias = np.add.reduce(dy, axis=0) if has_bias else None
