@@ -335,10 +335,49 @@ __global__ void nnx_ln_bwd(const T* dy, const T* xhat, const T* invstd, const T*
         dx[row * n + k] = (T)(A)((g - m1 - (double)(A)h[k] * m2) * inv);
     }
 }
+
+// Softmax down the columns of contiguous (batches, S, L) scores, one thread per (batch, column):
+// neighbouring threads read neighbouring columns, so every pass is coalesced (backends/softmax.py
+// is the reference). A column of -inf (every key masked) gives p = 0 and lse = +inf.
+template <typename T>
+__global__ void nnx_softmax_cols_fwd(const T* s, long long batches, long long rows, long long cols, T* p, T* lse) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= batches * cols) return;
+    typedef typename nnx_acc<T>::type A;
+    long long b = i / cols, c = i % cols;
+    const T* sc = s + b * rows * cols + c;
+    T* pc = p + b * rows * cols + c;
+    A zero = 0;
+    if (rows == 0) { lse[b * cols + c] = (T)(-log(zero)); return; }  // -log(0) = +inf
+    A mx = (A)sc[0];
+    for (long long r = 1; r < rows; ++r) mx = fmax(mx, (A)sc[r * cols]);
+    A m = isfinite(mx) ? mx : (A)0;
+    A z = 0;
+    for (long long r = 0; r < rows; ++r) z += exp((A)sc[r * cols] - m);
+    A inv = z > 0 ? (A)1 / z : (A)0;
+    for (long long r = 0; r < rows; ++r) pc[r * cols] = (T)(exp((A)sc[r * cols] - m) * inv);
+    lse[b * cols + c] = (T)(z > 0 ? log(z) + m : -log(z));  // z = 0: every key masked, lse = +inf
+}
+
+// ds = p * (dp - sum_col(dp * p)), one thread per (batch, column).
+template <typename T>
+__global__ void nnx_softmax_cols_bwd(const T* dp, const T* p, long long batches, long long rows, long long cols,
+                                     T* ds) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= batches * cols) return;
+    typedef typename nnx_acc<T>::type A;
+    long long base = (i / cols) * rows * cols + i % cols;
+    A acc = 0;
+    for (long long r = 0; r < rows; ++r) acc += (A)dp[base + r * cols] * (A)p[base + r * cols];
+    for (long long r = 0; r < rows; ++r) {
+        long long k = base + r * cols;
+        ds[k] = (T)((A)p[k] * ((A)dp[k] - acc));
+    }
+}
 """
 
 ROW_KERNEL_NAMES = ("nnx_ce_fwd", "nnx_ce_bwd", "nnx_bn_reduce", "nnx_im2col", "nnx_col2im", "nnx_ln_fwd",
-                    "nnx_ln_bwd")
+                    "nnx_ln_bwd", "nnx_softmax_cols_fwd", "nnx_softmax_cols_bwd")
 
 #: the sum of squares of a flat buffer, accumulated in double (``ReductionKernel`` arguments)
 SQNORM = ("T x", "T y", "(double)x * (double)x", "a + b", "y = (T)sqrt(a)", "0")

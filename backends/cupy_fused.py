@@ -8,6 +8,7 @@ weights' sum stay on the device.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from . import cuda_kernels as K
@@ -216,6 +217,31 @@ class CupyFused:
             dx = elementwise(cp, "bn_bwd_dx")(dy, x, mean[:, None], invstd[:, None], w, sdy[:, None],
                                                sdxm[:, None], float(n * length))
             return dx, sdxm * invstd, sdy
+
+    def softmax_cols_forward(self, s):
+        cp = self._cp
+        lead, rows, cols = s.shape[:-2], s.shape[-2], s.shape[-1]
+        batches = math.prod(lead)
+        with self.device:
+            s = cp.ascontiguousarray(s)
+            p = cp.empty_like(s)
+            lse = cp.empty((*lead, 1, cols), dtype=s.dtype)
+            n = batches * cols
+            row_kernel(cp, "nnx_softmax_cols_fwd", s.dtype)(((n + 127) // 128,), (128,),
+                                                            (s, batches, rows, cols, p, lse))
+            return p, lse
+
+    def softmax_cols_backward(self, dp, p):
+        cp = self._cp
+        rows, cols = p.shape[-2], p.shape[-1]
+        batches = math.prod(p.shape[:-2])
+        with self.device:
+            dp, p = cp.ascontiguousarray(dp), cp.ascontiguousarray(p)
+            ds = cp.empty_like(p)
+            n = batches * cols
+            row_kernel(cp, "nnx_softmax_cols_bwd", p.dtype)(((n + 127) // 128,), (128,),
+                                                            (dp, p, batches, rows, cols, ds))
+            return ds
 
     def layer_norm_rows_forward(self, x, weight, bias, eps):
         cp = self._cp

@@ -16,6 +16,7 @@ from . import fused as F
 from . import fused_train as T
 from . import im2col as C
 from . import norm as N
+from . import softmax as SM
 
 Array = Any
 
@@ -25,7 +26,7 @@ FUSED_METHODS = (
     "gru_cell_forward", "gru_cell_backward", "cross_entropy_forward", "cross_entropy_backward",
     "batch_norm_stats", "batch_norm_forward", "batch_norm_backward", "sgd_step_", "adam_step_",
     "adam_update_", "rmsprop_step_", "adagrad_step_", "grad_norm", "vecdot", "index_in_range",
-    "im2col", "col2im", "sgd_multi_step_", "adam_multi_step_",
+    "im2col", "col2im", "sgd_multi_step_", "adam_multi_step_", "softmax_cols_forward", "softmax_cols_backward",
 )
 
 
@@ -116,6 +117,14 @@ class FusedOps:
         return T.batch_norm_backward(self.xp, dy, x, mean, invstd, weight)
 
     # ------------------------------------------------------------------ convolution gather / scatter
+    def softmax_cols_forward(self, s: Array) -> tuple[Array, Array]:
+        """Softmax down each column of ``s`` ``(..., S, L)``: ``(p, lse)`` (``softmax.py``); ``s`` is consumed."""
+        return SM.softmax_cols_forward(self.xp, s)
+
+    def softmax_cols_backward(self, dp: Array, p: Array) -> Array:
+        """Gradient of :meth:`softmax_cols_forward` from dL/dp; ``dp`` is consumed."""
+        return SM.softmax_cols_backward(self.xp, dp, p, self.vecdot)
+
     def layer_norm_rows_forward(self, x: Array, weight: Array | None, bias: Array | None,
                                 eps: float) -> tuple[Array, Array, Array]:
         """Layer normalisation of each row of ``x`` ``(rows, n)``: ``(y, xhat, invstd)`` (``norm.py``)."""

@@ -40,6 +40,17 @@ extern "C" void host_ln_bwd(const T* dy, const T* xhat, const T* invstd, const T
     blockDim.x = 1; threadIdx.x = 0;
     for (long long r = 0; r < rows; ++r) { blockIdx.x = r; nnx_ln_bwd<T>(dy, xhat, invstd, weight, has_weight, n, dx); }
 }
+extern "C" void host_softmax_cols_fwd(const T* s, long long batches, long long rows, long long cols, T* p, T* lse) {
+    blockIdx.x = 0; blockDim.x = batches * cols;
+    for (long long i = 0; i < batches * cols; ++i) { threadIdx.x = i;
+        nnx_softmax_cols_fwd<T>(s, batches, rows, cols, p, lse); }
+}
+extern "C" void host_softmax_cols_bwd(const T* dp, const T* p, long long batches, long long rows, long long cols,
+                                      T* ds) {
+    blockIdx.x = 0; blockDim.x = batches * cols;
+    for (long long i = 0; i < batches * cols; ++i) { threadIdx.x = i;
+        nnx_softmax_cols_bwd<T>(dp, p, batches, rows, cols, ds); }
+}
 extern "C" void host_bn_reduce(const T* x, const T* dy, const T* mean, long long n, long long c, long long l,
                                int mode, T* out1, T* out2) {
     blockDim.x = 1; threadIdx.x = 0;  // one thread per block: the shared-memory tree is a no-op

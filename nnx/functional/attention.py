@@ -92,23 +92,6 @@ def _scores_t(xp: Any, q: Array, k: Array, keep_t: Array | None, add_t: Array | 
     return s
 
 
-def _softmax_lse_t(xp: Any, s: Array) -> tuple[Array, Array]:
-    """Softmax and logsumexp of each column of ``s`` ``(..., S, L)``; a query whose keys are all masked
-    (a column of -inf) gives probabilities 0 (as torch's SDPA). ``s`` is consumed (overwritten where
-    the library writes in place)."""
-    m = xp.max(s, axis=-2, keepdims=True)
-    finite = xp.isfinite(m)
-    m = xp.where(finite, m, 0.0)
-    s -= m
-    e = xp.exp(s)
-    del s
-    z = xp.sum(e, axis=-2, keepdims=True)
-    safe = xp.where(z > 0, z, 1.0)
-    e *= 1.0 / safe  # one division per query, a multiplication per entry
-    lse = xp.where(z > 0, xp.log(safe) + m, math.inf)
-    return e, lse
-
-
 def _probs_from_lse(xp: Any, s: Array, lse: Array) -> Array:
     return xp.exp(s - lse)  # exp(-inf) = 0 for masked entries and for fully masked queries (lse = +inf)
 
@@ -133,7 +116,7 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
     keep, add = _bias(xp, query, key, attn_mask, is_causal)
     keep_t, add_t = _t(xp, keep), _t(xp, add)
     qs = query * sc  # the scale on q (L x E) instead of on the scores (L x S)
-    p, lse = _softmax_lse_t(xp, _scores_t(xp, qs, key, keep_t, add_t))
+    p, lse = b.softmax_cols_forward(_scores_t(xp, qs, key, keep_t, add_t))  # one kernel on CuPy
     drop = dropout_mask
     if drop is None and dropout_p > 0.0:
         shape = (*p.shape[:-2], p.shape[-1], p.shape[-2])  # (..., L, S)
@@ -165,10 +148,7 @@ def attention_forward(query: Array, key: Array, value: Array, attn_mask: Array |
             dp = dp * drop_t
         if grad_probs is not None:
             dp = dp + xp.matrix_transpose(grad_probs)
-        # softmax backward: ds = p * (dp - colsum(dp * p)), in place on dp (a new array)
-        dp -= xp.expand_dims(b.vecdot(dp, probs, axis=-2), axis=-2)
-        dp *= probs
-        ds = dp
+        ds = b.softmax_cols_backward(dp, probs)  # p * (dp - colsum(dp * p)), in place on dp (a new array)
         dk = xp.matmul(ds, qs) if out is None else b.matmul_into(ds, qs, out[1])
         dq = None
         if input_grad:

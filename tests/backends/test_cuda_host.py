@@ -20,6 +20,7 @@ from nnx_backends import cuda_kernels as K
 from nnx_backends import fused as F
 from nnx_backends import fused_train as T
 from nnx_backends import norm as NR
+from nnx_backends import softmax as SM
 
 N = 64
 CTYPES = {"float64": ctypes.c_double, "int32": ctypes.c_int}
@@ -308,6 +309,29 @@ def test_layer_norm_row_kernels(row_libs, dtype, affine):
     lib.host_ln_bwd(_p(dy), _p(xhat), _p(invstd), _p(w), ctypes.c_int(affine), *dims, _p(dx))
     rdx, _, _ = NR.layer_norm_rows_backward(np, dy, ref[1], ref[2], w if affine else None, affine, True, vecdot)
     np.testing.assert_allclose(dx, rdx, **tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DT)
+def test_softmax_column_kernels(row_libs, dtype):
+    """Columns of (batches, S, L) scores, one fully masked (-inf) column: p 0 and lse +inf there."""
+    lib = row_libs[np.dtype(dtype).name]
+    r = np.random.default_rng(10)
+    batches, rows, cols = 3, 5, 4
+    s = (r.standard_normal((batches, rows, cols)) * 3).astype(dtype)
+    s[1, :, 2] = -np.inf
+    s[2, 1:, 0] = -np.inf  # one key left in this column
+    dp = r.standard_normal((batches, rows, cols)).astype(dtype)
+    p, lse = np.zeros_like(s), np.zeros((batches, 1, cols), dtype)
+    dims = (ctypes.c_longlong(batches), ctypes.c_longlong(rows), ctypes.c_longlong(cols))
+    lib.host_softmax_cols_fwd(_p(s), *dims, _p(p), _p(lse))
+    rp, rlse = SM.softmax_cols_forward(np, s.copy())
+    np.testing.assert_allclose(p, rp, **tol(dtype))
+    np.testing.assert_allclose(lse, rlse, **tol(dtype))
+    assert np.all(p[1, :, 2] == 0) and np.isposinf(lse[1, 0, 2])
+    ds = np.zeros_like(s)
+    lib.host_softmax_cols_bwd(_p(dp), _p(p), *dims, _p(ds))
+    rds = SM.softmax_cols_backward(np, dp.copy(), rp, lambda a, c, axis=-1: np.sum(a * c, axis=axis))
+    np.testing.assert_allclose(ds, rds, **tol(dtype))
 
 
 MULTI_SCALARS = {

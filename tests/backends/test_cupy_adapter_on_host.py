@@ -23,6 +23,7 @@ from nnx_backends import cuda_kernels as K
 from nnx_backends import fused as F
 from nnx_backends import fused_train as T
 from nnx_backends import norm as N
+from nnx_backends import softmax as SM
 from nnx_backends.base import erf_standard
 from nnx_backends.cupy_fused import _EW, _MODULE, _RED, CupyFused
 
@@ -83,6 +84,8 @@ ROW_ARGTYPES = {
     "nnx_bn_reduce": "ppp q q q i pp",
     "nnx_ln_fwd": "ppp i i q d ppp",
     "nnx_ln_bwd": "pppp i q p",
+    "nnx_softmax_cols_fwd": "p q q q pp",
+    "nnx_softmax_cols_bwd": "pp q q q p",
 }
 _CODES = {"p": ctypes.c_void_p, "i": ctypes.c_int, "q": ctypes.c_longlong, "d": ctypes.c_double}
 
@@ -96,7 +99,8 @@ class _RawModule:
         lib = self.row_libs["float32" if ctype == "float" else "float64"]
         host = getattr(lib, {"nnx_ce_fwd": "host_ce_fwd", "nnx_ce_bwd": "host_ce_bwd",
                              "nnx_bn_reduce": "host_bn_reduce", "nnx_ln_fwd": "host_ln_fwd",
-                             "nnx_ln_bwd": "host_ln_bwd"}[name])
+                             "nnx_ln_bwd": "host_ln_bwd", "nnx_softmax_cols_fwd": "host_softmax_cols_fwd",
+                             "nnx_softmax_cols_bwd": "host_softmax_cols_bwd"}[name])
         codes = ROW_ARGTYPES[name].replace(" ", "")
 
         def launch(grid, block, args):
@@ -249,6 +253,21 @@ def test_layer_norm(fake, dt, affine):
             assert (a is None) == (c is None)
             if a is not None:
                 np.testing.assert_allclose(a, c, **tol(dt))
+
+
+@pytest.mark.parametrize("dt", DT)
+def test_softmax_columns(fake, dt):
+    r = np.random.default_rng(6)
+    s = (r.standard_normal((2, 3, 5, 4)) * 2).astype(dt)
+    s[0, 1, :, 3] = -np.inf
+    dp = r.standard_normal((2, 3, 5, 4)).astype(dt)
+    p, lse = fake.softmax_cols_forward(np.swapaxes(np.swapaxes(s, -1, -2).copy(), -1, -2))  # a strided input
+    rp, rlse = SM.softmax_cols_forward(np, s.copy())
+    assert p.shape == s.shape and lse.shape == (2, 3, 1, 4)
+    np.testing.assert_allclose(p, rp, **tol(dt))
+    np.testing.assert_allclose(lse, rlse, **tol(dt))
+    rds = SM.softmax_cols_backward(np, dp.copy(), rp, lambda a, c, axis=-1: np.sum(a * c, axis=axis))
+    np.testing.assert_allclose(fake.softmax_cols_backward(dp, p), rds, **tol(dt))
 
 
 @pytest.mark.parametrize("dt", DT)
