@@ -1,4 +1,5 @@
-"""NumPy override of the layer-normalisation kernels (``norm.py`` is the reference).
+"""NumPy overrides of the layer-normalisation kernels (``norm.py`` is the reference) and of the
+column softmax's forward (``softmax.py``: the same passes, the exponential in place).
 
 A row's normalisation is six elementwise or reduction passes forward and seven backward. Run
 whole, each pass streams the full ``(rows, n)`` array through memory; here the rows go in blocks
@@ -60,6 +61,20 @@ class NumpyNorm:
 
         parallel_rows(work, rows, x.size)
         return y, xhat, invstd
+
+    def softmax_cols_forward(self, s):
+        if not (isinstance(s, np.ndarray) and s.dtype in _FLOATS and s.flags.writeable):
+            return super().softmax_cols_forward(s)
+        m = s.max(axis=-2, keepdims=True)
+        m = np.where(np.isfinite(m), m, 0.0).astype(s.dtype, copy=False)
+        s -= m
+        np.exp(s, out=s)  # in place: no second (..., S, L) block
+        z = s.sum(axis=-2, keepdims=True)
+        safe = np.where(z > 0, z, 1.0).astype(s.dtype, copy=False)
+        s *= 1.0 / safe
+        with np.errstate(divide="ignore"):
+            lse = np.where(z > 0, np.log(safe) + m, np.inf).astype(s.dtype, copy=False)
+        return s, lse
 
     def layer_norm_rows_backward(self, dy, xhat, invstd, weight, has_bias, input_grad):
         if dy.ndim != 2 or dy.shape != xhat.shape or dy.dtype != xhat.dtype or dy.dtype not in _FLOATS:
