@@ -298,12 +298,15 @@ def _owned_host_grad(p: Any) -> Any:
     return host
 
 
-_ITEMSIZES: dict[Any, int] = {}
+_ITEMSIZES: dict[int, tuple[Any, int]] = {}
 
 
 def _itemsize(dtype: Any) -> int:
-    size = _ITEMSIZES.get(dtype)
-    if size is None:   # dtype_name is slow next to a dict look-up, and this runs per parameter per step
-        name = backends.Backend.dtype_name(dtype)
-        size = _ITEMSIZES[dtype] = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}.get(name, 4)
+    # dtype_name is slow next to a dict look-up, and this runs per parameter per step; keyed by
+    # identity (dtype objects are long-lived singletons) so that no cross-library == is evaluated
+    hit = _ITEMSIZES.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return hit[1]
+    size = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}.get(backends.Backend.dtype_name(dtype), 4)
+    _ITEMSIZES[id(dtype)] = (dtype, size)
     return size
