@@ -6,7 +6,8 @@ Phases: forward (model + loss), local backward (module.backward), the gradient s
 split into its parts as :meth:`DistributedDataParallel.sync_gradients` runs them (bucket packing,
 all-reduce, scaling), the SGD step and zero_grad; "other" is the rest of the step (Python glue).
 Wall time (perf_counter) and this process's CPU time (process_time) per phase, mean ms/step.
-Prints JSON with rank 0's and rank 1's numbers.
+Prints JSON with rank 0's and rank 1's numbers, and one process on half the batch (what each of the
+2 ranks computes, with no communication at all).
 """
 from __future__ import annotations
 
@@ -130,13 +131,15 @@ def main() -> None:
             print(json.dumps(res))
         return
     one = run(a.batch, a.steps)
+    half = run(a.batch // 2, a.steps)   # one rank's share alone, without MPI: the ceiling of 2 ranks
     exe = shutil.which("mpiexec") or shutil.which("mpiexec", path=os.path.dirname(sys.executable))
     out = subprocess.run([exe, "-n", "2", sys.executable, os.path.abspath(__file__), "--worker",
                           "--batch", str(a.batch), "--steps", str(a.steps)],
                          capture_output=True, text=True, check=True, timeout=300).stdout
     two = json.loads(out.strip().splitlines()[-1])
     print(json.dumps({"benchmark": "ddp_profile", "model": "mlp 784-512-256-10", "global_batch": a.batch,
-                      "one_rank": one, "two_ranks": {"rank0": two[0], "rank1": two[1]}}, indent=1))
+                      "one_rank": one,
+                      "one_process_half_batch": half, "two_ranks": {"rank0": two[0], "rank1": two[1]}}, indent=1))
 
 
 if __name__ == "__main__":
