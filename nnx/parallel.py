@@ -3,8 +3,9 @@
 Each rank holds a full replica of the model and a shard of every global batch. The wrapper
 checks that all replicas have the same parameters, copies rank 0's weights to every rank, and
 after each local backward averages the gradients over ranks in a few large messages (buckets of
-about ``bucket_cap_mb`` MiB, each packed into one flat buffer). On CuPy with NCCL the buckets are
-reduced on the GPU; otherwise through host memory with MPI.
+about ``bucket_cap_mb`` MiB, each packed into one flat buffer; on the MPI host path a large NumPy
+gradient that nothing else references is reduced in place instead, without the copy). On CuPy with
+NCCL the buckets are reduced on the GPU; otherwise through host memory with MPI.
 
 Under ``mpiexec -n 4 python train.py`` every process first calls ``dist.init()``
 (``MPI.COMM_WORLD``); without that call, or without mpi4py, the world has size 1 and the same
@@ -171,16 +172,14 @@ class DistributedDataParallel(Module):
         back). Otherwise the summed gradients are divided after the all-reduce.
         """
         n = dist.get_world_size()
-        prescale = self._sync and n > 1 and n & (n - 1) == 0 and all(
+        prescale = self._sync and n > 1 and n & (n - 1) == 0 and hasattr(grad_output, "shape") and all(
             p.grad is None for p in self.module.parameters() if p.requires_grad)
         if prescale:
             grad_output = grad_output * (1.0 / n)
         dx = self.module.backward(grad_output, input_grad=input_grad)
         if self._sync:
             self._average(divide=not prescale)
-        if prescale and dx is not None:
-            dx = dx * float(n)
-        return dx
+        return _scaled(dx, float(n)) if prescale else dx
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -296,6 +295,15 @@ def _owned_host_grad(p: Any) -> Any:
     if host is not g or flags is None or not (flags.owndata and flags.writeable and flags.c_contiguous):
         return None
     return host
+
+
+def _scaled(dx: Any, factor: float) -> Any:
+    """``dx * factor`` for an input gradient that is an array, a tuple/list of them, or None."""
+    if dx is None:
+        return None
+    if isinstance(dx, (tuple, list)):
+        return type(dx)(_scaled(d, factor) for d in dx)
+    return dx * factor
 
 
 _ITEMSIZES: dict[int, tuple[Any, int]] = {}

@@ -162,3 +162,12 @@ def test_owned_host_grad_rules():
     del alias
     p.grad = np.ones((4, 8), dtype="float32")[:, ::2]
     assert parallel._owned_host_grad(p) is None                 # a non-contiguous view
+
+
+def test_scaled_input_gradients_of_several_inputs(backend):
+    a = nnx.asarray(np.array([1.0, -2.0], dtype="float32"))
+    out = parallel._scaled((a, None, [a]), 2.0)
+    assert isinstance(out, tuple) and out[1] is None and isinstance(out[2], list)
+    np.testing.assert_array_equal(nnx.to_numpy(out[0]), [2.0, -4.0])
+    np.testing.assert_array_equal(nnx.to_numpy(out[2][0]), [2.0, -4.0])
+    assert parallel._scaled(None, 2.0) is None
