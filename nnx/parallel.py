@@ -3,8 +3,9 @@
 Each rank holds a full replica of the model and a shard of every global batch. The wrapper
 checks that all replicas have the same parameters, copies rank 0's weights to every rank, and
 after each local backward averages the gradients over ranks in a few large messages (buckets of
-about ``bucket_cap_mb`` MiB, each packed into one flat buffer). On CuPy with NCCL the buckets are
-reduced on the GPU; otherwise through host memory with MPI.
+about ``bucket_cap_mb`` MiB, each packed into one flat buffer; on the MPI host path a large NumPy
+gradient that nothing else references is reduced in place instead, without the copy). On CuPy with
+NCCL the buckets are reduced on the GPU; otherwise through host memory with MPI.
 
 Under ``mpiexec -n 4 python train.py`` every process first calls ``dist.init()``
 (``MPI.COMM_WORLD``); without that call, or without mpi4py, the world has size 1 and the same
@@ -25,6 +26,7 @@ code runs in one process, as here:
 from __future__ import annotations
 
 import contextlib
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -161,11 +163,23 @@ class DistributedDataParallel(Module):
         return self.module(*args, **kwargs)
 
     def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
-        """Local backward, then (unless in :meth:`no_sync`) average gradients across ranks."""
+        """Local backward, then (unless in :meth:`no_sync`) average gradients across ranks.
+
+        When the world size is a power of two and no parameter holds a gradient yet (the usual
+        step after ``zero_grad()``), ``grad_output`` is scaled by ``1/world_size`` before the local
+        backward (a small array) instead of dividing every reduced gradient afterwards: scaling by
+        a power of two is exact, so the gradients are the same bits either way (``dx`` is scaled
+        back). Otherwise the summed gradients are divided after the all-reduce.
+        """
+        n = dist.get_world_size()
+        prescale = self._sync and n > 1 and n & (n - 1) == 0 and hasattr(grad_output, "shape") and all(
+            p.grad is None for p in self.module.parameters() if p.requires_grad)
+        if prescale:
+            grad_output = grad_output * (1.0 / n)
         dx = self.module.backward(grad_output, input_grad=input_grad)
         if self._sync:
-            self.sync_gradients()
-        return dx
+            self._average(divide=not prescale)
+        return _scaled(dx, float(n)) if prescale else dx
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -193,31 +207,114 @@ class DistributedDataParallel(Module):
 
     def sync_gradients(self) -> None:
         """Average ``p.grad`` over ranks now (missing grads count as zeros)."""
+        self._average(divide=True)
+
+    def _average(self, divide: bool) -> None:
+        """Sum the gradients over ranks (then divide by the world size when ``divide``).
+
+        On the MPI host path a large gradient that this step's backward created and nothing else
+        references (see :func:`_owned_host_grad`) is reduced in place as its own message; the
+        others are packed into flat buckets (one copy in, views back out)."""
         n = dist.get_world_size()
         self.last_messages = self.last_bytes = 0
         if n == 1 and self._reduce is _host_reduce:
             return
+        direct = self._reduce is _host_reduce
         for bucket in self._buckets():
-            xp = bucket[0].backend.xp
-            flat = xp.concat([xp.reshape(p.grad if p.grad is not None else xp.zeros_like(p.data), (-1,))
-                              for p in bucket])
-            flat = self._reduce(flat)
-            self.last_messages += 1
-            self.last_bytes += flat.shape[0] * _itemsize(flat.dtype)
+            packed = []
+            for p in bucket:
+                host = _owned_host_grad(p) if direct and p.size * _itemsize(p.dtype) >= _DIRECT_BYTES else None
+                if host is None:
+                    packed.append(p)
+                    continue
+                dist.all_reduce_host(host, "sum")
+                self._count(host.size, p.dtype)
+                if divide:
+                    p.grad /= n
+            if packed:
+                self._reduce_packed(packed, n, divide)
+
+    def _count(self, size: int, dtype: Any) -> None:
+        self.last_messages += 1
+        self.last_bytes += size * _itemsize(dtype)
+
+    def _reduce_packed(self, bucket: list[Any], n: int, divide: bool) -> None:
+        xp = bucket[0].backend.xp
+        flat = xp.concat([xp.reshape(p.grad if p.grad is not None else xp.zeros_like(p.data), (-1,))
+                          for p in bucket])
+        flat = self._reduce(flat)
+        self._count(flat.shape[0], flat.dtype)
+        if divide:
             if bucket[0].backend.mutable:
                 flat /= n
             else:
                 flat = flat / n
-            start = 0
-            for p in bucket:
-                k = p.size
-                p.grad = xp.reshape(flat[start:start + k], p.shape)
-                start += k
+        start = 0
+        for p in bucket:
+            k = p.size
+            p.grad = xp.reshape(flat[start:start + k], p.shape)
+            start += k
 
     def extra_repr(self) -> str:
         return f"world_size={dist.get_world_size()}, bucket_cap_mb={self.bucket_cap_mb}"
 
 
+#: gradients of at least this many bytes skip the bucket copy when :func:`_owned_host_grad` allows it
+_DIRECT_BYTES = 256 * 1024
+
+
+def _grad_refs(p: Any) -> int:
+    g = p.grad
+    return sys.getrefcount(g)
+
+
+class _Probe:
+    __slots__ = ("grad",)
+
+
+def _exclusive_refs() -> int:
+    """What :func:`_grad_refs` counts for a gradient referenced only by its parameter (measured
+    once, so that the check follows the interpreter's reference-counting details)."""
+    probe = _Probe()
+    probe.grad = bytearray(1)
+    return _grad_refs(probe)
+
+
+_EXCLUSIVE_REFS = _exclusive_refs()
+
+
+def _owned_host_grad(p: Any) -> Any:
+    """``p.grad`` itself when it may be all-reduced in place: a host (NumPy) array that owns its
+    memory, is writable and C-contiguous, and that nothing but ``p`` references (no other
+    parameter, no view of it, no caller's variable). Otherwise None (the gradient is packed)."""
+    if p.grad is None or _grad_refs(p) > _EXCLUSIVE_REFS:   # counted before this function holds it
+        return None
+    g = p.grad
+    host = backends.backend_of(g).to_numpy(g)
+    flags = getattr(host, "flags", None)
+    if host is not g or flags is None or not (flags.owndata and flags.writeable and flags.c_contiguous):
+        return None
+    return host
+
+
+def _scaled(dx: Any, factor: float) -> Any:
+    """``dx * factor`` for an input gradient that is an array, a tuple/list of them, or None."""
+    if dx is None:
+        return None
+    if isinstance(dx, (tuple, list)):
+        return type(dx)(_scaled(d, factor) for d in dx)
+    return dx * factor
+
+
+_ITEMSIZES: dict[int, tuple[Any, int]] = {}
+
+
 def _itemsize(dtype: Any) -> int:
-    name = backends.Backend.dtype_name(dtype)
-    return {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}.get(name, 4)
+    # dtype_name is slow next to a dict look-up, and this runs per parameter per step; keyed by
+    # identity (dtype objects are long-lived singletons) so that no cross-library == is evaluated
+    hit = _ITEMSIZES.get(id(dtype))
+    if hit is not None and hit[0] is dtype:
+        return hit[1]
+    size = {"float16": 2, "bfloat16": 2, "float32": 4, "float64": 8}.get(backends.Backend.dtype_name(dtype), 4)
+    _ITEMSIZES[id(dtype)] = (dtype, size)
+    return size

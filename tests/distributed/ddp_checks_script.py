@@ -3,6 +3,7 @@ rank must raise ModelMismatchError), ``raise`` (rank 1 raises while rank 0 waits
 job must end via MPI_Abort), or ``misc`` (broadcast, all_gather, no_sync, sampler and loader)."""
 from __future__ import annotations
 
+import copy
 import sys
 
 import numpy as np
@@ -62,6 +63,17 @@ def misc() -> int:
     g = dist.all_gather_object(nnx.to_numpy(model[0].weight.grad))
     assert np.array_equal(g[0], g[1]), "gradients differ after sync"
     assert ddp.last_messages >= 2, ddp.last_messages
+    if nnx.parallel._DIRECT_BYTES == 0:   # every accumulated gradient is owned: one message each
+        assert ddp.last_messages == 4, ddp.last_messages
+    # the value: the mean over ranks of each rank's local sum over its two micro-batches
+    ref = copy.deepcopy(model)
+    ref.zero_grad()
+    for xb, yb in zip(xs, ys, strict=True):
+        loss_fn(ref(xb), yb)
+        ref.backward(loss_fn.backward(), input_grad=False)
+    sums = dist.all_gather_object([nnx.to_numpy(p.grad) for p in ref.parameters()])
+    for k, p in enumerate(model.parameters()):
+        np.testing.assert_allclose(nnx.to_numpy(p.grad), (sums[0][k] + sums[1][k]) / 2, rtol=1e-6, atol=1e-7)
     # DistributedSampler with defaults from the world, via DataLoader
     data = np.arange(11, dtype="float32")[:, None]
     sampler = nnx.data.DistributedSampler(data, shuffle=True, seed=3)
@@ -108,4 +120,6 @@ if __name__ == "__main__":
     dist.init()
     if sys.argv[1] == "fit":
         sys.exit(fit(sys.argv[2]))
+    if sys.argv[2:] == ["direct"]:   # force the in-place (unpacked) all-reduce of owned gradients
+        nnx.parallel._DIRECT_BYTES = 0
     sys.exit({"mismatch": mismatch, "raise": fail, "misc": misc}[sys.argv[1]]())

@@ -1,6 +1,7 @@
 """Run under ``mpiexec -n 2``: DDP on 2 ranks (half of every global batch each) == 1 rank on the
 whole batch. Each rank also trains the single-process reference itself, so one launch checks
-everything. Prints ``CHECK <name> OK <max rel diff>`` or ``CHECK <name> FAIL ...`` on rank 0."""
+everything. With the argument ``direct`` the in-place (unpacked) all-reduce is forced.
+Prints ``CHECK <name> OK <max rel diff>`` or ``CHECK <name> FAIL ...`` on rank 0."""
 from __future__ import annotations
 
 import copy
@@ -13,6 +14,9 @@ from nnx import distributed as dist
 from nnx.parallel import DistributedDataParallel
 
 STEPS = 4
+#: ``direct`` on the command line: every gradient this step created is all-reduced in place as its
+#: own message (the large-gradient path, forced for these small models)
+DIRECT = "direct" in sys.argv
 
 
 class LSTMHead(nnx.Module):
@@ -71,6 +75,8 @@ def run(kind, opt_name, dtype):
         xs, ys = nnx.asarray(x[rank * per:(rank + 1) * per]), nnx.asarray(y[rank * per:(rank + 1) * per])
         loss_fn(ddp(xs), ys)
         ddp.backward(loss_fn.backward(), input_grad=False)
+        if DIRECT and kind == "mlp" and ddp.last_messages != len(list(ddp.parameters())):
+            return f"direct path not taken: {ddp.last_messages} messages"
         grads = [nnx.get_backend().to_numpy(p.grad) for p in ddp.parameters()]
         every = dist.all_gather_object(grads)
         for g0, g1 in zip(every[0], every[-1], strict=True):
@@ -93,6 +99,8 @@ def run(kind, opt_name, dtype):
 
 def main() -> int:
     dist.init()
+    if DIRECT:
+        nnx.parallel._DIRECT_BYTES = 0
     failures = 0
     for kind in ("mlp", "cnn_syncbn", "lstm"):
         for opt_name in ("sgd", "adam"):

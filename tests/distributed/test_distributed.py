@@ -44,8 +44,17 @@ def test_two_ranks_equal_one_rank_on_the_whole_batch():
     assert all(" OK " in c for c in checks), "\n".join(checks)
 
 
-def test_collectives_no_sync_sampler_and_loader_on_two_ranks():
-    r = _launch("ddp_checks_script.py", "misc")
+def test_two_ranks_equal_one_rank_with_gradients_reduced_in_place():
+    """As above with every owned gradient all-reduced in place as its own message (no bucket)."""
+    r = _launch("ddp_equivalence_script.py", "direct")
+    checks = [line for line in r.stdout.splitlines() if line.startswith("CHECK")]
+    assert r.returncode == 0 and len(checks) == 12, r.stdout + r.stderr
+    assert all(" OK " in c for c in checks), "\n".join(checks)
+
+
+@pytest.mark.parametrize("mode", [(), ("direct",)], ids=["buckets", "in-place"])
+def test_collectives_no_sync_sampler_and_loader_on_two_ranks(mode):
+    r = _launch("ddp_checks_script.py", "misc", *mode)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "rank 0 misc OK" in r.stdout and "rank 1 misc OK" in r.stdout
 
