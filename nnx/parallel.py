@@ -165,21 +165,13 @@ class DistributedDataParallel(Module):
     def backward(self, grad_output: Any, *, input_grad: bool = True) -> Any:
         """Local backward, then (unless in :meth:`no_sync`) average gradients across ranks.
 
-        When the world size is a power of two and no parameter holds a gradient yet (the usual
-        step after ``zero_grad()``), ``grad_output`` is scaled by ``1/world_size`` before the local
-        backward (a small array) instead of dividing every reduced gradient afterwards: scaling by
-        a power of two is exact, so the gradients are the same bits either way (``dx`` is scaled
-        back). Otherwise the summed gradients are divided after the all-reduce.
+        The model's backward sees ``grad_output`` unchanged (hooks and custom backward functions
+        behave as in one process); the summed gradients are divided by the world size afterwards.
         """
-        n = dist.get_world_size()
-        prescale = self._sync and n > 1 and n & (n - 1) == 0 and hasattr(grad_output, "shape") and all(
-            p.grad is None for p in self.module.parameters() if p.requires_grad)
-        if prescale:
-            grad_output = grad_output * (1.0 / n)
         dx = self.module.backward(grad_output, input_grad=input_grad)
         if self._sync:
-            self._average(divide=not prescale)
-        return _scaled(dx, float(n)) if prescale else dx
+            self._average(divide=True)
+        return dx
 
     @contextlib.contextmanager
     def no_sync(self) -> Iterator[None]:
@@ -263,6 +255,10 @@ class DistributedDataParallel(Module):
 _DIRECT_BYTES = 256 * 1024
 
 
+#: the ownership check counts references, which only CPython's reference counting makes exact
+_CPYTHON = sys.implementation.name == "cpython"
+
+
 def _grad_refs(p: Any) -> int:
     g = p.grad
     return sys.getrefcount(g)
@@ -280,14 +276,14 @@ def _exclusive_refs() -> int:
     return _grad_refs(probe)
 
 
-_EXCLUSIVE_REFS = _exclusive_refs()
+_EXCLUSIVE_REFS = _exclusive_refs() if _CPYTHON else 0
 
 
 def _owned_host_grad(p: Any) -> Any:
     """``p.grad`` itself when it may be all-reduced in place: a host (NumPy) array that owns its
     memory, is writable and C-contiguous, and that nothing but ``p`` references (no other
     parameter, no view of it, no caller's variable). Otherwise None (the gradient is packed)."""
-    if p.grad is None or _grad_refs(p) > _EXCLUSIVE_REFS:   # counted before this function holds it
+    if not _CPYTHON or p.grad is None or _grad_refs(p) > _EXCLUSIVE_REFS:   # counted before this function holds it
         return None
     g = p.grad
     host = backends.backend_of(g).to_numpy(g)
@@ -295,15 +291,6 @@ def _owned_host_grad(p: Any) -> Any:
     if host is not g or flags is None or not (flags.owndata and flags.writeable and flags.c_contiguous):
         return None
     return host
-
-
-def _scaled(dx: Any, factor: float) -> Any:
-    """``dx * factor`` for an input gradient that is an array, a tuple/list of them, or None."""
-    if dx is None:
-        return None
-    if isinstance(dx, (tuple, list)):
-        return type(dx)(_scaled(d, factor) for d in dx)
-    return dx * factor
 
 
 _ITEMSIZES: dict[int, tuple[Any, int]] = {}

@@ -1,7 +1,7 @@
 """DistributedDataParallel's fast paths in one process, with a fake world of two ranks whose other
 rank holds the same gradients (the all-reduce doubles every message): the averaged gradients must
-then equal the local ones bit for bit, whichever path (in-place large gradients, packed buckets,
-``grad_output`` pre-scaled or summed gradients divided) computed them."""
+then equal the local ones bit for bit, whichever path (in-place large gradients or packed buckets)
+computed them."""
 from __future__ import annotations
 
 import numpy as np
@@ -85,7 +85,9 @@ def test_averaged_gradients_equal_the_local_ones_bit_for_bit(backend, twin_world
         assert all(buf is p.grad for (buf, _), p in zip(twin_world, model.parameters(), strict=True))
 
 
-def test_grad_output_is_prescaled_and_dx_scaled_back(backend, twin_world):
+def test_model_sees_grad_output_unchanged_and_dx_is_local(backend, twin_world):
+    """The model's backward (its hooks, a custom backward) gets the loss gradient as in one process,
+    and the returned input gradient is the local one (not averaged)."""
     x, y = _data()
     ref = _mlp()
     loss_fn = nnx.CrossEntropyLoss()
@@ -104,14 +106,14 @@ def test_grad_output_is_prescaled_and_dx_scaled_back(backend, twin_world):
 
     model.backward = spy
     dx = _ddp_step(ddp, x, y, input_grad=True)
-    np.testing.assert_array_equal(seen[0], dy_host * dy_host.dtype.type(0.5))   # power-of-two world, no grads yet
+    np.testing.assert_array_equal(seen[0], dy_host)
     np.testing.assert_array_equal(nnx.to_numpy(dx), dx_ref)
 
 
 @pytest.mark.parametrize("direct_bytes", [0, 10**9], ids=["in-place", "packed"])
 def test_no_sync_accumulation_then_sync_divides_the_sum(backend, twin_world, monkeypatch, direct_bytes):
-    """Gradients already present (no_sync, or zero_grad(set_to_none=False)) are not pre-scaled: the sum
-    is divided after the all-reduce."""
+    """Gradients accumulated under no_sync, or kept by zero_grad(set_to_none=False), are summed over
+    ranks and divided once."""
     monkeypatch.setattr(parallel, "_DIRECT_BYTES", direct_bytes)
     x, y = _data()
     expected = _local_grads(_mlp(), x, y, passes=2)
@@ -162,12 +164,3 @@ def test_owned_host_grad_rules():
     del alias
     p.grad = np.ones((4, 8), dtype="float32")[:, ::2]
     assert parallel._owned_host_grad(p) is None                 # a non-contiguous view
-
-
-def test_scaled_input_gradients_of_several_inputs(backend):
-    a = nnx.asarray(np.array([1.0, -2.0], dtype="float32"))
-    out = parallel._scaled((a, None, [a]), 2.0)
-    assert isinstance(out, tuple) and out[1] is None and isinstance(out[2], list)
-    np.testing.assert_array_equal(nnx.to_numpy(out[0]), [2.0, -4.0])
-    np.testing.assert_array_equal(nnx.to_numpy(out[2][0]), [2.0, -4.0])
-    assert parallel._scaled(None, 2.0) is None
