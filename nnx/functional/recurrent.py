@@ -151,9 +151,13 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), _Steps(b, ws, steps),
                  _Steps(b, ws, steps, shared), [None] * steps if w_hr is not None else None, ws)
     step = cell.step_forward
+    saved = tape.saved
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        h_new, c_new, tape.saved[t] = step(b, xg[t, ...], h, c, w_hhT, bh)
+        out = saved.slot(t)  # pooled: the kernel writes the activations straight into the shared buffer
+        h_new, c_new, act = step(b, xg[t, ...], h, c, w_hhT, bh, out=out)
+        if out is None:
+            saved[t] = act
         tape.h_prev[t], tape.c_prev[t] = h, c
         if w_hrT is not None:
             tape.unprojected[t] = h_new
@@ -167,6 +171,8 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
             c = c_new
     if buf is not None:
         ws.give(buf)  # nothing of the step results aliases the projection
+    if saved.buf is not None and cell.saved_is_state:
+        h = xp.asarray(h, copy=True)  # h_n may be a step of the shared buffer, which the backward overwrites
     return xp.stack(outs), h, c, tape
 
 
@@ -191,7 +197,11 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
         dc = xp.zeros_like(tape.c_prev[0])
     shared = tape.saved.buf if tape.saved.pool is not None else None  # see _direction_forward
     dgx = _Steps(b, tape.ws, steps, None if shared is None else shared[..., :w_ih.shape[0]], owned=False)
-    dgh = _Steps(b, tape.ws, steps) if cell.split_bias else dgx
+    dgh = dgx
+    if cell.split_bias:
+        dgh = _Steps(b, tape.ws, steps, None if shared is None else
+                     tape.ws.take(xp, (steps, *shared.shape[1:-1], w_ih.shape[0]), shared.dtype, b.device_of(shared),
+                                  type(shared)))
     dproj: list = [None] * steps
     step = cell.step_backward
     for t in (range(steps) if tape.reverse else range(steps - 1, -1, -1)):
@@ -207,8 +217,13 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
         if w_hr is not None:
             dproj[t] = dh_new
             dh_new = xp.matmul(dh_new, w_hr)
-        dgx[t], dgh_t, dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh)
-        if dgh is not dgx:
+        out = dgx.slot(t)  # pooled: the kernel writes the gate gradients over the step's activations
+        out_gh = dgh.slot(t) if dgh is not dgx else None
+        dgx_t, dgh_t, dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh,
+                                    out=out, out_gh=out_gh)
+        if out is None:
+            dgx[t] = dgx_t
+        if dgh is not dgx and out_gh is None:
             dgh[t] = dgh_t
         if mb is not None:
             dh = dh + dh_pass

@@ -83,6 +83,14 @@ class Steps:
         self.buf[t, ...] = a
         self.items[t] = _POOLED
 
+    def slot(self, t: int) -> Array | None:
+        """Where step ``t``'s array can be written directly (``buf[t]``, which then holds the step), or
+        None when this is not pooled or its buffer is not there yet (assign the step instead)."""
+        if self.buf is None:
+            return None
+        self.items[t] = _POOLED
+        return self.buf[t, ...]
+
     def __len__(self) -> int:
         return len(self.items)
 
