@@ -9,8 +9,9 @@ derivatives) as one pass over whole rows with per-column scale/shift vectors, an
 result block into its strided destination once, as the last step. Each function fills rows
 ``[lo, hi)`` only, so :func:`nnx_backends.threads.parallel_rows` can split them over threads.
 
-Sigmoid is ``0.5 * tanh(x / 2) + 0.5`` (stable, SIMD tanh); the LSTM's four gates are one pass:
-``tanh(z * s) * s + t`` with ``s = (1/2, 1/2, 1, 1/2)`` and ``t = (1/2, 1/2, 0, 1/2)`` per gate.
+Sigmoid is ``0.5 * tanh(x / 2) + 0.5`` (stable, SIMD tanh); the LSTM's four gates are one tanh
+pass over whole rows, with scalar passes around it (a per-column scale vector is broadcast, which
+NumPy runs row by row: two to three times slower than a scalar pass over contiguous rows).
 """
 
 from __future__ import annotations
@@ -21,23 +22,7 @@ import numpy as np
 
 from . import threads as T
 
-_VECTORS: dict = {}
 _LOCAL = threading.local()
-
-
-def _lstm_vectors(hid: int, dtype: np.dtype) -> tuple[np.ndarray, ...]:
-    """Per-column vectors over the four LSTM gates ``i, f, g, o``, cached per (hid, dtype):
-    ``scale = (1/2, 1/2, 1, 1/2)`` and ``shift = (1/2, 1/2, 0, 1/2)`` (``act = tanh(z s) s + t``),
-    ``mask = (1, 1, 0, 1)`` and ``add = (0, 0, 1, 0)`` (``act' = (mask - a) a + add``)."""
-    key = (hid, dtype)
-    vecs = _VECTORS.get(key)
-    if vecs is None:
-        if len(_VECTORS) > 32:
-            _VECTORS.clear()
-        vecs = _VECTORS[key] = tuple(np.repeat(np.asarray(v, dtype=dtype), hid) for v in
-                                     ((0.5, 0.5, 1.0, 0.5), (0.5, 0.5, 0.0, 0.5), (1.0, 1.0, 0.0, 1.0),
-                                      (0.0, 0.0, 1.0, 0.0)))
-    return vecs
 
 
 def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -56,21 +41,39 @@ def _scratch(slot: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     return buf
 
 
+def _gate_major(a: np.ndarray, gates: int, hid: int) -> np.ndarray:
+    """``(N, G*H)`` rows seen as ``(G, N, H)`` (a view: each gate's block a strided ``(N, H)`` plane)."""
+    v = a.reshape(a.shape[0], gates, hid)
+    if a.size and not np.may_share_memory(v, a):  # rows whose last axis is not unit-stride: no view
+        raise ValueError(f"recurrent cell kernel: expected rows with a unit-stride last axis, got strides {a.strides}")
+    return v.transpose(1, 0, 2)
+
+
 def lstm_forward_rows(gates: np.ndarray, c_prev: np.ndarray, act: np.ndarray, h: np.ndarray, c: np.ndarray,
                       hid: int) -> None:
-    """``act = [i, f, g, o, tanh(c)]``, ``c = f c_prev + i g``, ``h = o tanh(c)`` (rows of ``(N, 4H)`` gates)."""
-    scale, shift, _, _ = _lstm_vectors(hid, gates.dtype)
-    z = np.multiply(gates, scale, out=_scratch("z", gates.shape, gates.dtype))
-    np.tanh(z, out=z)
-    z *= scale
-    z += shift
-    act[:, :4 * hid] = z
-    i, f, g, o = z[:, :hid], z[:, hid:2 * hid], z[:, 2 * hid:3 * hid], z[:, 3 * hid:]
+    """``act = [i, f, g, o, tanh(c)]``, ``c = f c_prev + i g``, ``h = o tanh(c)`` (rows of ``(N, 4H)`` gates).
+
+    ``act`` may alias ``gates`` (the time loop's shared buffer): ``gates`` is read first. The work
+    runs on a gate-major copy ``(4, N, H)`` (one transposing pass in, one out), so that every pass
+    over one gate is over contiguous memory."""
+    a = _scratch("a4", (4, gates.shape[0], hid), gates.dtype)
+    np.copyto(a, _gate_major(gates, 4, hid))
+    # sigmoid(x) = tanh(x / 2) / 2 + 1/2 for i, f and o; one tanh pass over all four gates
+    sig = (a[0:2], a[3:4])
+    for s in sig:
+        s *= 0.5
+    np.tanh(a, out=a)
+    for s in sig:
+        s *= 0.5
+        s += 0.5
+    i, f, g, o = a
     np.multiply(f, c_prev, out=c)
-    ig = np.multiply(i, g, out=_scratch("ig", c.shape, c.dtype))
-    c += ig
-    tc = np.tanh(c, out=act[:, 4 * hid:])
+    tc = np.multiply(i, g, out=_scratch("tc", c.shape, c.dtype))
+    c += tc
+    np.tanh(c, out=tc)
     np.multiply(o, tc, out=h)
+    np.copyto(_gate_major(act[:, :4 * hid], 4, hid), a)
+    act[:, 4 * hid:] = tc
 
 
 def lstm_backward_rows(act: np.ndarray, c_prev: np.ndarray, dh: np.ndarray, dc: np.ndarray | None,
@@ -78,10 +81,13 @@ def lstm_backward_rows(act: np.ndarray, c_prev: np.ndarray, dh: np.ndarray, dc: 
     """``d`` = gradients of the four gate pre-activations; ``dct`` = gradient of ``c_prev``.
 
     ``d`` may alias ``act[:, :4H]`` (the time loop's shared buffer): ``act`` is read in full before
-    the one write into ``d``, the last pass."""
-    i, f, g, o, tc = (act[:, :hid], act[:, hid:2 * hid], act[:, 2 * hid:3 * hid], act[:, 3 * hid:4 * hid],
-                      act[:, 4 * hid:])
-    _, _, mask, add = _lstm_vectors(hid, d.dtype)
+    the one write into ``d``, the last pass. Works on gate-major copies, as the forward."""
+    n = act.shape[0]
+    a = _scratch("a4", (4, n, hid), d.dtype)
+    np.copyto(a, _gate_major(act[:, :4 * hid], 4, hid))
+    i, f, g, o = a
+    tc = _scratch("tc", dh.shape, d.dtype)
+    np.copyto(tc, act[:, 4 * hid:])
     dcn = np.multiply(tc, tc, out=_scratch("dcn", dh.shape, d.dtype))  # gradient of the new cell state
     np.subtract(1.0, dcn, out=dcn)
     dcn *= o
@@ -89,20 +95,19 @@ def lstm_backward_rows(act: np.ndarray, c_prev: np.ndarray, dh: np.ndarray, dc: 
     if dc is not None:
         dcn += dc
     # what multiplies each gate's derivative: (dc' g, dc' c_prev, dc' i, dh tanh(c'))
-    partner = _scratch("partner", d.shape, d.dtype)
-    np.multiply(dcn, g, out=partner[:, :hid])
-    np.multiply(dcn, c_prev, out=partner[:, hid:2 * hid])
-    np.multiply(dcn, i, out=partner[:, 2 * hid:3 * hid])
-    np.multiply(dh, tc, out=partner[:, 3 * hid:])
+    partner = _scratch("partner", (4, n, hid), d.dtype)
+    np.multiply(dcn, g, out=partner[0])
+    np.multiply(dcn, c_prev, out=partner[1])
+    np.multiply(dcn, i, out=partner[2])
+    np.multiply(dh, tc, out=partner[3])
     np.multiply(dcn, f, out=dct)
-    # derivatives of the activations in one pass over a contiguous copy of them:
-    # a(1 - a) for the sigmoids, 1 - a^2 for tanh
-    a = _scratch("a", d.shape, d.dtype)
-    np.copyto(a, act[:, :4 * hid])
-    deriv = np.subtract(mask, a, out=_scratch("deriv", d.shape, d.dtype))
+    # derivatives of the activations: a(1 - a) (the sigmoids), then 1 - g^2 for g
+    deriv = np.subtract(1.0, a, out=_scratch("deriv", (4, n, hid), d.dtype))
     deriv *= a
-    deriv += add
-    np.multiply(deriv, partner, out=d)
+    np.multiply(g, g, out=deriv[2])
+    np.subtract(1.0, deriv[2], out=deriv[2])
+    partner *= deriv
+    np.copyto(_gate_major(d, 4, hid), partner)
 
 
 def gru_forward_rows(gx: np.ndarray, gh: np.ndarray, h_prev: np.ndarray, b_hn: np.ndarray | None,
