@@ -39,20 +39,8 @@ Array = Any
 Backward = Callable[..., tuple]
 
 __all__ = [
-    "Workspace",
-    "gru",
-    "gru_cell",
-    "gru_cell_forward",
-    "gru_forward",
-    "lengths_mask",
-    "lstm",
-    "lstm_cell",
-    "lstm_cell_forward",
-    "lstm_forward",
-    "rnn",
-    "rnn_cell",
-    "rnn_cell_forward",
-    "rnn_forward",
+    "Workspace", "gru", "gru_cell", "gru_cell_forward", "gru_forward", "lengths_mask", "lstm", "lstm_cell",
+    "lstm_cell_forward", "lstm_forward", "rnn", "rnn_cell", "rnn_cell_forward", "rnn_forward",
 ]
 
 
@@ -108,6 +96,18 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
     xp = b.xp
     w_ih, _, b_ih, b_hh, _ = weights
     w_ihT = xp.matrix_transpose(w_ih)
+    bias = None
+    if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
+        split = 2 * (w_ih.shape[0] // 3)
+        bias = xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
+    elif b_ih is not None:
+        bias = b_ih + b_hh
+    if shared is not None and bias is not None:
+        # the bias as one more input column of ones: one product writes x W_ih^T + bias into the
+        # strided shared buffer (a broadcast add over its rows costs as much as the product itself)
+        x_aug = xp.ones((x2.shape[0], x2.shape[1] + 1), dtype=x2.dtype, device=b.device_of(x2))
+        x_aug[:, :-1] = x2
+        return b.matmul_into(x_aug, xp.concat([w_ihT, bias[None, :]], axis=0), shared), None
     buf = None
     if shared is not None:
         xg = b.matmul_into(x2, w_ihT, shared)
@@ -116,11 +116,8 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
         xg = b.matmul_into(x2, w_ihT, buf)
     else:
         xg = xp.matmul(x2, w_ihT)
-    if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
-        split = 2 * (w_ih.shape[0] // 3)
-        xg += xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
-    elif b_ih is not None:
-        xg += b_ih + b_hh
+    if bias is not None:
+        xg += bias
     return xg, buf
 
 
