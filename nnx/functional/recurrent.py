@@ -147,15 +147,17 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     outs: list = [None] * steps
     tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), _Steps(b, ws, steps),
                  _Steps(b, ws, steps, shared), [None] * steps if w_hr is not None else None, ws)
-    step = cell.step_forward
-    saved = tape.saved
+    step, saved, h_prev, c_prev = cell.step_forward, tape.saved, tape.h_prev, tape.c_prev
+    has_c = cell.has_cell_state
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
         out = saved.slot(t)  # pooled: the kernel writes the activations straight into the shared buffer
         h_new, c_new, act = step(b, xg[t, ...], h, c, w_hhT, bh, out=out)
         if out is None:
             saved[t] = act
-        tape.h_prev[t], tape.c_prev[t] = h, c
+        h_prev[t] = h
+        if has_c:
+            c_prev[t] = c
         if w_hrT is not None:
             tape.unprojected[t] = h_new
             h_new = xp.matmul(h_new, w_hrT)
@@ -200,7 +202,8 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
                      tape.ws.take(xp, (steps, *shared.shape[1:-1], w_ih.shape[0]), shared.dtype, b.device_of(shared),
                                   type(shared)))
     dproj: list = [None] * steps
-    step = cell.step_backward
+    step, saved, h_prev, c_prev = cell.step_backward, tape.saved, tape.h_prev, tape.c_prev
+    has_c, needs_h = cell.has_cell_state, cell.step_needs_h
     for t in (range(steps) if tape.reverse else range(steps - 1, -1, -1)):
         dh_new = dh + dout[t, ...] if dout is not None else dh
         dc_new = dc
@@ -216,8 +219,8 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
             dh_new = xp.matmul(dh_new, w_hr)
         out = dgx.slot(t)  # pooled: the kernel writes the gate gradients over the step's activations
         out_gh = dgh.slot(t) if dgh is not dgx else None
-        dgx_t, dgh_t, dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh,
-                                    out=out, out_gh=out_gh)
+        dgx_t, dgh_t, dh, dc = step(b, dh_new, dc_new, saved[t], h_prev[t] if needs_h else None,
+                                    c_prev[t] if has_c else None, w_hh, out=out, out_gh=out_gh)
         if out is None:
             dgx[t] = dgx_t
         if dgh is not dgx and out_gh is None:

@@ -67,43 +67,35 @@ __all__ = [
 
 
 # ============================================================================ Elman RNN
-def _elman_forward(act: str, b: Any, gx: Array, h: Array, w_hhT: Array,
-                   out: Array | None) -> tuple[Array, None, Array]:
-    """``h' = act(h W_hh^T + gx)``: one product and one fused bias + activation kernel."""
-    h_new, _ = b.bias_act_forward(b.xp.matmul(h, w_hhT), gx, act, out=out)
-    return h_new, None, h_new
-
-
-def _elman_backward(act: str, b: Any, dh: Array, saved: Array, w_hh: Array,
-                    out: Array | None) -> tuple[Array, Array, Array, None]:
-    dz, _ = b.bias_act_backward(dh, saved, act, has_bias=False, out=out)
-    return dz, dz, b.xp.matmul(dz, w_hh), None
-
-
 def rnn_tanh_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
                           b_hh: None = None, *, out: Array | None = None) -> tuple[Array, None, Array]:
-    """``h' = tanh(gx + h W_hh^T)``; saves ``h'`` (which is ``out`` when given)."""
-    return _elman_forward("tanh", b, gx, h, w_hhT, out)
+    """``h' = tanh(gx + h W_hh^T)`` (one product, one fused bias + activation kernel); saves ``h'``
+    (which is ``out`` when given)."""
+    h_new, _ = b.bias_act_forward(b.xp.matmul(h, w_hhT), gx, "tanh", out=out)
+    return h_new, None, h_new
 
 
 def rnn_tanh_step_backward(b: Any, dh: Array, dc: None, saved: Array, h: Array, c: None,
                            w_hh: Array, *, out: Array | None = None,
                            out_gh: None = None) -> tuple[Array, Array, Array, None]:
     """``dz = dh' * (1 - h'^2)``, ``dh = dz W_hh``."""
-    return _elman_backward("tanh", b, dh, saved, w_hh, out)
+    dz, _ = b.bias_act_backward(dh, saved, "tanh", has_bias=False, out=out)
+    return dz, dz, b.xp.matmul(dz, w_hh), None
 
 
 def rnn_relu_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
                           b_hh: None = None, *, out: Array | None = None) -> tuple[Array, None, Array]:
     """``h' = max(gx + h W_hh^T, 0)``; saves ``h'`` (which is ``out`` when given)."""
-    return _elman_forward("relu", b, gx, h, w_hhT, out)
+    h_new, _ = b.bias_act_forward(b.xp.matmul(h, w_hhT), gx, "relu", out=out)
+    return h_new, None, h_new
 
 
 def rnn_relu_step_backward(b: Any, dh: Array, dc: None, saved: Array, h: Array, c: None,
                            w_hh: Array, *, out: Array | None = None,
                            out_gh: None = None) -> tuple[Array, Array, Array, None]:
     """``dz = dh' * [h' > 0]``, ``dh = dz W_hh``."""
-    return _elman_backward("relu", b, dh, saved, w_hh, out)
+    dz, _ = b.bias_act_backward(dh, saved, "relu", has_bias=False, out=out)
+    return dz, dz, b.xp.matmul(dz, w_hh), None
 
 
 # ============================================================================ LSTM
@@ -178,7 +170,9 @@ class Cell:
     ``saved``: the width of ``saved`` in units of ``H`` when it is at least ``gates`` (the time loop
     then lets the input projection, the saved activations and the gate gradients share one buffer
     on mutable host-memory libraries), else 0; ``saved_is_state``: ``saved`` is ``h_new`` itself
-    (Elman RNN), so a state that lives in the shared buffer is copied out of it at the end.
+    (Elman RNN), so a state that lives in the shared buffer is copied out of it at the end;
+    ``step_needs_h``: ``step_backward`` reads ``h`` (else the loop passes None there, and ``c`` is
+    None unless ``has_cell_state``).
     """
 
     name: str
@@ -189,12 +183,13 @@ class Cell:
     split_bias: bool = False
     saved: int = 0
     saved_is_state: bool = False
+    step_needs_h: bool = False
 
 
 RNN_TANH = Cell("RNN_TANH", 1, rnn_tanh_step_forward, rnn_tanh_step_backward, saved=1, saved_is_state=True)
 RNN_RELU = Cell("RNN_RELU", 1, rnn_relu_step_forward, rnn_relu_step_backward, saved=1, saved_is_state=True)
 LSTM = Cell("LSTM", 4, lstm_step_forward, lstm_step_backward, has_cell_state=True, saved=5)
-GRU = Cell("GRU", 3, gru_step_forward, gru_step_backward, split_bias=True, saved=4)
+GRU = Cell("GRU", 3, gru_step_forward, gru_step_backward, split_bias=True, saved=4, step_needs_h=True)
 
 #: The cells by the mode name the layers use (PyTorch's ``RNNBase.mode``).
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNN_TANH, RNN_RELU, LSTM, GRU)}
