@@ -35,6 +35,14 @@ class NumpyFused(NumpyRecurrentCells):
         return np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
 
     def bias_act_forward(self, x, bias, act, *, out=None):
+        if act == "tanh" and x.ndim == 2 and x.size < MIN_PARALLEL_ELEMENTS:  # a recurrent time step: no layers
+            z = out
+            if z is None:
+                z = np.empty(x.shape, dtype=x.dtype if bias is None else np.result_type(x, bias))
+            if bias is not None:
+                np.add(x, bias, out=z)
+                return np.tanh(z, out=z), z
+            return np.tanh(x, out=z), z
         if act in ("relu", "tanh", "sigmoid") and x.ndim >= 1:
             z = out
             if z is None:
@@ -63,6 +71,13 @@ class NumpyFused(NumpyRecurrentCells):
         return out, (out if saved is y else saved)
 
     def bias_act_backward(self, dy, saved, act, has_bias=True, *, out=None):
+        if (act == "tanh" and not has_bias and dy.ndim == 2 and dy.shape == saved.shape
+                and dy.size < MIN_PARALLEL_ELEMENTS):  # a recurrent time step: no layers
+            dz = out if out is not None else np.empty(dy.shape, dtype=np.result_type(dy, saved))
+            np.multiply(saved, saved, out=dz)  # dz may be saved itself
+            np.subtract(1.0, dz, out=dz)
+            dz *= dy
+            return dz, None
         if act in ("relu", "tanh", "sigmoid") and dy.ndim >= 1 and dy.shape == saved.shape:
             dz = np.empty(dy.shape, dtype=np.result_type(dy, saved)) if out is None else out
             if dy.ndim == 2 and (dz.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):

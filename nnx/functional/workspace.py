@@ -62,6 +62,8 @@ class Steps:
     ``buf``: a ``(T, ...)`` buffer to write into when pooling (possibly a view of a shared one; not
     given back unless ``owned``); else one is taken from the workspace at the first step."""
 
+    __slots__ = ("b", "buf", "items", "owned", "pool")
+
     def __init__(self, b: Any, ws: Workspace | None, steps: int, buf: Array | None = None,
                  owned: bool = True) -> None:
         self.b = b
