@@ -2,16 +2,17 @@
 for NumPy's fast paths.
 
 A step works on ``(B, G*H)`` rows whose gates are column blocks; an elementwise ufunc on such a
-block (a strided ``(B, H)`` view) runs 2-3 times slower than on a contiguous array of the same
-size, because NumPy leaves its contiguous SIMD loop. So every kernel here computes into fresh
-contiguous temporaries, does the gate-wide work (the sigmoid/tanh of all gates, their
-derivatives) as one pass over whole rows with per-column scale/shift vectors, and writes each
-result block into its strided destination once, as the last step. Each function fills rows
-``[lo, hi)`` only, so :func:`nnx_backends.threads.parallel_rows` can split them over threads.
+block (a strided ``(B, H)`` view), or with a broadcast per-column vector, runs 2-3 times slower
+than on a contiguous array of the same size, because NumPy loops row by row outside its
+contiguous SIMD loop. So the kernels compute into contiguous temporaries (the LSTM on a
+gate-major ``(4, B, H)`` copy: one transposing copy in, one out) with scalar constants, and write
+each result into its (possibly strided) destination once, as the last step; a destination that
+aliases an input (the time loop's shared buffer, ``out=``) is written after that input was read.
+Each function fills rows ``[lo, hi)`` only, so :func:`nnx_backends.threads.parallel_rows` can
+split them over threads.
 
 Sigmoid is ``0.5 * tanh(x / 2) + 0.5`` (stable, SIMD tanh); the LSTM's four gates are one tanh
-pass over whole rows, with scalar passes around it (a per-column scale vector is broadcast, which
-NumPy runs row by row: two to three times slower than a scalar pass over contiguous rows).
+pass, with scalar passes on the i, f, o planes around it.
 """
 
 from __future__ import annotations
