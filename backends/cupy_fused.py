@@ -93,13 +93,13 @@ class CupyFused:
             bad = _reduction(cp, "range")(index, int(low), int(high))
             return bad if flag is None else cp.maximum(flag, bad, out=flag)
 
-    def bias_act_forward(self, x, bias, act):
+    def bias_act_forward(self, x, bias, act, *, out=None):
         cp = self._cp
         if act not in K.ACT_FWD:
             raise ValueError(f"bias_act: unknown activation {act!r}; expected one of {tuple(K.ACT_FWD)}")
         with self.device:
             b = bias if bias is not None else x.dtype.type(0)
-            y = cp.empty_like(x)
+            y = cp.empty_like(x) if out is None else out
             if act in K.NEEDS_INPUT:
                 z = cp.empty_like(x)
                 elementwise(cp, f"bias_{act}_fwd")(x, b, y, z)
@@ -107,48 +107,48 @@ class CupyFused:
             elementwise(cp, f"bias_{act}_fwd")(x, b, y)
             return y, y
 
-    def bias_act_backward(self, dy, saved, act, has_bias=True):
+    def bias_act_backward(self, dy, saved, act, has_bias=True, *, out=None):
         cp = self._cp
         with self.device:
-            dx = elementwise(cp, f"act_{act}_bwd")(dy, saved)
+            dx = elementwise(cp, f"act_{act}_bwd")(dy, saved, *(() if out is None else (out,)))
             return dx, (dx.reshape(-1, dx.shape[-1]).sum(axis=0) if has_bias else None)
 
-    def lstm_cell_forward(self, gates, c_prev):
+    def lstm_cell_forward(self, gates, c_prev, *, out=None):
         cp = self._cp
         hid = c_prev.shape[-1]
         with self.device:
-            act = cp.empty(gates.shape[:-1] + (5 * hid,), dtype=gates.dtype)
+            act = cp.empty(gates.shape[:-1] + (5 * hid,), dtype=gates.dtype) if out is None else out
             c = cp.empty_like(c_prev)
             h = cp.empty_like(c_prev)
             elementwise(cp, "lstm_fwd")(*_cols(gates, hid, 4), c_prev, *_cols(act, hid, 5), c, h)
             return h, c, act
 
-    def lstm_cell_backward(self, act, c_prev, dh, dc):
+    def lstm_cell_backward(self, act, c_prev, dh, dc, *, out=None):
         cp = self._cp
         hid = c_prev.shape[-1]
         with self.device:
-            d = cp.empty(act.shape[:-1] + (4 * hid,), dtype=act.dtype)
+            d = cp.empty(act.shape[:-1] + (4 * hid,), dtype=act.dtype) if out is None else out
             dcp = cp.empty_like(c_prev)
             dc = dc if dc is not None else act.dtype.type(0)
             elementwise(cp, "lstm_bwd")(*_cols(act, hid, 5), c_prev, dh, dc, *_cols(d, hid, 4), dcp)
             return d, dcp
 
-    def gru_cell_forward(self, gx, gh, h_prev, b_hn=None):
+    def gru_cell_forward(self, gx, gh, h_prev, b_hn=None, *, out=None):
         cp = self._cp
         hid = h_prev.shape[-1]
         with self.device:
-            act = cp.empty(gx.shape[:-1] + (4 * hid,), dtype=gx.dtype)
+            act = cp.empty(gx.shape[:-1] + (4 * hid,), dtype=gx.dtype) if out is None else out
             h = cp.empty_like(h_prev)
             bn = b_hn if b_hn is not None else gx.dtype.type(0)
             elementwise(cp, "gru_fwd")(*_cols(gx, hid, 3), *_cols(gh, hid, 3), bn, h_prev, *_cols(act, hid, 4), h)
             return h, act
 
-    def gru_cell_backward(self, act, h_prev, dh):
+    def gru_cell_backward(self, act, h_prev, dh, *, out=None, out_gh=None):
         cp = self._cp
         hid = h_prev.shape[-1]
         with self.device:
-            dgx = cp.empty(act.shape[:-1] + (3 * hid,), dtype=act.dtype)
-            dgh = cp.empty_like(dgx)
+            dgx = cp.empty(act.shape[:-1] + (3 * hid,), dtype=act.dtype) if out is None else out
+            dgh = cp.empty(act.shape[:-1] + (3 * hid,), dtype=act.dtype) if out_gh is None else out_gh
             dhp = cp.empty_like(h_prev)
             elementwise(cp, "gru_bwd")(*_cols(act, hid, 4), h_prev, dh, *_cols(dgx, hid, 3), *_cols(dgh, hid, 3), dhp)
             return dgx, dgh, dhp

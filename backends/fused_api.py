@@ -69,29 +69,61 @@ class FusedOps:
             raise IndexError(f"{what}: an index was out of range in a batch since the last check")
 
     # ------------------------------------------------------------------ layers
-    def bias_act_forward(self, x: Array, bias: Array | None, act: str) -> tuple[Array, Array]:
-        """``act(x + bias)``; returns ``(y, saved)``."""
-        return F.bias_act_forward(self.xp, x, bias, act, self.erf)
+    # The recurrent cell kernels and bias + activation take an optional keyword-only ``out``: the
+    # destination of their main result (``act`` of the forwards, the gate gradients of the
+    # backwards), possibly a strided view of a larger buffer and possibly aliasing the kernel's own
+    # ``act`` / ``saved`` input (the time loop's shared per-step buffer): every kernel reads its
+    # inputs before it writes ``out``. The result returned is ``out`` itself. Mutable libraries
+    # only (the time loop passes it on mutable host-memory libraries); here, the reference is
+    # computed then copied into ``out``.
+    def _into(self, out: Array | None, value: Array, name: str) -> Array:
+        if out is None:
+            return value
+        if not getattr(self, "mutable", True):
+            raise TypeError(f"{name}: out= needs a mutable array library; {self!r} is immutable")
+        out[...] = value
+        return out
 
-    def bias_act_backward(self, dy: Array, saved: Array, act: str, has_bias: bool = True) -> tuple[Array, Any]:
-        """``(dx, dbias)`` of :meth:`bias_act_forward`."""
-        return F.bias_act_backward(self.xp, dy, saved, act, has_bias, self.erf)
+    def bias_act_forward(self, x: Array, bias: Array | None, act: str, *,
+                         out: Array | None = None) -> tuple[Array, Array]:
+        """``act(x + bias)``; returns ``(y, saved)`` (``y`` written into ``out`` when given)."""
+        y, saved = F.bias_act_forward(self.xp, x, bias, act, self.erf)
+        if out is None:
+            return y, saved
+        return self._into(out, y, "bias_act_forward"), (out if saved is y else saved)
 
-    def lstm_cell_forward(self, gates: Array, c_prev: Array) -> tuple[Array, Array, Array]:
-        """``(h, c, act)`` of one LSTM step from pre-activation gates ``(N, 4H)``."""
-        return F.lstm_cell_forward(self.xp, gates, c_prev)
+    def bias_act_backward(self, dy: Array, saved: Array, act: str, has_bias: bool = True, *,
+                          out: Array | None = None) -> tuple[Array, Any]:
+        """``(dx, dbias)`` of :meth:`bias_act_forward` (``dx`` into ``out``, which may be ``saved``)."""
+        dx, db = F.bias_act_backward(self.xp, dy, saved, act, has_bias, self.erf)
+        return self._into(out, dx, "bias_act_backward"), db
 
-    def lstm_cell_backward(self, act: Array, c_prev: Array, dh: Array, dc: Array | None) -> tuple[Array, Array]:
-        """``(dgates, dc_prev)`` of one LSTM step."""
-        return F.lstm_cell_backward(self.xp, act, c_prev, dh, dc)
+    def lstm_cell_forward(self, gates: Array, c_prev: Array, *,
+                          out: Array | None = None) -> tuple[Array, Array, Array]:
+        """``(h, c, act)`` of one LSTM step from pre-activation gates ``(N, 4H)`` (``act`` ``(N, 5H)``
+        written into ``out`` when given)."""
+        h, c, act = F.lstm_cell_forward(self.xp, gates, c_prev)
+        return h, c, self._into(out, act, "lstm_cell_forward")
 
-    def gru_cell_forward(self, gx: Array, gh: Array, h_prev: Array, b_hn: Array | None = None) -> tuple[Array, Array]:
-        """``(h, act)`` of one GRU step (PyTorch's formulation)."""
-        return F.gru_cell_forward(self.xp, gx, gh, h_prev, b_hn)
+    def lstm_cell_backward(self, act: Array, c_prev: Array, dh: Array, dc: Array | None, *,
+                           out: Array | None = None) -> tuple[Array, Array]:
+        """``(dgates, dc_prev)`` of one LSTM step (``dgates`` ``(N, 4H)`` into ``out``, which may
+        alias ``act[..., :4H]``)."""
+        d, dc_prev = F.lstm_cell_backward(self.xp, act, c_prev, dh, dc)
+        return self._into(out, d, "lstm_cell_backward"), dc_prev
 
-    def gru_cell_backward(self, act: Array, h_prev: Array, dh: Array) -> tuple[Array, Array, Array]:
-        """``(dgx, dgh, dh_prev_direct)`` of one GRU step."""
-        return F.gru_cell_backward(self.xp, act, h_prev, dh)
+    def gru_cell_forward(self, gx: Array, gh: Array, h_prev: Array, b_hn: Array | None = None, *,
+                         out: Array | None = None) -> tuple[Array, Array]:
+        """``(h, act)`` of one GRU step (PyTorch's formulation; ``act`` ``(N, 4H)`` into ``out``)."""
+        h, act = F.gru_cell_forward(self.xp, gx, gh, h_prev, b_hn)
+        return h, self._into(out, act, "gru_cell_forward")
+
+    def gru_cell_backward(self, act: Array, h_prev: Array, dh: Array, *, out: Array | None = None,
+                          out_gh: Array | None = None) -> tuple[Array, Array, Array]:
+        """``(dgx, dgh, dh_prev_direct)`` of one GRU step (``dgx`` into ``out``, which may alias
+        ``act[..., :3H]``; ``dgh`` into ``out_gh``)."""
+        dgx, dgh, dh_direct = F.gru_cell_backward(self.xp, act, h_prev, dh)
+        return self._into(out, dgx, "gru_cell_backward"), self._into(out_gh, dgh, "gru_cell_backward"), dh_direct
 
     def cross_entropy_forward(self, logits: Array, target: Array, weight: Array | None = None, **kw: Any) -> tuple:
         """``(loss, saved)`` of log-softmax + NLL (``ignore_index``, ``label_smoothing``, ``reduction``)."""

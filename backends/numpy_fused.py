@@ -16,7 +16,7 @@ import numpy as np
 
 from . import fused as F
 from .numpy_recurrent import NumpyRecurrentCells
-from .threads import parallel_rows
+from .threads import MIN_PARALLEL_ELEMENTS, get_num_threads, parallel_rows
 
 
 def _sigmoid_(x: np.ndarray) -> np.ndarray:
@@ -34,60 +34,68 @@ class NumpyFused(NumpyRecurrentCells):
     def vecdot(self, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
 
-    def bias_act_forward(self, x, bias, act):
+    def bias_act_forward(self, x, bias, act, *, out=None):
+        if act == "tanh" and x.ndim == 2 and x.size < MIN_PARALLEL_ELEMENTS:  # a recurrent time step: no layers
+            z = out
+            if z is None:
+                z = np.empty(x.shape, dtype=x.dtype if bias is None else np.result_type(x, bias))
+            if bias is not None:
+                np.add(x, bias, out=z)
+                return np.tanh(z, out=z), z
+            return np.tanh(x, out=z), z
         if act in ("relu", "tanh", "sigmoid") and x.ndim >= 1:
-            z = np.empty(x.shape, dtype=np.result_type(x, bias) if bias is not None else x.dtype)
+            z = out
+            if z is None:
+                z = np.empty(x.shape, dtype=np.result_type(x, bias) if bias is not None else x.dtype)
+            if x.ndim == 2 and (z.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):
+                _bias_act_rows(x, bias, z, act)  # one chunk (a recurrent time step): no closure
+                return z, z
             x2, z2 = _rows(x), _rows(z)
+            bias2 = _rows(bias) if bias is not None and bias.ndim > 1 else None  # a full addend (B, H)
 
             def work(lo: int, hi: int) -> None:
-                zc = z2[lo:hi]
-                if bias is not None:
-                    np.add(x2[lo:hi], bias, out=zc)
-                else:
-                    np.copyto(zc, x2[lo:hi])
-                if act == "relu":
-                    np.maximum(zc, 0, out=zc)
-                elif act == "tanh":
-                    np.tanh(zc, out=zc)
-                else:
-                    _sigmoid_(zc)
+                _bias_act_rows(x2[lo:hi], bias if bias2 is None else bias2[lo:hi], z2[lo:hi], act)
 
             parallel_rows(work, z2.shape[0], z.size)
             return z, z
         if act == "gelu_tanh" and x.ndim >= 1:
             z = x if bias is None else x + bias
-            y = np.empty(z.shape, dtype=z.dtype)
+            y = np.empty(z.shape, dtype=z.dtype) if out is None else out
             z2, y2 = _rows(z), _rows(y)
             parallel_rows(lambda lo, hi: _gelu_tanh_rows(z2[lo:hi], y2[lo:hi]), z2.shape[0], z.size)
             return y, z
-        return F.bias_act_forward(np, x, bias, act, self.erf)
+        y, saved = F.bias_act_forward(np, x, bias, act, self.erf)
+        if out is None:
+            return y, saved
+        out[...] = y
+        return out, (out if saved is y else saved)
 
-    def bias_act_backward(self, dy, saved, act, has_bias=True):
+    def bias_act_backward(self, dy, saved, act, has_bias=True, *, out=None):
+        if (act == "tanh" and not has_bias and dy.ndim == 2 and dy.shape == saved.shape
+                and dy.size < MIN_PARALLEL_ELEMENTS):  # a recurrent time step: no layers
+            dz = out if out is not None else np.empty(dy.shape, dtype=np.result_type(dy, saved))
+            np.multiply(saved, saved, out=dz)  # dz may be saved itself
+            np.subtract(1.0, dz, out=dz)
+            dz *= dy
+            return dz, None
         if act in ("relu", "tanh", "sigmoid") and dy.ndim >= 1 and dy.shape == saved.shape:
-            dz = np.empty(dy.shape, dtype=np.result_type(dy, saved))
-            dy2, s2, dz2 = _rows(dy), _rows(saved), _rows(dz)
-
-            def work(lo: int, hi: int) -> None:
-                d, sv, g = dz2[lo:hi], s2[lo:hi], dy2[lo:hi]
-                if act == "relu":
-                    np.multiply(g, sv > 0, out=d)
-                elif act == "tanh":
-                    np.multiply(sv, sv, out=d)
-                    np.subtract(1.0, d, out=d)
-                    d *= g
-                else:
-                    np.subtract(1.0, sv, out=d)
-                    d *= sv
-                    d *= g
-
-            parallel_rows(work, dz2.shape[0], dz.size)
-        elif act == "gelu_tanh" and dy.ndim >= 1 and dy.shape == saved.shape:
+            dz = np.empty(dy.shape, dtype=np.result_type(dy, saved)) if out is None else out
+            if dy.ndim == 2 and (dz.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):
+                _act_backward_rows(dy, saved, dz, act)  # one chunk (a recurrent time step): no closure
+            else:
+                dy2, s2, dz2 = _rows(dy), _rows(saved), _rows(dz)
+                parallel_rows(lambda lo, hi: _act_backward_rows(dy2[lo:hi], s2[lo:hi], dz2[lo:hi], act),
+                              dz2.shape[0], dz.size)
+        elif act == "gelu_tanh" and dy.ndim >= 1 and dy.shape == saved.shape and out is None:
             dz = np.empty(dy.shape, dtype=np.result_type(dy, saved))
             dy2, s2, dz2 = _rows(dy), _rows(saved), _rows(dz)
             parallel_rows(lambda lo, hi: _gelu_tanh_backward_rows(dy2[lo:hi], s2[lo:hi], dz2[lo:hi]), dz2.shape[0],
                           dz.size)
         else:
             dz = F.act_backward(np, dy, saved, act, self.erf)
+            if out is not None:
+                out[...] = dz
+                dz = out
         return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if has_bias else None)
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
@@ -145,6 +153,38 @@ class NumpyFused(NumpyRecurrentCells):
 
 
 # ---------------------------------------------------------------------------- row kernels
+def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: str) -> None:
+    """``z = act(x + bias)`` for relu, tanh, sigmoid (``z`` may be ``x`` itself)."""
+    if bias is not None:
+        np.add(x, bias, out=z)
+    elif z is not x:
+        np.copyto(z, x)
+    if act == "relu":
+        np.maximum(z, 0, out=z)
+    elif act == "tanh":
+        np.tanh(z, out=z)
+    else:
+        _sigmoid_(z)
+
+
+def _act_backward_rows(g: np.ndarray, sv: np.ndarray, d: np.ndarray, act: str) -> None:
+    """``d = g * act'`` from the saved output ``sv`` of relu, tanh, sigmoid; ``d`` may be ``sv``
+    itself (the recurrent time loop's shared buffer)."""
+    if act == "relu":
+        np.multiply(g, sv > 0, out=d)
+    elif act == "tanh":
+        np.multiply(sv, sv, out=d)
+        np.subtract(1.0, d, out=d)
+        d *= g
+    elif d is sv or np.may_share_memory(d, sv):
+        np.multiply(sv, np.subtract(1.0, sv), out=d)
+        d *= g
+    else:
+        np.subtract(1.0, sv, out=d)
+        d *= sv
+        d *= g
+
+
 def _rows(a: np.ndarray) -> np.ndarray:
     """``a`` as rows ``(prod(leading), last)`` (a view for C-contiguous arrays; 0-d/1-d: one row)."""
     if a.ndim == 0:

@@ -39,20 +39,8 @@ Array = Any
 Backward = Callable[..., tuple]
 
 __all__ = [
-    "Workspace",
-    "gru",
-    "gru_cell",
-    "gru_cell_forward",
-    "gru_forward",
-    "lengths_mask",
-    "lstm",
-    "lstm_cell",
-    "lstm_cell_forward",
-    "lstm_forward",
-    "rnn",
-    "rnn_cell",
-    "rnn_cell_forward",
-    "rnn_forward",
+    "Workspace", "gru", "gru_cell", "gru_cell_forward", "gru_forward", "lengths_mask", "lstm", "lstm_cell",
+    "lstm_cell_forward", "lstm_forward", "rnn", "rnn_cell", "rnn_cell_forward", "rnn_forward",
 ]
 
 
@@ -108,6 +96,18 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
     xp = b.xp
     w_ih, _, b_ih, b_hh, _ = weights
     w_ihT = xp.matrix_transpose(w_ih)
+    bias = None
+    if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
+        split = 2 * (w_ih.shape[0] // 3)
+        bias = xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
+    elif b_ih is not None:
+        bias = b_ih + b_hh
+    if shared is not None and bias is not None:
+        # the bias as one more input column of ones: one product writes x W_ih^T + bias into the
+        # strided shared buffer (a broadcast add over its rows costs as much as the product itself)
+        x_aug = xp.ones((x2.shape[0], x2.shape[1] + 1), dtype=x2.dtype, device=b.device_of(x2))
+        x_aug[:, :-1] = x2
+        return b.matmul_into(x_aug, xp.concat([w_ihT, bias[None, :]], axis=0), shared), None
     buf = None
     if shared is not None:
         xg = b.matmul_into(x2, w_ihT, shared)
@@ -116,11 +116,8 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
         xg = b.matmul_into(x2, w_ihT, buf)
     else:
         xg = xp.matmul(x2, w_ihT)
-    if b_ih is not None and cell.split_bias:  # GRU: b_hh's r and z parts join the input bias, n goes to the cell
-        split = 2 * (w_ih.shape[0] // 3)
-        xg += xp.concat([b_ih[:split] + b_hh[:split], b_ih[split:]])
-    elif b_ih is not None:
-        xg += b_ih + b_hh
+    if bias is not None:
+        xg += bias
     return xg, buf
 
 
@@ -150,11 +147,17 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
     outs: list = [None] * steps
     tape = _Tape(cell, b, x2, weights, reverse, masks, _Steps(b, ws, steps), _Steps(b, ws, steps),
                  _Steps(b, ws, steps, shared), [None] * steps if w_hr is not None else None, ws)
-    step = cell.step_forward
+    step, saved, h_prev, c_prev = cell.step_forward, tape.saved, tape.h_prev, tape.c_prev
+    has_c = cell.has_cell_state
     h, c = h0, c0
     for t in (range(steps - 1, -1, -1) if reverse else range(steps)):
-        h_new, c_new, tape.saved[t] = step(b, xg[t, ...], h, c, w_hhT, bh)
-        tape.h_prev[t], tape.c_prev[t] = h, c
+        out = saved.slot(t)  # pooled: the kernel writes the activations straight into the shared buffer
+        h_new, c_new, act = step(b, xg[t, ...], h, c, w_hhT, bh, out=out)
+        if out is None:
+            saved[t] = act
+        h_prev[t] = h
+        if has_c:
+            c_prev[t] = c
         if w_hrT is not None:
             tape.unprojected[t] = h_new
             h_new = xp.matmul(h_new, w_hrT)
@@ -167,6 +170,8 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
             c = c_new
     if buf is not None:
         ws.give(buf)  # nothing of the step results aliases the projection
+    if saved.buf is not None and cell.saved_is_state:
+        h = xp.asarray(h, copy=True)  # h_n may be a step of the shared buffer, which the backward overwrites
     return xp.stack(outs), h, c, tape
 
 
@@ -191,9 +196,14 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
         dc = xp.zeros_like(tape.c_prev[0])
     shared = tape.saved.buf if tape.saved.pool is not None else None  # see _direction_forward
     dgx = _Steps(b, tape.ws, steps, None if shared is None else shared[..., :w_ih.shape[0]], owned=False)
-    dgh = _Steps(b, tape.ws, steps) if cell.split_bias else dgx
+    dgh = dgx
+    if cell.split_bias:
+        dgh = _Steps(b, tape.ws, steps, None if shared is None else
+                     tape.ws.take(xp, (steps, *shared.shape[1:-1], w_ih.shape[0]), shared.dtype, b.device_of(shared),
+                                  type(shared)))
     dproj: list = [None] * steps
-    step = cell.step_backward
+    step, saved, h_prev, c_prev = cell.step_backward, tape.saved, tape.h_prev, tape.c_prev
+    has_c, needs_h = cell.has_cell_state, cell.step_needs_h
     for t in (range(steps) if tape.reverse else range(steps - 1, -1, -1)):
         dh_new = dh + dout[t, ...] if dout is not None else dh
         dc_new = dc
@@ -207,8 +217,13 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
         if w_hr is not None:
             dproj[t] = dh_new
             dh_new = xp.matmul(dh_new, w_hr)
-        dgx[t], dgh_t, dh, dc = step(b, dh_new, dc_new, tape.saved[t], tape.h_prev[t], tape.c_prev[t], w_hh)
-        if dgh is not dgx:
+        out = dgx.slot(t)  # pooled: the kernel writes the gate gradients over the step's activations
+        out_gh = dgh.slot(t) if dgh is not dgx else None
+        dgx_t, dgh_t, dh, dc = step(b, dh_new, dc_new, saved[t], h_prev[t] if needs_h else None,
+                                    c_prev[t] if has_c else None, w_hh, out=out, out_gh=out_gh)
+        if out is None:
+            dgx[t] = dgx_t
+        if dgh is not dgx and out_gh is None:
             dgh[t] = dgh_t
         if mb is not None:
             dh = dh + dh_pass

@@ -10,20 +10,22 @@ adapter (``lstm_cell_forward``, ``gru_cell_forward``, ``bias_act_forward``; thei
 fallbacks in ``nnx_backends.fused`` hold the math); its backward is one fused kernel plus the
 product with ``W_hh``.
 
-* ``step_forward(b, gx, h, c, w_hhT, b_hh) -> (h_new, c_new, saved)``
+* ``step_forward(b, gx, h, c, w_hhT, b_hh, *, out=None) -> (h_new, c_new, saved)``
 
   - ``b``: the backend adapter; ``gx`` ``(B, G*H)``: the input part of the gates,
     ``x_t W_ih^T + b_ih`` (plus ``b_hh`` unless the cell keeps it apart, see ``split_bias``);
   - ``h`` ``(B, H)``, ``c`` (LSTM only, else None): the previous state;
   - ``w_hhT`` ``(H, G*H)``: ``W_hh`` transposed; ``b_hh``: the recurrent bias when
     ``split_bias`` (GRU), else None;
-  - ``saved``: what the backward needs of this step (the activations).
+  - ``saved``: what the backward needs of this step (the activations); written into ``out`` when
+    given (then ``saved`` is ``out``). ``out`` may alias ``gx``: the step reads ``gx`` first.
 
-* ``step_backward(b, dh, dc, saved, h, c, w_hh) -> (dgx, dgh, dh_prev, dc_prev)``
+* ``step_backward(b, dh, dc, saved, h, c, w_hh, *, out=None, out_gh=None) -> (dgx, dgh, dh_prev, dc_prev)``
 
   - ``dh``, ``dc``: the gradients of the new state (``dc`` may be None: no gradient);
   - ``dgx``, ``dgh``: the gradients of the pre-activations of the input part and of the
-    recurrent part (the same array except for the GRU);
+    recurrent part (the same array except for the GRU); written into ``out`` / ``out_gh`` when given
+    (``out`` may alias ``saved``: the step reads ``saved`` first);
   - ``dh_prev``, ``dc_prev``: the gradients of the previous state (``dc_prev`` None except LSTM).
 
 Gate orders follow PyTorch: LSTM ``i, f, g, o``; GRU ``r, z, n``.
@@ -65,44 +67,40 @@ __all__ = [
 
 
 # ============================================================================ Elman RNN
-def _elman_forward(act: str, b: Any, gx: Array, h: Array, w_hhT: Array) -> tuple[Array, None, Array]:
-    """``h' = act(h W_hh^T + gx)``: one product and one fused bias + activation kernel."""
-    h_new, _ = b.bias_act_forward(b.xp.matmul(h, w_hhT), gx, act)
+def rnn_tanh_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
+                          b_hh: None = None, *, out: Array | None = None) -> tuple[Array, None, Array]:
+    """``h' = tanh(gx + h W_hh^T)`` (one product, one fused bias + activation kernel); saves ``h'``
+    (which is ``out`` when given)."""
+    h_new, _ = b.bias_act_forward(b.xp.matmul(h, w_hhT), gx, "tanh", out=out)
     return h_new, None, h_new
 
 
-def _elman_backward(act: str, b: Any, dh: Array, saved: Array, w_hh: Array) -> tuple[Array, Array, Array, None]:
-    dz, _ = b.bias_act_backward(dh, saved, act, has_bias=False)
+def rnn_tanh_step_backward(b: Any, dh: Array, dc: None, saved: Array, h: Array, c: None,
+                           w_hh: Array, *, out: Array | None = None,
+                           out_gh: None = None) -> tuple[Array, Array, Array, None]:
+    """``dz = dh' * (1 - h'^2)``, ``dh = dz W_hh``."""
+    dz, _ = b.bias_act_backward(dh, saved, "tanh", has_bias=False, out=out)
     return dz, dz, b.xp.matmul(dz, w_hh), None
 
 
-def rnn_tanh_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
-                          b_hh: None = None) -> tuple[Array, None, Array]:
-    """``h' = tanh(gx + h W_hh^T)``; saves ``h'``."""
-    return _elman_forward("tanh", b, gx, h, w_hhT)
-
-
-def rnn_tanh_step_backward(b: Any, dh: Array, dc: None, saved: Array, h: Array, c: None,
-                           w_hh: Array) -> tuple[Array, Array, Array, None]:
-    """``dz = dh' * (1 - h'^2)``, ``dh = dz W_hh``."""
-    return _elman_backward("tanh", b, dh, saved, w_hh)
-
-
 def rnn_relu_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
-                          b_hh: None = None) -> tuple[Array, None, Array]:
-    """``h' = max(gx + h W_hh^T, 0)``; saves ``h'``."""
-    return _elman_forward("relu", b, gx, h, w_hhT)
+                          b_hh: None = None, *, out: Array | None = None) -> tuple[Array, None, Array]:
+    """``h' = max(gx + h W_hh^T, 0)``; saves ``h'`` (which is ``out`` when given)."""
+    h_new, _ = b.bias_act_forward(b.xp.matmul(h, w_hhT), gx, "relu", out=out)
+    return h_new, None, h_new
 
 
 def rnn_relu_step_backward(b: Any, dh: Array, dc: None, saved: Array, h: Array, c: None,
-                           w_hh: Array) -> tuple[Array, Array, Array, None]:
+                           w_hh: Array, *, out: Array | None = None,
+                           out_gh: None = None) -> tuple[Array, Array, Array, None]:
     """``dz = dh' * [h' > 0]``, ``dh = dz W_hh``."""
-    return _elman_backward("relu", b, dh, saved, w_hh)
+    dz, _ = b.bias_act_backward(dh, saved, "relu", has_bias=False, out=out)
+    return dz, dz, b.xp.matmul(dz, w_hh), None
 
 
 # ============================================================================ LSTM
 def lstm_step_forward(b: Any, gx: Array, h: Array, c: Array, w_hhT: Array,
-                      b_hh: None = None) -> tuple[Array, Array, Array]:
+                      b_hh: None = None, *, out: Array | None = None) -> tuple[Array, Array, Array]:
     """One LSTM step, gates ``i, f, g, o`` of ``z = gx + h W_hh^T``::
 
         i, f, o = sigmoid(z_i), sigmoid(z_f), sigmoid(z_o);  g = tanh(z_g)
@@ -113,23 +111,24 @@ def lstm_step_forward(b: Any, gx: Array, h: Array, c: Array, w_hhT: Array,
     """
     gates = b.xp.matmul(h, w_hhT)
     gates += gx
-    return b.lstm_cell_forward(gates, c)
+    return b.lstm_cell_forward(gates, c, out=out)
 
 
 def lstm_step_backward(b: Any, dh: Array, dc: Array | None, saved: Array, h: Array, c: Array,
-                       w_hh: Array) -> tuple[Array, Array, Array, Array]:
+                       w_hh: Array, *, out: Array | None = None,
+                       out_gh: None = None) -> tuple[Array, Array, Array, Array]:
     """Differentiate :func:`lstm_step_forward` (``c`` is the cell state before the step)::
 
         dc' += dh' * o * (1 - tanh(c')^2)
         dz = (dc' g i(1-i), dc' c f(1-f), dc' i (1-g^2), dh' tanh(c') o(1-o));  dc = dc' f
     """
-    dz, dc_prev = b.lstm_cell_backward(saved, c, dh, dc)
+    dz, dc_prev = b.lstm_cell_backward(saved, c, dh, dc, out=out)
     return dz, dz, b.xp.matmul(dz, w_hh), dc_prev
 
 
 # ============================================================================ GRU
 def gru_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
-                     b_hn: Array | None = None) -> tuple[Array, None, Array]:
+                     b_hn: Array | None = None, *, out: Array | None = None) -> tuple[Array, None, Array]:
     """One GRU step, gates ``r, z, n``, with ``gx = x W_ih^T + b_ih`` and ``gh = h W_hh^T + b_hh``::
 
         r, z = sigmoid(gx_r + gh_r), sigmoid(gx_z + gh_z)
@@ -142,18 +141,19 @@ def gru_step_forward(b: Any, gx: Array, h: Array, c: None, w_hhT: Array,
     (``(B, 4H)``).
     """
     gh = b.xp.matmul(h, w_hhT)
-    h_new, act = b.gru_cell_forward(gx, gh, h, b_hn)
+    h_new, act = b.gru_cell_forward(gx, gh, h, b_hn, out=out)
     return h_new, None, act
 
 
 def gru_step_backward(b: Any, dh: Array, dc: None, saved: Array, h: Array, c: None,
-                      w_hh: Array) -> tuple[Array, Array, Array, None]:
+                      w_hh: Array, *, out: Array | None = None,
+                      out_gh: Array | None = None) -> tuple[Array, Array, Array, None]:
     """Differentiate :func:`gru_step_forward`::
 
         dn_pre = dh' (1 - z)(1 - n^2);  dr_pre = dn_pre gh_n r(1 - r);  dz_pre = dh' (h - n) z(1 - z)
         dgx = (dr_pre, dz_pre, dn_pre);  dgh = (dr_pre, dz_pre, dn_pre r);  dh = dh' z + dgh W_hh
     """
-    dgx, dgh, dh_direct = b.gru_cell_backward(saved, h, dh)
+    dgx, dgh, dh_direct = b.gru_cell_backward(saved, h, dh, out=out, out_gh=out_gh)
     dh_prev = b.xp.matmul(dgh, w_hh)
     dh_prev += dh_direct
     return dgx, dgh, dh_prev, None
@@ -169,7 +169,10 @@ class Cell:
     recurrent part rather than into ``gx``, and the gradients ``dgx``, ``dgh`` differ (GRU);
     ``saved``: the width of ``saved`` in units of ``H`` when it is at least ``gates`` (the time loop
     then lets the input projection, the saved activations and the gate gradients share one buffer
-    on mutable host-memory libraries), else 0.
+    on mutable host-memory libraries), else 0; ``saved_is_state``: ``saved`` is ``h_new`` itself
+    (Elman RNN), so a state that lives in the shared buffer is copied out of it at the end;
+    ``step_needs_h``: ``step_backward`` reads ``h`` (else the loop passes None there, and ``c`` is
+    None unless ``has_cell_state``).
     """
 
     name: str
@@ -179,12 +182,14 @@ class Cell:
     has_cell_state: bool = False
     split_bias: bool = False
     saved: int = 0
+    saved_is_state: bool = False
+    step_needs_h: bool = False
 
 
-RNN_TANH = Cell("RNN_TANH", 1, rnn_tanh_step_forward, rnn_tanh_step_backward, saved=1)
-RNN_RELU = Cell("RNN_RELU", 1, rnn_relu_step_forward, rnn_relu_step_backward, saved=1)
+RNN_TANH = Cell("RNN_TANH", 1, rnn_tanh_step_forward, rnn_tanh_step_backward, saved=1, saved_is_state=True)
+RNN_RELU = Cell("RNN_RELU", 1, rnn_relu_step_forward, rnn_relu_step_backward, saved=1, saved_is_state=True)
 LSTM = Cell("LSTM", 4, lstm_step_forward, lstm_step_backward, has_cell_state=True, saved=5)
-GRU = Cell("GRU", 3, gru_step_forward, gru_step_backward, split_bias=True, saved=4)
+GRU = Cell("GRU", 3, gru_step_forward, gru_step_backward, split_bias=True, saved=4, step_needs_h=True)
 
 #: The cells by the mode name the layers use (PyTorch's ``RNNBase.mode``).
 CELLS: dict[str, Cell] = {cell.name: cell for cell in (RNN_TANH, RNN_RELU, LSTM, GRU)}

@@ -62,6 +62,8 @@ class Steps:
     ``buf``: a ``(T, ...)`` buffer to write into when pooling (possibly a view of a shared one; not
     given back unless ``owned``); else one is taken from the workspace at the first step."""
 
+    __slots__ = ("b", "buf", "items", "owned", "pool")
+
     def __init__(self, b: Any, ws: Workspace | None, steps: int, buf: Array | None = None,
                  owned: bool = True) -> None:
         self.b = b
@@ -82,6 +84,14 @@ class Steps:
             self.buf = self.pool.take(self.b.xp, (len(self.items), *a.shape), a.dtype, self.b.device_of(a), type(a))
         self.buf[t, ...] = a
         self.items[t] = _POOLED
+
+    def slot(self, t: int) -> Array | None:
+        """Where step ``t``'s array can be written directly (``buf[t]``, which then holds the step), or
+        None when this is not pooled or its buffer is not there yet (assign the step instead)."""
+        if self.buf is None:
+            return None
+        self.items[t] = _POOLED
+        return self.buf[t, ...]
 
     def __len__(self) -> int:
         return len(self.items)

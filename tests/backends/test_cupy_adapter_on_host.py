@@ -298,3 +298,30 @@ def test_optimizers_and_reductions(fake, dt):
     np.testing.assert_allclose(fake.grad_norm(a), np.linalg.norm(a), **tol(dt))
     assert int(fake.index_in_range(np.array([0, 4]), 0, 5)) == 0
     assert int(fake.index_in_range(np.array([0, 5]), 0, 5)) == 1
+
+
+@pytest.mark.parametrize("dt", DT)
+def test_cell_kernels_write_into_out(fake, dt):
+    """``out=`` (a strided column view of a wider buffer) receives the result, which is returned."""
+    r = np.random.default_rng(5)
+    gates, c0, dh, dc = (r.standard_normal(s).astype(dt) for s in ((3, 20), (3, 5), (3, 5), (3, 5)))
+    buf = np.zeros((3, 27), dt)
+    _, _, act = fake.lstm_cell_forward(gates, c0, out=buf[:, :25])
+    assert act.base is buf or act is buf
+    np.testing.assert_allclose(buf[:, :25], F.lstm_cell_forward(np, gates, c0)[2], **tol(dt))
+    saved = buf[:, :25].copy()
+    fake.lstm_cell_backward(saved, c0, dh, dc, out=buf[:, 2:22])
+    np.testing.assert_allclose(buf[:, 2:22], F.lstm_cell_backward(np, saved, c0, dh, dc)[0], **tol(dt))
+    gx, gh = r.standard_normal((3, 15)).astype(dt), r.standard_normal((3, 15)).astype(dt)
+    _, act = fake.gru_cell_forward(gx, gh, c0, out=buf[:, 1:21])
+    np.testing.assert_allclose(buf[:, 1:21], F.gru_cell_forward(np, gx, gh, c0)[1], **tol(dt))
+    ref = F.gru_cell_backward(np, act.copy(), c0, dh)
+    other = np.zeros((3, 16), dt)
+    fake.gru_cell_backward(act.copy(), c0, dh, out=buf[:, :15], out_gh=other[:, 1:])
+    np.testing.assert_allclose(buf[:, :15], ref[0], **tol(dt))
+    np.testing.assert_allclose(other[:, 1:], ref[1], **tol(dt))
+    y = np.zeros((3, 7), dt)
+    fake.bias_act_forward(gates[:, :5], c0, "tanh", out=y[:, 1:6])
+    np.testing.assert_allclose(y[:, 1:6], np.tanh(gates[:, :5] + c0), **tol(dt))
+    fake.bias_act_backward(dh, y[:, 1:6].copy(), "tanh", has_bias=False, out=y[:, :5])
+    np.testing.assert_allclose(y[:, :5], dh * (1 - np.tanh(gates[:, :5] + c0) ** 2), **tol(dt))
