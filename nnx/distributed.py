@@ -29,10 +29,34 @@ import nnx_backends as backends
 
 __all__ = ["init", "is_initialized", "is_available", "get_rank", "get_world_size", "get_local_rank",
            "barrier", "all_reduce", "broadcast", "all_gather", "broadcast_object", "all_gather_object",
-           "all_reduce_scalars", "abort", "get_comm"]
+           "all_reduce_scalars", "abort", "get_comm", "MirrorComm"]
 
 _OPS = ("sum", "mean", "max", "min", "prod")
 _state: dict[str, Any] = {"comm": None, "hook": None}
+
+
+class MirrorComm:
+    """A stand-in for an mpi4py communicator inside one process: ``size`` ranks that all hold this
+    rank's data (this is rank 0; ``allgather`` returns ``size`` copies of this rank's object,
+    ``Bcast`` leaves the buffer as it is). For single-process tests and benchmarks of multi-rank
+    code, e.g. ``dist.init(comm=MirrorComm(), abort_on_exception=False)``; buffer all-reduces
+    (``all_reduce_host``) need MPI, so such a test replaces that function.
+    """
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = int(size)
+
+    def Get_size(self) -> int:  # noqa: N802 - mpi4py's name
+        return self.size
+
+    def Get_rank(self) -> int:  # noqa: N802
+        return 0
+
+    def allgather(self, obj: Any) -> list[Any]:
+        return [obj] * self.size
+
+    def Bcast(self, buf: Any, root: int = 0) -> None:  # noqa: N802
+        pass
 
 
 def is_available() -> bool:

@@ -13,22 +13,6 @@ from nnx import parallel
 from nnx.parallel import DistributedDataParallel
 
 
-class _TwinComm:
-    """A communicator of two ranks where the other rank mirrors this one."""
-
-    def Get_size(self) -> int:
-        return 2
-
-    def Get_rank(self) -> int:
-        return 0
-
-    def allgather(self, obj):
-        return [obj, obj]
-
-    def Bcast(self, buf, root=0):
-        pass
-
-
 @pytest.fixture
 def twin_world(monkeypatch):
     """World size 2; every host all-reduce doubles its buffer in place and is recorded."""
@@ -39,7 +23,7 @@ def twin_world(monkeypatch):
         buf *= 2
         return buf
 
-    monkeypatch.setitem(dist._state, "comm", _TwinComm())
+    monkeypatch.setitem(dist._state, "comm", dist.MirrorComm())
     monkeypatch.setattr(dist, "all_reduce_host", all_reduce_host)
     return sent
 
