@@ -67,15 +67,22 @@ def layer_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, *, forward_
     ty = tlayer(tx, **forward_kwargs)
     y = layer(x, **forward_kwargs)
     assert_close(y, ty, rtol=tol, atol=tol, what="output")
-    dy_host = np.random.default_rng(1).standard_normal(tuple(ty.shape))
-    ty.backward(torch.from_numpy(dy_host))
-    dx = layer.backward(nnx.asarray(dy_host, dtype="float64"))
+    _backward_parity(torch, layer, tlayer, tx, ty, 1, tol)
+    assert host(y).dtype == np.float64
+    return y
+
+
+def _backward_parity(torch: Any, layer: nnx.Module, tlayer: Any, tx: Any, ty: Any, seed: int, tol: float) -> dict:
+    """Backpropagate the same random output gradient through both; compare the input gradient and
+    every parameter gradient. Returns torch's parameters by name."""
+    dy = np.random.default_rng(seed).standard_normal(tuple(ty.shape))
+    ty.backward(torch.from_numpy(dy))
+    dx = layer.backward(nnx.asarray(dy, dtype="float64"))
     assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
     tparams = dict(tlayer.named_parameters())
     for name, p in layer.named_parameters():
         assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
-    assert host(y).dtype == np.float64
-    return y
+    return tparams
 
 
 def step_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, seed: int = 1, tol: float = 1e-10) -> None:
@@ -88,13 +95,8 @@ def step_parity(torch: Any, layer: nnx.Module, tlayer: Any, x: Any, seed: int = 
     assert_close(y, ty, rtol=tol, atol=tol, what="output")
     if not layer.training:  # eval mode records nothing (as no_grad)
         return
-    dy = np.random.default_rng(seed).standard_normal(tuple(ty.shape))
-    ty.backward(torch.from_numpy(dy))
-    dx = layer.backward(nnx.asarray(dy, dtype="float64"))
-    assert_close(dx, tx.grad, rtol=tol, atol=tol, what="input gradient")
-    tparams = dict(tlayer.named_parameters())
+    tparams = _backward_parity(torch, layer, tlayer, tx, ty, seed, tol)
     for name, p in layer.named_parameters():
-        assert_close(p.grad, tparams[name].grad, rtol=tol, atol=tol, what=f"gradient of {name}")
         p.grad = None
         tparams[name].grad = None
 
