@@ -354,7 +354,7 @@ __global__ void nnx_softmax_cols_fwd(const T* s, long long batches, long long ro
     A m = isfinite(mx) ? mx : (A)0;
     A z = 0;
     for (long long r = 0; r < rows; ++r) z += exp((A)sc[r * cols] - m);
-    A inv = z > 0 ? (A)1 / z : (A)0;
+    A inv = z == 0 ? (A)0 : (A)1 / z;  // a NaN score: z NaN, the column NaN (as the reference)
     for (long long r = 0; r < rows; ++r) pc[r * cols] = (T)(exp((A)sc[r * cols] - m) * inv);
     lse[b * cols + c] = (T)(z > 0 ? log(z) + m : -log(z));  // z = 0: every key masked, lse = +inf
 }

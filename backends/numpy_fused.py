@@ -15,6 +15,7 @@ import math
 import numpy as np
 
 from . import fused as F
+from . import host_kernels as hk
 from .numpy_recurrent import NumpyRecurrentCells
 from .threads import MIN_PARALLEL_ELEMENTS, get_num_threads, parallel_rows
 
@@ -171,7 +172,11 @@ def _act_backward_rows(g: np.ndarray, sv: np.ndarray, d: np.ndarray, act: str) -
     """``d = g * act'`` from the saved output ``sv`` of relu, tanh, sigmoid; ``d`` may be ``sv``
     itself (the recurrent time loop's shared buffer)."""
     if act == "relu":
-        np.multiply(g, sv > 0, out=d)
+        lib = hk.kernels()
+        if lib is not None and hk.supports(g, sv, d) and g.shape == sv.shape == d.shape:
+            lib.fn("nnx_relu_bwd", g.dtype)(g.ctypes.data, sv.ctypes.data, g.size, d.ctypes.data)  # one pass
+        else:
+            np.multiply(g, sv > 0, out=d)
     elif act == "tanh":
         np.multiply(sv, sv, out=d)
         np.subtract(1.0, d, out=d)

@@ -3,7 +3,8 @@ the adapters' ``softmax_cols_forward`` / ``softmax_cols_backward``.
 
 Attention keeps its scores transposed, one column per query (``nnx/functional/attention.py``), so
 its softmax runs over axis -2. A column whose entries are all -inf (a query with every key masked
-out) gives probabilities 0 and logsumexp +inf, as torch's ``scaled_dot_product_attention``.
+out) gives probabilities 0 and logsumexp +inf, as torch's ``scaled_dot_product_attention``; a NaN
+score makes its whole column NaN (probabilities and logsumexp), as torch's softmax.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ def softmax_cols_forward(xp: Any, s: Array) -> tuple[Array, Array]:
     e = xp.exp(s)
     del s
     z = xp.sum(e, axis=-2, keepdims=True)
-    safe = xp.where(z > 0, z, 1.0)
+    safe = xp.where(z == 0, 1.0, z)  # a NaN sum stays NaN: the whole column is NaN, as torch
     e *= 1.0 / safe  # one division per column, a multiplication per entry
-    lse = xp.where(z > 0, xp.log(safe) + m, math.inf)
+    lse = xp.where(z == 0, math.inf, xp.log(safe) + m)
     return e, lse
 
 

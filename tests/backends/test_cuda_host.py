@@ -313,13 +313,15 @@ def test_layer_norm_row_kernels(row_libs, dtype, affine):
 
 @pytest.mark.parametrize("dtype", DT)
 def test_softmax_column_kernels(row_libs, dtype):
-    """Columns of (batches, S, L) scores, one fully masked (-inf) column: p 0 and lse +inf there."""
+    """Columns of (batches, S, L) scores, one fully masked (-inf) column: p 0 and lse +inf there; a
+    NaN score makes its column NaN, as the reference."""
     lib = row_libs[np.dtype(dtype).name]
     r = np.random.default_rng(10)
     batches, rows, cols = 3, 5, 4
     s = (r.standard_normal((batches, rows, cols)) * 3).astype(dtype)
     s[1, :, 2] = -np.inf
     s[2, 1:, 0] = -np.inf  # one key left in this column
+    s[0, 3, 1] = np.nan
     dp = r.standard_normal((batches, rows, cols)).astype(dtype)
     p, lse = np.zeros_like(s), np.zeros((batches, 1, cols), dtype)
     dims = (ctypes.c_longlong(batches), ctypes.c_longlong(rows), ctypes.c_longlong(cols))
@@ -328,6 +330,7 @@ def test_softmax_column_kernels(row_libs, dtype):
     np.testing.assert_allclose(p, rp, **tol(dtype))
     np.testing.assert_allclose(lse, rlse, **tol(dtype))
     assert np.all(p[1, :, 2] == 0) and np.isposinf(lse[1, 0, 2])
+    assert np.isnan(p[0, :, 1]).all() and np.isnan(lse[0, 0, 1]) and not np.isnan(np.delete(p, 1, axis=-1)).any()
     ds = np.zeros_like(s)
     lib.host_softmax_cols_bwd(_p(dp), _p(p), *dims, _p(ds))
     rds = SM.softmax_cols_backward(np, dp.copy(), rp, lambda a, c, axis=-1: np.sum(a * c, axis=axis))

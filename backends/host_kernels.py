@@ -1,0 +1,187 @@
+"""Fused host kernels for the NumPy adapter: ``host_kernels.c``, compiled on first use with the
+machine's C compiler and loaded through :mod:`ctypes`.
+
+NumPy runs one pass over memory per operation; a layer norm is six of them forward and seven
+backward, a column softmax five. The kernels in ``host_kernels.c`` do the same arithmetic in one
+or two passes over data in cache (the references in ``norm.py``, ``softmax.py`` and ``fused.py``
+define what they compute, and the tests hold them to it). They are optional: when no compiler
+is found, the build fails, or ``NNX_HOST_KERNELS=0`` is set, :func:`kernels` returns ``None``
+and the adapter runs its NumPy passes (``reason()`` says why).
+
+The shared library is cached under ``NNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnx``, else
+``~/.cache/nnx`` (a temporary folder when none is writable), named by a hash of the source,
+the compiler, its flags and the CPU, so a changed file, compiler or machine builds anew. The
+build is written to a temporary name and renamed into place, so processes that build at once
+(test workers, data-parallel ranks) never load a partial file. ``-march=native`` is used where
+the compiler accepts it (the CPU is part of the name).
+
+ctypes releases the GIL for the call, so the adapter splits the rows of a kernel over its
+thread pool like its NumPy passes.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ENV", "HostKernels", "kernels", "reason"]
+
+#: set to 0 to turn the host kernels off (the NumPy passes run instead)
+ENV = "NNX_HOST_KERNELS"
+SOURCE = Path(__file__).with_name("host_kernels.c")
+_BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-std=c99"]
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"done": False, "lib": None, "reason": "not built yet"}
+
+_P = ctypes.c_void_p
+_I = ctypes.c_longlong
+_D = ctypes.c_double
+_SIGNATURES = {
+    "nnx_ln_fwd": [_P, _P, _P, _I, _I, _D, _P, _P, _P],
+    "nnx_ln_bwd": [_P, _P, _P, _P, _I, _I, _P],
+    "nnx_colmax_sub": [_P, _I, _I, _I, _P],
+    "nnx_colsum_scale": [_P, _I, _I, _I, _P, _P, _P],
+    "nnx_softmax_cols_bwd": [_P, _P, _I, _I, _I, _P],
+    "nnx_relu_bwd": [_P, _P, _I, _P],
+}
+_SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+class HostKernels:
+    """The loaded library: ``fn(name, dtype)`` is the C function for float32 or float64 arrays."""
+
+    def __init__(self, lib: ctypes.CDLL, path: Path) -> None:
+        self.path = path
+        self._fns: dict[tuple[str, np.dtype], Any] = {}
+        for name, argtypes in _SIGNATURES.items():
+            for dt, suf in _SUFFIX.items():
+                f = getattr(lib, f"{name}_{suf}")
+                f.argtypes = argtypes
+                f.restype = None
+                self._fns[(name, dt)] = f
+
+    def fn(self, name: str, dtype: np.dtype) -> Any:
+        return self._fns[(name, dtype)]
+
+    def __repr__(self) -> str:
+        return f"HostKernels({str(self.path)!r})"
+
+
+def supports(*arrays: np.ndarray) -> bool:
+    """True when every array is a C-contiguous, writeable-or-input float32/float64 ndarray of one dtype."""
+    dt = arrays[0].dtype
+    return dt in _SUFFIX and all(type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays)
+
+
+def ptr(a: np.ndarray | None) -> int | None:
+    """The data address of ``a`` for a ctypes call (None for NULL)."""
+    return None if a is None else a.ctypes.data
+
+
+def _cache_dir() -> Path:
+    for cand in (os.environ.get("NNX_CACHE_DIR"),
+                 os.path.join(os.environ["XDG_CACHE_HOME"], "nnx") if os.environ.get("XDG_CACHE_HOME") else None,
+                 os.path.join(os.path.expanduser("~"), ".cache", "nnx")):
+        if not cand:
+            continue
+        try:
+            os.makedirs(cand, exist_ok=True)
+            if os.access(cand, os.W_OK):
+                return Path(cand)
+        except OSError:
+            continue
+    return Path(tempfile.gettempdir()) / f"nnx-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+
+
+def _compiler() -> str | None:
+    for cand in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if cand and shutil.which(cand):
+            return shutil.which(cand)
+    return None
+
+
+def _cpu_id() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags"))][:2]
+        return "".join(lines)
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def _build() -> tuple[HostKernels | None, str]:
+    if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
+        return None, f"turned off by {ENV}={os.environ[ENV]}"
+    if sys.platform == "win32":
+        return None, "not built on Windows (no C compiler assumed)"
+    cc = _compiler()
+    if cc is None:
+        return None, "no C compiler found (set CC, or install gcc/clang)"
+    source = SOURCE.read_bytes()
+    version = _run([cc, "--version"]).stdout if cc else ""
+    for flags in (_BASE_FLAGS + ["-march=native"], _BASE_FLAGS):
+        key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(flags).encode(),
+                                         _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
+        folder = _cache_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"host_kernels-{key}.so"
+        if not path.exists():
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+            os.close(fd)
+            try:
+                out = _run([cc, *flags, str(SOURCE), "-o", tmp, "-lm"])
+                if out.returncode != 0:
+                    last = (out.stderr or out.stdout).strip().splitlines()[-1:] or ["(no output)"]
+                    err = f"{os.path.basename(cc)} failed: {last[0]}"
+                    continue
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        try:
+            return HostKernels(ctypes.CDLL(str(path)), path), f"loaded {path}"
+        except (OSError, AttributeError) as e:
+            err = f"could not load {path}: {e}"
+    return None, err
+
+
+def kernels() -> HostKernels | None:
+    """The host kernels, built and loaded on the first call; None when unavailable (see :func:`reason`)."""
+    if _state["done"]:
+        return _state["lib"]
+    with _lock:
+        if not _state["done"]:
+            try:
+                lib, why = _build()
+            except (OSError, subprocess.SubprocessError) as e:
+                lib, why = None, f"build failed: {e}"
+            _state.update(lib=lib, reason=why, done=True)
+    return _state["lib"]
+
+
+def reason() -> str:
+    """Why :func:`kernels` returned what it did (the library's path, or why there is none)."""
+    kernels()
+    return _state["reason"]
+
+
+def _reset() -> None:
+    """Forget the loaded library (tests: rebuild under another environment)."""
+    with _lock:
+        _state.update(done=False, lib=None, reason="not built yet")

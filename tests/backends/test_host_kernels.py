@@ -1,0 +1,170 @@
+"""The NumPy adapter's fused host kernels (``backends/host_kernels.c``) against the readable
+references, and the build: cached, turned off by ``NNX_HOST_KERNELS=0``, a failed build leaves the
+NumPy passes (with the reason), never a broken adapter.
+
+The layer norm and the forward column softmax are also run against the references, on and off,
+block-split and threaded, in ``test_numpy_norm.py``; the layers that use them (LayerNorm,
+MultiheadAttention, the Transformer layers, ReLU after a Linear) are held to PyTorch and to
+gradcheck (float64, so through the ``f64`` kernels) by the layer tests."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import nnx
+import nnx_backends.host_kernels as HK
+import nnx_backends.threads as T
+from nnx_backends import fused as FU
+from nnx_backends import norm as NR
+from nnx_backends import softmax as SM
+
+DTYPES = ["float32", "float64"]
+
+
+@pytest.fixture
+def lib():
+    k = HK.kernels()
+    if k is None:
+        pytest.skip(f"host kernels unavailable: {HK.reason()}")
+    return k
+
+
+@pytest.fixture
+def numpy_adapter(monkeypatch):
+    monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
+    old = T._state["threads"]
+    with nnx.use_backend("numpy") as b:
+        yield b
+    nnx.set_num_threads(old if old is not None else T._default_threads())
+
+
+def _tol(dtype):
+    return dict(rtol=2e-6, atol=2e-6) if dtype == "float32" else dict(rtol=1e-13, atol=1e-13)
+
+
+def _vecdot(a, b, axis=-1):
+    return np.sum(a * b, axis=axis)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", ["both", "weight", "bias", "none"])
+def test_layer_norm_rows_match_reference(lib, dtype, affine):
+    rng = np.random.default_rng(3)
+    rows, n = 37, 29
+    x = (rng.standard_normal((rows, n)) * 2 - 1).astype(dtype)
+    dy = rng.standard_normal((rows, n)).astype(dtype)
+    w = rng.standard_normal(n).astype(dtype) if affine in ("both", "weight") else None
+    b = rng.standard_normal(n).astype(dtype) if affine in ("both", "bias") else None
+    y, xhat, inv = (np.empty_like(x), np.empty_like(x), np.empty((rows, 1), dtype=dtype))
+    lib.fn("nnx_ln_fwd", x.dtype)(x.ctypes.data, HK.ptr(w), HK.ptr(b), rows, n, 1e-5, y.ctypes.data,
+                                  xhat.ctypes.data, inv.ctypes.data)
+    ry, rxhat, rinv = NR.layer_norm_rows_forward(np, x, w, b, 1e-5, _vecdot)
+    for got, ref in ((y, ry), (xhat, rxhat), (inv, rinv)):
+        np.testing.assert_allclose(got, ref, **_tol(dtype))
+    dx = np.empty_like(x)
+    lib.fn("nnx_ln_bwd", x.dtype)(dy.ctypes.data, xhat.ctypes.data, inv.ctypes.data, HK.ptr(w), rows, n, dx.ctypes.data)
+    rdx = NR.layer_norm_rows_backward(np, dy, rxhat, rinv, w, b is not None, True, _vecdot)[0]
+    np.testing.assert_allclose(dx, rdx, **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_columns_match_reference_masked_and_nan(numpy_adapter, lib, dtype):
+    rng = np.random.default_rng(4)
+    s = (rng.standard_normal((3, 2, 7, 9)) * 4).astype(dtype)
+    s[0, 1, :, 2] = -np.inf  # a query whose every key is masked: p 0, lse +inf
+    s[1, 0, :3, 4] = -np.inf  # partly masked
+    s[2, 1, 5, 6] = np.nan  # NaN spreads through its column as in the reference
+    p, lse = numpy_adapter.softmax_cols_forward(s.copy())
+    rp, rlse = SM.softmax_cols_forward(np, s.copy())
+    np.testing.assert_allclose(p, rp, **_tol(dtype))
+    np.testing.assert_allclose(lse, rlse, **_tol(dtype))
+    assert np.isposinf(lse[0, 1, 0, 2]) and not np.any(p[0, 1, :, 2]) and np.all(np.isnan(p[2, 1, :, 6]))
+    assert not np.any(np.isnan(np.delete(p[2, 1], 6, axis=-1)))
+
+    dp = rng.standard_normal(s.shape).astype(dtype)
+    got = numpy_adapter.softmax_cols_backward(dp.copy(), rp)
+    ref = SM.softmax_cols_backward(np, dp.copy(), rp, lambda a, b, axis: np.sum(a * b, axis=axis))
+    np.testing.assert_allclose(got, ref, **_tol(dtype))  # NaN where the reference has NaN
+
+
+def test_softmax_backward_is_in_place_and_thread_independent(numpy_adapter, lib):
+    rng = np.random.default_rng(5)
+    p = SM.softmax_cols_forward(np, rng.standard_normal((6, 16, 16)).astype(np.float32))[0]
+    dp = rng.standard_normal(p.shape).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        nnx.set_num_threads(n)
+        buf = dp.copy()
+        out = numpy_adapter.softmax_cols_backward(buf, p)
+        assert out is buf  # consumed, as the adapter's contract says
+        outs.append(out)
+    assert all(np.array_equal(outs[0], o) for o in outs[1:])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_gradient_matches_reference_and_may_alias(numpy_adapter, lib, dtype):
+    rng = np.random.default_rng(6)
+    z = rng.standard_normal((64, 33)).astype(dtype)
+    z[0, :3] = 0.0  # relu'(0) = 0, as torch
+    z[1, 0] = np.nan  # forward NaN: no gradient through it, as the reference
+    y = FU.bias_act_forward(np, z, None, "relu")[0]
+    g = rng.standard_normal(z.shape).astype(dtype)
+    g[2, 1] = np.nan  # a NaN gradient where the unit is off stays 0 (where, not multiply)
+    ref = FU.act_backward(np, g, y, "relu")
+    got, _ = numpy_adapter.bias_act_backward(g.copy(), y, "relu", has_bias=False)
+    np.testing.assert_array_equal(got, ref)
+    buf = g.copy()  # the recurrent loop passes out= aliasing its inputs
+    got2, _ = numpy_adapter.bias_act_backward(buf, y, "relu", has_bias=False, out=buf)
+    np.testing.assert_array_equal(got2, ref)
+
+
+def test_turned_off_and_failed_builds_leave_the_numpy_passes(monkeypatch, tmp_path):
+    monkeypatch.setenv("NNX_CACHE_DIR", str(tmp_path))
+    try:
+        HK._reset()
+        monkeypatch.setenv(HK.ENV, "0")
+        assert HK.kernels() is None and HK.ENV in HK.reason()
+
+        HK._reset()
+        monkeypatch.delenv(HK.ENV)
+        monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+        monkeypatch.setattr(HK, "_compiler", lambda: __import__("shutil").which("false"))
+        assert HK.kernels() is None and "failed" in HK.reason()
+        assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))  # nothing half-written
+
+        with nnx.use_backend("numpy") as b:  # the adapter still works, on its NumPy passes
+            x = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+            y, xhat, inv = b.layer_norm_rows_forward(x, None, None, 1e-5)
+            np.testing.assert_allclose(y, NR.layer_norm_rows_forward(np, x, None, None, 1e-5, _vecdot)[0], rtol=1e-5,
+                                       atol=1e-6)
+    finally:
+        monkeypatch.undo()
+        HK._reset()
+
+
+def test_build_is_cached_by_content(monkeypatch, tmp_path):
+    if HK._compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("NNX_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv(HK.ENV, raising=False)
+    try:
+        HK._reset()
+        first = HK.kernels()
+        assert first is not None, HK.reason()
+        built = sorted(tmp_path.glob("host_kernels-*.so"))
+        assert len(built) == 1 and first.path == built[0]
+        mtime = built[0].stat().st_mtime_ns
+        HK._reset()
+        assert HK.kernels().path == built[0] and built[0].stat().st_mtime_ns == mtime  # loaded, not rebuilt
+    finally:
+        monkeypatch.undo()
+        HK._reset()
+
+
+def test_supports_only_contiguous_float32_float64_ndarrays():
+    a = np.zeros((4, 4), dtype=np.float32)
+    assert HK.supports(a, np.zeros(4, dtype=np.float32))
+    assert not HK.supports(a, np.zeros(4, dtype=np.float64))  # mixed dtypes
+    assert not HK.supports(a[:, ::2])  # strided
+    assert not HK.supports(a.astype(np.float16))
