@@ -18,7 +18,7 @@ from ..module import Module
 from .activation import GELU, ReLU
 from .attention import MultiheadAttention
 from .dropout import Dropout
-from .linear import Linear
+from .linear import Linear, _fused_activation
 from .normalization import LayerNorm
 
 __all__ = ["TransformerDecoder", "TransformerDecoderLayer", "TransformerEncoder", "TransformerEncoderLayer"]
@@ -39,11 +39,17 @@ def _activation(where: str, activation: str | Module) -> Module:
 class _FeedForward:
     """Mixin: the ``linear2(dropout(activation(linear1(x))))`` block and its backward."""
 
-    # Position-wise: run on (tokens, d_model) so that each Linear is one 2-D GEMM.
+    # Position-wise: run on (tokens, d_model) so that each Linear is one 2-D GEMM. linear1 and a
+    # ReLU/GELU activation run as one product and the adapter's bias-and-activation kernel (its
+    # backward: the activation gradient and the bias sum in one kernel; on NumPy, ReLU's gradient is
+    # one host-kernel pass instead of three); a custom activation Module runs on its own.
     def _ff(self, x: Array, drop: Dropout) -> Array:
         xp = backends.backend_of(x).xp
         x2 = xp.reshape(x, (-1, x.shape[-1]))
-        return xp.reshape(drop(self.linear2(self.dropout(self.activation(self.linear1(x2))))), x.shape)
+        act = _fused_activation(self.activation) if type(self.linear1) is Linear else None
+        h = self.linear1._forward_activated(x2, act, self.activation) if act is not None \
+            else self.activation(self.linear1(x2))
+        return xp.reshape(drop(self.linear2(self.dropout(h))), x.shape)
 
     def _ff_backward(self, g: Array, drop: Dropout) -> Array:
         xp = backends.backend_of(g).xp
