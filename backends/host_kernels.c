@@ -3,7 +3,7 @@
  * Each kernel does in one or two passes over cache-resident data what NumPy does in four to
  * seven passes over whole arrays. The readable references, which define what each computes,
  * are backends/norm.py (layer norm), backends/softmax.py (column softmax) and
- * backends/fused.py (ReLU's gradient); tests/backends/test_host_kernels.py checks every kernel
+ * backends/fused.py (ReLU and its gradient); tests/backends/test_host_kernels.py checks every kernel
  * against them, in float32 and float64.
  *
  * Work is split by rows (layer norm), batches (softmax) or flat ranges (ReLU) by the caller's
@@ -145,6 +145,21 @@ void nnx_softmax_cols_bwd_##SUF(T* dp, const T* p, i64 batches, i64 S, i64 L, T*
             const T* pr = pb + i * L;                                                               \
             _Pragma("omp simd")                                                                     \
             for (i64 l = 0; l < L; ++l) dr[l] = pr[l] * (dr[l] - c[l]);                             \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* z = relu(x + b) over rows (rows, n), b (n,) or NULL; NaN propagates as torch.relu; z may be x. */ \
+void nnx_bias_relu_fwd_##SUF(const T* x, const T* b, i64 rows, i64 n, T* z) {                     \
+    for (i64 r = 0; r < rows; ++r) {                                                                \
+        const T* xr = x + r * n;                                                                    \
+        T* zr = z + r * n;                                                                          \
+        if (b) {                                                                                    \
+            _Pragma("omp simd")                                                                     \
+            for (i64 k = 0; k < n; ++k) { const T v = xr[k] + b[k]; zr[k] = (v > 0 || v != v) ? v : (T)0; } \
+        } else {                                                                                    \
+            _Pragma("omp simd")                                                                     \
+            for (i64 k = 0; k < n; ++k) { const T v = xr[k]; zr[k] = (v > 0 || v != v) ? v : (T)0; } \
         }                                                                                           \
     }                                                                                               \
 }                                                                                                   \

@@ -54,6 +54,7 @@ _SIGNATURES = {
     "nnx_colmax_sub": [_P, _I, _I, _I, _P],
     "nnx_colsum_scale": [_P, _I, _I, _I, _P, _P, _P],
     "nnx_softmax_cols_bwd": [_P, _P, _I, _I, _I, _P],
+    "nnx_bias_relu_fwd": [_P, _P, _I, _I, _P],
     "nnx_relu_bwd": [_P, _P, _I, _P],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}

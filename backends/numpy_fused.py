@@ -156,6 +156,12 @@ class NumpyFused(NumpyRecurrentCells):
 # ---------------------------------------------------------------------------- row kernels
 def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: str) -> None:
     """``z = act(x + bias)`` for relu, tanh, sigmoid (``z`` may be ``x`` itself)."""
+    if act == "relu" and x.ndim == 2:
+        lib = hk.kernels()
+        if lib is not None and (hk.supports(x, z, bias) if bias is not None else hk.supports(x, z)) \
+                and x.shape == z.shape and (bias is None or bias.shape == (x.shape[1],)):
+            lib.fn("nnx_bias_relu_fwd", x.dtype)(x.ctypes.data, hk.ptr(bias), x.shape[0], x.shape[1], z.ctypes.data)
+            return
     if bias is not None:
         np.add(x, bias, out=z)
     elif z is not x:

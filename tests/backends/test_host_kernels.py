@@ -103,6 +103,23 @@ def test_softmax_backward_is_in_place_and_thread_independent(numpy_adapter, lib)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_bias_relu_matches_reference_and_may_alias(numpy_adapter, lib, dtype, with_bias):
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, 17)).astype(dtype)
+    x[0, 0] = np.nan  # NaN propagates, as torch.relu
+    bias = rng.standard_normal(17).astype(dtype) if with_bias else None
+    ref = FU.bias_act_forward(np, x, bias, "relu")[0]
+    y, saved = numpy_adapter.bias_act_forward(x, bias, "relu")
+    np.testing.assert_array_equal(y, ref)
+    assert saved is y and np.isnan(y[0, 0])
+    buf = x.copy()  # in place: out is the input
+    y2, _ = numpy_adapter.bias_act_forward(buf, bias, "relu", out=buf)
+    assert y2 is buf
+    np.testing.assert_array_equal(y2, ref)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_relu_gradient_matches_reference_and_may_alias(numpy_adapter, lib, dtype):
     rng = np.random.default_rng(6)
     z = rng.standard_normal((64, 33)).astype(dtype)
