@@ -283,6 +283,9 @@ class CountingBackend(NumpyBackend):
     def __repr__(self) -> str:
         return f"<nnx backend 'numpy' (launch counting, fused={self.fused})>"
 
+    def fast_winograd_tiles(self) -> tuple[int, ...]:
+        return ()  # as CuPy: no fused Winograd transforms, so convolutions count their im2col path
+
     def owns(self, x: Any) -> bool:
         return isinstance(x, CountedArray)
 

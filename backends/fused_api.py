@@ -17,6 +17,7 @@ from . import fused_train as T
 from . import im2col as C
 from . import norm as N
 from . import softmax as SM
+from . import winograd as WG
 
 Array = Any
 
@@ -179,6 +180,26 @@ class FusedOps:
                out: tuple[int, int]) -> Array:
         """Adjoint of :meth:`im2col`: ``cols (N, C*kh*kw, OH*OW)`` summed onto an image of ``shape``."""
         return C.col2im(self, cols, shape, kernel, stride, dilation, pads, out)
+
+    def fast_winograd_tiles(self) -> tuple[int, ...]:
+        """Winograd output tile sizes whose transforms this adapter runs as fused kernels (the
+        automatic rule of ``nnx/functional/winograd.py`` picks Winograd only for these); the
+        reference's strided standard passes are slower than im2col on every shape measured."""
+        return ()
+
+    def winograd_input_transform(self, x: Array, m: int, top: int, left: int, th: int, tw: int) -> Array:
+        """Winograd F(m x m, 3 x 3) input tiles ``B^T d B`` of ``x (N, C, H, W)``, implicitly
+        zero-padded by ``top``/``left`` and up to whole tiles: ``(a*a, C, N*th*tw)`` (``winograd.py``)."""
+        return WG.input_transform(self, x, m, top, left, th, tw)
+
+    def winograd_output_transform(self, mm: Array, m: int, n: int, th: int, tw: int, oh: int, ow: int) -> Array:
+        """``A^T M A`` of ``mm (a*a, O, N*th*tw)`` into ``(N, O, oh, ow)`` (``winograd.py``)."""
+        return WG.output_transform(self, mm, m, n, th, tw, oh, ow)
+
+    def winograd_dy_transform(self, dy: Array, m: int, th: int, tw: int) -> Array:
+        """The adjoint of :meth:`winograd_output_transform`: ``A dY A^T`` per output tile of
+        ``dy (N, O, oh, ow)``, ``(a*a, O, N*th*tw)`` (``winograd.py``)."""
+        return WG.dy_transform(self, dy, m, th, tw)
 
     # ------------------------------------------------------------------ optimizers (flat buffers)
     # The ``*_step_`` methods update their arguments in place: they are for mutable libraries, where

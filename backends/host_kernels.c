@@ -2,8 +2,8 @@
  *
  * Each kernel does in one or two passes over cache-resident data what NumPy does in four to
  * seven passes over whole arrays. The readable references, which define what each computes,
- * are backends/norm.py (layer norm), backends/softmax.py (column softmax) and
- * backends/fused.py (ReLU and its gradient); tests/backends/test_host_kernels.py checks every kernel
+ * are backends/norm.py (layer norm), backends/softmax.py (column softmax),
+ * backends/fused.py (ReLU and its gradient) and backends/winograd.py (Winograd tile transforms); tests/backends/test_host_kernels.py checks every kernel
  * against them, in float32 and float64.
  *
  * Work is split by rows (layer norm), batches (softmax) or flat ranges (ReLU) by the caller's
@@ -172,3 +172,118 @@ void nnx_relu_bwd_##SUF(const T* g, const T* y, i64 n, T* d) {                  
 
 NNX_KERNELS(float, f32, sqrtf, logf)
 NNX_KERNELS(double, f64, sqrt, log)
+
+/* Winograd F(2x2, 3x3) tile transforms (backends/winograd.py is the reference, for any tile size).
+ * Planes: (16, channels, N * th * tw), plane k = 4 * r + s for tile entry (r, s). */
+#define NNX_WINOGRAD(T, SUF)                                                                        \
+/* V = B^T d B of every 4x4 input tile of samples [n0, n1) of x (N, C, H, W); tile (ti, tj) starts \
+ * at row 2 ti - top, column 2 tj - left; entries outside x are 0. scratch: 8 (2 tw + 2) entries. */ \
+void nnx_wino2_in_##SUF(const T* x, i64 n0, i64 n1, i64 N, i64 C, i64 H, i64 W, i64 top, i64 left, \
+                        i64 th, i64 tw, T* V, T* scratch) {                                          \
+    const i64 P = th * tw, plane = C * N * P, wp = 2 * tw + 2;                                      \
+    T* rows = scratch;                                                                              \
+    T* t = scratch + 4 * wp;                                                                        \
+    for (i64 n = n0; n < n1; ++n) for (i64 c = 0; c < C; ++c) {                                    \
+        const T* xc = x + (n * C + c) * H * W;                                                      \
+        T* vout = V + c * N * P + n * P;                                                            \
+        for (i64 ti = 0; ti < th; ++ti) {                                                           \
+            for (i64 r = 0; r < 4; ++r) {                                                           \
+                const i64 hi = 2 * ti + r - top;                                                    \
+                T* row = rows + r * wp;                                                             \
+                if (hi < 0 || hi >= H) { for (i64 j = 0; j < wp; ++j) row[j] = 0; continue; }       \
+                const T* xr = xc + hi * W;                                                          \
+                for (i64 j = 0; j < wp; ++j) { const i64 wi = j - left; row[j] = (wi >= 0 && wi < W) ? xr[wi] : (T)0; } \
+            }                                                                                       \
+            _Pragma("omp simd")                                                                     \
+            for (i64 j = 0; j < wp; ++j) { /* B^T down the rows */                                  \
+                const T d0 = rows[j], d1 = rows[wp + j], d2 = rows[2 * wp + j], d3 = rows[3 * wp + j]; \
+                t[j] = d0 - d2; t[wp + j] = d1 + d2; t[2 * wp + j] = d2 - d1; t[3 * wp + j] = d1 - d3; \
+            }                                                                                       \
+            for (i64 r = 0; r < 4; ++r) { /* B along the columns */                                 \
+                const T* tr = t + r * wp;                                                           \
+                T* o0 = vout + (4 * r) * plane + ti * tw;                                           \
+                T* o1 = o0 + plane;                                                                 \
+                T* o2 = o1 + plane;                                                                 \
+                T* o3 = o2 + plane;                                                                 \
+                _Pragma("omp simd")                                                                 \
+                for (i64 tj = 0; tj < tw; ++tj) {                                                   \
+                    const T a0 = tr[2 * tj], a1 = tr[2 * tj + 1], a2 = tr[2 * tj + 2], a3 = tr[2 * tj + 3]; \
+                    o0[tj] = a0 - a2; o1[tj] = a1 + a2; o2[tj] = a2 - a1; o3[tj] = a1 - a3;          \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* y = A^T M A of every tile of M (16, O, N*th*tw) into y (N, O, oh, ow), samples [n0, n1), tiles \
+ * cropped at the edge. */                                                                          \
+void nnx_wino2_out_##SUF(const T* M, i64 n0, i64 n1, i64 N, i64 O, i64 th, i64 tw, i64 oh, i64 ow, \
+                         T* y) {                                                                     \
+    const i64 P = th * tw, plane = O * N * P;                                                       \
+    for (i64 n = n0; n < n1; ++n) for (i64 o = 0; o < O; ++o) {                                    \
+        const T* mo = M + o * N * P + n * P;                                                        \
+        T* yo = y + (n * O + o) * oh * ow;                                                          \
+        for (i64 ti = 0; ti < th; ++ti) {                                                           \
+            T* y0 = yo + (2 * ti) * ow;                                                             \
+            T* y1 = y0 + ow;                                                                        \
+            const int has1 = 2 * ti + 1 < oh;                                                       \
+            const T* mt = mo + ti * tw;                                                             \
+            for (i64 tj = 0; tj < tw; ++tj) {                                                       \
+                T z0[4], z1[4];                                                                     \
+                for (int s = 0; s < 4; ++s) { /* A^T down the rows */                               \
+                    const T m0 = mt[s * plane + tj], m1 = mt[(4 + s) * plane + tj];                  \
+                    const T m2 = mt[(8 + s) * plane + tj], m3 = mt[(12 + s) * plane + tj];           \
+                    z0[s] = m0 + m1 + m2;                                                           \
+                    z1[s] = m1 - m2 - m3;                                                           \
+                }                                                                                   \
+                const i64 j = 2 * tj;                                                               \
+                y0[j] = z0[0] + z0[1] + z0[2];                                                      \
+                if (j + 1 < ow) y0[j + 1] = z0[1] - z0[2] - z0[3];                                  \
+                if (has1) {                                                                         \
+                    y1[j] = z1[0] + z1[1] + z1[2];                                                  \
+                    if (j + 1 < ow) y1[j + 1] = z1[1] - z1[2] - z1[3];                              \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* The adjoint of the output transform: D = A dY A^T per 2x2 tile of dy (N, O, oh, ow), samples   \
+ * [n0, n1), entries beyond the output 0, into D (16, O, N*th*tw). scratch: 6 (2 tw) entries. */    \
+void nnx_wino2_dy_##SUF(const T* dy, i64 n0, i64 n1, i64 N, i64 O, i64 oh, i64 ow, i64 th, i64 tw, \
+                        T* D, T* scratch) {                                                          \
+    const i64 P = th * tw, plane = O * N * P, wp = 2 * tw;                                          \
+    T* g0 = scratch;                                                                                \
+    T* g1 = scratch + wp;                                                                           \
+    T* w = scratch + 2 * wp; /* 4 rows of A dY */                                                   \
+    for (i64 n = n0; n < n1; ++n) for (i64 o = 0; o < O; ++o) {                                    \
+        const T* g = dy + (n * O + o) * oh * ow;                                                    \
+        T* d = D + o * N * P + n * P;                                                               \
+        for (i64 ti = 0; ti < th; ++ti) {                                                           \
+            const i64 r0 = 2 * ti, r1 = 2 * ti + 1;                                                 \
+            for (i64 j = 0; j < wp; ++j) {                                                          \
+                g0[j] = j < ow ? g[r0 * ow + j] : (T)0;                                             \
+                g1[j] = (j < ow && r1 < oh) ? g[r1 * ow + j] : (T)0;                                \
+            }                                                                                       \
+            _Pragma("omp simd")                                                                     \
+            for (i64 j = 0; j < wp; ++j) { /* A down the rows */                                    \
+                w[j] = g0[j]; w[wp + j] = g0[j] + g1[j]; w[2 * wp + j] = g0[j] - g1[j]; w[3 * wp + j] = -g1[j]; \
+            }                                                                                       \
+            for (i64 r = 0; r < 4; ++r) { /* A^T along the columns */                               \
+                const T* wr = w + r * wp;                                                           \
+                T* o0 = d + (4 * r) * plane + ti * tw;                                              \
+                T* o1 = o0 + plane;                                                                 \
+                T* o2 = o1 + plane;                                                                 \
+                T* o3 = o2 + plane;                                                                 \
+                _Pragma("omp simd")                                                                 \
+                for (i64 tj = 0; tj < tw; ++tj) {                                                   \
+                    const T a0 = wr[2 * tj], a1 = wr[2 * tj + 1];                                   \
+                    o0[tj] = a0; o1[tj] = a0 + a1; o2[tj] = a0 - a1; o3[tj] = -a1;                  \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_WINOGRAD(float, f32)
+NNX_WINOGRAD(double, f64)

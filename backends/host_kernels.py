@@ -56,6 +56,9 @@ _SIGNATURES = {
     "nnx_softmax_cols_bwd": [_P, _P, _I, _I, _I, _P],
     "nnx_bias_relu_fwd": [_P, _P, _I, _I, _P],
     "nnx_relu_bwd": [_P, _P, _I, _P],
+    "nnx_wino2_in": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
+    "nnx_wino2_out": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P],
+    "nnx_wino2_dy": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 

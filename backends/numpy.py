@@ -15,6 +15,7 @@ from .base import Backend, erf_standard
 from .heap import keep_freed_memory
 from .numpy_fused import NumpyFused
 from .numpy_norm import NumpyNorm
+from .numpy_winograd import NumpyWinograd
 
 
 def probe() -> str | None:
@@ -24,7 +25,7 @@ def probe() -> str | None:
     return None
 
 
-class NumpyBackend(NumpyNorm, NumpyFused, Backend):
+class NumpyBackend(NumpyNorm, NumpyWinograd, NumpyFused, Backend):
     name = "numpy"
     host_memory = True
     xp = np

@@ -185,3 +185,52 @@ def test_supports_only_contiguous_float32_float64_ndarrays():
     assert not HK.supports(a, np.zeros(4, dtype=np.float64))  # mixed dtypes
     assert not HK.supports(a[:, ::2])  # strided
     assert not HK.supports(a.astype(np.float16))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("pads", [(0, 0), (1, 1), (2, 1), (0, 2)])
+def test_winograd_transforms_match_reference(numpy_adapter, lib, dtype, pads):
+    """F(2x2, 3x3) tiles of an odd-sized map (edge tiles cropped or zero-padded), each padding."""
+    from nnx_backends import winograd as WG
+
+    rng = np.random.default_rng(8)
+    n, c, h, w = 3, 5, 7, 9
+    top, left = pads
+    oh, ow = h + 2 * top - 2, w + 2 * left - 2
+    th, tw = -(-oh // 2), -(-ow // 2)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    v = numpy_adapter.winograd_input_transform(x, 2, top, left, th, tw)
+    np.testing.assert_allclose(v, WG.input_transform(numpy_adapter, x, 2, top, left, th, tw), **_tol(dtype))
+    mm = rng.standard_normal((16, 4, n * th * tw)).astype(dtype)
+    y = numpy_adapter.winograd_output_transform(mm, 2, n, th, tw, oh, ow)
+    np.testing.assert_allclose(y, WG.output_transform(numpy_adapter, mm, 2, n, th, tw, oh, ow), **_tol(dtype))
+    dy = rng.standard_normal((n, 4, oh, ow)).astype(dtype)
+    d = numpy_adapter.winograd_dy_transform(dy, 2, th, tw)
+    np.testing.assert_allclose(d, WG.dy_transform(numpy_adapter, dy, 2, th, tw), **_tol(dtype))
+    assert v.shape == (16, c, n * th * tw) and y.shape == (n, 4, oh, ow) and d.shape == (16, 4, n * th * tw)
+
+
+def test_winograd_transforms_thread_independent(numpy_adapter, lib):
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5, 3, 12, 10)).astype(np.float32)
+    outs = []
+    for n in (1, 2, 3):
+        nnx.set_num_threads(n)
+        outs.append((numpy_adapter.winograd_input_transform(x, 2, 1, 1, 6, 5),
+                     numpy_adapter.winograd_dy_transform(x, 2, 6, 5),
+                     numpy_adapter.winograd_output_transform(
+                         numpy_adapter.winograd_input_transform(x, 2, 1, 1, 6, 5), 2, 5, 6, 5, 12, 10)))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other, strict=True):
+            assert np.array_equal(a, b)
+
+
+def test_winograd_is_chosen_only_with_fused_transforms(numpy_adapter, monkeypatch):
+    from nnx.functional import winograd
+
+    monkeypatch.setattr(winograd, "get_num_threads", lambda: 1)
+    x, w = np.zeros((2, 64, 32, 32), np.float32), np.zeros((64, 64, 3, 3), np.float32)
+    want = 2 if HK.kernels() is not None else 0
+    assert winograd.applicable(numpy_adapter, x, w, (1, 1), (1, 1), 1, (1, 1, 1, 1)) == want
+    monkeypatch.setattr(HK, "kernels", lambda: None)
+    assert winograd.applicable(numpy_adapter, x, w, (1, 1), (1, 1), 1, (1, 1, 1, 1)) == 0

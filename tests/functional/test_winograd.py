@@ -117,14 +117,25 @@ def test_float32_error_bounded_per_tile_size(backend, forced_mode, mode):
 
 def test_applicable_rule(backend, forced_mode, monkeypatch):
     b = nnx.get_backend()
-    big_x, big_w = Z((2, 64, 16, 16)), Z((64, 64, 3, 3))
+    big_x, big_w = Z((2, 64, 32, 32)), Z((64, 64, 3, 3))
     p1 = (1, 1, 1, 1)
     forced_mode("auto")
-    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == 0  # measured: never on by default
-    monkeypatch.setattr(winograd, "AUTO_MIN_CHANNELS", 32)
-    expected = 2 if b.host_memory else 0
+    monkeypatch.setattr(winograd, "get_num_threads", lambda: 1)
+    # measured: F(2x2) only where the adapter has fused transforms (NumPy's host kernels), 64+
+    # channels, 32x32+ outputs
+    expected = 2 if 2 in b.fast_winograd_tiles() else 0
     assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == expected
-    assert applicable(b, Z((2, 8, 16, 16)), Z((8, 8, 3, 3)), (1, 1), (1, 1), 1, p1) == 0
+    assert applicable(b, Z((2, 64, 16, 16)), big_w, (1, 1), (1, 1), 1, p1) == 0  # map too small
+    assert applicable(b, Z((2, 32, 32, 32)), Z((32, 32, 3, 3)), (1, 1), (1, 1), 1, p1) == 0  # too few channels
+    monkeypatch.setattr(winograd, "get_num_threads", lambda: 2)  # threaded: also enough pixels over the batch
+    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == 0
+    assert applicable(b, Z((16, 64, 32, 32)), big_w, (1, 1), (1, 1), 1, p1) == expected
+    monkeypatch.setattr(winograd, "AUTO_MIN_CHANNELS", None)
+    assert applicable(b, Z((16, 64, 32, 32)), big_w, (1, 1), (1, 1), 1, p1) == 0  # rule off
+    monkeypatch.setattr(winograd, "AUTO_MIN_CHANNELS", 8)
+    monkeypatch.setattr(winograd, "get_num_threads", lambda: 1)
+    assert applicable(b, Z((2, 8, 32, 32)), Z((8, 8, 3, 3)), (1, 1), (1, 1), 1, p1) == expected
+    assert applicable(b, Z((2, 4, 32, 32)), Z((4, 4, 3, 3)), (1, 1), (1, 1), 1, p1) == 0
     assert applicable(b, big_x, big_w, (2, 2), (1, 1), 1, p1) == 0
     assert applicable(b, big_x, big_w, (1, 1), (2, 2), 1, p1) == 0
     assert applicable(b, big_x, Z((64, 64, 5, 5)), (1, 1), (1, 1), 1, p1) == 0
