@@ -286,6 +286,12 @@ class CountingBackend(NumpyBackend):
     def fast_winograd_tiles(self) -> tuple[int, ...]:
         return ()  # as CuPy: no fused Winograd transforms, so convolutions count their im2col path
 
+    def fast_batch_norm(self) -> bool:
+        return False  # the meter follows device_shaped() alone, as CuPy
+
+    def fast_activations(self) -> tuple[str, ...]:
+        return ()
+
     def owns(self, x: Any) -> bool:
         return isinstance(x, CountedArray)
 

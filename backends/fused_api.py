@@ -135,6 +135,18 @@ class FusedOps:
         """Gradient of :meth:`cross_entropy_forward` with respect to the logits."""
         return T.cross_entropy_backward(self.xp, grad, saved, target, weight, **kw)
 
+    def fast_activations(self) -> tuple[str, ...]:
+        """Activations this host-memory adapter runs through :meth:`bias_act_forward` /
+        ``_backward`` as fused kernels, so that the activation ops take them instead of their
+        standard passes (NumPy with its host kernels: ReLU). Device backends take them anyway."""
+        return ()
+
+    def fast_batch_norm(self) -> bool:
+        """Whether this host-memory adapter runs :meth:`batch_norm_stats` / ``_forward`` / ``_backward``
+        as fused kernels, so that training-mode BatchNorm takes them instead of its whole-array
+        passes (NumPy with its host kernels). Device backends take them anyway."""
+        return False
+
     def batch_norm_stats(self, x: Array) -> tuple[Array, Array]:
         """Per-channel ``(mean, biased var)`` of ``(N, C, L)``."""
         return T.batch_norm_stats(self.xp, x)

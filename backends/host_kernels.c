@@ -3,7 +3,8 @@
  * Each kernel does in one or two passes over cache-resident data what NumPy does in four to
  * seven passes over whole arrays. The readable references, which define what each computes,
  * are backends/norm.py (layer norm), backends/softmax.py (column softmax),
- * backends/fused.py (ReLU and its gradient) and backends/winograd.py (Winograd tile transforms); tests/backends/test_host_kernels.py checks every kernel
+ * backends/fused.py (ReLU and its gradient), backends/winograd.py (Winograd tile transforms) and
+ * backends/fused_train.py (batch norm); tests/backends/test_host_kernels.py checks every kernel
  * against them, in float32 and float64.
  *
  * Work is split by rows (layer norm), batches (softmax) or flat ranges (ReLU) by the caller's
@@ -287,3 +288,82 @@ void nnx_wino2_dy_##SUF(const T* dy, i64 n0, i64 n1, i64 N, i64 O, i64 oh, i64 o
 
 NNX_WINOGRAD(float, f32)
 NNX_WINOGRAD(double, f64)
+
+/* Batch norm over (N, C, L) per channel, channels [c0, c1) (fused_train.py is the reference).
+ * Sums over N*L run in double, two passes for the variance, as the reference's two-pass mean. */
+#define NNX_BATCHNORM(T, SUF)                                                                       \
+void nnx_bn_stats_##SUF(const T* x, i64 N, i64 C, i64 L, i64 c0, i64 c1, T* mean, T* var) {        \
+    const double inv = 1.0 / (double)(N * L);                                                       \
+    for (i64 c = c0; c < c1; ++c) {                                                                 \
+        double s = 0;                                                                               \
+        for (i64 n = 0; n < N; ++n) {                                                               \
+            const T* p = x + (n * C + c) * L;                                                       \
+            double t = 0;                                                                           \
+            _Pragma("omp simd reduction(+:t)")                                                      \
+            for (i64 k = 0; k < L; ++k) t += (double)p[k];                                          \
+            s += t;                                                                                 \
+        }                                                                                           \
+        const T m = (T)(s * inv);                                                                   \
+        double v = 0;                                                                               \
+        for (i64 n = 0; n < N; ++n) {                                                               \
+            const T* p = x + (n * C + c) * L;                                                       \
+            double t = 0;                                                                           \
+            _Pragma("omp simd reduction(+:t)")                                                      \
+            for (i64 k = 0; k < L; ++k) { const double d = (double)(p[k] - m); t += d * d; }        \
+            v += t;                                                                                 \
+        }                                                                                           \
+        mean[c] = m;                                                                                \
+        var[c] = (T)(v * inv);                                                                      \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* y = (x - mean) * invstd * w + b (w, b may be NULL); invstd = 1 / sqrt(var + eps) out. */         \
+void nnx_bn_fwd_##SUF(const T* x, i64 N, i64 C, i64 L, i64 c0, i64 c1, const T* mean, const T* var, \
+                      const T* w, const T* b, double eps, T* y, T* invstd) {                        \
+    for (i64 c = c0; c < c1; ++c) {                                                                 \
+        const T is = (T)1 / (T)sqrt((double)var[c] + eps);                                          \
+        invstd[c] = is;                                                                             \
+        const T m = mean[c], sc = w ? is * w[c] : is, sh = b ? b[c] : (T)0;                         \
+        for (i64 n = 0; n < N; ++n) {                                                               \
+            const T* p = x + (n * C + c) * L;                                                       \
+            T* q = y + (n * C + c) * L;                                                             \
+            _Pragma("omp simd")                                                                     \
+            for (i64 k = 0; k < L; ++k) q[k] = (p[k] - m) * sc + sh;                                \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* Training-mode backward: dbias = sum dy, dweight = sum dy * xhat, dx = (scale / m) (m dy -       \
+ * dbias - xhat dweight) with xhat = (x - mean) invstd, scale = invstd * w (w may be NULL). */      \
+void nnx_bn_bwd_##SUF(const T* dy, const T* x, i64 N, i64 C, i64 L, i64 c0, i64 c1, const T* mean, \
+                      const T* invstd, const T* w, T* dx, T* dweight, T* dbias) {                   \
+    const T cnt = (T)(N * L);                                                                       \
+    for (i64 c = c0; c < c1; ++c) {                                                                 \
+        const T m = mean[c], is = invstd[c];                                                        \
+        double sb = 0, sw = 0;                                                                      \
+        for (i64 n = 0; n < N; ++n) {                                                               \
+            const T* g = dy + (n * C + c) * L;                                                      \
+            const T* p = x + (n * C + c) * L;                                                       \
+            double tb = 0, tw = 0;                                                                  \
+            _Pragma("omp simd reduction(+:tb, tw)")                                                 \
+            for (i64 k = 0; k < L; ++k) { tb += (double)g[k]; tw += (double)(g[k] * ((p[k] - m) * is)); } \
+            sb += tb;                                                                               \
+            sw += tw;                                                                               \
+        }                                                                                           \
+        const T db = (T)sb, dw = (T)sw;                                                             \
+        dbias[c] = db;                                                                              \
+        dweight[c] = dw;                                                                            \
+        if (!dx) continue;                                                                          \
+        const T f = (w ? is * w[c] : is) / cnt;                                                     \
+        for (i64 n = 0; n < N; ++n) {                                                               \
+            const T* g = dy + (n * C + c) * L;                                                      \
+            const T* p = x + (n * C + c) * L;                                                       \
+            T* o = dx + (n * C + c) * L;                                                            \
+            _Pragma("omp simd")                                                                     \
+            for (i64 k = 0; k < L; ++k) o[k] = f * (cnt * g[k] - db - ((p[k] - m) * is) * dw);      \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_BATCHNORM(float, f32)
+NNX_BATCHNORM(double, f64)

@@ -59,6 +59,9 @@ _SIGNATURES = {
     "nnx_wino2_in": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_wino2_out": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P],
     "nnx_wino2_dy": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
+    "nnx_bn_stats": [_P, _I, _I, _I, _I, _I, _P, _P],
+    "nnx_bn_fwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _D, _P, _P],
+    "nnx_bn_bwd": [_P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 

@@ -35,6 +35,9 @@ class NumpyFused(NumpyRecurrentCells):
     def vecdot(self, a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
 
+    def fast_activations(self):
+        return ("relu",) if hk.kernels() is not None else ()
+
     def bias_act_forward(self, x, bias, act, *, out=None):
         if act == "tanh" and x.ndim == 2 and x.size < MIN_PARALLEL_ELEMENTS:  # a recurrent time step: no layers
             z = out

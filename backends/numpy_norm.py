@@ -65,8 +65,57 @@ def _softmax_cols_host(lib: hk.HostKernels, s: np.ndarray) -> tuple[np.ndarray, 
     return s, lse
 
 
+def _bn_fits(x: np.ndarray, *per_channel) -> bool:
+    """The host batch-norm kernels take C-contiguous float32/float64 ``(N, C, L)`` and ``(C,)`` arrays."""
+    given = [a for a in per_channel if a is not None]
+    return (x.ndim == 3 and hk.supports(x, *given) and all(a.shape == (x.shape[1],) for a in given)
+            and x.size > 0)
+
+
 class NumpyNorm:
     """Mixed into the NumPy adapter."""
+
+    # Batch norm on (N, C, L): per channel, the statistics in two read passes (sums in double), the
+    # normalisation in one, the backward in two; channels split over the thread pool. Forward +
+    # backward of the ResNet block's (16, 64, 1024): see docs/cpu_performance.md.
+    def fast_batch_norm(self) -> bool:
+        return hk.kernels() is not None
+
+    def batch_norm_stats(self, x):
+        lib = hk.kernels()
+        if lib is None or not _bn_fits(x):
+            return super().batch_norm_stats(x)
+        n, c, ln = x.shape
+        mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
+        f, xa, ma, va = lib.fn("nnx_bn_stats", x.dtype), x.ctypes.data, mean.ctypes.data, var.ctypes.data
+        parallel_rows(lambda lo, hi: f(xa, n, c, ln, lo, hi, ma, va), c, x.size)
+        return mean, var
+
+    def batch_norm_forward(self, x, mean, var, weight, bias, eps):
+        lib = hk.kernels()
+        if lib is None or not _bn_fits(x, mean, var, weight, bias):
+            return super().batch_norm_forward(x, mean, var, weight, bias, eps)
+        n, c, ln = x.shape
+        y, invstd = np.empty_like(x), np.empty(c, dtype=x.dtype)
+        f = lib.fn("nnx_bn_fwd", x.dtype)
+        args = (x.ctypes.data, n, c, ln)
+        tail = (mean.ctypes.data, var.ctypes.data, hk.ptr(weight), hk.ptr(bias), float(eps), y.ctypes.data,
+                invstd.ctypes.data)
+        parallel_rows(lambda lo, hi: f(*args, lo, hi, *tail), c, x.size)
+        return y, invstd
+
+    def batch_norm_backward(self, dy, x, mean, invstd, weight):
+        lib = hk.kernels()
+        if lib is None or not _bn_fits(x, mean, invstd, weight) or not hk.supports(dy, x) or dy.shape != x.shape:
+            return super().batch_norm_backward(dy, x, mean, invstd, weight)
+        n, c, ln = x.shape
+        dx, dweight, dbias = np.empty_like(x), np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
+        f = lib.fn("nnx_bn_bwd", x.dtype)
+        head = (dy.ctypes.data, x.ctypes.data, n, c, ln)
+        tail = (mean.ctypes.data, invstd.ctypes.data, hk.ptr(weight), dx.ctypes.data, dweight.ctypes.data,
+                dbias.ctypes.data)
+        parallel_rows(lambda lo, hi: f(*head, lo, hi, *tail), c, x.size)
+        return dx, dweight, dbias
 
     def layer_norm_rows_forward(self, x, weight, bias, eps):
         if x.ndim != 2 or x.dtype not in _FLOATS:  # float16: the reference (NumPy's mean accumulates wider)

@@ -68,9 +68,11 @@ def _sigmoid(xp: Any, x: Array) -> Array:
 
 def _device_act(x: Array, act: str) -> tuple[Array, Backward] | None:
     """The device-shaped formulation: the adapter's fused activation kernels (one launch forward,
-    one backward, instead of two to four elementwise operations), or None on the CPU-shaped path."""
+    one backward, instead of two to four elementwise operations), or None on the CPU-shaped path.
+    A host adapter that runs ``act`` as a fused kernel (``b.fast_activations()``: NumPy's host
+    kernels for ReLU) takes it too."""
     b = backends.backend_of(x)
-    if not device_shaped(b):
+    if not device_shaped(b) and act not in b.fast_activations():
         return None
     y, saved = b.bias_act_forward(x, None, act)
 

@@ -57,9 +57,10 @@ def batch_norm_running_forward(x: Array, running_mean: Array | None, running_var
     every Array API library (immutable ones included); the caller stores the statistics (the
     ``BatchNorm`` layers assign their buffers).
 
-    On backends whose arrays are not in host memory (CuPy, torch on CUDA) training mode runs the
-    adapter's fused kernels: ``batch_norm_stats`` (mean and variance), ``batch_norm_forward``
-    (normalise + affine) and ``batch_norm_backward`` (all three gradients), one launch each on CuPy.
+    On backends whose arrays are not in host memory (CuPy, torch on CUDA), and on NumPy with its
+    host kernels (``b.fast_batch_norm()``), training mode runs the adapter's fused kernels:
+    ``batch_norm_stats`` (mean and variance), ``batch_norm_forward`` (normalise + affine) and
+    ``batch_norm_backward`` (all three gradients), one launch each on CuPy.
 
     >>> import nnx
     >>> rm, rv = nnx.asarray([0.0]), nnx.asarray([1.0])
@@ -85,7 +86,7 @@ def batch_norm_running_forward(x: Array, running_mean: Array | None, running_var
     if count == 1:
         raise ValueError(f"{where}: expected more than 1 value per channel when training, got input "
                          f"shape {tuple(x.shape)}")
-    if device_shaped(b):
+    if device_shaped(b) or b.fast_batch_norm():
         y, backward, mean, var = _batch_norm_fused(b, x, weight, bias, eps)
     else:
         y, backward, mean, var = _batch_norm_train(xp, x, weight, bias, eps, axes, count)

@@ -234,3 +234,50 @@ def test_winograd_is_chosen_only_with_fused_transforms(numpy_adapter, monkeypatc
     assert winograd.applicable(numpy_adapter, x, w, (1, 1), (1, 1), 1, (1, 1, 1, 1)) == want
     monkeypatch.setattr(HK, "kernels", lambda: None)
     assert winograd.applicable(numpy_adapter, x, w, (1, 1), (1, 1), 1, (1, 1, 1, 1)) == 0
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_matches_reference(numpy_adapter, lib, dtype, affine):
+    from nnx_backends import fused_train as FT
+
+    rng = np.random.default_rng(10)
+    x = (rng.standard_normal((5, 6, 37)) * 2 + 3).astype(dtype)  # a mean well away from 0
+    dy = rng.standard_normal(x.shape).astype(dtype)
+    w = rng.standard_normal(6).astype(dtype) if affine else None
+    b = rng.standard_normal(6).astype(dtype) if affine else None
+    mean, var = numpy_adapter.batch_norm_stats(x)
+    rmean, rvar = FT.batch_norm_stats(np, x)
+    np.testing.assert_allclose(mean, rmean, **_tol(dtype))
+    np.testing.assert_allclose(var, rvar, **_tol(dtype))
+    y, invstd = numpy_adapter.batch_norm_forward(x, mean, var, w, b, 1e-5)
+    ry, rinv = FT.batch_norm_forward(np, x, rmean, rvar, w, b, 1e-5)
+    np.testing.assert_allclose(y, ry, **_tol(dtype))
+    np.testing.assert_allclose(invstd, rinv, **_tol(dtype))
+    got = numpy_adapter.batch_norm_backward(dy, x, mean, invstd, w)
+    ref = FT.batch_norm_backward(np, dy, x, rmean, rinv, w)
+    tol = dict(rtol=2e-5, atol=2e-5) if dtype == "float32" else _tol(dtype)  # sums over 185 values
+    for g, r in zip(got, ref, strict=True):
+        assert g.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(g, r, **tol)
+
+
+def test_batch_norm_thread_independent_and_used_by_the_layer(numpy_adapter, lib, monkeypatch):
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((4, 7, 50)).astype(np.float32)
+    runs = []
+    for n in (1, 2, 3):
+        nnx.set_num_threads(n)
+        mean, var = numpy_adapter.batch_norm_stats(x)
+        y, inv = numpy_adapter.batch_norm_forward(x, mean, var, None, None, 1e-5)
+        runs.append((mean, var, y, *numpy_adapter.batch_norm_backward(x, x, mean, inv, None)))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            assert np.array_equal(a, b)
+    calls = []
+    real = type(numpy_adapter).batch_norm_stats
+    monkeypatch.setattr(type(numpy_adapter), "batch_norm_stats",
+                        lambda self, x: calls.append(x.shape) or real(self, x))
+    bn = nnx.BatchNorm2d(7)
+    bn(nnx.asarray(rng.standard_normal((2, 7, 3, 3)).astype(np.float32)))
+    assert calls == [(2, 7, 9)]  # training-mode BatchNorm took the fused kernels
