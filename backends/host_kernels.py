@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ENV", "HostKernels", "kernels", "reason"]
+__all__ = ["ENV", "HostKernels", "kernels", "ptr", "reason", "supports", "writable_over"]
 
 #: set to 0 to turn the host kernels off (the NumPy passes run instead)
 ENV = "NNX_HOST_KERNELS"
@@ -87,9 +87,19 @@ class HostKernels:
 
 
 def supports(*arrays: np.ndarray) -> bool:
-    """True when every array is a C-contiguous, writeable-or-input float32/float64 ndarray of one dtype."""
+    """True when every array is a C-contiguous float32/float64 ndarray of one dtype."""
     dt = arrays[0].dtype
     return dt in _SUFFIX and all(type(a) is np.ndarray and a.dtype == dt and a.flags.c_contiguous for a in arrays)
+
+
+def writable_over(out: np.ndarray, *inputs: np.ndarray) -> bool:
+    """``out`` can take an elementwise kernel's result over ``inputs``: writeable, and each input
+    either is ``out`` element for element (in place) or does not overlap it (a partial overlap
+    would be read after it was written; NumPy buffers that case, so it takes the NumPy pass)."""
+    if not out.flags.writeable:
+        return False
+    return all(a.ctypes.data == out.ctypes.data and a.shape == out.shape and a.strides == out.strides
+               or not np.may_share_memory(a, out) for a in inputs)
 
 
 def ptr(a: np.ndarray | None) -> int | None:

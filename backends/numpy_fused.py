@@ -162,7 +162,7 @@ def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: s
     if act == "relu" and x.ndim == 2:
         lib = hk.kernels()
         if lib is not None and (hk.supports(x, z, bias) if bias is not None else hk.supports(x, z)) \
-                and x.shape == z.shape and (bias is None or bias.shape == (x.shape[1],)):
+                and x.shape == z.shape and (bias is None or bias.shape == (x.shape[1],)) and hk.writable_over(z, x):
             lib.fn("nnx_bias_relu_fwd", x.dtype)(x.ctypes.data, hk.ptr(bias), x.shape[0], x.shape[1], z.ctypes.data)
             return
     if bias is not None:
@@ -182,7 +182,7 @@ def _act_backward_rows(g: np.ndarray, sv: np.ndarray, d: np.ndarray, act: str) -
     itself (the recurrent time loop's shared buffer)."""
     if act == "relu":
         lib = hk.kernels()
-        if lib is not None and hk.supports(g, sv, d) and g.shape == sv.shape == d.shape:
+        if lib is not None and hk.supports(g, sv, d) and g.shape == sv.shape == d.shape and hk.writable_over(d, g, sv):
             lib.fn("nnx_relu_bwd", g.dtype)(g.ctypes.data, sv.ctypes.data, g.size, d.ctypes.data)  # one pass
         else:
             np.multiply(g, sv > 0, out=d)

@@ -175,8 +175,8 @@ class NumpyNorm:
 
     def softmax_cols_backward(self, dp, p):
         lib = hk.kernels()
-        if (lib is None or dp.ndim < 2 or not hk.supports(dp, p) or dp.shape != p.shape or not dp.flags.writeable
-                or not dp.size):
+        if (lib is None or dp.ndim < 2 or not hk.supports(dp, p) or dp.shape != p.shape
+                or not hk.writable_over(dp, p) or not dp.size):
             return super().softmax_cols_backward(dp, p)
         S, L = dp.shape[-2], dp.shape[-1]
         f, step = lib.fn("nnx_softmax_cols_bwd", dp.dtype), S * L * dp.itemsize

@@ -281,3 +281,18 @@ def test_batch_norm_thread_independent_and_used_by_the_layer(numpy_adapter, lib,
     bn = nnx.BatchNorm2d(7)
     bn(nnx.asarray(rng.standard_normal((2, 7, 3, 3)).astype(np.float32)))
     assert calls == [(2, 7, 9)]  # training-mode BatchNorm took the fused kernels
+
+
+def test_partly_overlapping_or_read_only_outputs_take_the_numpy_pass(numpy_adapter, lib):
+    """A caller's out= that overlaps an input with an offset, or is read-only, never reaches a kernel
+    (it would read entries it has already written); the result is the reference's."""
+    rng = np.random.default_rng(12)
+    buf = rng.standard_normal((9, 8)).astype(np.float32)
+    x, out = buf[:-1], buf[1:]  # out is x shifted down one row: row r is written before it is read
+    ref = FU.bias_act_forward(np, x.copy(), None, "relu")[0]
+    got, _ = numpy_adapter.bias_act_forward(x, None, "relu", out=out)
+    np.testing.assert_array_equal(got, ref)
+    ro = np.empty((8, 8), np.float32)
+    ro.flags.writeable = False
+    assert not HK.writable_over(ro, x)
+    assert HK.writable_over(buf, buf) and not HK.writable_over(out, x)
