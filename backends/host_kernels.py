@@ -9,7 +9,8 @@ is found, the build fails, or ``NNX_HOST_KERNELS=0`` is set, :func:`kernels` ret
 and the adapter runs its NumPy passes (``reason()`` says why).
 
 The shared library is cached under ``NNX_CACHE_DIR``, else ``$XDG_CACHE_HOME/nnx``, else
-``~/.cache/nnx`` (a temporary folder when none is writable), named by a hash of the source,
+``~/.cache/nnx``, else ``<tmp>/nnx-<uid>``: the first of them that is ours and writable by nobody
+else (a library loaded from a folder another user can write would run their code), named by a hash of the source,
 the compiler, its flags and the CPU, so a changed file, compiler or machine builds anew. The
 build is written to a temporary name and renamed into place, so processes that build at once
 (test workers, data-parallel ranks) never load a partial file. ``-march=native`` is used where
@@ -107,19 +108,27 @@ def ptr(a: np.ndarray | None) -> int | None:
     return None if a is None else a.ctypes.data
 
 
-def _cache_dir() -> Path:
+def _private(folder: str) -> bool:
+    """``folder`` exists (created if need be), is ours and nobody else can write to it: a shared
+    library loaded from it runs as us, so a folder another user could fill is never used."""
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        st = os.stat(folder)
+    except OSError:
+        return False
+    return st.st_uid == os.getuid() and not st.st_mode & 0o022 and os.access(folder, os.W_OK)
+
+
+def _cache_dir() -> Path | None:
+    """The first private folder of ``NNX_CACHE_DIR``, ``$XDG_CACHE_HOME/nnx``, ``~/.cache/nnx`` and
+    ``<tmp>/nnx-<uid>``; None when none is."""
     for cand in (os.environ.get("NNX_CACHE_DIR"),
                  os.path.join(os.environ["XDG_CACHE_HOME"], "nnx") if os.environ.get("XDG_CACHE_HOME") else None,
-                 os.path.join(os.path.expanduser("~"), ".cache", "nnx")):
-        if not cand:
-            continue
-        try:
-            os.makedirs(cand, exist_ok=True)
-            if os.access(cand, os.W_OK):
-                return Path(cand)
-        except OSError:
-            continue
-    return Path(tempfile.gettempdir()) / f"nnx-{os.getuid() if hasattr(os, 'getuid') else 'user'}"
+                 os.path.join(os.path.expanduser("~"), ".cache", "nnx"),
+                 os.path.join(tempfile.gettempdir(), f"nnx-{os.getuid()}")):
+        if cand and _private(cand):
+            return Path(cand)
+    return None
 
 
 def _compiler() -> str | None:
@@ -145,18 +154,19 @@ def _run(cmd: list[str]) -> subprocess.CompletedProcess:
 def _build() -> tuple[HostKernels | None, str]:
     if os.environ.get(ENV, "1").strip().lower() in ("0", "false", "no", "off"):
         return None, f"turned off by {ENV}={os.environ[ENV]}"
-    if sys.platform == "win32":
+    if sys.platform == "win32" or not hasattr(os, "getuid"):
         return None, "not built on Windows (no C compiler assumed)"
     cc = _compiler()
     if cc is None:
         return None, "no C compiler found (set CC, or install gcc/clang)"
+    folder = _cache_dir()
+    if folder is None:
+        return None, "no private cache folder (set NNX_CACHE_DIR to a folder only you can write to)"
     source = SOURCE.read_bytes()
-    version = _run([cc, "--version"]).stdout if cc else ""
+    version = _run([cc, "--version"]).stdout
     for flags in (_BASE_FLAGS + ["-march=native"], _BASE_FLAGS):
         key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(flags).encode(),
                                          _cpu_id().encode(), platform.machine().encode()])).hexdigest()[:16]
-        folder = _cache_dir()
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"host_kernels-{key}.so"
         if not path.exists():
             fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)

@@ -54,8 +54,9 @@ TRANSFORMS = WG.TRANSFORMS
 #: benchmarks/bench_winograd.py (NumPy 2 + OpenBLAS, AVX-512; forward + both gradients; batch
 #: 4..64, 16..256 channels, 4x4..32x32 maps; 2026-11-28): with the host kernels F(2x2,3x3) takes
 #: 0.85x the time of the flat-shift im2col path at 64 channels 32x32 batch 16 (1 thread; 0.96x at 2)
-#: and 0.95x at batch 4, but loses below 32x32 maps (1.1-1.4x at 16x16, 8x8, 4x4) and at 16-32
-#: channels; with the reference transforms (strided standard passes) it lost on every shape, 1.25x
+#: and 0.95x at batch 4, but loses below 32x32 maps (1.1-1.4x at 16x16, 8x8, 4x4) and at 16
+#: channels (1.2x), and gains nothing at 32 (0.98x at 1 thread, 1.22x at 2); with the reference
+#: transforms (strided standard passes) it lost on every shape, 1.25x
 #: to 2.8x. F(4x4,3x3) lost everywhere (no host kernel; 2-3.5x). So: F(2x2,3x3) where both channel
 #: counts are at least ``AUTO_MIN_CHANNELS`` and the output at least ``AUTO_MIN_SIZE`` per side.
 #: ``AUTO_MIN_CHANNELS = None`` turns the rule off.

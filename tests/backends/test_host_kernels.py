@@ -160,6 +160,17 @@ def test_turned_off_and_failed_builds_leave_the_numpy_passes(monkeypatch, tmp_pa
         HK._reset()
 
 
+def test_a_cache_folder_others_can_write_is_never_used(monkeypatch, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("NNX_CACHE_DIR", str(shared))
+    assert HK._cache_dir() != shared  # the next private candidate instead
+    mine = tmp_path / "mine"
+    monkeypatch.setenv("NNX_CACHE_DIR", str(mine))
+    assert HK._cache_dir() == mine and not mine.stat().st_mode & 0o077  # created private
+
+
 def test_build_is_cached_by_content(monkeypatch, tmp_path):
     if HK._compiler() is None:
         pytest.skip("no C compiler")
