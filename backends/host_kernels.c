@@ -367,3 +367,174 @@ void nnx_bn_bwd_##SUF(const T* dy, const T* x, i64 N, i64 C, i64 L, i64 c0, i64 
 
 NNX_BATCHNORM(float, f32)
 NNX_BATCHNORM(double, f64)
+
+/* Vectorisable exp, tanh and sigmoid for the recurrent cells. libm's calls do not vectorise, and
+ * NumPy's SIMD versions need a pass over memory per call; these inline into the cells' single
+ * pass. x = k ln2 + r with |r| <= ln2/2 (ln2 in two parts, so k ln2 is exact), e^r - 1 by its
+ * Taylor series without the leading 1 (degree 7 for float32, 13 for float64: truncation below
+ * half an ulp), 2^k built in the exponent bits. So exp(x) = 2^k (1 + q) and expm1(x) =
+ * (2^k - 1) + 2^k q, accurate near 0 as well. Rounding to k uses the 1.5 * 2^(mantissa bits)
+ * trick (floor does not vectorise without -ffast-math). Inputs are clamped where the results
+ * saturate (the clamps are written so that NaN passes through them), and exp is 0 where e^x is
+ * below the smallest normal number. Tested against long double in
+ * tests/backends/test_host_cell_kernels.py: within 4 ulp. */
+static inline float nnx_pow2_f32(float k) { union { int i; float f; } u; u.i = ((int)k + 127) << 23; return u.f; }
+static inline double nnx_pow2_f64(double k) { union { long long i; double f; } u; u.i = ((long long)k + 1023) << 52; return u.f; }
+
+/* k and q = e^r - 1 of x = k ln2 + r, x clamped to [ln(smallest normal), 88] (float32) or
+ * [ln(smallest normal), 709] (float64): 2^k stays a normal number */
+#define NNX_REDUCE_F32(x, k, q)                                                                     \
+    x = x > 88.0f ? 88.0f : x;                                                                      \
+    x = x < -87.33655f ? -87.33655f : x;                                                            \
+    const float k = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;                        \
+    const float r_ = (x - k * 0.693115234375f) - k * 3.19461833e-05f;                              \
+    const float q = r_ * (1.0f + r_ * (0.5f + r_ * (1.0f / 6 + r_ * (1.0f / 24 + r_ * (1.0f / 120  \
+                    + r_ * (1.0f / 720 + r_ * (1.0f / 5040)))))));
+#define NNX_REDUCE_F64(x, k, q)                                                                     \
+    x = x > 709.0 ? 709.0 : x;                                                                      \
+    x = x < -708.3964185322642 ? -708.3964185322642 : x;                                            \
+    const double k = (x * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0;           \
+    const double r_ = (x - k * 0.6931467056274414) - k * 4.7493250390316726e-07;                   \
+    double p_ = 1.0 / 6227020800.0;                                                                 \
+    p_ = 1.0 / 479001600.0 + r_ * p_; p_ = 1.0 / 39916800.0 + r_ * p_; p_ = 1.0 / 3628800.0 + r_ * p_; \
+    p_ = 1.0 / 362880.0 + r_ * p_; p_ = 1.0 / 40320.0 + r_ * p_; p_ = 1.0 / 5040.0 + r_ * p_;       \
+    p_ = 1.0 / 720.0 + r_ * p_; p_ = 1.0 / 120.0 + r_ * p_; p_ = 1.0 / 24.0 + r_ * p_;              \
+    p_ = 1.0 / 6.0 + r_ * p_; p_ = 0.5 + r_ * p_; p_ = 1.0 + r_ * p_;                                \
+    const double q = r_ * p_;
+
+static inline float nnx_exp_f32(float x) {
+    const float keep = x < -87.33655f ? 0.0f : 1.0f;  /* e^x below float32's smallest normal: 0 */
+    NNX_REDUCE_F32(x, k, q)
+    const float s = nnx_pow2_f32(k);
+    return (s + s * q) * keep;
+}
+static inline float nnx_expm1_f32(float x) { NNX_REDUCE_F32(x, k, q) const float s = nnx_pow2_f32(k); return (s - 1.0f) + s * q; }
+static inline double nnx_exp_f64(double x) {
+    const double keep = x < -708.3964185322642 ? 0.0 : 1.0;
+    NNX_REDUCE_F64(x, k, q)
+    const double s = nnx_pow2_f64(k);
+    return (s + s * q) * keep;
+}
+static inline double nnx_expm1_f64(double x) { NNX_REDUCE_F64(x, k, q) const double s = nnx_pow2_f64(k); return (s - 1.0) + s * q; }
+
+/* tanh x = sign(x) e / (e + 2), e = expm1(2|x|); sigmoid x = 1 / (1 + e^-x) for x >= 0 and
+ * e^x / (1 + e^x) below (no cancellation either side). */
+#define NNX_ACTIVATIONS(T, SUF, FABS, COPYSIGN)                                                     \
+static inline T nx_tanh_##SUF(T x) { const T e = nnx_expm1_##SUF((T)2 * FABS(x)); return COPYSIGN(e / (e + (T)2), x); } \
+static inline T nx_sigmoid_##SUF(T x) {                                                            \
+    const T e = nnx_exp_##SUF(-FABS(x));                                                            \
+    const T p = (T)1 / ((T)1 + e);                                                                  \
+    return x >= 0 ? p : e * p;                                                                      \
+}                                                                                                   \
+/* y = tanh(x) or sigmoid(x) over n elements (the activation layers; y may be x). */              \
+void nnx_tanh_##SUF(const T* x, i64 n, T* y) { _Pragma("omp simd") for (i64 i = 0; i < n; ++i) y[i] = nx_tanh_##SUF(x[i]); } \
+void nnx_sigmoid_##SUF(const T* x, i64 n, T* y) { _Pragma("omp simd") for (i64 i = 0; i < n; ++i) y[i] = nx_sigmoid_##SUF(x[i]); }
+
+NNX_ACTIVATIONS(float, f32, fabsf, copysignf)
+NNX_ACTIVATIONS(double, f64, fabs, copysign)
+
+/* The recurrent cells of backends/fused.py (the reference) in one pass over a step's rows. Arrays
+ * are rows with a unit-stride last axis and a row stride (ld*, in elements); a gate-major block
+ * layout along the row, as the reference. "omp simd" lets the one output that may alias an input
+ * (the time loop's shared buffer) be written in place: every element is read before it is written,
+ * and no element is read by another lane. */
+#define NNX_CELLS(T, SUF)                                                                           \
+/* LSTM: act = [i, f, g, o, tanh(c)], c = f c_prev + i g, h = o tanh(c) from gates (rows, 4H).     \
+ * act (rows, 5H) may be gates itself (same rows, same row stride). */                             \
+void nnx_lstm_fwd_##SUF(const T* gates, i64 ldg, const T* cp, i64 ldcp, i64 rows, i64 H, T* act,   \
+                        i64 lda, T* h, i64 ldh, T* c, i64 ldc) {                                    \
+    for (i64 r = 0; r < rows; ++r) {                                                                \
+        const T* z = gates + r * ldg;                                                               \
+        const T* cr = cp + r * ldcp;                                                                \
+        T* a = act + r * lda;                                                                       \
+        T* hr = h + r * ldh;                                                                        \
+        T* co = c + r * ldc;                                                                        \
+        _Pragma("omp simd")                                                                         \
+        for (i64 j = 0; j < H; ++j) {                                                               \
+            const T zi = z[j], zf = z[H + j], zg = z[2 * H + j], zo = z[3 * H + j];                 \
+            const T i = nx_sigmoid_##SUF(zi), f = nx_sigmoid_##SUF(zf);                             \
+            const T g = nx_tanh_##SUF(zg), o = nx_sigmoid_##SUF(zo);                                \
+            const T cn = f * cr[j] + i * g;                                                         \
+            const T tc = nx_tanh_##SUF(cn);                                                         \
+            a[j] = i; a[H + j] = f; a[2 * H + j] = g; a[3 * H + j] = o; a[4 * H + j] = tc;          \
+            co[j] = cn;                                                                             \
+            hr[j] = o * tc;                                                                         \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* Its gradients: dct = dh o (1 - tanh(c)^2) + dc (dc may be NULL), d = the four gates'          \
+ * pre-activation gradients (rows, 4H), dcp = dct f. d may be act itself. */                       \
+void nnx_lstm_bwd_##SUF(const T* act, i64 lda, const T* cp, i64 ldcp, const T* dh, i64 lddh,        \
+                        const T* dc, i64 lddc, i64 rows, i64 H, T* d, i64 ldd, T* dcp, i64 lddcp) { \
+    for (i64 r = 0; r < rows; ++r) {                                                                \
+        const T* a = act + r * lda;                                                                 \
+        const T* cr = cp + r * ldcp;                                                                \
+        const T* g_ = dh + r * lddh;                                                                \
+        const T* dcr = dc ? dc + r * lddc : 0;                                                      \
+        T* o_ = d + r * ldd;                                                                        \
+        T* dco = dcp + r * lddcp;                                                                   \
+        _Pragma("omp simd")                                                                         \
+        for (i64 j = 0; j < H; ++j) {                                                               \
+            const T i = a[j], f = a[H + j], g = a[2 * H + j], o = a[3 * H + j], tc = a[4 * H + j];  \
+            const T dhj = g_[j];                                                                    \
+            T dct = dhj * o * ((T)1 - tc * tc);                                                     \
+            if (dcr) dct += dcr[j];                                                                 \
+            o_[j] = dct * g * i * ((T)1 - i);                                                       \
+            o_[H + j] = dct * cr[j] * f * ((T)1 - f);                                               \
+            o_[2 * H + j] = dct * i * ((T)1 - g * g);                                               \
+            o_[3 * H + j] = dhj * tc * o * ((T)1 - o);                                              \
+            dco[j] = dct * f;                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* GRU (PyTorch's formulation): r, z = sigmoid(gx + gh) on the first 2H columns, hn = gh_n + b_hn  \
+ * (b_hn may be NULL), n = tanh(gx_n + r hn), h = n + z (h_prev - n); act = [r, z, n, hn]         \
+ * (rows, 4H) may be gx itself. */                                                                 \
+void nnx_gru_fwd_##SUF(const T* gx, i64 ldx, const T* gh, i64 ldgh, const T* hp, i64 ldhp,          \
+                       const T* bhn, i64 rows, i64 H, T* h, i64 ldh, T* act, i64 lda) {             \
+    for (i64 r = 0; r < rows; ++r) {                                                                \
+        const T* x = gx + r * ldx;                                                                  \
+        const T* y = gh + r * ldgh;                                                                 \
+        const T* p = hp + r * ldhp;                                                                 \
+        T* hr = h + r * ldh;                                                                        \
+        T* a = act + r * lda;                                                                       \
+        _Pragma("omp simd")                                                                         \
+        for (i64 j = 0; j < H; ++j) {                                                               \
+            const T xr = x[j], xz = x[H + j], xn = x[2 * H + j];                                    \
+            const T rg = nx_sigmoid_##SUF(xr + y[j]), zg = nx_sigmoid_##SUF(xz + y[H + j]);         \
+            const T hn = bhn ? y[2 * H + j] + bhn[j] : y[2 * H + j];                                \
+            const T n = nx_tanh_##SUF(xn + rg * hn);                                                \
+            a[j] = rg; a[H + j] = zg; a[2 * H + j] = n; a[3 * H + j] = hn;                          \
+            hr[j] = n + zg * (p[j] - n);                                                            \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* Its gradients: dn = dh (1 - z)(1 - n^2), dz = dh (h_prev - n) z (1 - z), dr = dn hn r (1 - r); \
+ * dgx = [dr, dz, dn], dgh = [dr, dz, dn r] (rows, 3H), dhd = dh z. dgx may be act itself. */      \
+void nnx_gru_bwd_##SUF(const T* act, i64 lda, const T* hp, i64 ldhp, const T* dh, i64 lddh, i64 rows, \
+                       i64 H, T* dgx, i64 ldx, T* dgh, i64 ldgh, T* dhd, i64 lddhd) {              \
+    for (i64 r = 0; r < rows; ++r) {                                                                \
+        const T* a = act + r * lda;                                                                 \
+        const T* p = hp + r * ldhp;                                                                 \
+        const T* g_ = dh + r * lddh;                                                                \
+        T* x = dgx + r * ldx;                                                                       \
+        T* y = dgh + r * ldgh;                                                                      \
+        T* dd = dhd + r * lddhd;                                                                    \
+        _Pragma("omp simd")                                                                         \
+        for (i64 j = 0; j < H; ++j) {                                                               \
+            const T rg = a[j], zg = a[H + j], n = a[2 * H + j], hn = a[3 * H + j], dhj = g_[j];     \
+            const T dn = dhj * ((T)1 - zg) * ((T)1 - n * n);                                        \
+            const T dz = dhj * (p[j] - n) * zg * ((T)1 - zg);                                       \
+            const T dr = dn * hn * rg * ((T)1 - rg);                                                \
+            x[j] = dr; x[H + j] = dz; x[2 * H + j] = dn;                                            \
+            y[j] = dr; y[H + j] = dz; y[2 * H + j] = dn * rg;                                       \
+            dd[j] = dhj * zg;                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_CELLS(float, f32)
+NNX_CELLS(double, f64)

@@ -41,7 +41,7 @@ __all__ = ["ENV", "HostKernels", "kernels", "ptr", "reason", "supports", "writab
 #: set to 0 to turn the host kernels off (the NumPy passes run instead)
 ENV = "NNX_HOST_KERNELS"
 SOURCE = Path(__file__).with_name("host_kernels.c")
-_BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-std=c99"]
+_BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-std=c99"]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"done": False, "lib": None, "reason": "not built yet"}
@@ -63,6 +63,12 @@ _SIGNATURES = {
     "nnx_bn_stats": [_P, _I, _I, _I, _I, _I, _P, _P],
     "nnx_bn_fwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _D, _P, _P],
     "nnx_bn_bwd": [_P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P],
+    "nnx_tanh": [_P, _I, _P],
+    "nnx_sigmoid": [_P, _I, _P],
+    "nnx_lstm_fwd": [_P, _I, _P, _I, _I, _I, _P, _I, _P, _I, _P, _I],
+    "nnx_lstm_bwd": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I],
+    "nnx_gru_fwd": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _P, _I],
+    "nnx_gru_bwd": [_P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I, _P, _I],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 

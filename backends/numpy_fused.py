@@ -36,7 +36,7 @@ class NumpyFused(NumpyRecurrentCells):
         return np.einsum("...i,...i->...", np.moveaxis(a, axis, -1), np.moveaxis(b, axis, -1))
 
     def fast_activations(self):
-        return ("relu",) if hk.kernels() is not None else ()
+        return ("relu", "sigmoid") if hk.kernels() is not None else ()
 
     def bias_act_forward(self, x, bias, act, *, out=None):
         if act == "tanh" and x.ndim == 2 and x.size < MIN_PARALLEL_ELEMENTS:  # a recurrent time step: no layers
@@ -164,6 +164,15 @@ def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: s
         if lib is not None and (hk.supports(x, z, bias) if bias is not None else hk.supports(x, z)) \
                 and x.shape == z.shape and (bias is None or bias.shape == (x.shape[1],)) and hk.writable_over(z, x):
             lib.fn("nnx_bias_relu_fwd", x.dtype)(x.ctypes.data, hk.ptr(bias), x.shape[0], x.shape[1], z.ctypes.data)
+            return
+    if act == "sigmoid":
+        lib = hk.kernels()
+        if lib is not None and hk.supports(x, z) and x.shape == z.shape and hk.writable_over(z, x):
+            src = x
+            if bias is not None:
+                np.add(x, bias, out=z)
+                src = z
+            lib.fn("nnx_sigmoid", z.dtype)(src.ctypes.data, z.size, z.ctypes.data)  # one pass, not three
             return
     if bias is not None:
         np.add(x, bias, out=z)

@@ -141,6 +141,8 @@ def _direction_forward(cell: Cell, b: Any, x: Array, weights: tuple, h0: Array, 
                                 None if shared is None else xp.reshape(shared[..., :gsize], (steps * batch, gsize)))
     xg = xp.reshape(xg, (steps, batch, gsize))
     w_hhT = xp.matrix_transpose(w_hh)
+    if b.host_memory and b.mutable:  # row-major, once per sequence: OpenBLAS's per-step h W_hh^T is
+        w_hhT = xp.reshape(w_hhT, w_hhT.shape, copy=True)  # 1.25x faster than on the transposed view
     w_hrT = xp.matrix_transpose(w_hr) if w_hr is not None else None
     bh = b_hh[2 * (w_hh.shape[0] // 3):] if cell.split_bias and b_hh is not None else None  # GRU: b_hh's n part
     mb, mf = masks if masks is not None else (None, None)
