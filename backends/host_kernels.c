@@ -538,3 +538,26 @@ void nnx_gru_bwd_##SUF(const T* act, i64 lda, const T* hp, i64 ldhp, const T* dh
 
 NNX_CELLS(float, f32)
 NNX_CELLS(double, f64)
+
+/* Adam's update in one pass (backends/numpy_fused.py's _adam_update_flat is the reference, in
+ * torch.optim.Adam's order): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
+ * p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps), step_size = lr / bc1. The coefficients are
+ * rounded to the arrays' type first, as NumPy does with Python floats. NumPy needs 11 passes. */
+#define NNX_ADAM(T, SUF, SQRT)                                                                      \
+void nnx_adam_##SUF(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, double eps,         \
+                    double step_size, double inv_sqrt_bc2) {                                        \
+    const T c1 = (T)b1, d1 = (T)(1.0 - b1), c2 = (T)b2, d2 = (T)(1.0 - b2), e = (T)eps;           \
+    const T s = (T)step_size, ib = (T)inv_sqrt_bc2;                                                 \
+    _Pragma("omp simd")                                                                             \
+    for (i64 i = 0; i < n; ++i) {                                                                   \
+        const T gi = g[i];                                                                          \
+        const T mi = m[i] * c1 + d1 * gi;                                                           \
+        const T vi = v[i] * c2 + (gi * gi) * d2;                                                    \
+        m[i] = mi;                                                                                  \
+        v[i] = vi;                                                                                  \
+        p[i] -= (mi / (SQRT(vi) * ib + e)) * s;                                                     \
+    }                                                                                               \
+}
+
+NNX_ADAM(float, f32, sqrtf)
+NNX_ADAM(double, f64, sqrt)

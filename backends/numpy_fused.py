@@ -287,7 +287,16 @@ def _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, bet
 
 
 def _adam_update_flat(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1, bc2) -> None:
-    # Same arithmetic as the standard fallback, with one scratch buffer and no temporaries.
+    # Same arithmetic as the standard fallback: one pass of the host kernel, else NumPy passes with
+    # one scratch buffer and no other temporaries.
+    lib = hk.kernels()
+    if (lib is not None and hk.supports(param, grad, exp_avg, exp_avg_sq)
+            and param.shape == grad.shape == exp_avg.shape == exp_avg_sq.shape
+            and _apart(param, grad, exp_avg, exp_avg_sq)):
+        lib.fn("nnx_adam", param.dtype)(param.ctypes.data, grad.ctypes.data, exp_avg.ctypes.data,
+                                        exp_avg_sq.ctypes.data, param.size, beta1, beta2, eps, lr / bc1,
+                                        1.0 / math.sqrt(bc2))
+        return
     exp_avg *= beta1
     exp_avg += (1.0 - beta1) * grad
     scratch = np.multiply(grad, grad)
@@ -300,6 +309,11 @@ def _adam_update_flat(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps
     np.divide(exp_avg, scratch, out=scratch)
     scratch *= lr / bc1
     param -= scratch
+
+
+def _apart(*arrays: np.ndarray) -> bool:
+    """No two of the arrays overlap in memory (each is read and written by one kernel pass)."""
+    return not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
 
 
 def _sgd_flat(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first) -> None:

@@ -49,6 +49,13 @@ def _backend_names() -> list[str]:
 
 BACKEND_NAMES = _backend_names()
 
+# On JAX every eager operation is compiled by XLA for each new shape, and a test meets hundreds of
+# shapes: about half of a JAX test's time is compiling. XLA:CPU's plain emitters at optimisation
+# level 0 compile 1.5-2x faster (the same results: the suite passes the same). For the test run only,
+# and only where the caller has not set XLA_FLAGS; it must be set before JAX's first computation.
+if "jax" in BACKEND_NAMES and "XLA_FLAGS" not in os.environ:
+    os.environ["XLA_FLAGS"] = "--xla_cpu_use_fusion_emitters=false --xla_backend_optimization_level=0"
+
 
 def _params() -> list:
     out = []
