@@ -13,6 +13,7 @@ through the ``nnx.backends`` entry-point group.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -220,6 +221,16 @@ class Backend(FusedOps):
         import array_api_extra as xpx
 
         return xpx.at(x, index).add(values, xp=self.xp)
+
+    def shift_add(self, out: Array, cols: Array, offsets: Sequence[int], run: int, lo: int = 0) -> Array:
+        """The flat-shift convolution's col2im: ``out[lo:hi, :, :, s_k:s_k + run] += cols[:, :, k]``
+        for each offset ``s_k``, ``hi = lo + cols.shape[0]``; ``out`` ``(N, G, Cg, L)``, ``cols``
+        ``(n, G, kk, Cg, run)``. Returns the updated ``out`` (itself where writes are in place).
+        Fallback: one :meth:`at_add` per offset; adapters may fuse it."""
+        hi = lo + cols.shape[0]
+        for k, s in enumerate(offsets):
+            out = self.at_add(out, (slice(lo, hi), ..., slice(s, s + run)), cols[:, :, k, ...])
+        return out
 
     # ----------------------------------------------------------------- fused updates
     def adam_update_(

@@ -561,3 +561,25 @@ void nnx_adam_##SUF(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, d
 
 NNX_ADAM(float, f32, sqrtf)
 NNX_ADAM(double, f64, sqrt)
+
+/* col2im of the flat-shift convolution (nnx/functional/_flat_shift.py; Backend.shift_add is the
+ * reference): out (P, Cg, L) += cols (P, kk, Cg, run) shifted by off[k] along L, for each k, with
+ * P = samples * groups. Each output row stays in cache while its kk shifted rows are added (NumPy:
+ * kk read-modify-write passes over the whole output). */
+#define NNX_SHIFT_ADD(T, SUF)                                                                       \
+void nnx_shift_add_##SUF(T* out, const T* cols, i64 P, i64 kk, i64 cg, i64 L, i64 run, const i64* off) { \
+    for (i64 p = 0; p < P; ++p) {                                                                   \
+        for (i64 c = 0; c < cg; ++c) {                                                              \
+            T* o = out + (p * cg + c) * L;                                                          \
+            for (i64 k = 0; k < kk; ++k) {                                                          \
+                const T* s = cols + ((p * kk + k) * cg + c) * run;                                  \
+                T* d = o + off[k];                                                                  \
+                _Pragma("omp simd")                                                                 \
+                for (i64 j = 0; j < run; ++j) d[j] += s[j];                                         \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_SHIFT_ADD(float, f32)
+NNX_SHIFT_ADD(double, f64)

@@ -102,6 +102,26 @@ class NumpyFused(NumpyRecurrentCells):
                 dz = out
         return dz, (dz.reshape(-1, dz.shape[-1]).sum(axis=0) if has_bias else None)
 
+    def shift_add(self, out, cols, offsets, run, lo=0):
+        lib = hk.kernels()
+        n = cols.shape[0] if cols.ndim == 5 else -1
+        if (lib is None or out.ndim != 4 or n < 0 or not hk.supports(out, cols) or not out.flags.writeable
+                or cols.shape != (n, out.shape[1], len(offsets), out.shape[2], run) or not 0 <= lo <= out.shape[0] - n
+                or min(offsets, default=0) < 0 or max(offsets, default=0) + run > out.shape[3]
+                or np.may_share_memory(out, cols)):
+            return super().shift_add(out, cols, offsets, run, lo)
+        g, cg, length = out.shape[1:]
+        off = np.ascontiguousarray(offsets, dtype=np.int64)
+        fn, step = lib.fn("nnx_shift_add", out.dtype), g * cg * length * out.itemsize
+        cstep = g * len(offsets) * cg * run * cols.itemsize
+
+        def work(a: int, z: int) -> None:
+            fn(out.ctypes.data + (lo + a) * step, cols.ctypes.data + a * cstep, (z - a) * g, len(offsets), cg, length,
+               run, off.ctypes.data)
+
+        parallel_rows(work, n, cols.size)
+        return out
+
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
                    weight_decay=0.0, decoupled=False):
         arrays = [param, grad, exp_avg, exp_avg_sq] + ([] if max_exp_avg_sq is None else [max_exp_avg_sq])

@@ -187,8 +187,7 @@ def conv2d_stride1(b: Any, x: Array, weight: Array, bias: Array | None, pads: tu
             dwk = part if dwk is None else dwk + part
             if input_grad:
                 dcols = xp.reshape(xp.matmul(wt, dyc), (hi - lo, g, kk, cg, run))
-                for k, s in enumerate(offsets):
-                    dflat = b.at_add(dflat, (slice(lo, hi), ..., slice(s, s + run)), dcols[:, :, k, ...])
+                dflat = b.shift_add(dflat, dcols, offsets, run, lo)  # col2im: kk shifted adds
                 del dcols
         dweight = xp.reshape(xp.permute_dims(xp.reshape(dwk[:, :kc, :], (g, kk, cg, og)), (0, 3, 2, 1)),
                              (o, cg, kh, kw))
