@@ -23,9 +23,7 @@ TOL = {"float32": dict(rtol=2e-6, atol=1e-7), "float64": dict(rtol=1e-14, atol=1
 
 
 @pytest.fixture
-def adapter():
-    if HK.kernels() is None:
-        pytest.skip(f"host kernels unavailable: {HK.reason()}")
+def adapter(lib):
     with nnx.use_backend("numpy") as b:
         yield b
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import nnx
-import nnx_backends.host_kernels as HK
 import nnx_backends.numpy_recurrent as NR
 import nnx_backends.threads as T
 from nnx_backends import fused as FU
@@ -22,14 +21,6 @@ from nnx_backends import fused as FU
 DTYPES = ["float32", "float64"]
 #: how far a kernel may be from the float64 reference: a few roundings of values of order 1
 TOL = {"float32": dict(rtol=1e-6, atol=1e-6), "float64": dict(rtol=1e-14, atol=1e-14)}
-
-
-@pytest.fixture
-def lib():
-    k = HK.kernels()
-    if k is None:
-        pytest.skip(f"host kernels unavailable: {HK.reason()}")
-    return k
 
 
 @pytest.fixture

@@ -17,9 +17,7 @@ from nnx_backends.base import Backend
 
 
 @pytest.fixture
-def adapter(monkeypatch):
-    if HK.kernels() is None:
-        pytest.skip(f"host kernels unavailable: {HK.reason()}")
+def adapter(lib, monkeypatch):
     calls = []
     real = HK.HostKernels.fn
     monkeypatch.setattr(HK.HostKernels, "fn", lambda self, name, dt: calls.append(name) or real(self, name, dt))

@@ -23,14 +23,6 @@ DTYPES = ["float32", "float64"]
 
 
 @pytest.fixture
-def lib():
-    k = HK.kernels()
-    if k is None:
-        pytest.skip(f"host kernels unavailable: {HK.reason()}")
-    return k
-
-
-@pytest.fixture
 def numpy_adapter(monkeypatch):
     monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
     old = T._state["threads"]
