@@ -107,9 +107,9 @@ def _filter_transform(xp: Any, weight: Array, g: list[list[float]], device: Any)
     """``U = G w G^T``: ``(a*a, O, C)``, one ``O x C`` matrix per tile position."""
     o, c = weight.shape[0], weight.shape[1]
     gm = xp.asarray(g, dtype=weight.dtype, device=device)
-    # two tensordots, each one GEMM over all O*C filters (a batched matmul of O*C 3x3 matrices
-    # costs 50x more in call overhead): t[o,c,k,j] = sum_l w[o,c,k,l] G[j,l], u[o,c,j,i] = sum_k t G[i,k]
-    u = xp.tensordot(xp.tensordot(weight, gm, axes=([3], [1])), gm, axes=([2], [1]))  # (O, C, a, a)^T
+    # two tensordots, each one GEMM over all O*C filters (batched products of O*C 3x3 matrices took
+    # 2.5 ms of a ResNet-block step): t[o,c,k,j] = sum_l w[o,c,k,l] G[j,l], u[o,c,j,i] = sum_k t G[i,k]
+    u = xp.tensordot(xp.tensordot(weight, gm, axes=([3], [1])), gm, axes=([2], [1]))  # (O, C, a_j, a_i)
     a = gm.shape[0]
     return xp.reshape(xp.permute_dims(u, (3, 2, 0, 1)), (a * a, o, c))
 
