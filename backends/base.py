@@ -184,6 +184,11 @@ class Backend(FusedOps):
         q, r = np.linalg.qr(self.to_numpy(a))
         return self.asarray(q, dtype=a.dtype), self.asarray(r, dtype=a.dtype)
 
+    def matmul(self, a: Array, b: Array) -> Array:
+        """``matmul(a, b)`` of the standard; the NumPy adapter splits large products over nnx's
+        thread pool (``threads.split_matmul``)."""
+        return self.xp.matmul(a, b)
+
     def matmul_into(self, a: Array, b: Array, out: Array) -> Array:
         """Write ``matmul(a, b)`` into ``out`` (an existing array of the result's shape) and return
         ``out``. Fallback: compute, then copy in; adapters with ``out=`` write directly."""

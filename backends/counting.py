@@ -47,7 +47,7 @@ CREATION = frozenset({"zeros", "ones", "full", "arange", "eye", "linspace", "zer
 #: adapter methods and their launch count in CuPy mode (0: a view)
 ADAPTER_COSTS: dict[str, int] = {name: 1 for name in FUSED_METHODS}
 ADAPTER_COSTS.update({"layer_norm_rows_forward": 1, "layer_norm_rows_backward": 4})
-ADAPTER_COSTS.update({"scatter_add": 1, "erf": 1, "matmul_into": 1, "qr": 1, "uniform": 1, "normal": 1,
+ADAPTER_COSTS.update({"scatter_add": 1, "erf": 1, "matmul": 1, "matmul_into": 1, "qr": 1, "uniform": 1, "normal": 1,
                       "bernoulli": 1, "permutation": 1, "randint": 1, "sliding_windows": 0, "to_numpy": 1})
 
 

@@ -16,6 +16,7 @@ from .heap import keep_freed_memory
 from .numpy_fused import NumpyFused
 from .numpy_norm import NumpyNorm
 from .numpy_winograd import NumpyWinograd
+from .threads import split_matmul
 
 
 def probe() -> str | None:
@@ -67,3 +68,7 @@ class NumpyBackend(NumpyNorm, NumpyWinograd, NumpyFused, Backend):
 
     def sliding_windows(self, x: np.ndarray, window: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:
         return np.lib.stride_tricks.sliding_window_view(x, window, axis=axes)
+
+    def matmul(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # a large batch of products is cut over nnx's pool, OpenBLAS held at one thread
+        return split_matmul(a, b)

@@ -8,17 +8,24 @@ calling thread and the others on the pool. Only elementwise work is split (every
 computed by the same operations whatever the chunking), so results are bit-identical for every
 thread count; reductions stay whole. Arrays under :data:`MIN_PARALLEL_ELEMENTS` stay on one
 thread (measured: below it, handing chunks to the pool costs more than it saves).
+
+:func:`split_matmul` cuts a batch of matrix products over the same pool, with OpenBLAS held at one
+thread (:func:`blas_one_thread`), so that OpenBLAS's spinning workers do not take the cores the
+pool's next elementwise pass needs.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["MIN_PARALLEL_ELEMENTS", "get_num_threads", "parallel_rows", "set_num_threads"]
+__all__ = ["MIN_PARALLEL_ELEMENTS", "MIN_SPLIT_MACS", "blas_one_thread", "get_num_threads", "parallel_rows",
+           "set_num_threads", "split_matmul"]
 
 #: Elementwise passes over fewer elements than this run on one thread. Measured with
 #: benchmarks/bench_threads.py (2-vCPU Xeon VM, NumPy 2, float32 multiply-add pass, 1 -> 2 threads):
@@ -112,3 +119,93 @@ def parallel_rows(fn: Callable[[int, int], None], n_rows: int, n_elements: int) 
     finally:
         for f in futures:
             f.result()
+
+
+# ---------------------------------------------------------------- BLAS held at one thread
+_blas: dict[str, Any] = {}
+
+
+def _openblas_functions() -> tuple[Callable[[int], None], Callable[[], int]] | None:
+    """``(set_num_threads, get_num_threads)`` of the OpenBLAS NumPy links, or None (another BLAS,
+    or several OpenBLAS copies loaded and NumPy's not identifiable)."""
+    if "fns" in _blas:
+        return _blas["fns"]
+    fns = None
+    try:
+        import numpy as np
+        import threadpoolctl
+
+        libs = threadpoolctl.ThreadpoolController().select(internal_api="openblas").lib_controllers
+        here = os.path.dirname(os.path.dirname(np.__file__))
+        ours = [c for c in libs if os.path.dirname(os.path.realpath(c.filepath)).startswith(here + os.sep + "numpy")]
+        pick = ours if ours else libs
+        if len(pick) == 1:
+            lib = pick[0].dynlib
+            for prefix in ("openblas", "scipy_openblas"):
+                for suffix in ("", "64_"):
+                    s, g = (getattr(lib, f"{prefix}_{op}_num_threads{suffix}", None) for op in ("set", "get"))
+                    if s is not None and g is not None and fns is None:
+                        g.restype = ctypes.c_int
+                        s.argtypes, s.restype = [ctypes.c_int], None
+                        fns = (s, g)
+    except Exception:  # noqa: BLE001 -- splitting GEMMs is only an optimisation
+        fns = None
+    _blas["fns"] = fns
+    return fns
+
+
+@contextmanager
+def blas_one_thread() -> Iterator[bool]:
+    """Hold NumPy's OpenBLAS at one thread inside the block (yields False, holding nothing, where
+    that BLAS is not OpenBLAS): for GEMMs that nnx's pool splits itself. The setting is
+    process-wide, as OpenBLAS's is; it is restored on leaving, exceptions included."""
+    fns = _openblas_functions()
+    if fns is None:
+        yield False
+        return
+    set_n, get_n = fns
+    old = get_n()
+    set_n(1)
+    try:
+        yield True
+    finally:
+        set_n(old)
+
+
+#: Batched GEMMs under this many multiply-adds stay whole. Measured (2-vCPU Xeon VM, OpenBLAS
+#: 0.3.31, float32, 2 threads; OpenBLAS's own threads / split over the pool): 16 x (64x64 @ 64x4096)
+#: 3.06 / 2.89 ms, 16 x (64x4096 @ 4096x64) 4.49 / 3.49 ms; but 32 x (64x64 @ 64x256) (34M) 0.70 /
+#: 0.70 ms and LeNet's per-sample convolution products (7-15M) level or worse.
+MIN_SPLIT_MACS = 1 << 26
+
+
+def split_matmul(a: Any, b: Any) -> Any:
+    """``numpy.matmul(a, b)`` for a batch of products (``a`` or ``b`` 3-d, the other 2-d or 3-d
+    with the same batch), the batch cut over nnx's pool, each chunk one-thread OpenBLAS GEMMs.
+
+    Why: OpenBLAS's worker threads spin for a while after each threaded GEMM, so an elementwise
+    pass that nnx's pool runs next finds its second core taken (measured: the Winograd output
+    transform right after a 2-thread GEMM ran no faster at 2 threads than at 1, 2.09 against
+    1.11 ms without the GEMM before it). Held at one thread, OpenBLAS leaves its workers asleep,
+    and a batch of products needs one hand-off instead of one thread synchronisation per product.
+    Each product is the same one-thread GEMM whatever the chunking, so the result is bit-identical
+    for every thread count. Other shapes, small batches (``MIN_SPLIT_MACS``), one thread and a BLAS
+    that is not OpenBLAS take ``numpy.matmul``."""
+    import numpy as np
+
+    n = get_num_threads()
+    if (n <= 1 or a.ndim < 2 or b.ndim < 2 or max(a.ndim, b.ndim) != 3 or a.dtype != b.dtype
+            or a.dtype not in (np.float32, np.float64)):
+        return np.matmul(a, b)
+    m, k = a.shape[-2:]
+    cols = b.shape[-1]
+    batch = a.shape[0] if a.ndim == 3 else b.shape[0]
+    if (b.shape[-2] != k or (a.ndim == b.ndim and a.shape[0] != b.shape[0]) or batch < n
+            or batch * m * k * cols < MIN_SPLIT_MACS or _openblas_functions() is None):
+        return np.matmul(a, b)
+    out = np.empty((batch, m, cols), dtype=a.dtype)
+    pa = (lambda lo, hi: a[lo:hi]) if a.ndim == 3 else (lambda lo, hi: a)
+    pb = (lambda lo, hi: b[lo:hi]) if b.ndim == 3 else (lambda lo, hi: b)
+    with blas_one_thread():
+        parallel_rows(lambda lo, hi: np.matmul(pa(lo, hi), pb(lo, hi), out=out[lo:hi]), batch, MIN_PARALLEL_ELEMENTS)
+    return out

@@ -122,7 +122,7 @@ def _forward_core(b: Any, x: Array, u: Array, pads: tuple[int, int, int, int], m
     oh, ow = h + pads[0] + pads[1] - 2, w + pads[2] + pads[3] - 2
     th, tw = _tiles(oh, m), _tiles(ow, m)
     v = b.winograd_input_transform(x, m, pads[0], pads[2], th, tw)  # (a*a, C, N*P)
-    mm = b.xp.matmul(u, v)                                          # (a*a, O, N*P)
+    mm = b.matmul(u, v)                                          # (a*a, O, N*P)
     del v
     return b.winograd_output_transform(mm, m, n, th, tw, oh, ow), (oh, ow, th, tw)
 
@@ -162,7 +162,7 @@ def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: t
         a = m + 2
         dm = b.winograd_dy_transform(dy, m, th, tw)                       # (a*a, O, N*P)
         v = b.winograd_input_transform(x, m, pads[0], pads[2], th, tw)    # (a*a, C, N*P), recomputed
-        du = xp.matmul(dm, xp.matrix_transpose(v))                        # (a*a, O, C): one GEMM per position
+        du = b.matmul(dm, xp.matrix_transpose(v))                        # (a*a, O, C): one GEMM per position
         del v, dm
         gm = xp.asarray(g, dtype=dy.dtype, device=device)
         # dW[o,c,k,l] = sum_ij G[i,k] du[i,j,o,c] G[j,l], as two GEMMs (see _filter_transform)

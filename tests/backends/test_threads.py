@@ -140,3 +140,82 @@ def test_small_arrays_stay_on_one_thread(monkeypatch):
 def test_row_chunks_cover_the_rows():
     assert T.row_chunks(10, 3) == [(0, 4), (4, 7), (7, 10)]
     assert T.row_chunks(2, 4) == [(0, 1), (1, 2)]
+
+
+# ------------------------------------------------------------ batched GEMMs split over the pool
+SPLIT_SHAPES = [((6, 5, 7), (6, 7, 3)), ((5, 7), (9, 7, 4)), ((9, 5, 7), (7, 4)), ((3, 5, 7), (3, 7, 2))]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("sa,sb", SPLIT_SHAPES)
+def test_split_matmul_is_numpy_matmul_at_every_thread_count(monkeypatch, sa, sb, dtype):
+    """Every split of the batch gives numpy.matmul's result bit for bit: each product is the same
+    one-thread GEMM whatever the chunk it falls in."""
+    if T._openblas_functions() is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS: split_matmul always takes numpy.matmul")
+    monkeypatch.setattr(T, "MIN_SPLIT_MACS", 0)
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal(sa).astype(dtype), rng.standard_normal(sb).astype(dtype)
+    old = T._state["threads"]
+    try:
+        nnx.set_num_threads(1)
+        with T.blas_one_thread():
+            want = np.matmul(a, b)
+        for n in (1, 2, 3):
+            nnx.set_num_threads(n)
+            got = T.split_matmul(a, b)
+            assert got.shape == want.shape and got.dtype == want.dtype
+            assert np.array_equal(got, want), f"{n} threads differ from one-thread numpy.matmul"
+    finally:
+        nnx.set_num_threads(old if old is not None else T._default_threads())
+
+
+def test_split_matmul_splits_and_restores_the_blas_threads(monkeypatch):
+    if T._openblas_functions() is None:
+        pytest.skip("NumPy's BLAS here is not OpenBLAS: nothing to hold")
+    monkeypatch.setattr(T, "MIN_SPLIT_MACS", 0)
+    set_n, get_n = T._openblas_functions()
+    seen = []
+    real = T.parallel_rows
+
+    def spy(fn, rows, n_elements):
+        seen.append((rows, get_n()))
+        return real(fn, rows, n_elements)
+
+    monkeypatch.setattr(T, "parallel_rows", spy)
+    old = T._state["threads"]
+    try:
+        nnx.set_num_threads(2)
+        a = np.ones((4, 3, 5), np.float32)
+        T.split_matmul(a, np.ones((4, 5, 2), np.float32))
+        assert seen == [(4, 1)], "the batch goes to the pool with OpenBLAS held at one thread"
+        assert get_n() == 2, "the BLAS thread count is restored afterwards"
+        with pytest.raises(RuntimeError, match="inside"), T.blas_one_thread():
+            raise RuntimeError("inside")
+        assert get_n() == 2, "restored after an exception too"
+    finally:
+        nnx.set_num_threads(old if old is not None else T._default_threads())
+
+
+@pytest.mark.parametrize("sa,sb,why", [
+    ((4, 3, 5), (4, 5, 2), "one thread"),
+    ((2, 4, 3, 5), (2, 4, 5, 2), "4-d"),
+    ((4, 3, 5), (2, 5, 2), "batch mismatch (numpy's own error)"),
+    ((3, 5), (5, 2), "2-d"),
+])
+def test_split_matmul_leaves_other_shapes_to_numpy(monkeypatch, sa, sb, why):
+    monkeypatch.setattr(T, "MIN_SPLIT_MACS", 0)
+    monkeypatch.setattr(T, "parallel_rows", lambda *a: pytest.fail(f"{why}: must not be split"))
+    old = T._state["threads"]
+    try:
+        nnx.set_num_threads(1 if why == "one thread" else 2)
+        a, b = np.ones(sa, np.float32), np.ones(sb, np.float32)
+        if why.startswith("batch mismatch"):
+            with pytest.raises(ValueError):
+                T.split_matmul(a, b)
+        else:
+            assert np.array_equal(T.split_matmul(a, b), np.matmul(a, b))
+            ints = T.split_matmul(a.astype(np.int64), b.astype(np.int64))  # integer products: numpy's
+            assert ints.dtype == np.int64 and np.array_equal(ints, np.matmul(a, b))
+    finally:
+        nnx.set_num_threads(old if old is not None else T._default_threads())

@@ -170,3 +170,31 @@ def test_layer_uses_winograd_and_matches_torch(backend, torch, forced_mode):
     np.testing.assert_allclose(host(y), yt.detach().numpy(), rtol=1e-10, atol=1e-11)
     np.testing.assert_allclose(host(dx), xt.grad.numpy(), rtol=1e-10, atol=1e-11)
     np.testing.assert_allclose(host(conv.weight.grad), tconv.weight.grad.numpy(), rtol=1e-10, atol=1e-11)
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_bit_identical_for_every_thread_count(forced_mode, monkeypatch, m):
+    """NumPy: the transforms and the per-position GEMMs split over nnx's pool (thresholds off here)
+    give the same bits at 1, 2 and 3 threads."""
+    import nnx_backends.threads as T
+
+    forced_mode(f"f{m}")
+    monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(T, "MIN_SPLIT_MACS", 0)
+    rng = np.random.default_rng(5)
+    x, w, bias = (rng.standard_normal(s).astype(np.float32) for s in ((5, 6, 9, 10), (7, 6, 3, 3), (7,)))
+    dy = rng.standard_normal((5, 7, 9, 10)).astype(np.float32)
+    old = T._state["threads"]
+    runs = []
+    try:
+        with nnx.use_backend("numpy"):
+            for n in (1, 2, 3, 2):
+                nnx.set_num_threads(n)
+                y, back = conv2d_winograd_forward(x, w, bias, (1, 1, 1, 1), m)
+                dx, (dw, db) = back(dy)
+                runs.append((n, [np.asarray(a) for a in (y, dx, dw, db)]))
+    finally:
+        nnx.set_num_threads(old if old is not None else T._default_threads())
+    for n, got in runs[1:]:
+        for name, a, want in zip(("y", "dx", "dW", "db"), got, runs[0][1], strict=True):
+            assert np.array_equal(a, want), f"F({m}x{m}): {name} at {n} threads differs from 1 thread"
