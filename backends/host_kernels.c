@@ -14,6 +14,7 @@
  */
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 typedef long long i64;
 
@@ -184,7 +185,7 @@ void nnx_wino2_in_##SUF(const T* x, i64 n0, i64 n1, i64 N, i64 C, i64 H, i64 W, 
     const i64 P = th * tw, plane = C * N * P, wp = 2 * tw + 2;                                      \
     T* rows = scratch;                                                                              \
     T* t = scratch + 4 * wp;                                                                        \
-    for (i64 n = n0; n < n1; ++n) for (i64 c = 0; c < C; ++c) {                                    \
+    for (i64 c = 0; c < C; ++c) for (i64 n = n0; n < n1; ++n) {                                    \
         const T* xc = x + (n * C + c) * H * W;                                                      \
         T* vout = V + c * N * P + n * P;                                                            \
         for (i64 ti = 0; ti < th; ++ti) {                                                           \
@@ -221,7 +222,7 @@ void nnx_wino2_in_##SUF(const T* x, i64 n0, i64 n1, i64 N, i64 C, i64 H, i64 W, 
 void nnx_wino2_out_##SUF(const T* M, i64 n0, i64 n1, i64 N, i64 O, i64 th, i64 tw, i64 oh, i64 ow, \
                          T* y) {                                                                     \
     const i64 P = th * tw, plane = O * N * P;                                                       \
-    for (i64 n = n0; n < n1; ++n) for (i64 o = 0; o < O; ++o) {                                    \
+    for (i64 o = 0; o < O; ++o) for (i64 n = n0; n < n1; ++n) {                                    \
         const T* mo = M + o * N * P + n * P;                                                        \
         T* yo = y + (n * O + o) * oh * ow;                                                          \
         for (i64 ti = 0; ti < th; ++ti) {                                                           \
@@ -257,7 +258,7 @@ void nnx_wino2_dy_##SUF(const T* dy, i64 n0, i64 n1, i64 N, i64 O, i64 oh, i64 o
     T* g0 = scratch;                                                                                \
     T* g1 = scratch + wp;                                                                           \
     T* w = scratch + 2 * wp; /* 4 rows of A dY */                                                   \
-    for (i64 n = n0; n < n1; ++n) for (i64 o = 0; o < O; ++o) {                                    \
+    for (i64 o = 0; o < O; ++o) for (i64 n = n0; n < n1; ++n) {                                    \
         const T* g = dy + (n * O + o) * oh * ow;                                                    \
         T* d = D + o * N * P + n * P;                                                               \
         for (i64 ti = 0; ti < th; ++ti) {                                                           \
@@ -288,6 +289,150 @@ void nnx_wino2_dy_##SUF(const T* dy, i64 n0, i64 n1, i64 N, i64 O, i64 oh, i64 o
 
 NNX_WINOGRAD(float, f32)
 NNX_WINOGRAD(double, f64)
+
+/* Winograd F(4x4, 3x3) tile transforms, the same layout with 36 planes (k = 6 r + s) and the
+ * matrices of backends/winograd.py, each row written with its zero terms dropped and the common
+ * pairs shared (the reference sums the same terms in another order: equal to float rounding).
+ * B^T d for d0..d5; A^T m for m0..m5; A g for g0..g3. */
+#define NNX_BT4(T, d0, d1, d2, d3, d4, d5, o0, o1, o2, o3, o4, o5) do {                            \
+    const T p12 = (d1) + (d2), m12 = (d1) - (d2), p34 = (d3) + (d4), m43 = (d4) - (d3);            \
+    const T m42 = (d4) - (d2), m31 = (d3) - (d1);                                                   \
+    o0 = (T)4 * (d0) - (T)5 * (d2) + (d4); o1 = p34 - (T)4 * p12; o2 = m43 + (T)4 * m12;             \
+    o3 = m42 + (T)2 * m31; o4 = m42 - (T)2 * m31; o5 = (T)4 * (d1) - (T)5 * (d3) + (d5);             \
+} while (0)
+#define NNX_AT4(T, m0, m1, m2, m3, m4, m5, y0, y1, y2, y3) do {                                     \
+    const T p12 = (m1) + (m2), m12 = (m1) - (m2), p34 = (m3) + (m4), m34 = (m3) - (m4);            \
+    y0 = (m0) + p12 + p34; y1 = m12 + (T)2 * m34; y2 = p12 + (T)4 * p34; y3 = m12 + (T)8 * m34 + (m5); \
+} while (0)
+#define NNX_A4(T, g0, g1, g2, g3, w0, w1, w2, w3, w4, w5) do {                                      \
+    const T p02 = (g0) + (g2), p13 = (g1) + (g3), q02 = (g0) + (T)4 * (g2), q13 = (T)2 * (g1) + (T)8 * (g3); \
+    w0 = (g0); w1 = p02 + p13; w2 = p02 - p13; w3 = q02 + q13; w4 = q02 - q13; w5 = (g3);           \
+} while (0)
+
+#define NNX_WINOGRAD4(T, SUF)                                                                       \
+/* De-interleave one row: d[q * s + t] = row[4 t + q] for the padded row of x at row index hi     \
+ * (0 outside x), columns 4 t + q - left, q in 0..3, t in 0..tw. */                                 \
+static void nnx_wino4_split_row_##SUF(const T* xc, i64 H, i64 W, i64 hi, i64 left, i64 tw, T* row, T* d) { \
+    const i64 s = tw + 1, wp = 4 * s;                                                               \
+    if (hi < 0 || hi >= H) { for (i64 j = 0; j < wp; ++j) d[j] = 0; return; }                       \
+    const T* xr = xc + hi * W;                                                                      \
+    for (i64 j = 0; j < wp; ++j) { const i64 wi = j - left; row[j] = (wi >= 0 && wi < W) ? xr[wi] : (T)0; } \
+    _Pragma("omp simd")                                                                             \
+    for (i64 t = 0; t < s; ++t) {                                                                   \
+        d[t] = row[4 * t]; d[s + t] = row[4 * t + 1]; d[2 * s + t] = row[4 * t + 2]; d[3 * s + t] = row[4 * t + 3]; \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* V = B^T d B of every 6x6 input tile of samples [n0, n1); tile (ti, tj) starts at row 4 ti - top, \
+ * column 4 tj - left; entries outside x are 0. Each row is de-interleaved by column mod 4 first,   \
+ * so that both passes read contiguous runs (read in place, the second pass's stride-4 loads kept   \
+ * it scalar: 3.5 against 1.0 ms at 16 x 64 x 32 x 32). scratch: 4 (tw + 1) (4 th + 9) entries. */ \
+void nnx_wino4_in_##SUF(const T* x, i64 n0, i64 n1, i64 N, i64 C, i64 H, i64 W, i64 top, i64 left, \
+                        i64 th, i64 tw, T* V, T* scratch) {                                          \
+    const i64 P = th * tw, plane = C * N * P, s = tw + 1, wp = 4 * s, nrows = 4 * th + 2;           \
+    T* rows = scratch;                 /* nrows de-interleaved padded rows of wp */                 \
+    T* t = rows + nrows * wp;          /* 6 rows of B^T d, same layout */                           \
+    T* tmp = t + 6 * wp;               /* one padded row */                                         \
+    for (i64 c = 0; c < C; ++c) for (i64 n = n0; n < n1; ++n) {                                    \
+        const T* xc = x + (n * C + c) * H * W;                                                      \
+        T* vout = V + c * N * P + n * P;                                                            \
+        for (i64 i = 0; i < nrows; ++i) nnx_wino4_split_row_##SUF(xc, H, W, i - top, left, tw, tmp, rows + i * wp); \
+        for (i64 ti = 0; ti < th; ++ti) {                                                           \
+            const T* r0 = rows + 4 * ti * wp;                                                       \
+            _Pragma("omp simd")                                                                     \
+            for (i64 j = 0; j < wp; ++j) /* B^T down the rows (elementwise: any column order) */    \
+                NNX_BT4(T, r0[j], r0[wp + j], r0[2 * wp + j], r0[3 * wp + j], r0[4 * wp + j], r0[5 * wp + j], \
+                        t[j], t[wp + j], t[2 * wp + j], t[3 * wp + j], t[4 * wp + j], t[5 * wp + j]); \
+            for (i64 r = 0; r < 6; ++r) { /* B along the columns: column 4 tj + k is e[k % 4][tj + k / 4] */ \
+                const T* e = t + r * wp;                                                            \
+                T* o = vout + (6 * r) * plane + ti * tw;                                            \
+                _Pragma("omp simd")                                                                 \
+                for (i64 tj = 0; tj < tw; ++tj)                                                     \
+                    NNX_BT4(T, e[tj], e[s + tj], e[2 * s + tj], e[3 * s + tj], e[tj + 1], e[s + tj + 1], \
+                            o[tj], o[plane + tj], o[2 * plane + tj], o[3 * plane + tj], o[4 * plane + tj], \
+                            o[5 * plane + tj]);                                                     \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* y = A^T M A of every tile of M (36, O, N*th*tw) into y (N, O, oh, ow), samples [n0, n1), tiles \
+ * cropped at the edge. scratch: 40 tw entries. */                                                  \
+void nnx_wino4_out_##SUF(const T* M, i64 n0, i64 n1, i64 N, i64 O, i64 th, i64 tw, i64 oh, i64 ow, \
+                         T* y, T* scratch) {                                                         \
+    const i64 P = th * tw, plane = O * N * P, wy = 4 * tw;                                          \
+    T* z = scratch;            /* z[p][s][tj]: A^T down the rows, 4 x 6 x tw */                     \
+    T* yr = scratch + 24 * tw; /* 4 output rows of 4 tw */                                          \
+    for (i64 o = 0; o < O; ++o) for (i64 n = n0; n < n1; ++n) {                                    \
+        const T* mo = M + o * N * P + n * P;                                                        \
+        T* yo = y + (n * O + o) * oh * ow;                                                          \
+        for (i64 ti = 0; ti < th; ++ti) {                                                           \
+            const T* mt = mo + ti * tw;                                                             \
+            for (i64 s = 0; s < 6; ++s) {                                                           \
+                const T* m = mt + s * plane;                                                        \
+                T* zs = z + s * tw;                                                                 \
+                _Pragma("omp simd")                                                                 \
+                for (i64 tj = 0; tj < tw; ++tj)                                                     \
+                    NNX_AT4(T, m[tj], m[6 * plane + tj], m[12 * plane + tj], m[18 * plane + tj],    \
+                            m[24 * plane + tj], m[30 * plane + tj], zs[tj], zs[6 * tw + tj],         \
+                            zs[12 * tw + tj], zs[18 * tw + tj]);                                    \
+            }                                                                                       \
+            const i64 rows_here = oh - 4 * ti < 4 ? oh - 4 * ti : 4;                                \
+            for (i64 p = 0; p < rows_here; ++p) { /* A along the columns */                         \
+                const T* zp = z + 6 * tw * p;                                                       \
+                T* out = yr + p * wy;                                                               \
+                _Pragma("omp simd")                                                                 \
+                for (i64 tj = 0; tj < tw; ++tj)                                                     \
+                    NNX_AT4(T, zp[tj], zp[tw + tj], zp[2 * tw + tj], zp[3 * tw + tj], zp[4 * tw + tj], \
+                            zp[5 * tw + tj], out[4 * tj], out[4 * tj + 1], out[4 * tj + 2], out[4 * tj + 3]); \
+                memcpy(yo + (4 * ti + p) * ow, out, (size_t)ow * sizeof(T));                        \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* The adjoint of the output transform: D = A dY A^T per 4x4 tile of dy (N, O, oh, ow), samples   \
+ * [n0, n1), entries beyond the output 0, into D (36, O, N*th*tw). Rows de-interleaved as in the  \
+ * input transform. scratch: 4 tw (4 th + 7) entries. */                                             \
+void nnx_wino4_dy_##SUF(const T* dy, i64 n0, i64 n1, i64 N, i64 O, i64 oh, i64 ow, i64 th, i64 tw, \
+                        T* D, T* scratch) {                                                          \
+    const i64 P = th * tw, plane = O * N * P, wp = 4 * tw, nrows = 4 * th;                          \
+    T* g = scratch;             /* nrows de-interleaved rows of dy, zero beyond the output */       \
+    T* w = g + nrows * wp;      /* 6 rows of A dY */                                                \
+    T* tmp = w + 6 * wp;        /* one padded row */                                                \
+    for (i64 o = 0; o < O; ++o) for (i64 n = n0; n < n1; ++n) {                                    \
+        const T* go = dy + (n * O + o) * oh * ow;                                                   \
+        T* d = D + o * N * P + n * P;                                                               \
+        for (i64 i = 0; i < nrows; ++i) {                                                           \
+            T* gi = g + i * wp;                                                                     \
+            if (i >= oh) { for (i64 j = 0; j < wp; ++j) gi[j] = 0; continue; }                      \
+            for (i64 j = 0; j < wp; ++j) tmp[j] = j < ow ? go[i * ow + j] : (T)0;                   \
+            _Pragma("omp simd")                                                                     \
+            for (i64 tj = 0; tj < tw; ++tj) {                                                       \
+                gi[tj] = tmp[4 * tj]; gi[tw + tj] = tmp[4 * tj + 1];                                \
+                gi[2 * tw + tj] = tmp[4 * tj + 2]; gi[3 * tw + tj] = tmp[4 * tj + 3];               \
+            }                                                                                       \
+        }                                                                                           \
+        for (i64 ti = 0; ti < th; ++ti) {                                                           \
+            const T* g0 = g + 4 * ti * wp;                                                          \
+            _Pragma("omp simd")                                                                     \
+            for (i64 j = 0; j < wp; ++j) /* A down the rows (elementwise) */                        \
+                NNX_A4(T, g0[j], g0[wp + j], g0[2 * wp + j], g0[3 * wp + j], w[j], w[wp + j], w[2 * wp + j], \
+                       w[3 * wp + j], w[4 * wp + j], w[5 * wp + j]);                                \
+            for (i64 r = 0; r < 6; ++r) { /* A^T along the columns: column 4 tj + q is e[q][tj] */   \
+                const T* e = w + r * wp;                                                            \
+                T* out = d + (6 * r) * plane + ti * tw;                                             \
+                _Pragma("omp simd")                                                                 \
+                for (i64 tj = 0; tj < tw; ++tj)                                                     \
+                    NNX_A4(T, e[tj], e[tw + tj], e[2 * tw + tj], e[3 * tw + tj], out[tj], out[plane + tj], \
+                           out[2 * plane + tj], out[3 * plane + tj], out[4 * plane + tj], out[5 * plane + tj]); \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_WINOGRAD4(float, f32)
+NNX_WINOGRAD4(double, f64)
 
 /* Batch norm over (N, C, L) per channel, channels [c0, c1) (fused_train.py is the reference).
  * Sums over N*L run in double, two passes for the variance, as the reference's two-pass mean. */
