@@ -172,40 +172,45 @@ def blas_one_thread() -> Iterator[bool]:
         set_n(old)
 
 
-#: Batched GEMMs under this many multiply-adds stay whole. Measured (2-vCPU Xeon VM, OpenBLAS
-#: 0.3.31, float32, 2 threads; OpenBLAS's own threads / split over the pool): 16 x (64x64 @ 64x4096)
-#: 3.06 / 2.89 ms, 16 x (64x4096 @ 4096x64) 4.49 / 3.49 ms; but 32 x (64x64 @ 64x256) (34M) 0.70 /
-#: 0.70 ms and LeNet's per-sample convolution products (7-15M) level or worse.
+#: Products under this many multiply-adds run whole on the calling thread. Measured (2-vCPU Xeon
+#: VM, OpenBLAS 0.3.31, float32, 2 threads; OpenBLAS's own threads / split over the pool):
+#: 16 x (64x64 @ 64x4096) 3.06 / 2.89 ms, 16 x (64x4096 @ 4096x64) 4.49 / 3.49 ms, but
+#: 32 x (64x64 @ 64x256) (34M) 0.70 / 0.70 ms and LeNet's per-sample products (7-15M) level or worse.
 MIN_SPLIT_MACS = 1 << 26
 
 
 def split_matmul(a: Any, b: Any) -> Any:
-    """``numpy.matmul(a, b)`` for a batch of products (``a`` or ``b`` 3-d, the other 2-d or 3-d
-    with the same batch), the batch cut over nnx's pool, each chunk one-thread OpenBLAS GEMMs.
+    """``numpy.matmul(a, b)`` on nnx's threads only: OpenBLAS is held at one thread, and a large
+    batch of products (``a`` or ``b`` 3-d, the other 2-d or 3-d with the same batch) is cut over
+    nnx's pool by its batch, each chunk one-thread GEMMs. 2-d products run whole on the calling
+    thread (OpenBLAS's kernels for a block of rows need not round as for the whole matrix).
 
-    Why: OpenBLAS's worker threads spin for a while after each threaded GEMM, so an elementwise
-    pass that nnx's pool runs next finds its second core taken (measured: the Winograd output
-    transform right after a 2-thread GEMM ran no faster at 2 threads than at 1, 2.09 against
-    1.11 ms without the GEMM before it). Held at one thread, OpenBLAS leaves its workers asleep,
-    and a batch of products needs one hand-off instead of one thread synchronisation per product.
-    Each product is the same one-thread GEMM whatever the chunking, so the result is bit-identical
-    for every thread count. Other shapes, small batches (``MIN_SPLIT_MACS``), one thread and a BLAS
-    that is not OpenBLAS take ``numpy.matmul``."""
+    Why: OpenBLAS's worker threads spin for a while (~0.1 s) after each threaded GEMM, so the
+    elementwise passes that nnx's pool runs next find their second core taken (measured: the
+    Winograd F(4x4) input transform at 2 threads 1.4 ms alone, 2.4 ms right after a threaded GEMM;
+    a 128-channel Winograd convolution did not speed up at all from 1 to 2 threads while its 3-wide
+    filter-transform products woke OpenBLAS's threads). Held at one thread, OpenBLAS leaves its
+    workers asleep, and a batch of products needs one hand-off instead of one synchronisation per
+    product. Each product is the same one-thread GEMM whatever the chunking, so the result is
+    bit-identical for every thread count.
+    Other shapes and dtypes, one thread and a BLAS that is not OpenBLAS take ``numpy.matmul``."""
     import numpy as np
 
     n = get_num_threads()
-    if (n <= 1 or a.ndim < 2 or b.ndim < 2 or max(a.ndim, b.ndim) != 3 or a.dtype != b.dtype
-            or a.dtype not in (np.float32, np.float64)):
+    if (n <= 1 or a.ndim < 2 or b.ndim < 2 or max(a.ndim, b.ndim) > 3 or a.dtype != b.dtype
+            or a.dtype not in (np.float32, np.float64) or _openblas_functions() is None):
         return np.matmul(a, b)
     m, k = a.shape[-2:]
     cols = b.shape[-1]
-    batch = a.shape[0] if a.ndim == 3 else b.shape[0]
-    if (b.shape[-2] != k or (a.ndim == b.ndim and a.shape[0] != b.shape[0]) or batch < n
-            or batch * m * k * cols < MIN_SPLIT_MACS or _openblas_functions() is None):
-        return np.matmul(a, b)
-    out = np.empty((batch, m, cols), dtype=a.dtype)
-    pa = (lambda lo, hi: a[lo:hi]) if a.ndim == 3 else (lambda lo, hi: a)
-    pb = (lambda lo, hi: b[lo:hi]) if b.ndim == 3 else (lambda lo, hi: b)
+    batch = a.shape[0] if a.ndim == 3 else b.shape[0] if b.ndim == 3 else 1
+    if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]):
+        return np.matmul(a, b)  # numpy's own error
     with blas_one_thread():
-        parallel_rows(lambda lo, hi: np.matmul(pa(lo, hi), pb(lo, hi), out=out[lo:hi]), batch, MIN_PARALLEL_ELEMENTS)
-    return out
+        if a.ndim == b.ndim == 2 or batch < n or batch * m * k * cols < MIN_SPLIT_MACS:
+            return np.matmul(a, b)
+        out = np.empty((batch, m, cols), dtype=a.dtype)
+        pa = (lambda lo, hi: a[lo:hi]) if a.ndim == 3 else (lambda lo, hi: a)
+        pb = (lambda lo, hi: b[lo:hi]) if b.ndim == 3 else (lambda lo, hi: b)
+        parallel_rows(lambda lo, hi: np.matmul(pa(lo, hi), pb(lo, hi), out=out[lo:hi]), batch,
+                      MIN_PARALLEL_ELEMENTS)
+        return out

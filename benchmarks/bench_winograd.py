@@ -6,6 +6,14 @@ times forward + backward (both gradients) of ``nnx.functional.conv2d_forward`` w
 process CPU time (``time.process_time``: the machine may be shared). The automatic rule in
 ``nnx/functional/winograd.py`` (``AUTO_MIN_CHANNELS``, ``AUTO_MIN_SIZE``) is read off this table.
 
+The Winograd modes run before ``"off"`` in each round, and each round ends with a 0.3 s pause: at
+2+ threads the im2col path's GEMMs run on OpenBLAS's own threads, which then spin for up to
+~0.1 s and take the core that nnx's pool would use for the Winograd transforms next (measured: the
+F(4x4) input transform at 2 threads 1.4 ms alone, 2.4 ms right after a threaded GEMM). And each
+timed run follows an untimed call of the same path, so that its buffers are in the heap, as in
+every step after the first of a training run (the first call after another path's page-faults
+them: up to 1.5x its steady time). Each path is timed as it runs in a network made of it.
+
 Usage: ``python benchmarks/bench_winograd.py [--quick] [--threads 1 2] [--repeats 5]``.
 Writes benchmarks/results/winograd.json.
 """
@@ -46,12 +54,13 @@ def main() -> None:
 
     nnx.set_backend("numpy")
     grid = [(16, 16, 32), (16, 32, 32), (16, 64, 32), (16, 64, 16), (16, 64, 8), (16, 128, 16),
-            (16, 128, 8), (16, 256, 8), (64, 16, 28), (4, 64, 32), (64, 64, 4)]
+            (16, 128, 8), (16, 256, 8), (64, 16, 28), (4, 64, 32), (64, 64, 4), (8, 64, 56), (16, 128, 32),
+            (16, 256, 16)]
     if args.quick:
         grid = grid[:3]
     rng = np.random.default_rng(0)
     rows = []
-    modes = ("off", "f2", "f4")
+    modes = ("f2", "f4", "off")  # "off" last: see the module doc
     for n_threads in args.threads:
         with threads(n_threads):
             for batch, ch, size in grid:
@@ -61,13 +70,16 @@ def main() -> None:
                 steps = max(1, int(2e8 / (batch * ch * ch * size * size * 9)))
                 for mode in modes:  # warm-up
                     run_once(x, w, dy, mode, 1)
+                time.sleep(0.3)
                 wall = {m: [] for m in modes}
                 cpu = {m: [] for m in modes}
                 for _ in range(args.repeats):
                     for mode in modes:
+                        run_once(x, w, dy, mode, 1)  # steady state: this path's buffers in the heap
                         a, c = run_once(x, w, dy, mode, steps)
                         wall[mode].append(a)
                         cpu[mode].append(c)
+                    time.sleep(0.3)  # OpenBLAS's workers back asleep before the next round
                 row = {"threads": n_threads, "batch": batch, "channels": ch, "size": size}
                 for mode in modes:
                     row[f"{mode}_ms"] = round(1e3 * statistics.median(wall[mode]), 3)

@@ -7,25 +7,27 @@ direct convolution become ``a^2`` (2.25x fewer for F(2x2, 3x3), 4x fewer for F(4
 
 * **input transform** ``V = B^T d B``: the adapter's ``winograd_input_transform``, laid out
   ``(a*a, C, N*TH*TW)`` (reference: separable signed sums of strided slices in
-  ``backends/winograd.py``; NumPy: a host kernel for F(2x2, 3x3));
-* **filter transform** ``U = G g G^T``: two small ``matmul`` s, ``(a*a, O, C)``;
+  ``backends/winograd.py``; NumPy: host kernels for F(2x2, 3x3) and F(4x4, 3x3));
+* **filter transform** ``U = G g G^T``: two 2-d ``matmul`` s over all filters, ``(a*a, O, C)``;
 * **core**: one ``matmul`` ``U @ V`` -- one ``(O x C) @ (C x N*TH*TW)`` GEMM per tile position,
-  the whole batch in its long dimension;
+  the whole batch in its long dimension (the adapter's ``matmul``: NumPy cuts the batch of
+  products over nnx's threads);
 * **output transform** ``A^T M A``: the adapter's ``winograd_output_transform``, into the output.
 
 Backward: the input gradient is itself a Winograd convolution, of ``dy`` with the flipped,
 transposed filter (padding ``2 - p``); the filter gradient uses the adjoint transforms:
 ``dW = G^T [sum over tiles (A dY A^T) * (B^T d B)] G`` (one batched GEMM per tile position).
 
-Accuracy (float32 against float64, relative max error; see ``tests/functional/test_winograd.py``
-and docs/cpu_performance.md): F(2x2, 3x3) stays within a few float32 ulps of the im2col path;
-F(4x4, 3x3) is several times worse (its transform has entries up to 8 and fractions 1/6, 1/24)
-and is therefore only used when asked for (``MODE = "f4"``), never by the automatic rule.
+Accuracy (float32 against float64, relative to the largest output; see
+``tests/functional/test_winograd.py`` and docs/cpu_performance.md): F(2x2, 3x3) stays within a few
+float32 ulps of the im2col path; F(4x4, 3x3) is about 10x worse (its transforms have entries up to
+8 and fractions 1/6, 1/24): 3e-6 to 1.5e-5 max, 1e-6 to 3.3e-6 RMS at 16 to 512 channels.
 
-When it is used (``MODE = "auto"``, the default): see :func:`applicable` and ``AUTO_MIN_CHANNELS``;
-the rule was measured with ``benchmarks/bench_winograd.py`` on the NumPy backend: with its host
-kernels, F(2x2, 3x3) wins at 64+ channels on 32x32+ maps; with the reference transforms the
-im2col / flat-shift path won on every shape, so other backends keep it.
+When it is used (``MODE = "auto"``, the default): see :func:`applicable`, ``AUTO_TILE`` and
+``AUTO_MIN_CHANNELS``; the rule was measured with ``benchmarks/bench_winograd.py`` on the NumPy
+backend: with its host kernels, F(4x4, 3x3) wins on 32x32+ maps at every channel count tried and
+on 16x16 maps from 128 channels, at 1 and 2 threads; with the reference transforms the im2col /
+flat-shift path won on every shape, so other backends keep it.
 """
 
 from __future__ import annotations
@@ -35,12 +37,11 @@ from typing import Any
 
 import nnx_backends as backends
 from nnx_backends import winograd as WG
-from nnx_backends.threads import get_num_threads
 
 Array = Any
 Backward = Callable[..., tuple[Any, tuple]]
 
-__all__ = ["MODE", "applicable", "conv2d_winograd_forward", "TRANSFORMS"]
+__all__ = ["AUTO_TILE", "MODE", "applicable", "conv2d_winograd_forward", "TRANSFORMS"]
 
 #: ``"auto"`` (the measured rule of :func:`applicable`), ``"off"`` (never: the im2col / flat-shift
 #: path), ``"f2"`` / ``"f4"`` (always F(2x2,3x3) / F(4x4,3x3) where the shape allows it; tests).
@@ -49,24 +50,34 @@ MODE = "auto"
 #: (B^T, G, A^T) per output tile size m (defined beside the reference transforms).
 TRANSFORMS = WG.TRANSFORMS
 
-#: Automatic rule, for backends whose adapter runs the F(2x2, 3x3) transforms as fused kernels
+#: Automatic rule, for backends whose adapter runs the tile transforms as fused kernels
 #: (``Backend.fast_winograd_tiles``: NumPy with its host kernels). Measured with
-#: benchmarks/bench_winograd.py (NumPy 2 + OpenBLAS, AVX-512; forward + both gradients; batch
-#: 4..64, 16..256 channels, 4x4..32x32 maps; 2026-11-28): with the host kernels F(2x2,3x3) takes
-#: 0.85x the time of the flat-shift im2col path at 64 channels 32x32 batch 16 (1 thread; 0.96x at 2)
-#: and 0.95x at batch 4, but loses below 32x32 maps (1.1-1.4x at 16x16, 8x8, 4x4) and at 16
-#: channels (1.2x), and gains nothing at 32 (0.98x at 1 thread, 1.22x at 2); with the reference
-#: transforms (strided standard passes) it lost on every shape, 1.25x
-#: to 2.8x. F(4x4,3x3) lost everywhere (no host kernel; 2-3.5x). So: F(2x2,3x3) where both channel
-#: counts are at least ``AUTO_MIN_CHANNELS`` and the output at least ``AUTO_MIN_SIZE`` per side.
-#: ``AUTO_MIN_CHANNELS = None`` turns the rule off.
-AUTO_MIN_CHANNELS: int | None = 64
-#: Smallest output side (pixels) for the automatic rule.
+#: benchmarks/bench_winograd.py (NumPy 2 + OpenBLAS, AVX-512, 2 vCPUs; forward + both gradients,
+#: float32, speed-up over the im2col / flat-shift path at 1 thread / 2 threads; 2026-11-28):
+#:
+#: * 32x32 and larger outputs: F(4x4, 3x3) wins at every channel count and batch tried -- 16 ch
+#:   1.49 / 1.23, 32 ch 1.48 / 1.20, 64 ch 1.84 / 1.87, 128 ch 2.03 / 2.12, 64 ch 56x56 1.66 /
+#:   1.77, batch 4 1.62 / 1.08 -- and beats F(2x2, 3x3) everywhere but 32 ch at 2 threads (1.21).
+#: * 16x16: F(4x4) wins from 128 channels (1.48 / 1.37; 256 ch 1.62 / 1.41), at 64 channels it
+#:   is level or slower (1.21 / 0.87).
+#: * 8x8 and smaller, and 28x28 with 16 channels: level or slower at 2 threads (0.69-1.05).
+#:
+#: So F(4x4, 3x3) where both channel counts are at least ``AUTO_MIN_CHANNELS`` and the output at
+#: least ``AUTO_MIN_SIZE`` per side, or at least ``AUTO_MIN_CHANNELS_MEDIUM`` channels and
+#: ``AUTO_MIN_SIZE_MEDIUM`` per side. ``AUTO_MIN_CHANNELS = None`` turns the rule off.
+AUTO_MIN_CHANNELS: int | None = 16
+#: Smallest output side (pixels) for the rule at ``AUTO_MIN_CHANNELS``.
 AUTO_MIN_SIZE = 32
-#: With more than one thread, also at least this many output pixels over the batch: at 2 threads
-#: batch 4 x 64 ch x 32x32 took 1.37x the im2col path's time (the BLAS threads the im2col GEMM
-#: better than the 16 small per-position GEMMs), batch 16 0.96x.
-AUTO_MIN_PIXELS_THREADED = 16 * 32 * 32
+#: Channels from which smaller outputs (down to ``AUTO_MIN_SIZE_MEDIUM``) take Winograd too.
+AUTO_MIN_CHANNELS_MEDIUM = 128
+AUTO_MIN_SIZE_MEDIUM = 16
+#: Tile size of the automatic rule. F(4x4, 3x3)'s float32 error is about 10x the im2col path's
+#: (relative to the largest output: 3e-6 to 1.5e-5 max, 1e-6 to 3.3e-6 RMS at 16 to 512 channels,
+#: against 5e-7 / 4e-7 for im2col and F(2x2, 3x3); tests/functional/test_winograd.py bounds it),
+#: still 30x finer than the TF32 convolutions PyTorch runs on recent GPUs by default. Set 2 for
+#: F(2x2, 3x3)'s accuracy: then the rule of the F(2x2)-only releases, measured the same way
+#: (0.85x the im2col time at 64 channels 32x32 batch 16): at least 64 channels and 32x32.
+AUTO_TILE = 4
 
 
 def applicable(b: Any, x: Array, weight: Array, stride: tuple[int, int], dilation: tuple[int, int],
@@ -75,9 +86,8 @@ def applicable(b: Any, x: Array, weight: Array, stride: tuple[int, int], dilatio
 
     Shape conditions (all modes): 3x3 kernel, stride 1, dilation 1, groups 1, every padding in
     ``0..2`` (the input gradient is then a Winograd convolution with padding ``2 - p``), a
-    floating input. ``MODE == "auto"`` adds the measured rule: an adapter with fused F(2x2, 3x3)
-    transforms (``b.fast_winograd_tiles()``), at least ``AUTO_MIN_CHANNELS`` input and output
-    channels and an output at least ``AUTO_MIN_SIZE`` pixels per side; then F(2x2, 3x3).
+    floating input. ``MODE == "auto"`` adds the measured rule: an adapter with fused transforms
+    for ``AUTO_TILE`` (``b.fast_winograd_tiles()``) and the channel and size thresholds above.
     """
     if MODE == "off" or weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3):
         return 0
@@ -87,14 +97,15 @@ def applicable(b: Any, x: Array, weight: Array, stride: tuple[int, int], dilatio
         return 0
     if MODE in ("f2", "f4"):
         return int(MODE[1])
-    oh = x.shape[2] + pads[0] + pads[1] - 2
-    ow = x.shape[3] + pads[2] + pads[3] - 2
-    if AUTO_MIN_CHANNELS is None:
+    if AUTO_MIN_CHANNELS is None or AUTO_TILE not in b.fast_winograd_tiles():
         return 0
-    if (2 in b.fast_winograd_tiles() and min(x.shape[1], weight.shape[0]) >= AUTO_MIN_CHANNELS
-            and min(oh, ow) >= AUTO_MIN_SIZE
-            and (get_num_threads() == 1 or x.shape[0] * oh * ow >= AUTO_MIN_PIXELS_THREADED)):
-        return 2
+    side = min(x.shape[2] + pads[0] + pads[1], x.shape[3] + pads[2] + pads[3]) - 2
+    channels = min(x.shape[1], weight.shape[0])
+    if AUTO_TILE == 2:  # the F(2x2)-only rule
+        return 2 if channels >= 64 and side >= 32 else 0
+    if (channels >= AUTO_MIN_CHANNELS and side >= AUTO_MIN_SIZE) or (
+            channels >= AUTO_MIN_CHANNELS_MEDIUM and side >= AUTO_MIN_SIZE_MEDIUM):
+        return AUTO_TILE
     return 0
 
 
@@ -103,15 +114,20 @@ def _tiles(size: int, m: int) -> int:
     return -(-size // m)
 
 
-def _filter_transform(xp: Any, weight: Array, g: list[list[float]], device: Any) -> Array:
+def _filter_transform(b: Any, weight: Array, g: list[list[float]], device: Any) -> Array:
     """``U = G w G^T``: ``(a*a, O, C)``, one ``O x C`` matrix per tile position."""
+    xp = b.xp
     o, c = weight.shape[0], weight.shape[1]
     gm = xp.asarray(g, dtype=weight.dtype, device=device)
-    # two tensordots, each one GEMM over all O*C filters (batched products of O*C 3x3 matrices took
-    # 2.5 ms of a ResNet-block step): t[o,c,k,j] = sum_l w[o,c,k,l] G[j,l], u[o,c,j,i] = sum_k t G[i,k]
-    u = xp.tensordot(xp.tensordot(weight, gm, axes=([3], [1])), gm, axes=([2], [1]))  # (O, C, a_j, a_i)
     a = gm.shape[0]
-    return xp.reshape(xp.permute_dims(u, (3, 2, 0, 1)), (a * a, o, c))
+    gt = xp.matrix_transpose(gm)
+    # two 2-d products, each one GEMM over all O*C filters (batched products of O*C 3x3 matrices took
+    # 2.5 ms of a ResNet-block step), through the adapter's matmul (on NumPy: never on OpenBLAS's
+    # own threads, whose spinning would take the cores of the transforms that follow):
+    # t[o,c,k,j] = sum_l w[o,c,k,l] G[j,l], then u[o,c,j,i] = sum_k t[o,c,k,j] G[i,k]
+    t = xp.reshape(b.matmul(xp.reshape(weight, (o * c * 3, 3)), gt), (o * c, 3, a))
+    u = b.matmul(xp.reshape(xp.permute_dims(t, (0, 2, 1)), (o * c * a, 3)), gt)  # (O*C*a_j, a_i)
+    return xp.reshape(xp.permute_dims(xp.reshape(u, (o, c, a, a)), (3, 2, 0, 1)), (a * a, o, c))
 
 
 def _forward_core(b: Any, x: Array, u: Array, pads: tuple[int, int, int, int], m: int) -> tuple[Array, tuple]:
@@ -153,7 +169,7 @@ def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: t
     device = b.device_of(x)
     _, g, _ = TRANSFORMS[m]
     o = weight.shape[0]
-    y, (oh, ow, th, tw) = _forward_core(b, x, _filter_transform(xp, weight, g, device), pads, m)
+    y, (oh, ow, th, tw) = _forward_core(b, x, _filter_transform(b, weight, g, device), pads, m)
     if bias is not None:
         y = y + xp.reshape(bias, (1, o, 1, 1))
     h, w_in = x.shape[2], x.shape[3]
@@ -165,15 +181,17 @@ def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: t
         du = b.matmul(dm, xp.matrix_transpose(v))                        # (a*a, O, C): one GEMM per position
         del v, dm
         gm = xp.asarray(g, dtype=dy.dtype, device=device)
+        c = du.shape[2]
         # dW[o,c,k,l] = sum_ij G[i,k] du[i,j,o,c] G[j,l], as two GEMMs (see _filter_transform)
-        t = xp.tensordot(gm, xp.reshape(du, (a, a, o, du.shape[2])), axes=([0], [0]))  # (3, a, O, C)
-        dweight = xp.permute_dims(xp.tensordot(t, gm, axes=([1], [0])), (1, 2, 0, 3))  # (O, C, 3, 3)
+        t = xp.reshape(b.matmul(xp.matrix_transpose(gm), xp.reshape(du, (a, a * o * c))), (3, a, o, c))
+        t = xp.reshape(xp.permute_dims(t, (0, 2, 3, 1)), (3 * o * c, a))  # t[k, o, c, j]
+        dweight = xp.permute_dims(xp.reshape(b.matmul(t, gm), (3, o, c, 3)), (1, 2, 0, 3))  # (O, C, 3, 3)
         dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
         dx = None
         if input_grad:
             wt = xp.flip(xp.permute_dims(weight, (1, 0, 2, 3)), axis=(2, 3))  # (C, O, 3, 3)
             back_pads = (2 - pads[0], 2 - pads[1], 2 - pads[2], 2 - pads[3])
-            dx, _ = _forward_core(b, dy, _filter_transform(xp, wt, g, device), back_pads, m)
+            dx, _ = _forward_core(b, dy, _filter_transform(b, wt, g, device), back_pads, m)
             if tuple(dx.shape[2:]) != (h, w_in):  # never for pads in 0..2; kept as a guard
                 dx = dx[:, :, :h, :w_in]
         return dx, (dweight, dbias)

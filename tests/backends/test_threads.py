@@ -202,10 +202,21 @@ def test_split_matmul_splits_and_restores_the_blas_threads(monkeypatch):
     ((2, 4, 3, 5), (2, 4, 5, 2), "4-d"),
     ((4, 3, 5), (2, 5, 2), "batch mismatch (numpy's own error)"),
     ((3, 5), (5, 2), "2-d"),
+    ((1, 3, 5), (1, 5, 2), "batch under the thread count"),
 ])
-def test_split_matmul_leaves_other_shapes_to_numpy(monkeypatch, sa, sb, why):
+def test_split_matmul_leaves_other_shapes_whole(monkeypatch, sa, sb, why):
+    """Not split: computed by numpy.matmul on the calling thread (with OpenBLAS held at one thread
+    when nnx has more: a 2-d product must not wake OpenBLAS's spinning workers either)."""
     monkeypatch.setattr(T, "MIN_SPLIT_MACS", 0)
     monkeypatch.setattr(T, "parallel_rows", lambda *a: pytest.fail(f"{why}: must not be split"))
+    fns = T._openblas_functions()
+    seen = []
+    real = np.matmul
+
+    def spy(x, y, **kw):
+        seen.append(fns[1]() if fns else None)
+        return real(x, y, **kw)
+
     old = T._state["threads"]
     try:
         nnx.set_num_threads(1 if why == "one thread" else 2)
@@ -213,9 +224,14 @@ def test_split_matmul_leaves_other_shapes_to_numpy(monkeypatch, sa, sb, why):
         if why.startswith("batch mismatch"):
             with pytest.raises(ValueError):
                 T.split_matmul(a, b)
-        else:
-            assert np.array_equal(T.split_matmul(a, b), np.matmul(a, b))
-            ints = T.split_matmul(a.astype(np.int64), b.astype(np.int64))  # integer products: numpy's
-            assert ints.dtype == np.int64 and np.array_equal(ints, np.matmul(a, b))
+            return
+        want = np.matmul(a, b)
+        monkeypatch.setattr(np, "matmul", spy)
+        assert np.array_equal(T.split_matmul(a, b), want)
+        if fns is not None and why in ("2-d", "batch under the thread count"):
+            assert seen == [1], "OpenBLAS held at one thread around the product"
+        monkeypatch.setattr(np, "matmul", real)
+        ints = T.split_matmul(a.astype(np.int64), b.astype(np.int64))  # integer products: numpy's
+        assert ints.dtype == np.int64 and np.array_equal(ints, want)
     finally:
         nnx.set_num_threads(old if old is not None else T._default_threads())

@@ -120,22 +120,27 @@ def test_applicable_rule(backend, forced_mode, monkeypatch):
     big_x, big_w = Z((2, 64, 32, 32)), Z((64, 64, 3, 3))
     p1 = (1, 1, 1, 1)
     forced_mode("auto")
-    monkeypatch.setattr(winograd, "get_num_threads", lambda: 1)
-    # measured: F(2x2) only where the adapter has fused transforms (NumPy's host kernels), 64+
-    # channels, 32x32+ outputs
-    expected = 2 if 2 in b.fast_winograd_tiles() else 0
-    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == expected
-    assert applicable(b, Z((2, 64, 16, 16)), big_w, (1, 1), (1, 1), 1, p1) == 0  # map too small
-    assert applicable(b, Z((2, 32, 32, 32)), Z((32, 32, 3, 3)), (1, 1), (1, 1), 1, p1) == 0  # too few channels
-    monkeypatch.setattr(winograd, "get_num_threads", lambda: 2)  # threaded: also enough pixels over the batch
-    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == 0
-    assert applicable(b, Z((16, 64, 32, 32)), big_w, (1, 1), (1, 1), 1, p1) == expected
+    # measured: F(4x4) only where the adapter has fused transforms (NumPy's host kernels), on
+    # 32x32+ outputs from 16 channels, on 16x16+ outputs from 128 channels
+    fast = 4 in b.fast_winograd_tiles()
+    want = 4 if fast else 0
+    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == want
+    assert applicable(b, Z((1, 16, 32, 32)), Z((16, 16, 3, 3)), (1, 1), (1, 1), 1, p1) == want
+    assert applicable(b, Z((1, 16, 32, 32)), Z((8, 16, 3, 3)), (1, 1), (1, 1), 1, p1) == 0  # 8 out channels
+    assert applicable(b, Z((2, 64, 30, 32)), big_w, (1, 1), (1, 1), 1, (0, 0, 1, 1)) == 0  # 28 rows out
+    assert applicable(b, Z((2, 64, 16, 16)), big_w, (1, 1), (1, 1), 1, p1) == 0  # 16x16 at 64 channels
+    assert applicable(b, Z((2, 128, 16, 16)), Z((128, 128, 3, 3)), (1, 1), (1, 1), 1, p1) == want
+    assert applicable(b, Z((2, 128, 14, 14)), Z((128, 128, 3, 3)), (1, 1), (1, 1), 1, p1) == 0
+    monkeypatch.setattr(winograd, "AUTO_TILE", 2)  # the accurate tile: the F(2x2)-only rule
+    want2 = 2 if 2 in b.fast_winograd_tiles() else 0
+    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == want2
+    assert applicable(b, Z((2, 32, 32, 32)), Z((32, 32, 3, 3)), (1, 1), (1, 1), 1, p1) == 0
+    monkeypatch.setattr(winograd, "AUTO_TILE", 4)
     monkeypatch.setattr(winograd, "AUTO_MIN_CHANNELS", None)
     assert applicable(b, Z((16, 64, 32, 32)), big_w, (1, 1), (1, 1), 1, p1) == 0  # rule off
-    monkeypatch.setattr(winograd, "AUTO_MIN_CHANNELS", 8)
-    monkeypatch.setattr(winograd, "get_num_threads", lambda: 1)
-    assert applicable(b, Z((2, 8, 32, 32)), Z((8, 8, 3, 3)), (1, 1), (1, 1), 1, p1) == expected
-    assert applicable(b, Z((2, 4, 32, 32)), Z((4, 4, 3, 3)), (1, 1), (1, 1), 1, p1) == 0
+    monkeypatch.setattr(winograd, "AUTO_MIN_CHANNELS", 4)
+    assert applicable(b, Z((2, 4, 32, 32)), Z((4, 4, 3, 3)), (1, 1), (1, 1), 1, p1) == want
+    assert applicable(b, Z((2, 2, 32, 32)), Z((2, 2, 3, 3)), (1, 1), (1, 1), 1, p1) == 0
     assert applicable(b, big_x, big_w, (2, 2), (1, 1), 1, p1) == 0
     assert applicable(b, big_x, big_w, (1, 1), (2, 2), 1, p1) == 0
     assert applicable(b, big_x, Z((64, 64, 5, 5)), (1, 1), (1, 1), 1, p1) == 0
@@ -144,6 +149,8 @@ def test_applicable_rule(backend, forced_mode, monkeypatch):
     assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == 0
     forced_mode("f4")
     assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == 4
+    forced_mode("f2")
+    assert applicable(b, big_x, big_w, (1, 1), (1, 1), 1, p1) == 2
 
 
 def test_bad_arguments_named():
