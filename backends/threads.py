@@ -91,6 +91,18 @@ def _pool(n: int) -> ThreadPoolExecutor:
         return pool
 
 
+def _forget_pool_in_child() -> None:
+    """After ``fork`` the child has none of the pool's threads (an executor copied from the parent
+    would queue tasks that never run): start a new pool on first use."""
+    global _lock
+    _lock = threading.Lock()
+    _state["pool"] = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool_in_child)
+
+
 def row_chunks(n_rows: int, parts: int) -> list[tuple[int, int]]:
     """``parts`` contiguous ``(lo, hi)`` ranges covering ``[0, n_rows)``, sizes differing by <= 1."""
     parts = max(1, min(parts, n_rows))

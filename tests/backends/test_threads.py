@@ -3,6 +3,10 @@ fused kernel gives bit-identical results whatever the thread count, and agrees w
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 import numpy as np
 import pytest
 
@@ -235,3 +239,33 @@ def test_split_matmul_leaves_other_shapes_whole(monkeypatch, sa, sb, why):
         assert ints.dtype == np.int64 and np.array_equal(ints, want)
     finally:
         nnx.set_num_threads(old if old is not None else T._default_threads())
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_pool_works_in_a_forked_child(pool_always):
+    """A child forked after the parent used the pool has none of its threads; its first parallel
+    pass must start a new pool instead of queueing work nobody runs (the child would hang)."""
+    nnx.set_num_threads(2)
+    T.parallel_rows(lambda lo, hi: None, 4, 4)  # the parent's pool exists
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: report the rows its two chunks covered, then exit at once
+        try:
+            seen = []
+            T.parallel_rows(lambda lo, hi: seen.append((lo, hi)), 4, 4)
+            os.write(write, repr(sorted(seen)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's parallel pass hung")
+    with os.fdopen(read) as f:
+        assert f.read() == "[(0, 2), (2, 4)]"
