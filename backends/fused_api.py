@@ -208,6 +208,16 @@ class FusedOps:
         """``A^T M A`` of ``mm (a*a, O, N*th*tw)`` into ``(N, O, oh, ow)`` (``winograd.py``)."""
         return WG.output_transform(self, mm, m, n, th, tw, oh, ow)
 
+    def winograd_conv(self, x: Array, u: Array, m: int, top: int, left: int, th: int, tw: int, oh: int,
+                      ow: int) -> Array:
+        """The core of a Winograd convolution: ``x (N, C, H, W)`` with the transformed filter
+        ``u (a*a, O, C)`` into ``(N, O, oh, ow)`` -- input transform, one GEMM per tile position,
+        output transform (``nnx/functional/winograd.py``)."""
+        v = self.winograd_input_transform(x, m, top, left, th, tw)
+        mm = self.matmul(u, v)
+        del v
+        return self.winograd_output_transform(mm, m, x.shape[0], th, tw, oh, ow)
+
     def winograd_dy_transform(self, dy: Array, m: int, th: int, tw: int) -> Array:
         """The adjoint of :meth:`winograd_output_transform`: ``A dY A^T`` per output tile of
         ``dy (N, O, oh, ow)``, ``(a*a, O, N*th*tw)`` (``winograd.py``)."""

@@ -13,7 +13,10 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
-from .threads import parallel_rows
+from .threads import MIN_PARALLEL_ELEMENTS, blas_one_thread, parallel_rows
+
+#: Transformed tiles per block of :meth:`NumpyWinograd.winograd_conv` (bytes; at least one sample).
+WINOGRAD_BLOCK_BYTES = 1 << 20
 
 
 class NumpyWinograd:
@@ -38,6 +41,48 @@ class NumpyWinograd:
 
         parallel_rows(work, n, v.size)
         return v
+
+    def winograd_conv(self, x, u, m, top, left, th, tw, oh, ow):
+        """Input transform, GEMMs and output transform per block of ``WINOGRAD_BLOCK_BYTES`` of
+        transformed tiles, so the tiles and the products stay in the core's cache instead of
+        going through memory three times; the blocks (fixed whatever the thread count) are split
+        over nnx's pool, each block's GEMMs one-thread OpenBLAS calls."""
+        lib = hk.kernels()
+        if (lib is None or m not in (2, 4) or x.ndim != 4 or u.ndim != 3 or not hk.supports(x, u)
+                or x.size == 0 or u.shape[2] != x.shape[1]):
+            return super().winograd_conv(x, u, m, top, left, th, tw, oh, ow)
+        n, c, h, w = x.shape
+        a2, o = (m + 2) ** 2, u.shape[1]
+        p = th * tw
+        item = x.itemsize
+        per_sample = a2 * max(c, o) * p * item
+        nb = max(1, min(n, WINOGRAD_BLOCK_BYTES // per_sample))
+        blocks = -(-n // nb)
+        y = np.empty((n, o, oh, ow), dtype=x.dtype)
+        fin, fout = lib.fn(f"nnx_wino{m}_in", x.dtype), lib.fn(f"nnx_wino{m}_out", x.dtype)
+        xa, ya = x.ctypes.data, y.ctypes.data
+        x_step, y_step = c * h * w * item, o * oh * ow * item
+
+        def work(lo: int, hi: int) -> None:
+            vbuf = np.empty(a2 * c * nb * p, dtype=x.dtype)
+            mbuf = np.empty(a2 * o * nb * p, dtype=x.dtype)
+            size = 2 * (m + 2) * (m * tw + 2) if m == 2 else 4 * (tw + 1) * (4 * th + 9)
+            scratch = np.empty(max(size, 40 * tw), dtype=x.dtype)
+            for blk in range(lo, hi):
+                s0 = blk * nb
+                k = min(n, s0 + nb) - s0
+                v = vbuf[:a2 * c * k * p].reshape(a2, c, k * p)
+                mm = mbuf[:a2 * o * k * p].reshape(a2, o, k * p)
+                fin(xa + s0 * x_step, 0, k, k, c, h, w, top, left, th, tw, v.ctypes.data, scratch.ctypes.data)
+                np.matmul(u, v, out=mm)
+                if m == 2:
+                    fout(mm.ctypes.data, 0, k, k, o, th, tw, oh, ow, ya + s0 * y_step)
+                else:
+                    fout(mm.ctypes.data, 0, k, k, o, th, tw, oh, ow, ya + s0 * y_step, scratch.ctypes.data)
+
+        with blas_one_thread():
+            parallel_rows(work, blocks, MIN_PARALLEL_ELEMENTS if blocks > 1 else 0)
+        return y
 
     def winograd_output_transform(self, mm, m, n, th, tw, oh, ow):
         lib = hk.kernels()

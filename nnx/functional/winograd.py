@@ -131,16 +131,13 @@ def _filter_transform(b: Any, weight: Array, g: list[list[float]], device: Any) 
 
 
 def _forward_core(b: Any, x: Array, u: Array, pads: tuple[int, int, int, int], m: int) -> tuple[Array, tuple]:
-    """Convolution of ``x`` with the transformed filter ``u``: the adapter's input transform,
-    one GEMM per tile position with the whole batch in its long dimension, the output transform.
-    Returns ``(y, (oh, ow, th, tw))``."""
-    n, _, h, w = x.shape
+    """Convolution of ``x`` with the transformed filter ``u``: the adapter's ``winograd_conv``
+    (input transform, one GEMM per tile position with the whole batch in its long dimension, the
+    output transform). Returns ``(y, (oh, ow, th, tw))``."""
+    _, _, h, w = x.shape
     oh, ow = h + pads[0] + pads[1] - 2, w + pads[2] + pads[3] - 2
     th, tw = _tiles(oh, m), _tiles(ow, m)
-    v = b.winograd_input_transform(x, m, pads[0], pads[2], th, tw)  # (a*a, C, N*P)
-    mm = b.matmul(u, v)                                          # (a*a, O, N*P)
-    del v
-    return b.winograd_output_transform(mm, m, n, th, tw, oh, ow), (oh, ow, th, tw)
+    return b.winograd_conv(x, u, m, pads[0], pads[2], th, tw, oh, ow), (oh, ow, th, tw)
 
 
 def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: tuple[int, int, int, int],

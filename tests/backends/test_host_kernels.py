@@ -238,6 +238,59 @@ def test_winograd_transforms_thread_independent(numpy_adapter, lib, m):
             assert np.array_equal(a, b)
 
 
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("block", [1, 3, 1 << 30])
+def test_blocked_winograd_conv_matches_reference(numpy_adapter, lib, monkeypatch, m, dtype, block):
+    """The NumPy adapter's winograd_conv (transforms and GEMMs per block of samples, blocks over
+    the pool) against the reference's three whole passes: one sample per block, blocks of three
+    with a partial last one, and one block; every thread count gives the same bits."""
+    import nnx_backends.numpy_winograd as NW
+    from nnx.functional.winograd import TRANSFORMS, _filter_transform
+    from nnx_backends.fused_api import FusedOps
+
+    rng = np.random.default_rng(10)
+    n, c, o, h, w = 7, 5, 6, 11, 9
+    top, left = 1, 2
+    oh, ow = h + 2 * top - 2, w + 2 * left - 2
+    th, tw = -(-oh // m), -(-ow // m)
+    x = rng.standard_normal((n, c, h, w)).astype(dtype)
+    wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    u = np.ascontiguousarray(_filter_transform(numpy_adapter, wt, TRANSFORMS[m][1], "cpu"))
+    want = FusedOps.winograd_conv(numpy_adapter, x, u, m, top, left, th, tw, oh, ow)
+    per_sample = (m + 2) ** 2 * max(c, o) * th * tw * np.dtype(dtype).itemsize
+    monkeypatch.setattr(NW, "WINOGRAD_BLOCK_BYTES", block * per_sample)
+    monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
+    runs = []
+    for threads in (1, 2, 3):
+        nnx.set_num_threads(threads)
+        runs.append(numpy_adapter.winograd_conv(x, u, m, top, left, th, tw, oh, ow))
+    assert runs[0].shape == (n, o, oh, ow)
+    np.testing.assert_allclose(runs[0], want, **_tol(dtype, m))
+    for got in runs[1:]:
+        assert np.array_equal(got, runs[0])
+
+
+def test_blocked_winograd_conv_falls_back_on_other_operands(numpy_adapter, lib, monkeypatch):
+    from nnx_backends.fused_api import FusedOps
+
+    calls = []
+    real = FusedOps.winograd_conv
+
+    def spy(self, *args):
+        calls.append(args[0].dtype)
+        return real(self, *args)
+
+    monkeypatch.setattr(FusedOps, "winograd_conv", spy)
+    x = np.ones((2, 3, 6, 6), np.float32)
+    u = np.ones((16, 4, 3), np.float32)
+    numpy_adapter.winograd_conv(x, u, 2, 1, 1, 3, 3, 6, 6)
+    assert calls == []  # the host path
+    numpy_adapter.winograd_conv(x, u.astype(np.float64), 2, 1, 1, 3, 3, 6, 6)  # mixed dtypes
+    numpy_adapter.winograd_conv(x[:, :, :, ::-1], u, 2, 1, 1, 3, 3, 6, 6)  # strided input
+    assert len(calls) == 2
+
+
 def test_winograd_is_chosen_only_with_fused_transforms(numpy_adapter, monkeypatch):
     from nnx.functional import winograd
 
