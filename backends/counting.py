@@ -292,6 +292,9 @@ class CountingBackend(NumpyBackend):
     def fast_activations(self) -> tuple[str, ...]:
         return ()
 
+    def fast_max_pool(self) -> bool:
+        return False
+
     def owns(self, x: Any) -> bool:
         return isinstance(x, CountedArray)
 

@@ -193,6 +193,38 @@ class FusedOps:
         """Adjoint of :meth:`im2col`: ``cols (N, C*kh*kw, OH*OW)`` summed onto an image of ``shape``."""
         return C.col2im(self, cols, shape, kernel, stride, dilation, pads, out)
 
+    def fast_max_pool(self) -> bool:
+        """Whether this host-memory adapter runs :meth:`max_pool2d_forward` / ``_backward`` as fused
+        kernels, so that max pooling takes them instead of its separable whole-array passes
+        (NumPy with its host kernels). Device backends take them anyway."""
+        return False
+
+    def max_pool2d_forward(self, x: Array, kernel: tuple[int, int], stride: tuple[int, int],
+                           dilation: tuple[int, int], pads: tuple[int, int], out: tuple[int, int]) -> tuple[Array, Any]:
+        """Max pooling of ``x (N, C, H, W)`` with an implicit ``-inf`` padding of ``pads = (top,
+        left)``: ``(y (N, C, OH, OW), saved)``, ``saved`` for :meth:`max_pool2d_backward` only.
+        Reference: the windows gathered by :meth:`im2col`, ``max`` and ``argmax`` (the first
+        maximum, as PyTorch) over the taps; ``saved`` is the argmax."""
+        xp = self.xp
+        n, c = x.shape[0], x.shape[1]
+        kk, length = kernel[0] * kernel[1], out[0] * out[1]
+        cols = xp.reshape(self.im2col(x, kernel, stride, dilation, pads, out, -float("inf")), (n, c, kk, length))
+        idx = xp.argmax(cols, axis=2)
+        return xp.reshape(xp.max(cols, axis=2), (n, c, out[0], out[1])), idx
+
+    def max_pool2d_backward(self, dy: Array, saved: Any, shape: tuple[int, int, int, int], kernel: tuple[int, int],
+                            stride: tuple[int, int], dilation: tuple[int, int], pads: tuple[int, int],
+                            out: tuple[int, int]) -> Array:
+        """``dx`` of :meth:`max_pool2d_forward`: each ``dy`` to its window's maximum, summed where
+        windows overlap. Reference: ``dy`` routed to the argmax tap (``where``), the taps summed
+        back by :meth:`col2im`."""
+        xp = self.xp
+        n, c = shape[0], shape[1]
+        kk, length = kernel[0] * kernel[1], out[0] * out[1]
+        taps = xp.reshape(xp.arange(kk, dtype=saved.dtype, device=self.device_of(dy)), (1, 1, kk, 1))
+        routed = xp.where(taps == xp.reshape(saved, (n, c, 1, length)), xp.reshape(dy, (n, c, 1, length)), 0.0)
+        return self.col2im(xp.reshape(routed, (n, c * kk, length)), shape, kernel, stride, dilation, pads, out)
+
     def fast_winograd_tiles(self) -> tuple[int, ...]:
         """Winograd output tile sizes whose transforms this adapter runs as fused kernels (the
         automatic rule of ``nnx/functional/winograd.py`` picks Winograd only for these); the

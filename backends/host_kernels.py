@@ -74,6 +74,8 @@ _SIGNATURES = {
     "nnx_gru_bwd": [_P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I, _P, _I],
     "nnx_adam": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D],
     "nnx_shift_add": [_P, _P, _I, _I, _I, _I, _I, _P],
+    "nnx_maxpool_fwd": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
+    "nnx_maxpool_bwd": [_P, _P, _I, _I, _I, _I, _P],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 

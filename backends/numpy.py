@@ -15,6 +15,7 @@ from .base import Backend, erf_standard
 from .heap import keep_freed_memory
 from .numpy_fused import NumpyFused
 from .numpy_norm import NumpyNorm
+from .numpy_pool import NumpyPool
 from .numpy_winograd import NumpyWinograd
 from .threads import split_matmul
 
@@ -26,7 +27,7 @@ def probe() -> str | None:
     return None
 
 
-class NumpyBackend(NumpyNorm, NumpyWinograd, NumpyFused, Backend):
+class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyFused, Backend):
     name = "numpy"
     host_memory = True
     xp = np

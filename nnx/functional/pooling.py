@@ -153,8 +153,8 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     b = backends.backend_of(x)
     xp = b.xp
     k, s, _, d, out, pads = _pool_geometry(where, x, kernel_size, stride, padding, dilation, ceil_mode)
-    if device_shaped(b):
-        return _max_pool_device(b, x, k, s, d, out, (pads[0], pads[2]))
+    if device_shaped(b) or b.fast_max_pool():
+        return _max_pool_adapter(b, x, k, s, d, out, (pads[0], pads[2]))
     device = b.device_of(x)
     xpad = pad2d(b, x, pads, -math.inf, device)
     n, c, h, w = x.shape
@@ -197,24 +197,18 @@ def max_pool2d_forward(x: Array, kernel_size: Any, stride: Any = None, padding: 
     return y, backward
 
 
-def _max_pool_device(b: Any, x: Array, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int],
-                     out: tuple[int, int], offsets: tuple[int, int]) -> tuple[Array, Backward]:
-    """Max pooling in whole-array operations (the device formulation): the windows gathered by the
-    adapter's ``im2col`` (padding reads ``-inf``), ``max`` and ``argmax`` (first maximum, as
-    PyTorch) over the taps; backward routes ``dy`` to the argmax tap (``where``) and sums the
-    taps back with ``col2im``. The closure keeps the argmax only."""
-    xp = b.xp
-    n, c, h, w = x.shape
-    kk, length = k[0] * k[1], out[0] * out[1]
-    cols = xp.reshape(b.im2col(x, k, s, d, offsets, out, -math.inf), (n, c, kk, length))
-    idx = xp.argmax(cols, axis=2)
-    y = xp.reshape(xp.max(cols, axis=2), (n, c, out[0], out[1]))
-    del cols
+def _max_pool_adapter(b: Any, x: Array, k: tuple[int, int], s: tuple[int, int], d: tuple[int, int],
+                      out: tuple[int, int], offsets: tuple[int, int]) -> tuple[Array, Backward]:
+    """Max pooling by the adapter's ``max_pool2d_forward`` / ``_backward``: on devices the
+    whole-array formulation (windows by ``im2col``, ``max`` and ``argmax`` -- the first maximum,
+    as PyTorch -- over the taps; ``dy`` routed to the argmax and summed back by ``col2im``), on
+    NumPy with host kernels one pass each way. The closure keeps the adapter's ``saved`` (the
+    argmax) only."""
+    shape = tuple(x.shape)
+    y, saved = b.max_pool2d_forward(x, k, s, d, offsets, out)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array, tuple]:
-        taps = xp.reshape(xp.arange(kk, dtype=idx.dtype, device=b.device_of(dy)), (1, 1, kk, 1))
-        routed = xp.where(taps == xp.reshape(idx, (n, c, 1, length)), xp.reshape(dy, (n, c, 1, length)), 0.0)
-        return b.col2im(xp.reshape(routed, (n, c * kk, length)), (n, c, h, w), k, s, d, offsets, out), ()
+        return b.max_pool2d_backward(dy, saved, shape, k, s, d, offsets, out), ()
 
     return y, backward
 
