@@ -180,7 +180,8 @@ def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: t
         gm = xp.asarray(g, dtype=dy.dtype, device=device)
         c = du.shape[2]
         # dW[o,c,k,l] = sum_ij G[i,k] du[i,j,o,c] G[j,l], as two GEMMs (see _filter_transform)
-        t = xp.reshape(b.matmul(xp.matrix_transpose(gm), xp.reshape(du, (a, a * o * c))), (3, a, o, c))
+        du = xp.reshape(xp.reshape(du, (a, a, o, c)), (a, a * o * c))  # split, then merge (dask: two steps)
+        t = xp.reshape(b.matmul(xp.matrix_transpose(gm), du), (3, a, o, c))
         t = xp.reshape(xp.permute_dims(t, (0, 2, 3, 1)), (3 * o * c, a))  # t[k, o, c, j]
         dweight = xp.permute_dims(xp.reshape(b.matmul(t, gm), (3, o, c, 3)), (1, 2, 0, 3))  # (O, C, 3, 3)
         dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
