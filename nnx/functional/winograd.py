@@ -53,14 +53,16 @@ TRANSFORMS = WG.TRANSFORMS
 #: Automatic rule, for backends whose adapter runs the tile transforms as fused kernels
 #: (``Backend.fast_winograd_tiles``: NumPy with its host kernels). Measured with
 #: benchmarks/bench_winograd.py (NumPy 2 + OpenBLAS, AVX-512, 2 vCPUs; forward + both gradients,
-#: float32, speed-up over the im2col / flat-shift path at 1 thread / 2 threads; 2026-11-28):
+#: float32, speed-up over the im2col / flat-shift path at 1 thread / 2 threads; 2026-11-28 23:55
+#: UTC; the table is in docs/cpu_performance.md):
 #:
 #: * 32x32 and larger outputs: F(4x4, 3x3) wins at every channel count and batch tried -- 16 ch
-#:   1.49 / 1.23, 32 ch 1.48 / 1.20, 64 ch 1.84 / 1.87, 128 ch 2.03 / 2.12, 64 ch 56x56 1.66 /
-#:   1.77, batch 4 1.62 / 1.08 -- and beats F(2x2, 3x3) everywhere but 32 ch at 2 threads (1.21).
-#: * 16x16: F(4x4) wins from 128 channels (1.48 / 1.37; 256 ch 1.62 / 1.41), at 64 channels it
-#:   is level or slower (1.21 / 0.87).
-#: * 8x8 and smaller, and 28x28 with 16 channels: level or slower at 2 threads (0.69-1.05).
+#:   1.49 / 1.16, 32 ch 1.55 / 1.07, 64 ch 1.79 / 2.04, 128 ch 1.94 / 2.11, 64 ch 56x56 1.76 /
+#:   2.02, batch 4 1.62 / 1.08 -- and beats F(2x2, 3x3) on all of them.
+#: * 16x16: F(4x4) wins from 128 channels (1.44 / 1.38; 256 ch 1.32 / 1.24); at 64 channels it
+#:   loses at 2 threads (1.23 / 0.88).
+#: * 8x8 and smaller maps: slower at one of the two thread counts or both. 28x28 with 16 channels:
+#:   level at one thread (0.94-1.04 over two runs), left to im2col.
 #:
 #: So F(4x4, 3x3) where both channel counts are at least ``AUTO_MIN_CHANNELS`` and the output at
 #: least ``AUTO_MIN_SIZE`` per side, or at least ``AUTO_MIN_CHANNELS_MEDIUM`` channels and
