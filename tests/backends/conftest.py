@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+import nnx
 import nnx_backends.host_kernels as HK
+import nnx_backends.threads as T
 
 
 @pytest.fixture
@@ -15,3 +17,14 @@ def lib():
     if k is None:
         pytest.skip(f"host kernels unavailable: {HK.reason()}")
     return k
+
+
+@pytest.fixture
+def numpy_adapter(monkeypatch):
+    """The NumPy adapter, with every pooled kernel split (no single-thread threshold); the thread
+    setting is restored afterwards."""
+    monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
+    old = T._state["threads"]
+    with nnx.use_backend("numpy") as b:
+        yield b
+    nnx.set_num_threads(old if old is not None else T._default_threads())

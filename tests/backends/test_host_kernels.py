@@ -22,15 +22,6 @@ from nnx_backends import softmax as SM
 DTYPES = ["float32", "float64"]
 
 
-@pytest.fixture
-def numpy_adapter(monkeypatch):
-    monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
-    old = T._state["threads"]
-    with nnx.use_backend("numpy") as b:
-        yield b
-    nnx.set_num_threads(old if old is not None else T._default_threads())
-
-
 def _tol(dtype, m=2):
     """Kernels against references that sum the same terms in another order. F(4x4, 3x3) sums up to
     six terms with weights up to 8 per pass (intermediates ~50x the data): float32 rounding there

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import nnx
-import nnx_backends.threads as T
 from nnx_backends.fused_api import FusedOps
 
 GEOMETRIES = [  # kernel, stride, dilation, pads (top, left), input H x W
@@ -22,15 +21,6 @@ GEOMETRIES = [  # kernel, stride, dilation, pads (top, left), input H x W
 
 def _out(kernel, stride, dilation, pads, hw):
     return tuple((hw[i] + 2 * pads[i] - dilation[i] * (kernel[i] - 1) - 1) // stride[i] + 1 for i in range(2))
-
-
-@pytest.fixture
-def numpy_adapter(monkeypatch):
-    monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
-    old = T._state["threads"]
-    with nnx.use_backend("numpy") as b:
-        yield b
-    nnx.set_num_threads(old if old is not None else T._default_threads())
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
