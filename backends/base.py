@@ -185,8 +185,8 @@ class Backend(FusedOps):
         return self.asarray(q, dtype=a.dtype), self.asarray(r, dtype=a.dtype)
 
     def matmul(self, a: Array, b: Array) -> Array:
-        """``matmul(a, b)`` of the standard; the NumPy adapter splits large products over nnx's
-        thread pool (``threads.split_matmul``)."""
+        """``matmul(a, b)`` of the standard; the NumPy adapter holds OpenBLAS at one thread and cuts
+        large batches of products over nnx's thread pool (``threads.split_matmul``)."""
         return self.xp.matmul(a, b)
 
     def matmul_into(self, a: Array, b: Array, out: Array) -> Array:
