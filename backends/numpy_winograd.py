@@ -19,6 +19,15 @@ from .threads import MIN_PARALLEL_ELEMENTS, blas_one_thread, parallel_rows
 WINOGRAD_BLOCK_BYTES = 1 << 20
 
 
+def _scratch(kind: str, m: int, th: int, tw: int) -> int:
+    """Entries of scratch each kernel of ``host_kernels.c`` needs per call (its comment says the same)."""
+    if kind == "in":
+        return 2 * (m + 2) * (m * tw + 2) if m == 2 else 4 * (tw + 1) * (4 * th + 9)
+    if kind == "out":
+        return 0 if m == 2 else 40 * tw
+    return 6 * 2 * tw if m == 2 else 4 * tw * (4 * th + 7)  # "dy"
+
+
 class NumpyWinograd:
     """Mixed into the NumPy adapter."""
 
@@ -35,8 +44,7 @@ class NumpyWinograd:
         f, xa, va = lib.fn(f"nnx_wino{m}_in", x.dtype), x.ctypes.data, v.ctypes.data
 
         def work(lo: int, hi: int) -> None:
-            size = 2 * a * (m * tw + 2) if m == 2 else 4 * (tw + 1) * (4 * th + 9)
-            scratch = np.empty(size, dtype=x.dtype)
+            scratch = np.empty(_scratch("in", m, th, tw), dtype=x.dtype)
             f(xa, lo, hi, n, c, h, w, top, left, th, tw, va, scratch.ctypes.data)
 
         parallel_rows(work, n, v.size)
@@ -66,8 +74,7 @@ class NumpyWinograd:
         def work(lo: int, hi: int) -> None:
             vbuf = np.empty(a2 * c * nb * p, dtype=x.dtype)
             mbuf = np.empty(a2 * o * nb * p, dtype=x.dtype)
-            size = 2 * (m + 2) * (m * tw + 2) if m == 2 else 4 * (tw + 1) * (4 * th + 9)
-            scratch = np.empty(max(size, 40 * tw), dtype=x.dtype)
+            scratch = np.empty(max(_scratch("in", m, th, tw), _scratch("out", m, th, tw)), dtype=x.dtype)
             for blk in range(lo, hi):
                 s0 = blk * nb
                 k = min(n, s0 + nb) - s0
@@ -96,7 +103,7 @@ class NumpyWinograd:
             return y
 
         def work(lo: int, hi: int) -> None:
-            scratch = np.empty(40 * tw, dtype=mm.dtype)
+            scratch = np.empty(_scratch("out", m, th, tw), dtype=mm.dtype)
             f(ma, lo, hi, n, o, th, tw, oh, ow, ya, scratch.ctypes.data)
 
         parallel_rows(work, n, mm.size)
@@ -112,7 +119,7 @@ class NumpyWinograd:
         f, ga, da = lib.fn(f"nnx_wino{m}_dy", dy.dtype), dy.ctypes.data, d.ctypes.data
 
         def work(lo: int, hi: int) -> None:
-            scratch = np.empty(6 * 2 * tw if m == 2 else 4 * tw * (4 * th + 7), dtype=dy.dtype)
+            scratch = np.empty(_scratch("dy", m, th, tw), dtype=dy.dtype)
             f(ga, lo, hi, n, o, oh, ow, th, tw, da, scratch.ctypes.data)
 
         parallel_rows(work, n, d.size)
