@@ -193,6 +193,14 @@ class FusedOps:
         """Adjoint of :meth:`im2col`: ``cols (N, C*kh*kw, OH*OW)`` summed onto an image of ``shape``."""
         return C.col2im(self, cols, shape, kernel, stride, dilation, pads, out)
 
+    def recurrent_scan(self, cell: str, x: Array, h0: Array, c0: Array | None, w_hh: Array) -> bool:
+        """Whether this adapter runs the whole time loop of one direction of a recurrent layer as
+        one call (``recurrent_scan_forward`` / ``recurrent_scan_backward``, NumPy with its host
+        kernels) for ``cell`` (``"LSTM"``, ``"GRU"``, ``"RNN_TANH"``, ``"RNN_RELU"``), the input
+        ``x (T, B, I)``, the initial states and ``w_hh``. Elsewhere (and for masked or projected
+        layers) ``nnx/functional/recurrent.py`` runs its loop of per-step methods, the reference."""
+        return False
+
     def fast_max_pool(self) -> bool:
         """Whether this host-memory adapter runs :meth:`max_pool2d_forward` / ``_backward`` as fused
         kernels, so that max pooling takes them instead of its separable whole-array passes

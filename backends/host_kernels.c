@@ -758,6 +758,149 @@ void nnx_gru_bwd_##SUF(const T* act, i64 lda, const T* hp, i64 ldhp, const T* dh
 NNX_CELLS(float, f32)
 NNX_CELLS(double, f64)
 
+/* The recurrent time loops (nnx/functional/recurrent.py's _direction_forward/_backward with the
+ * cells above, the reference): a whole direction of a layer in one call, so a step costs one GEMM
+ * and one cell pass and no Python. The GEMMs go through BLAS's cblas_?gemm, a pointer to NumPy's
+ * own OpenBLAS that backends/threads.py found (cblas_gemm) (int64 indices where that build is ILP64,
+ * int otherwise), so they are the products np.matmul would run. Layout (the time loop's): buf is
+ * (steps, B, S*H), step t's input projection in its first G*H columns, overwritten by the step's
+ * saved activations and, backward, by its gate gradients; out and cprev are (steps, B, H): each
+ * step's output and the cell state before it; hprev holds the state before each step, rows of H
+ * elements ldh apart (ldh > H: the rows are the last columns of recurrent.py's [x | 1 | h_prev]
+ * buffer); every other array is contiguous. reverse runs the steps from the last to the first. */
+#define NNX_SCANS(T, SUF, ACT_TANH)                                                                 \
+typedef void (*nnx_gemm64_##SUF)(int, int, int, i64, i64, i64, T, const T*, i64, const T*, i64, T, T*, i64); \
+typedef void (*nnx_gemm32_##SUF)(int, int, int, int, int, int, T, const T*, int, const T*, int, T, T*, int); \
+/* C (m, n) = A (m, k) B (k, n) + beta C, all row-major (CblasRowMajor 101, CblasNoTrans 111) */   \
+static void nnx_gemm_##SUF(const void* fn, i64 ilp64, i64 m, i64 n, i64 k, const T* a, i64 lda,    \
+                           const T* b, i64 ldb, T beta, T* c, i64 ldc) {                            \
+    if (ilp64) ((nnx_gemm64_##SUF)fn)(101, 111, 111, m, n, k, (T)1, a, lda, b, ldb, beta, c, ldc); \
+    else ((nnx_gemm32_##SUF)fn)(101, 111, 111, (int)m, (int)n, (int)k, (T)1, a, (int)lda, b, (int)ldb, \
+                                beta, c, (int)ldc);                                                 \
+}                                                                                                   \
+/* rows of n elements from src (row stride lds) to dst (row stride ldd) */                        \
+static void nnx_rows_##SUF(T* dst, i64 ldd, const T* src, i64 lds, i64 rows, i64 n) {              \
+    for (i64 r = 0; r < rows; ++r) memcpy(dst + r * ldd, src + r * lds, (size_t)n * sizeof(T));     \
+}                                                                                                   \
+/* dst = a + b over n elements (b may be NULL: a copy) */                                           \
+static void nnx_add_##SUF(T* dst, const T* a, const T* b, i64 n) {                                  \
+    if (!b) { memcpy(dst, a, (size_t)n * sizeof(T)); return; }                                      \
+    _Pragma("omp simd")                                                                             \
+    for (i64 i = 0; i < n; ++i) dst[i] = a[i] + b[i];                                               \
+}                                                                                                   \
+                                                                                                    \
+/* LSTM forward: S = 5 (act = i, f, g, o, tanh c'), gates = buf[t] + h W_hh^T by a GEMM with beta 1 \
+ * on buf[t] itself. hn, cn: the final states. */                                                   \
+void nnx_lstm_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,   \
+                             T* buf, const T* whhT, const T* h0, const T* c0, T* out, T* hprev,    \
+                             i64 ldh, T* cprev, T* hn, T* cn) {                                     \
+    const i64 BH = B * H, S = 5 * H;                                                                \
+    for (i64 s = 0; s < steps; ++s) {                                                               \
+        const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
+        const int last = s + 1 == steps;                                                            \
+        if (s == 0) { nnx_rows_##SUF(hprev + t * B * ldh, ldh, h0, H, B, H);                        \
+                      memcpy(cprev + t * BH, c0, (size_t)BH * sizeof(T)); }                         \
+        T* g = buf + t * B * S;                                                                     \
+        nnx_gemm_##SUF(gemm, ilp64, B, 4 * H, H, hprev + t * B * ldh, ldh, whhT, 4 * H, (T)1, g, S); \
+        nnx_lstm_fwd_##SUF(g, S, cprev + t * BH, H, B, H, g, S, out + t * BH, H,                    \
+                           last ? cn : cprev + nx * BH, H);                                         \
+        if (last) memcpy(hn, out + t * BH, (size_t)BH * sizeof(T));                                 \
+        else nnx_rows_##SUF(hprev + nx * B * ldh, ldh, out + t * BH, H, B, H);                      \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* LSTM backward: buf[t]'s activations become the gate gradients, dh (B, H) and dc (B, H) carry    \
+ * the state gradients (in: those of the final states, dc_in 0 when there is none; out: those of   \
+ * h0, c0); dout (steps, B, H) may be NULL; tmp: B*H scratch. */                                    \
+void nnx_lstm_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,   \
+                             T* buf, const T* whh, const T* cprev, const T* dout, T* dh, T* dc,    \
+                             i64 dc_in, T* tmp) {                                                   \
+    const i64 BH = B * H, S = 5 * H;                                                                \
+    for (i64 s = 0; s < steps; ++s) {                                                               \
+        const i64 t = reverse ? s : steps - 1 - s;                                                  \
+        T* g = buf + t * B * S;                                                                     \
+        const T* dhs = dh;                                                                          \
+        if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BH, BH); dhs = tmp; }                         \
+        nnx_lstm_bwd_##SUF(g, S, cprev + t * BH, H, dhs, H, (s || dc_in) ? dc : 0, H, B, H, g, S, dc, H); \
+        nnx_gemm_##SUF(gemm, ilp64, B, H, 4 * H, g, S, whh, H, (T)0, dh, H);                        \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* GRU forward: S = 4 (act = r, z, n, gh_n + b_hn), gh (B, 3H) scratch for h W_hh^T; bhn may be    \
+ * NULL. */                                                                                         \
+void nnx_gru_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+                            T* buf, const T* whhT, const T* bhn, const T* h0, T* out, T* hprev,    \
+                            i64 ldh, T* hn, T* gh) {                                                \
+    const i64 BH = B * H, S = 4 * H;                                                                \
+    for (i64 s = 0; s < steps; ++s) {                                                               \
+        const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
+        T* hp = hprev + t * B * ldh;                                                                \
+        if (s == 0) nnx_rows_##SUF(hp, ldh, h0, H, B, H);                                           \
+        T* g = buf + t * B * S;                                                                     \
+        nnx_gemm_##SUF(gemm, ilp64, B, 3 * H, H, hp, ldh, whhT, 3 * H, (T)0, gh, 3 * H);            \
+        nnx_gru_fwd_##SUF(g, S, gh, 3 * H, hp, ldh, bhn, B, H, out + t * BH, H, g, S);              \
+        if (s + 1 == steps) memcpy(hn, out + t * BH, (size_t)BH * sizeof(T));                       \
+        else nnx_rows_##SUF(hprev + nx * B * ldh, ldh, out + t * BH, H, B, H);                      \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* GRU backward: buf[t] becomes dgx, dgh (steps, B, 3H) the recurrent part's gradients; dh (in:    \
+ * the final state's gradient, out: h0's) = dh' z + dgh W_hh. */                                     \
+void nnx_gru_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+                            T* buf, const T* whh, const T* hprev, i64 ldh, const T* dout, T* dgh,  \
+                            T* dh, T* tmp) {                                                        \
+    const i64 BH = B * H, S = 4 * H;                                                                \
+    for (i64 s = 0; s < steps; ++s) {                                                               \
+        const i64 t = reverse ? s : steps - 1 - s;                                                  \
+        T* g = buf + t * B * S;                                                                     \
+        T* gh = dgh + t * B * 3 * H;                                                                \
+        const T* dhs = dh;                                                                          \
+        if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BH, BH); dhs = tmp; }                         \
+        nnx_gru_bwd_##SUF(g, S, hprev + t * B * ldh, ldh, dhs, H, B, H, g, S, gh, 3 * H, dh, H);    \
+        nnx_gemm_##SUF(gemm, ilp64, B, H, 3 * H, gh, 3 * H, whh, H, (T)1, dh, H);                   \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* Elman RNN forward: S = 1, buf[t] = act(buf[t] + h W_hh^T) is the step's state and what its     \
+ * backward needs; relu != 0 for ReLU, else tanh. */                                                \
+void nnx_rnn_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+                            i64 relu, T* buf, const T* whhT, const T* h0, T* out, T* hprev, i64 ldh, \
+                            T* hn) {                                                                \
+    const i64 BH = B * H;                                                                           \
+    for (i64 s = 0; s < steps; ++s) {                                                               \
+        const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
+        if (s == 0) nnx_rows_##SUF(hprev + t * B * ldh, ldh, h0, H, B, H);                          \
+        T* g = buf + t * BH;                                                                        \
+        T* o = out + t * BH;                                                                        \
+        nnx_gemm_##SUF(gemm, ilp64, B, H, H, hprev + t * B * ldh, ldh, whhT, H, (T)1, g, H);        \
+        if (relu) { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) { const T v = g[i] > 0 ? g[i] : (T)0; \
+                                                                      g[i] = v; o[i] = v; } }     \
+        else { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) { const T v = ACT_TANH(g[i]);      \
+                                                                 g[i] = v; o[i] = v; } }          \
+        if (s + 1 == steps) memcpy(hn, o, (size_t)BH * sizeof(T));                                  \
+        else nnx_rows_##SUF(hprev + nx * B * ldh, ldh, o, H, B, H);                                 \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* Elman RNN backward: buf[t] (the state h') becomes dz = dh' act'(h'), dh = dz W_hh. */            \
+void nnx_rnn_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+                            i64 relu, T* buf, const T* whh, const T* dout, T* dh) {                 \
+    const i64 BH = B * H;                                                                           \
+    for (i64 s = 0; s < steps; ++s) {                                                               \
+        const i64 t = reverse ? s : steps - 1 - s;                                                  \
+        T* g = buf + t * BH;                                                                        \
+        const T* d = dout ? dout + t * BH : 0;                                                      \
+        if (relu) { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) {                             \
+                        const T v = d ? dh[i] + d[i] : dh[i]; g[i] = g[i] > 0 ? v : (T)0; } }     \
+        else { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) {                                  \
+                   const T v = d ? dh[i] + d[i] : dh[i]; g[i] = v * ((T)1 - g[i] * g[i]); } }     \
+        nnx_gemm_##SUF(gemm, ilp64, B, H, H, g, H, whh, H, (T)0, dh, H);                            \
+    }                                                                                               \
+}
+
+NNX_SCANS(float, f32, nx_tanh_f32)
+NNX_SCANS(double, f64, nx_tanh_f64)
+
 /* Adam's update in one pass (backends/numpy_fused.py's _adam_update_flat is the reference, in
  * torch.optim.Adam's order): m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2,
  * p -= step_size * m / (sqrt(v) * inv_sqrt_bc2 + eps), step_size = lr / bc1. The coefficients are

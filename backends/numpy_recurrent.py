@@ -348,3 +348,99 @@ class NumpyRecurrentCells:
 
         T.parallel_rows(work, a2.shape[0], act.size)
         return dgx, dgh, dh_direct
+
+    # ------------------------------------------------------------------ whole time loops
+    def recurrent_scan(self, cell, x, h0, c0, w_hh):
+        """True where ``host_kernels.c`` runs this direction's time loop in one call: the kernels
+        are built, NumPy's BLAS is an OpenBLAS whose ``cblas_?gemm`` they can call
+        (:func:`threads.cblas_gemm`), and every array is a float32 or float64 ndarray of one dtype."""
+        gemm = T.cblas_gemm()
+        if cell not in _SCAN_CELLS or HK.kernels() is None or gemm is None:
+            return False
+        dt = x.dtype
+        if dt not in (np.float32, np.float64) or x.ndim != 3:
+            return False
+        if any(type(a) is not np.ndarray or a.dtype != dt for a in (x, h0, w_hh) + ((c0,) if c0 is not None else ())):
+            return False
+        steps, batch, hid = x.shape[0], x.shape[1], w_hh.shape[1]
+        if not steps or not batch or not hid:
+            return False
+        return gemm[2] or max(batch, 5 * hid) < 2**31  # int indices where that BLAS is LP64
+
+    def recurrent_scan_forward(self, cell, buf, h0, c0, w_hh, b_hn, reverse, out, h_prev, c_prev):
+        """The forward time loop of ``nnx/functional/recurrent.py`` for one direction, in C:
+        ``buf (T, B, S*H)`` holds each step's input projection in its first ``G*H`` columns and
+        takes each step's saved activations; ``out``, ``h_prev`` (and, LSTM, ``c_prev``), each
+        ``(T, B, H)``, take every step's output, state before it and cell state before it.
+        Returns the final ``(h, c)`` (``c`` None but for the LSTM). All arrays of ``buf``'s dtype
+        and contiguous, but ``h_prev``, whose rows may be the first ``H`` columns of wider ones;
+        see :meth:`recurrent_scan`."""
+        lib, (sgemm, dgemm, ilp64) = HK.kernels(), T.cblas_gemm()
+        dt = buf.dtype
+        gemm = sgemm if dt == np.float32 else dgemm
+        steps, batch, hid = buf.shape[0], buf.shape[1], w_hh.shape[1]
+        w_hhT = np.ascontiguousarray(w_hh.T)  # row-major: OpenBLAS's h W_hh^T is 1.25x faster than on the view
+        h0 = np.ascontiguousarray(h0)
+        h_n = np.empty((batch, hid), dtype=dt)
+        head = (gemm, ilp64, steps, batch, hid, int(reverse))
+        if cell == "LSTM":
+            c_n = np.empty((batch, hid), dtype=dt)
+            lib.fn("nnx_lstm_scan_fwd", dt)(*head, buf.ctypes.data, w_hhT.ctypes.data, h0.ctypes.data,
+                                            np.ascontiguousarray(c0).ctypes.data, out.ctypes.data,
+                                            h_prev.ctypes.data, _steps_ld(h_prev), c_prev.ctypes.data,
+                                            h_n.ctypes.data, c_n.ctypes.data)
+            return h_n, c_n
+        if cell == "GRU":
+            gh = _scratch("scan_gh", (batch, 3 * hid), dt)
+            bias = None if b_hn is None else np.ascontiguousarray(b_hn, dtype=dt)
+            lib.fn("nnx_gru_scan_fwd", dt)(*head, buf.ctypes.data, w_hhT.ctypes.data, HK.ptr(bias), h0.ctypes.data,
+                                           out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev), h_n.ctypes.data,
+                                           gh.ctypes.data)
+            return h_n, None
+        lib.fn("nnx_rnn_scan_fwd", dt)(*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hhT.ctypes.data,
+                                       h0.ctypes.data, out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev),
+                                       h_n.ctypes.data)
+        return h_n, None
+
+    def recurrent_scan_backward(self, cell, buf, w_hh, h_prev, c_prev, dout, dh_n, dc_n, reverse, dgh):
+        """Differentiate :meth:`recurrent_scan_forward`: each step's saved activations in ``buf``
+        become its gate gradients (the GRU's recurrent-part gradients go to ``dgh (T, B, 3H)``);
+        ``dout (T, B, H)``, ``dh_n``, ``dc_n`` may be None. Returns ``(dh0, dc0)`` (``dc0`` None
+        but for the LSTM)."""
+        lib, (sgemm, dgemm, ilp64) = HK.kernels(), T.cblas_gemm()
+        dt = buf.dtype
+        gemm = sgemm if dt == np.float32 else dgemm
+        steps, batch, hid = buf.shape[0], buf.shape[1], w_hh.shape[1]
+        w_hh = np.ascontiguousarray(w_hh)
+        dh = np.zeros((batch, hid), dtype=dt) if dh_n is None else np.array(dh_n, dtype=dt, order="C")
+        dout = None if dout is None else np.ascontiguousarray(dout, dtype=dt)
+        head = (gemm, ilp64, steps, batch, hid, int(reverse))
+        if cell == "LSTM":
+            dc = np.empty((batch, hid), dtype=dt) if dc_n is None else np.array(dc_n, dtype=dt, order="C")
+            lib.fn("nnx_lstm_scan_bwd", dt)(*head, buf.ctypes.data, w_hh.ctypes.data, c_prev.ctypes.data,
+                                            HK.ptr(dout), dh.ctypes.data, dc.ctypes.data, int(dc_n is not None),
+                                            _scratch("scan_tmp", (batch, hid), dt).ctypes.data)
+            return dh, dc
+        if cell == "GRU":
+            lib.fn("nnx_gru_scan_bwd", dt)(*head, buf.ctypes.data, w_hh.ctypes.data, h_prev.ctypes.data,
+                                           _steps_ld(h_prev), HK.ptr(dout), dgh.ctypes.data, dh.ctypes.data,
+                                           _scratch("scan_tmp", (batch, hid), dt).ctypes.data)
+            return dh, None
+        lib.fn("nnx_rnn_scan_bwd", dt)(*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hh.ctypes.data,
+                                       HK.ptr(dout), dh.ctypes.data)
+        return dh, None
+
+
+def _steps_ld(a: np.ndarray) -> int:
+    """The row stride, in elements, of ``(T, B, H)`` steps whose rows may be the first columns of
+    wider ones (``(T, B, ld)`` rows with unit-stride columns and no gaps between steps)."""
+    isz = a.itemsize
+    ld = a.strides[1] // isz
+    if a.strides != (a.shape[1] * ld * isz, ld * isz, isz) or ld < a.shape[2]:
+        raise ValueError(f"recurrent_scan: expected (T, B, H) steps of whole rows, got shape {a.shape} "
+                         f"and strides {a.strides}")
+    return ld
+
+
+#: the cells whose time loops ``host_kernels.c`` runs
+_SCAN_CELLS = frozenset({"LSTM", "GRU", "RNN_TANH", "RNN_RELU"})

@@ -137,12 +137,12 @@ def parallel_rows(fn: Callable[[int, int], None], n_rows: int, n_elements: int) 
 _blas: dict[str, Any] = {}
 
 
-def _openblas_functions() -> tuple[Callable[[int], None], Callable[[], int]] | None:
-    """``(set_num_threads, get_num_threads)`` of the OpenBLAS NumPy links, or None (another BLAS,
-    or several OpenBLAS copies loaded and NumPy's not identifiable)."""
-    if "fns" in _blas:
-        return _blas["fns"]
-    fns = None
+def _numpy_openblas() -> Any:
+    """The ctypes handle of the OpenBLAS NumPy links, or None (another BLAS, or several OpenBLAS
+    copies loaded and NumPy's not identifiable)."""
+    if "lib" in _blas:
+        return _blas["lib"]
+    lib = None
     try:
         import numpy as np
         import threadpoolctl
@@ -153,17 +153,62 @@ def _openblas_functions() -> tuple[Callable[[int], None], Callable[[], int]] | N
         pick = ours if ours else libs
         if len(pick) == 1:
             lib = pick[0].dynlib
-            for prefix in ("openblas", "scipy_openblas"):
-                for suffix in ("", "64_"):
-                    s, g = (getattr(lib, f"{prefix}_{op}_num_threads{suffix}", None) for op in ("set", "get"))
-                    if s is not None and g is not None and fns is None:
-                        g.restype = ctypes.c_int
-                        s.argtypes, s.restype = [ctypes.c_int], None
-                        fns = (s, g)
-    except Exception:  # noqa: BLE001 -- splitting GEMMs is only an optimisation
-        fns = None
+    except Exception:  # noqa: BLE001 -- what needs it is only an optimisation
+        lib = None
+    _blas["lib"] = lib
+    return lib
+
+
+def _symbol(lib: Any, names: tuple[str, ...]) -> Any:
+    """The first of ``names`` that ``lib`` exports, or None."""
+    for name in names:
+        f = getattr(lib, name, None)
+        if f is not None:
+            return f
+    return None
+
+
+def _openblas_functions() -> tuple[Callable[[int], None], Callable[[], int]] | None:
+    """``(set_num_threads, get_num_threads)`` of NumPy's OpenBLAS, or None."""
+    if "fns" in _blas:
+        return _blas["fns"]
+    fns = None
+    lib = _numpy_openblas()
+    if lib is not None:
+        names = [(f"{prefix}_{{}}_num_threads{suffix}") for prefix in ("openblas", "scipy_openblas")
+                 for suffix in ("", "64_")]
+        s = _symbol(lib, tuple(n.format("set") for n in names))
+        g = _symbol(lib, tuple(n.format("get") for n in names))
+        if s is not None and g is not None:
+            g.restype = ctypes.c_int
+            s.argtypes, s.restype = [ctypes.c_int], None
+            fns = (s, g)
     _blas["fns"] = fns
     return fns
+
+
+def cblas_gemm() -> tuple[int, int, bool] | None:
+    """``(address of cblas_sgemm, address of cblas_dgemm, ilp64)`` of NumPy's OpenBLAS, for C
+    code that runs the products np.matmul would (the recurrent time loops of host_kernels.c);
+    ``ilp64``: its integers are 64-bit (``USE64BITINT`` in its build configuration). None where
+    NumPy's BLAS is not an OpenBLAS that says how it was built."""
+    if "gemm" in _blas:
+        return _blas["gemm"]
+    found = None
+    lib = _numpy_openblas()
+    if lib is not None:
+        config = _symbol(lib, ("scipy_openblas_get_config64_", "scipy_openblas_get_config", "openblas_get_config64_",
+                               "openblas_get_config"))
+        sgemm, dgemm = (_symbol(lib, (f"scipy_cblas_{t}gemm64_", f"scipy_cblas_{t}gemm", f"cblas_{t}gemm64_",
+                                      f"cblas_{t}gemm")) for t in "sd")
+        if config is not None and sgemm is not None and dgemm is not None:
+            config.restype, config.argtypes = ctypes.c_char_p, []
+            words = (config() or b"").split()
+            address = ctypes.cast(sgemm, ctypes.c_void_p).value, ctypes.cast(dgemm, ctypes.c_void_p).value
+            if words[:1] == [b"OpenBLAS"] and all(address):
+                found = (address[0], address[1], b"USE64BITINT" in words)
+    _blas["gemm"] = found
+    return found
 
 
 @contextmanager

@@ -24,6 +24,7 @@ BWD = ["tests/layers", "tests/functional/test_activation.py", "tests/test_mutati
 CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume_atomic.py",
         "tests/test_mutation_guards.py"]
 DATA = ["tests/data/test_data.py"]
+SCAN = ["tests/backends/test_recurrent_scan.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [
@@ -89,6 +90,29 @@ MUTATIONS = [
      DATA + ["tests/data/test_workers.py"]),
     ("workers-batches-as-they-arrive", "nnx/data_workers.py", "batch, err = self._buffer.pop(self._yielded)",
      "batch, err = self._buffer.pop(next(iter(self._buffer)))", ["tests/data/test_workers.py"]),
+    ("scan-lstm-gemm-overwrites-projection", "backends/host_kernels.c",
+     "nnx_gemm_##SUF(gemm, ilp64, B, 4 * H, H, hprev + t * B * ldh, ldh, whhT, 4 * H, (T)1, g, S);",
+     "nnx_gemm_##SUF(gemm, ilp64, B, 4 * H, H, hprev + t * B * ldh, ldh, whhT, 4 * H, (T)0, g, S);", SCAN),
+    ("scan-lstm-final-dc-dropped", "backends/host_kernels.c", "(s || dc_in) ? dc : 0", "s ? dc : 0", SCAN),
+    ("scan-dout-ignored", "backends/host_kernels.c", "for (i64 i = 0; i < n; ++i) dst[i] = a[i] + b[i];",
+     "for (i64 i = 0; i < n; ++i) dst[i] = a[i];", SCAN),
+    ("scan-gru-hprev-row-stride", "backends/host_kernels.c",
+     "nnx_gru_bwd_##SUF(g, S, hprev + t * B * ldh, ldh, dhs,", "nnx_gru_bwd_##SUF(g, S, hprev + t * B * ldh, H, dhs,",
+     SCAN),
+    ("scan-gru-direct-path-dropped", "backends/host_kernels.c",
+     "nnx_gemm_##SUF(gemm, ilp64, B, H, 3 * H, gh, 3 * H, whh, H, (T)1, dh, H);",
+     "nnx_gemm_##SUF(gemm, ilp64, B, H, 3 * H, gh, 3 * H, whh, H, (T)0, dh, H);", SCAN),
+    ("scan-rnn-tanh-derivative", "backends/host_kernels.c", "g[i] = v * ((T)1 - g[i] * g[i]);",
+     "g[i] = v * ((T)1 - g[i]);", SCAN),
+    ("scan-rnn-leaky-relu", "backends/host_kernels.c", "const T v = g[i] > 0 ? g[i] : (T)0;",
+     "const T v = g[i] > 0 ? g[i] : g[i] * (T)0.01;", SCAN),
+    ("scan-backward-direction", "nnx/functional/recurrent.py", "dc_n, tape.reverse, dgh.buf",
+     "dc_n, not tape.reverse, dgh.buf", SCAN),
+    ("scan-joint-bias-column", "nnx/functional/recurrent.py", "db = part(g, in_size, in_size + 1)[:, 0]",
+     "db = part(g, in_size - 1, in_size)[:, 0]", SCAN),
+    ("scan-gru-hidden-bias-grad", "nnx/functional/recurrent.py", "part(gh, 0, 1)[:, 0], None)",
+     "part(gi, in_size, in_size + 1)[:, 0], None)", SCAN),
+    ("scan-ones-column", "nnx/functional/recurrent.py", "xh[:, in_size] = 1.0", "xh[:, in_size] = 0.0", SCAN),
     ("deferred-id-check-never-read", "nnx/training.py", "        self.model.raise_deferred_errors()  # device",
      "        pass  # device", ["tests/layers/test_embedding_deferred_ids.py"]),
 ]
