@@ -239,6 +239,16 @@ class FusedOps:
         reference's strided standard passes are slower than im2col on every shape measured."""
         return ()
 
+    def winograd_filter_transform(self, weight: Array, m: int, flip: bool = False) -> Array:
+        """Winograd F(m x m, 3 x 3) filter tiles ``G w G^T`` of ``weight (O, C, 3, 3)``: ``(a*a, O,
+        C)``; with ``flip``, those of the input gradient's filter, ``(a*a, C, O)`` (``winograd.py``)."""
+        return WG.filter_transform(self, weight, m, flip)
+
+    def winograd_filter_grad(self, du: Array, m: int) -> Array:
+        """``G^T dU G`` of ``du (a*a, O, C)``: the gradient ``(O, C, 3, 3)`` of the filter whose
+        tiles :meth:`winograd_filter_transform` made (``winograd.py``)."""
+        return WG.filter_grad(self, du, m)
+
     def winograd_input_transform(self, x: Array, m: int, top: int, left: int, th: int, tw: int) -> Array:
         """Winograd F(m x m, 3 x 3) input tiles ``B^T d B`` of ``x (N, C, H, W)``, implicitly
         zero-padded by ``top``/``left`` and up to whole tiles: ``(a*a, C, N*th*tw)`` (``winograd.py``)."""

@@ -434,6 +434,98 @@ void nnx_wino4_dy_##SUF(const T* dy, i64 n0, i64 n1, i64 N, i64 O, i64 oh, i64 o
 NNX_WINOGRAD4(float, f32)
 NNX_WINOGRAD4(double, f64)
 
+/* The filter side of a Winograd convolution (backends/winograd.py's filter_transform and
+ * filter_grad are the references), per 3x3 filter: the matrix products there are of shape
+ * (O*C*3, 3) x (3, a), whose permuted copies cost more than the arithmetic (0.34 ms per 64 x 64
+ * filter bank against ~0.02 ms here). g: G (a x 3), row-major, in double.
+ *
+ * nnx_wino_filter: U = G w G^T into out (a*a, P, Q), rows p in [lo, hi): the filter of (p, q) is
+ * w[p, q] of w (P, Q, 3, 3), or with flip w[q, p] of w (Q, P, 3, 3) turned by 180 degrees (the
+ * filter of the input gradient). */
+#define NNX_WINO_FILTER(T, SUF)                                                                     \
+void nnx_wino_filter_##SUF(const T* w, i64 lo, i64 hi, i64 P, i64 Q, i64 a, const double* g, i64 flip, \
+                           T* out) {                                                                \
+    T G[18], k[9 * 16], t[18 * 16], u[36 * 16];                                                     \
+    for (i64 i = 0; i < 3 * a; ++i) G[i] = (T)g[i];                                                 \
+    const i64 plane = P * Q;                                                                        \
+    for (i64 p = lo; p < hi; ++p) {                                                                 \
+        for (i64 q0 = 0; q0 < Q; q0 += 16) {                                                        \
+            const i64 nq = Q - q0 < 16 ? Q - q0 : 16;                                               \
+            for (i64 qq = 0; qq < 16; ++qq) {   /* 16 filters side by side: k[r][qq] */             \
+                const i64 q = q0 + (qq < nq ? qq : 0);                                              \
+                if (flip) { const T* f = w + (q * P + p) * 9; for (int r = 0; r < 9; ++r) k[r * 16 + qq] = f[8 - r]; } \
+                else { const T* f = w + (p * Q + q) * 9; for (int r = 0; r < 9; ++r) k[r * 16 + qq] = f[r]; } \
+            }                                                                                       \
+            for (i64 i = 0; i < a; ++i)                                                             \
+                for (int l = 0; l < 3; ++l) {                                                       \
+                    const T g0 = G[i * 3], g1 = G[i * 3 + 1], g2 = G[i * 3 + 2];                    \
+                    _Pragma("omp simd")                                                             \
+                    for (int qq = 0; qq < 16; ++qq)                                                 \
+                        t[(i * 3 + l) * 16 + qq] = g0 * k[l * 16 + qq] + g1 * k[(3 + l) * 16 + qq]   \
+                                                   + g2 * k[(6 + l) * 16 + qq];                     \
+                }                                                                                   \
+            for (i64 i = 0; i < a; ++i)                                                             \
+                for (i64 j = 0; j < a; ++j) {                                                       \
+                    const T g0 = G[j * 3], g1 = G[j * 3 + 1], g2 = G[j * 3 + 2];                    \
+                    _Pragma("omp simd")                                                             \
+                    for (int qq = 0; qq < 16; ++qq)                                                 \
+                        u[(i * a + j) * 16 + qq] = t[(i * 3) * 16 + qq] * g0 + t[(i * 3 + 1) * 16 + qq] * g1 \
+                                                   + t[(i * 3 + 2) * 16 + qq] * g2;                 \
+                }                                                                                   \
+            /* a run of up to 16 per plane: the planes lie a power of two apart, and one store per \
+             * plane per filter would keep evicting the same cache sets */                          \
+            for (i64 ij = 0; ij < a * a; ++ij) {                                                    \
+                T* dst = out + ij * plane + p * Q + q0;                                             \
+                if (nq == 16) { _Pragma("omp simd") for (int qq = 0; qq < 16; ++qq) dst[qq] = u[ij * 16 + qq]; } \
+                else for (i64 qq = 0; qq < nq; ++qq) dst[qq] = u[ij * 16 + qq];                     \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* The filter gradient dW = G^T dU G of du (a*a, O, C) into dw (O, C, 3, 3), rows o in [lo, hi). */ \
+void nnx_wino_filter_grad_##SUF(const T* du, i64 lo, i64 hi, i64 O, i64 C, i64 a, const double* g,  \
+                                T* dw) {                                                            \
+    T G[18], d[36 * 16], t[18 * 16], r9[9 * 16];                                                    \
+    for (i64 i = 0; i < 3 * a; ++i) G[i] = (T)g[i];                                                 \
+    const i64 plane = O * C;                                                                        \
+    for (i64 o = lo; o < hi; ++o) {                                                                 \
+        for (i64 c0 = 0; c0 < C; c0 += 16) {                                                        \
+            const i64 nc = C - c0 < 16 ? C - c0 : 16;                                               \
+            for (i64 ij = 0; ij < a * a; ++ij) {  /* runs of up to 16 per plane, as above */        \
+                const T* src = du + ij * plane + o * C + c0;                                        \
+                if (nc == 16) { _Pragma("omp simd") for (int cc = 0; cc < 16; ++cc) d[ij * 16 + cc] = src[cc]; } \
+                else for (i64 cc = 0; cc < 16; ++cc) d[ij * 16 + cc] = cc < nc ? src[cc] : (T)0;    \
+            }                                                                                       \
+            for (int k = 0; k < 3; ++k)                                                             \
+                for (i64 j = 0; j < a; ++j) {                                                       \
+                    T acc[16] = {0};                                                                \
+                    for (i64 i = 0; i < a; ++i) {                                                   \
+                        const T gi = G[i * 3 + k];                                                  \
+                        _Pragma("omp simd")                                                         \
+                        for (int cc = 0; cc < 16; ++cc) acc[cc] += gi * d[(i * a + j) * 16 + cc];   \
+                    }                                                                               \
+                    for (int cc = 0; cc < 16; ++cc) t[(k * a + j) * 16 + cc] = acc[cc];             \
+                }                                                                                   \
+            for (int k = 0; k < 3; ++k)                                                             \
+                for (int l = 0; l < 3; ++l) {                                                       \
+                    T acc[16] = {0};                                                                \
+                    for (i64 j = 0; j < a; ++j) {                                                   \
+                        const T gj = G[j * 3 + l];                                                  \
+                        _Pragma("omp simd")                                                         \
+                        for (int cc = 0; cc < 16; ++cc) acc[cc] += t[(k * a + j) * 16 + cc] * gj;   \
+                    }                                                                               \
+                    for (int cc = 0; cc < 16; ++cc) r9[(k * 3 + l) * 16 + cc] = acc[cc];            \
+                }                                                                                   \
+            for (i64 cc = 0; cc < nc; ++cc)                                                         \
+                for (int r = 0; r < 9; ++r) dw[(o * C + c0 + cc) * 9 + r] = r9[r * 16 + cc];        \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_WINO_FILTER(float, f32)
+NNX_WINO_FILTER(double, f64)
+
 /* 2-d max pooling over planes [p0, p1) of x (planes, H, W) (fused_api.py's im2col/argmax is the
  * reference): window (oy, ox) reads rows oy sh - ph + i dh, columns ox sw - pw + j dw that lie
  * inside the plane (padding is -inf: never the maximum, as in PyTorch). As PyTorch's CPU kernel,

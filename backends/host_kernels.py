@@ -63,6 +63,8 @@ _SIGNATURES = {
     "nnx_wino4_in": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_wino4_out": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_wino4_dy": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
+    "nnx_wino_filter": [_P, _I, _I, _I, _I, _I, _P, _I, _P],
+    "nnx_wino_filter_grad": [_P, _I, _I, _I, _I, _I, _P, _P],
     "nnx_bn_stats": [_P, _I, _I, _I, _I, _I, _P, _P],
     "nnx_bn_fwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _D, _P, _P],
     "nnx_bn_bwd": [_P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P],

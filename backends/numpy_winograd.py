@@ -14,6 +14,10 @@ import numpy as np
 
 from . import host_kernels as hk
 from .threads import MIN_PARALLEL_ELEMENTS, blas_one_thread, parallel_rows
+from .winograd import TRANSFORMS
+
+#: G (a x 3) of F(2x2) and F(4x4), in double, for the filter kernels
+_G = {m: np.ascontiguousarray(TRANSFORMS[m][1], dtype=np.float64) for m in (2, 4)}
 
 #: Transformed tiles per block of :meth:`NumpyWinograd.winograd_conv` (bytes; at least one sample).
 WINOGRAD_BLOCK_BYTES = 1 << 20
@@ -33,6 +37,31 @@ class NumpyWinograd:
 
     def fast_winograd_tiles(self):
         return (2, 4) if hk.kernels() is not None else ()
+
+    def winograd_filter_transform(self, weight, m, flip=False):
+        lib = hk.kernels()
+        if lib is None or m not in (2, 4) or weight.ndim != 4 or tuple(weight.shape[2:]) != (3, 3) \
+                or not hk.supports(weight):
+            return super().winograd_filter_transform(weight, m, flip)
+        o, c = weight.shape[:2]
+        rows, cols = (c, o) if flip else (o, c)
+        a = m + 2
+        u = np.empty((a * a, rows, cols), dtype=weight.dtype)
+        g = _G[m]
+        f, wa, ua = lib.fn("nnx_wino_filter", weight.dtype), weight.ctypes.data, u.ctypes.data
+        parallel_rows(lambda lo, hi: f(wa, lo, hi, rows, cols, a, g.ctypes.data, int(flip), ua), rows, u.size)
+        return u
+
+    def winograd_filter_grad(self, du, m):
+        lib = hk.kernels()
+        if lib is None or m not in (2, 4) or du.ndim != 3 or du.shape[0] != (m + 2) ** 2 or not hk.supports(du):
+            return super().winograd_filter_grad(du, m)
+        o, c = du.shape[1:]
+        dw = np.empty((o, c, 3, 3), dtype=du.dtype)
+        g = _G[m]
+        f, da, wa = lib.fn("nnx_wino_filter_grad", du.dtype), du.ctypes.data, dw.ctypes.data
+        parallel_rows(lambda lo, hi: f(da, lo, hi, o, c, m + 2, g.ctypes.data, wa), o, du.size)
+        return dw
 
     def winograd_input_transform(self, x, m, top, left, th, tw):
         lib = hk.kernels()

@@ -130,3 +130,34 @@ def dy_transform(b: Any, dy: Array, m: int, th: int, tw: int) -> Array:
         cols = [row_r[:, :, :, q::m] for q in range(m)]
         tiles.extend(_lincomb([at[q][s] for q in range(m)], cols) for s in range(a))
     return _planes(xp, tiles, n, o, th * tw)
+
+
+def filter_transform(b: Any, weight: Array, m: int, flip: bool = False) -> Array:
+    """``U = G w G^T``: ``(a*a, O, C)``, one ``O x C`` matrix per tile position, of ``weight (O, C,
+    3, 3)``; with ``flip``, of the input gradient's filter (``weight`` with ``O`` and ``C`` swapped
+    and turned by 180 degrees): ``(a*a, C, O)``."""
+    xp = b.xp
+    if flip:
+        weight = xp.flip(xp.permute_dims(weight, (1, 0, 2, 3)), axis=(2, 3))
+    o, c = weight.shape[0], weight.shape[1]
+    gm = xp.asarray(TRANSFORMS[m][1], dtype=weight.dtype, device=b.device_of(weight))
+    a = gm.shape[0]
+    gt = xp.matrix_transpose(gm)
+    # two 2-d products, each one GEMM over all O*C filters:
+    # t[o,c,k,j] = sum_l w[o,c,k,l] G[j,l], then u[o,c,j,i] = sum_k t[o,c,k,j] G[i,k]
+    t = xp.reshape(b.matmul(xp.reshape(weight, (o * c * 3, 3)), gt), (o * c, 3, a))
+    u = b.matmul(xp.reshape(xp.permute_dims(t, (0, 2, 1)), (o * c * a, 3)), gt)  # (O*C*a_j, a_i)
+    return xp.reshape(xp.permute_dims(xp.reshape(u, (o, c, a, a)), (3, 2, 0, 1)), (a * a, o, c))
+
+
+def filter_grad(b: Any, du: Array, m: int) -> Array:
+    """The filter gradient ``dW = G^T dU G`` of ``du (a*a, O, C)``, the gradient of
+    :func:`filter_transform`'s output: ``(O, C, 3, 3)``, as two 2-d products."""
+    xp = b.xp
+    gm = xp.asarray(TRANSFORMS[m][1], dtype=du.dtype, device=b.device_of(du))
+    a, o, c = m + 2, du.shape[1], du.shape[2]
+    # dW[o,c,k,l] = sum_ij G[i,k] du[i,j,o,c] G[j,l]
+    du = xp.reshape(xp.reshape(du, (a, a, o, c)), (a, a * o * c))  # split, then merge (dask: two steps)
+    t = xp.reshape(b.matmul(xp.matrix_transpose(gm), du), (3, a, o, c))
+    t = xp.reshape(xp.permute_dims(t, (0, 2, 3, 1)), (3 * o * c, a))  # t[k, o, c, j]
+    return xp.permute_dims(xp.reshape(b.matmul(t, gm), (3, o, c, 3)), (1, 2, 0, 3))

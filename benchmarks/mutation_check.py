@@ -25,6 +25,7 @@ CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume
         "tests/test_mutation_guards.py"]
 DATA = ["tests/data/test_data.py"]
 SCAN = ["tests/backends/test_recurrent_scan.py"]
+WINO = ["tests/backends/test_host_kernels.py", "tests/functional/test_winograd.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [
@@ -113,6 +114,11 @@ MUTATIONS = [
     ("scan-gru-hidden-bias-grad", "nnx/functional/recurrent.py", "part(gh, 0, 1)[:, 0], None)",
      "part(gi, in_size, in_size + 1)[:, 0], None)", SCAN),
     ("scan-ones-column", "nnx/functional/recurrent.py", "xh[:, in_size] = 1.0", "xh[:, in_size] = 0.0", SCAN),
+    ("wino-filter-not-turned", "backends/host_kernels.c", "k[r] = flip ? f[8 - r] : f[r];", "k[r] = f[r];", WINO),
+    ("wino-filter-column-transform", "backends/host_kernels.c", "+ t[i * 3 + 2] * G[j * 3 + 2];",
+     "+ t[i * 3 + 2] * G[j * 3 + 1];", WINO),
+    ("wino-filter-grad-transposed-g", "backends/host_kernels.c", "acc += G[i * 3 + k] * d[i * a + j];",
+     "acc += G[i * 3 + k] * d[j * a + i];", WINO),
     ("deferred-id-check-never-read", "nnx/training.py", "        self.model.raise_deferred_errors()  # device",
      "        pass  # device", ["tests/layers/test_embedding_deferred_ids.py"]),
 ]

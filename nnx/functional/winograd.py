@@ -116,22 +116,6 @@ def _tiles(size: int, m: int) -> int:
     return -(-size // m)
 
 
-def _filter_transform(b: Any, weight: Array, g: list[list[float]], device: Any) -> Array:
-    """``U = G w G^T``: ``(a*a, O, C)``, one ``O x C`` matrix per tile position."""
-    xp = b.xp
-    o, c = weight.shape[0], weight.shape[1]
-    gm = xp.asarray(g, dtype=weight.dtype, device=device)
-    a = gm.shape[0]
-    gt = xp.matrix_transpose(gm)
-    # two 2-d products, each one GEMM over all O*C filters (batched products of O*C 3x3 matrices took
-    # 2.5 ms of a ResNet-block step), through the adapter's matmul (on NumPy: never on OpenBLAS's
-    # own threads, whose spinning would take the cores of the transforms that follow):
-    # t[o,c,k,j] = sum_l w[o,c,k,l] G[j,l], then u[o,c,j,i] = sum_k t[o,c,k,j] G[i,k]
-    t = xp.reshape(b.matmul(xp.reshape(weight, (o * c * 3, 3)), gt), (o * c, 3, a))
-    u = b.matmul(xp.reshape(xp.permute_dims(t, (0, 2, 1)), (o * c * a, 3)), gt)  # (O*C*a_j, a_i)
-    return xp.reshape(xp.permute_dims(xp.reshape(u, (o, c, a, a)), (3, 2, 0, 1)), (a * a, o, c))
-
-
 def _forward_core(b: Any, x: Array, u: Array, pads: tuple[int, int, int, int], m: int) -> tuple[Array, tuple]:
     """Convolution of ``x`` with the transformed filter ``u``: the adapter's ``winograd_conv``
     (input transform, one GEMM per tile position with the whole batch in its long dimension, the
@@ -165,33 +149,23 @@ def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: t
                          f"shape {tuple(weight.shape)} and pads {tuple(pads)}")
     b = backends.backend_of(x)
     xp = b.xp
-    device = b.device_of(x)
-    _, g, _ = TRANSFORMS[m]
     o = weight.shape[0]
-    y, (oh, ow, th, tw) = _forward_core(b, x, _filter_transform(b, weight, g, device), pads, m)
+    y, (oh, ow, th, tw) = _forward_core(b, x, b.winograd_filter_transform(weight, m), pads, m)
     if bias is not None:
         y = y + xp.reshape(bias, (1, o, 1, 1))
     h, w_in = x.shape[2], x.shape[3]
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
-        a = m + 2
         dm = b.winograd_dy_transform(dy, m, th, tw)                       # (a*a, O, N*P)
         v = b.winograd_input_transform(x, m, pads[0], pads[2], th, tw)    # (a*a, C, N*P), recomputed
         du = b.matmul(dm, xp.matrix_transpose(v))                        # (a*a, O, C): one GEMM per position
         del v, dm
-        gm = xp.asarray(g, dtype=dy.dtype, device=device)
-        c = du.shape[2]
-        # dW[o,c,k,l] = sum_ij G[i,k] du[i,j,o,c] G[j,l], as two GEMMs (see _filter_transform)
-        du = xp.reshape(xp.reshape(du, (a, a, o, c)), (a, a * o * c))  # split, then merge (dask: two steps)
-        t = xp.reshape(b.matmul(xp.matrix_transpose(gm), du), (3, a, o, c))
-        t = xp.reshape(xp.permute_dims(t, (0, 2, 3, 1)), (3 * o * c, a))  # t[k, o, c, j]
-        dweight = xp.permute_dims(xp.reshape(b.matmul(t, gm), (3, o, c, 3)), (1, 2, 0, 3))  # (O, C, 3, 3)
+        dweight = b.winograd_filter_grad(du, m)                           # (O, C, 3, 3)
         dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
         dx = None
         if input_grad:
-            wt = xp.flip(xp.permute_dims(weight, (1, 0, 2, 3)), axis=(2, 3))  # (C, O, 3, 3)
-            back_pads = (2 - pads[0], 2 - pads[1], 2 - pads[2], 2 - pads[3])
-            dx, _ = _forward_core(b, dy, _filter_transform(b, wt, g, device), back_pads, m)
+            back_pads = (2 - pads[0], 2 - pads[1], 2 - pads[2], 2 - pads[3])  # the flipped filter, (C, O)
+            dx, _ = _forward_core(b, dy, b.winograd_filter_transform(weight, m, flip=True), back_pads, m)
             if tuple(dx.shape[2:]) != (h, w_in):  # never for pads in 0..2; kept as a guard
                 dx = dx[:, :, :h, :w_in]
         return dx, (dweight, dbias)

@@ -237,7 +237,7 @@ def test_blocked_winograd_conv_matches_reference(numpy_adapter, lib, monkeypatch
     the pool) against the reference's three whole passes: one sample per block, blocks of three
     with a partial last one, and one block; every thread count gives the same bits."""
     import nnx_backends.numpy_winograd as NW
-    from nnx.functional.winograd import TRANSFORMS, _filter_transform
+    from nnx_backends import winograd as WG
     from nnx_backends.fused_api import FusedOps
 
     rng = np.random.default_rng(10)
@@ -247,7 +247,7 @@ def test_blocked_winograd_conv_matches_reference(numpy_adapter, lib, monkeypatch
     th, tw = -(-oh // m), -(-ow // m)
     x = rng.standard_normal((n, c, h, w)).astype(dtype)
     wt = rng.standard_normal((o, c, 3, 3)).astype(dtype)
-    u = np.ascontiguousarray(_filter_transform(numpy_adapter, wt, TRANSFORMS[m][1], "cpu"))
+    u = np.ascontiguousarray(WG.filter_transform(numpy_adapter, wt, m))
     want = FusedOps.winograd_conv(numpy_adapter, x, u, m, top, left, th, tw, oh, ow)
     per_sample = (m + 2) ** 2 * max(c, o) * th * tw * np.dtype(dtype).itemsize
     monkeypatch.setattr(NW, "WINOGRAD_BLOCK_BYTES", block * per_sample)
@@ -260,6 +260,58 @@ def test_blocked_winograd_conv_matches_reference(numpy_adapter, lib, monkeypatch
     np.testing.assert_allclose(runs[0], want, **_tol(dtype, m))
     for got in runs[1:]:
         assert np.array_equal(got, runs[0])
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_winograd_filter_kernels_match_reference(numpy_adapter, lib, m, dtype):
+    """``G w G^T`` (and of the flipped, transposed filter of the input gradient) and ``G^T dU G``
+    against ``winograd.py``'s products, on a filter bank of odd sizes; the same bits whatever the
+    rows' split over threads."""
+    from nnx_backends import winograd as WG
+
+    rng = np.random.default_rng(11)
+    o, c, a = 7, 5, m + 2
+    w = rng.standard_normal((o, c, 3, 3)).astype(dtype)
+    du = rng.standard_normal((a * a, o, c)).astype(dtype)
+    tol = dict(rtol=1e-6, atol=1e-6) if dtype == "float32" else dict(rtol=1e-14, atol=1e-14)
+    outs = []
+    for threads in (1, 3):
+        nnx.set_num_threads(threads)
+        got = (numpy_adapter.winograd_filter_transform(w, m), numpy_adapter.winograd_filter_transform(w, m, flip=True),
+               numpy_adapter.winograd_filter_grad(du, m))
+        outs.append(got)
+    want = (WG.filter_transform(numpy_adapter, w, m), WG.filter_transform(numpy_adapter, w, m, flip=True),
+            WG.filter_grad(numpy_adapter, du, m))
+    for g, r, shape in zip(outs[0], want, ((a * a, o, c), (a * a, c, o), (o, c, 3, 3)), strict=True):
+        assert g.shape == shape and g.flags.c_contiguous
+        np.testing.assert_allclose(g, r, **tol)
+    for g, r in zip(outs[0], outs[1], strict=True):
+        assert np.array_equal(g, r)
+    # the flipped filter is the 180-degree turn of the transposed one, by definition
+    turned = np.ascontiguousarray(np.flip(w.transpose(1, 0, 2, 3), axis=(2, 3)))
+    np.testing.assert_allclose(outs[0][1], numpy_adapter.winograd_filter_transform(turned, m), **tol)
+
+
+def test_winograd_filter_kernels_fall_back_on_other_operands(numpy_adapter, lib, monkeypatch):
+    from nnx_backends.fused_api import FusedOps
+
+    calls = []
+    for name in ("winograd_filter_transform", "winograd_filter_grad"):
+        real = getattr(FusedOps, name)
+
+        def spy(self, *args, _real=real, **kw):
+            calls.append(1)
+            return _real(self, *args, **kw)
+
+        monkeypatch.setattr(FusedOps, name, spy)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    numpy_adapter.winograd_filter_transform(w, 4)
+    numpy_adapter.winograd_filter_grad(np.ones((36, 4, 3), np.float32), 4)
+    assert calls == []  # the host path
+    numpy_adapter.winograd_filter_transform(w[:, ::-1], 4)           # strided
+    numpy_adapter.winograd_filter_grad(np.ones((36, 4, 3), np.float16), 4)  # float16
+    assert len(calls) == 2
 
 
 def test_blocked_winograd_conv_falls_back_on_other_operands(numpy_adapter, lib, monkeypatch):
