@@ -295,6 +295,9 @@ class CountingBackend(NumpyBackend):
     def fast_max_pool(self) -> bool:
         return False
 
+    def fast_direct_conv(self) -> bool:
+        return False
+
     def recurrent_scan(self, cell: str, x: Any, h0: Any, c0: Any, w_hh: Any) -> bool:
         return False  # as CuPy: the time loop's per-step kernels are what a GPU launches
 

@@ -201,6 +201,38 @@ class FusedOps:
         layers) ``nnx/functional/recurrent.py`` runs its loop of per-step methods, the reference."""
         return False
 
+    def fast_direct_conv(self) -> bool:
+        """Whether this host-memory adapter runs :meth:`conv2d_direct` / ``_weight_grad`` as fused
+        kernels, so that convolutions with few taps per output take them (the rule of
+        ``nnx/functional/_direct_conv.py``; NumPy with its host kernels)."""
+        return False
+
+    def conv2d_direct(self, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int],
+                      out: tuple[int, int]) -> Array:
+        """Stride-1 convolution of ``x (N, C, H, W)`` with ``weight (O, C, kh, kw)`` and an implicit
+        zero padding of ``pads = (top, left)`` (negative: rows/columns cropped), ``bias`` ``(O,)`` or
+        None: ``(N, O, *out)``. Reference: :meth:`im2col` and one batched product."""
+        xp = self.xp
+        n, o = x.shape[0], weight.shape[0]
+        kernel = (weight.shape[2], weight.shape[3])
+        if min(pads) < 0:  # crop first: im2col pads only
+            x = x[:, :, max(0, -pads[0]):, max(0, -pads[1]):]
+            pads = (max(0, pads[0]), max(0, pads[1]))
+        cols = self.im2col(x, kernel, (1, 1), (1, 1), pads, out)
+        y = xp.matmul(xp.reshape(weight, (o, -1)), cols)
+        if bias is not None:
+            y = y + xp.reshape(bias, (1, o, 1))
+        return xp.reshape(y, (n, o, out[0], out[1]))
+
+    def conv2d_direct_weight_grad(self, x: Array, dy: Array, kernel: tuple[int, int], pads: tuple[int, int]) -> Array:
+        """The weight gradient ``(O, C, kh, kw)`` of :meth:`conv2d_direct` for ``dy (N, O, OH, OW)``.
+        Reference: :meth:`im2col` and one batched product summed over the batch."""
+        xp = self.xp
+        n, o, oh, ow = dy.shape
+        cols = self.im2col(x, kernel, (1, 1), (1, 1), pads, (oh, ow))
+        dw = xp.sum(xp.matmul(xp.reshape(dy, (n, o, oh * ow)), xp.matrix_transpose(cols)), axis=0)
+        return xp.reshape(dw, (o, x.shape[1], kernel[0], kernel[1]))
+
     def fast_max_pool(self) -> bool:
         """Whether this host-memory adapter runs :meth:`max_pool2d_forward` / ``_backward`` as fused
         kernels, so that max pooling takes them instead of its separable whole-array passes

@@ -1037,3 +1037,115 @@ void nnx_shift_add_##SUF(T* out, const T* cols, i64 P, i64 kk, i64 cg, i64 L, i6
 
 NNX_SHIFT_ADD(float, f32)
 NNX_SHIFT_ADD(double, f64)
+
+/* Direct convolution for few input taps (stride 1, no dilation, one group; backends/fused_api.py's
+ * conv2d_direct_* methods are the references): a LeNet-5 layer has 25-150 taps per output, too few
+ * for a GEMM to pay for its im2col copies, and its M = O (6-16) is too short for OpenBLAS's kernels.
+ * Each sample is copied, zero-padded, into scratch as C flat planes of (OH + KH - 1) x WP, WP =
+ * OW + KW - 1, so that output (i, j) of tap (a, b) reads plane element (i*WP + j) + (a*WP + b): an
+ * output plane is one run of OH*WP positions computed over the full padded width (the WP - OW extra
+ * columns of each row are computed and dropped), in blocks of NNX_DJ positions for NNX_DO output
+ * channels at once, held in registers, each input element loaded serving NNX_DO products. The
+ * weight gradient runs the same scheme with dy laid out over the padded width (zero columns). */
+#define NNX_DJ 32
+#define NNX_DO 4
+#define NNX_DIRECT_CONV(T, SUF)                                                                     \
+/* Zero-padded copy of one sample x (C, H, W): C planes of `plane` elements, rows WP apart. */      \
+static void nnx_pad_flat_##SUF(const T* x, i64 C, i64 H, i64 W, i64 pt, i64 pl, i64 HP, i64 WP,    \
+                               i64 plane, T* xp) {                                                  \
+    memset(xp, 0, (size_t)(C * plane) * sizeof(T));                                                 \
+    for (i64 c = 0; c < C; ++c)                                                                     \
+        for (i64 r = 0; r < H; ++r) {                                                               \
+            const i64 dr = r + pt, c0 = pl < 0 ? -pl : 0, c1 = W < WP - pl ? W : WP - pl;           \
+            if (dr < 0 || dr >= HP || c1 <= c0) continue;                                           \
+            memcpy(xp + c * plane + dr * WP + pl + c0, x + (c * H + r) * W + c0, (size_t)(c1 - c0) * sizeof(T)); \
+        }                                                                                           \
+}                                                                                                   \
+                                                                                                    \
+/* y (N, O, OH, OW) = bias[o] + sum_{c,a,b} w[o,c,a,b] x[n, c, i+a-pt, j+b-pl] (outside x: 0) for  \
+ * samples [n0, n1); bias may be NULL; scratch: nnx_conv_direct_scratch elements. */                \
+void nnx_conv_direct_fwd_##SUF(const T* x, i64 n0, i64 n1, i64 C, i64 H, i64 W, const T* w, i64 O, \
+                               i64 KH, i64 KW, i64 pt, i64 pl, i64 OH, i64 OW, const T* bias, T* y, \
+                               T* scratch) {                                                        \
+    const i64 WP = OW + KW - 1, HP = OH + KH - 1, run = OH * WP, taps = C * KH * KW;                \
+    const i64 runp = (run + NNX_DJ - 1) / NNX_DJ * NNX_DJ;                                          \
+    const i64 plane = HP * WP + (runp - run) + KW;  /* room for the last block's overrun */          \
+    T* ext = scratch + C * plane;                   /* NNX_DO output planes over the padded width */ \
+    for (i64 n = n0; n < n1; ++n) {                                                                 \
+        nnx_pad_flat_##SUF(x + n * C * H * W, C, H, W, pt, pl, HP, WP, plane, scratch);             \
+        for (i64 o0 = 0; o0 < O; o0 += NNX_DO) {                                                    \
+            const i64 no = O - o0 < NNX_DO ? O - o0 : NNX_DO;                                       \
+            for (i64 p0 = 0; p0 < runp; p0 += NNX_DJ) {                                             \
+                T acc[NNX_DO][NNX_DJ];                                                              \
+                for (int ob = 0; ob < NNX_DO; ++ob) {                                               \
+                    const T b0 = bias && ob < no ? bias[o0 + ob] : (T)0;                            \
+                    for (int jj = 0; jj < NNX_DJ; ++jj) acc[ob][jj] = b0;                           \
+                }                                                                                   \
+                for (i64 c = 0; c < C; ++c)                                                         \
+                    for (i64 a = 0; a < KH; ++a)                                                    \
+                        for (i64 b = 0; b < KW; ++b) {                                              \
+                            const T* xr = scratch + c * plane + a * WP + b + p0;                    \
+                            const i64 tap = (c * KH + a) * KW + b;                                  \
+                            T wv[NNX_DO];                                                           \
+                            for (int ob = 0; ob < NNX_DO; ++ob) wv[ob] = ob < no ? w[(o0 + ob) * taps + tap] : (T)0; \
+                            for (int ob = 0; ob < NNX_DO; ++ob) {                                   \
+                                _Pragma("omp simd")                                                 \
+                                for (int jj = 0; jj < NNX_DJ; ++jj) acc[ob][jj] += wv[ob] * xr[jj]; \
+                            }                                                                       \
+                        }                                                                           \
+                for (int ob = 0; ob < NNX_DO; ++ob)                                                 \
+                    for (int jj = 0; jj < NNX_DJ; ++jj) ext[ob * runp + p0 + jj] = acc[ob][jj];     \
+            }                                                                                       \
+            for (int ob = 0; ob < no; ++ob)  /* drop the extra columns */                           \
+                for (i64 i = 0; i < OH; ++i)                                                        \
+                    memcpy(y + ((n * O + o0 + ob) * OH + i) * OW, ext + ob * runp + i * WP,         \
+                           (size_t)OW * sizeof(T));                                                 \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+                                                                                                    \
+/* dw (O, C, KH, KW), rows o in [o0, o1), = sum over samples and outputs of dy[n,o,i,j] x[n, c,    \
+ * i+a-pt, j+b-pl]: every sample in turn, padded into scratch as above, dy's planes laid over the  \
+ * padded width with zeros in the extra columns. */                                                \
+void nnx_conv_direct_dw_##SUF(const T* x, const T* dy, i64 o0, i64 o1, i64 N, i64 C, i64 H, i64 W, \
+                              i64 O, i64 KH, i64 KW, i64 pt, i64 pl, i64 OH, i64 OW, T* dw, T* scratch) { \
+    const i64 WP = OW + KW - 1, HP = OH + KH - 1, run = OH * WP, taps = C * KH * KW;                \
+    const i64 runp = (run + NNX_DJ - 1) / NNX_DJ * NNX_DJ;                                          \
+    const i64 plane = HP * WP + (runp - run) + KW;                                                  \
+    T* gext = scratch + C * plane;                                                                  \
+    for (i64 k = o0 * taps; k < o1 * taps; ++k) dw[k] = 0;                                          \
+    for (i64 n = 0; n < N; ++n) {                                                                   \
+        nnx_pad_flat_##SUF(x + n * C * H * W, C, H, W, pt, pl, HP, WP, plane, scratch);             \
+        for (i64 q0 = o0; q0 < o1; q0 += NNX_DO) {                                                  \
+            const i64 no = o1 - q0 < NNX_DO ? o1 - q0 : NNX_DO;                                     \
+            memset(gext, 0, (size_t)(NNX_DO * runp) * sizeof(T));                                   \
+            for (int ob = 0; ob < no; ++ob)                                                         \
+                for (i64 i = 0; i < OH; ++i)                                                        \
+                    memcpy(gext + ob * runp + i * WP, dy + ((n * O + q0 + ob) * OH + i) * OW, (size_t)OW * sizeof(T)); \
+            for (i64 c = 0; c < C; ++c)                                                             \
+                for (i64 a = 0; a < KH; ++a)                                                        \
+                    for (i64 b = 0; b < KW; ++b) {                                                  \
+                        const T* xr = scratch + c * plane + a * WP + b;                             \
+                        T acc[NNX_DO][NNX_DJ];                                                      \
+                        for (int ob = 0; ob < NNX_DO; ++ob)                                         \
+                            for (int jj = 0; jj < NNX_DJ; ++jj) acc[ob][jj] = 0;                    \
+                        for (i64 p0 = 0; p0 < runp; p0 += NNX_DJ)                                   \
+                            for (int ob = 0; ob < NNX_DO; ++ob) {                                   \
+                                const T* g = gext + ob * runp + p0;                                 \
+                                _Pragma("omp simd")                                                 \
+                                for (int jj = 0; jj < NNX_DJ; ++jj) acc[ob][jj] += g[jj] * xr[p0 + jj]; \
+                            }                                                                       \
+                        const i64 tap = (c * KH + a) * KW + b;                                      \
+                        for (int ob = 0; ob < no; ++ob) {                                           \
+                            T sum = 0;                                                              \
+                            _Pragma("omp simd reduction(+:sum)")                                    \
+                            for (int jj = 0; jj < NNX_DJ; ++jj) sum += acc[ob][jj];                 \
+                            dw[(q0 + ob) * taps + tap] += sum;                                      \
+                        }                                                                           \
+                    }                                                                               \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_DIRECT_CONV(float, f32)
+NNX_DIRECT_CONV(double, f64)

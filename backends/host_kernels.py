@@ -82,6 +82,8 @@ _SIGNATURES = {
     "nnx_rnn_scan_bwd": [_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P],
     "nnx_adam": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D],
     "nnx_shift_add": [_P, _P, _I, _I, _I, _I, _I, _P],
+    "nnx_conv_direct_fwd": [_P, _I, _I, _I, _I, _I, _P, _I, _I, _I, _I, _I, _I, _I, _P, _P, _P],
+    "nnx_conv_direct_dw": [_P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_maxpool_fwd": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_maxpool_bwd": [_P, _P, _I, _I, _I, _I, _P],
 }

@@ -13,6 +13,7 @@ import numpy as np
 
 from .base import Backend, erf_standard
 from .heap import keep_freed_memory
+from .numpy_direct_conv import NumpyDirectConv
 from .numpy_fused import NumpyFused
 from .numpy_norm import NumpyNorm
 from .numpy_pool import NumpyPool
@@ -27,7 +28,7 @@ def probe() -> str | None:
     return None
 
 
-class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyFused, Backend):
+class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyDirectConv, NumpyFused, Backend):
     name = "numpy"
     host_memory = True
     xp = np
