@@ -26,6 +26,7 @@ CKPT = ["tests/serialization/test_serialization.py", "tests/training/test_resume
 DATA = ["tests/data/test_data.py"]
 SCAN = ["tests/backends/test_recurrent_scan.py"]
 WINO = ["tests/backends/test_host_kernels.py", "tests/functional/test_winograd.py"]
+DIRECT = ["tests/backends/test_host_direct_conv.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [
@@ -107,18 +108,29 @@ MUTATIONS = [
      "g[i] = v * ((T)1 - g[i]);", SCAN),
     ("scan-rnn-leaky-relu", "backends/host_kernels.c", "const T v = g[i] > 0 ? g[i] : (T)0;",
      "const T v = g[i] > 0 ? g[i] : g[i] * (T)0.01;", SCAN),
-    ("scan-backward-direction", "nnx/functional/recurrent.py", "dc_n, tape.reverse, dgh.buf",
+    ("scan-backward-direction", "nnx/functional/recurrent_loop.py", "dc_n, tape.reverse, dgh.buf",
      "dc_n, not tape.reverse, dgh.buf", SCAN),
-    ("scan-joint-bias-column", "nnx/functional/recurrent.py", "db = part(g, in_size, in_size + 1)[:, 0]",
+    ("scan-joint-bias-column", "nnx/functional/recurrent_loop.py", "db = part(g, in_size, in_size + 1)[:, 0]",
      "db = part(g, in_size - 1, in_size)[:, 0]", SCAN),
-    ("scan-gru-hidden-bias-grad", "nnx/functional/recurrent.py", "part(gh, 0, 1)[:, 0], None)",
+    ("scan-gru-hidden-bias-grad", "nnx/functional/recurrent_loop.py", "part(gh, 0, 1)[:, 0], None)",
      "part(gi, in_size, in_size + 1)[:, 0], None)", SCAN),
-    ("scan-ones-column", "nnx/functional/recurrent.py", "xh[:, in_size] = 1.0", "xh[:, in_size] = 0.0", SCAN),
+    ("scan-ones-column", "nnx/functional/recurrent_loop.py", "xh[:, in_size] = 1.0", "xh[:, in_size] = 0.0", SCAN),
     ("wino-filter-not-turned", "backends/host_kernels.c", "k[r] = flip ? f[8 - r] : f[r];", "k[r] = f[r];", WINO),
     ("wino-filter-column-transform", "backends/host_kernels.c", "+ t[i * 3 + 2] * G[j * 3 + 2];",
      "+ t[i * 3 + 2] * G[j * 3 + 1];", WINO),
     ("wino-filter-grad-transposed-g", "backends/host_kernels.c", "acc += G[i * 3 + k] * d[i * a + j];",
      "acc += G[i * 3 + k] * d[j * a + i];", WINO),
+    ("direct-conv-pad-offset", "backends/host_kernels.c",
+     "memcpy(xp + c * plane + dr * WP + pl + c0,", "memcpy(xp + c * plane + dr * WP + c0,", DIRECT),
+    ("direct-conv-bias-of-block", "backends/host_kernels.c",
+     "const T b0 = bias && ob < no ? bias[o0 + ob] : (T)0;", "const T b0 = bias ? bias[o0] : (T)0;", DIRECT),
+    ("direct-conv-dw-overwrites", "backends/host_kernels.c", "dw[(q0 + ob) * taps + tap] += sum;",
+     "dw[(q0 + ob) * taps + tap] = sum;", DIRECT),
+    ("direct-conv-dy-width", "backends/host_kernels.c",
+     "memcpy(gext + ob * runp + i * WP, dy + ((n * O + q0 + ob) * OH + i) * OW, (size_t)OW * sizeof(T));",
+     "memcpy(gext + ob * runp + i * OW, dy + ((n * O + q0 + ob) * OH + i) * OW, (size_t)OW * sizeof(T));", DIRECT),
+    ("direct-conv-dx-padding", "nnx/functional/_direct_conv.py", "(1, 1), (1, 1), (pads[0], pads[2]), out)",
+     "(1, 1), (1, 1), (pads[2], pads[0]), out)", DIRECT),
     ("deferred-id-check-never-read", "nnx/training.py", "        self.model.raise_deferred_errors()  # device",
      "        pass  # device", ["tests/layers/test_embedding_deferred_ids.py"]),
 ]

@@ -56,7 +56,8 @@ def conv2d_direct_forward(b: Any, x: Array, weight: Array, bias: Array | None, p
         if input_grad:  # W^T dy onto the taps, summed back by col2im (as a direct convolution of dy with
             # the turned filter it has O * kh * kw taps per output and C outputs: measured slower)
             n, o = dy.shape[0], weight.shape[0]
-            dcols = xp.matmul(xp.matrix_transpose(xp.reshape(weight, (o, -1))), xp.reshape(dy, (n, o, -1)))
+            dcols = xp.matmul(xp.matrix_transpose(xp.reshape(weight, (o, -1))),
+                              xp.reshape(dy, (n, o, out[0] * out[1])))
             dx = b.col2im(dcols, (n, x.shape[1], h, w), (kh, kw), (1, 1), (1, 1), (pads[0], pads[2]), out)
         return dx, (dweight, dbias)
 

@@ -16,7 +16,7 @@ PINNED = {
     ("mlp", 128): 24, ("mlp", 1024): 24,
     ("lenet", 64): 59, ("lenet", 512): 59,
     ("resnet_block", 16): 54, ("resnet_block", 128): 54,
-    ("lstm", 64): 183, ("lstm", 512): 183,
+    ("lstm", 64): 184, ("lstm", 512): 184,  # +1 (2026-11-29): b_hh's gradient copied off b_ih's (no aliasing)
     ("gru", 64): 186, ("gru", 512): 186,
     ("transformer", 8): 53, ("transformer", 32): 53,
 }
