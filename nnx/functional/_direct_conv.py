@@ -8,9 +8,9 @@ input channels, ``MAX_OUT`` output channels and ``MAX_TAPS`` taps (``C * kh * kw
 first layers on images. Measured with ``benchmarks/bench_direct_conv.py`` (NumPy, float32, the
 two paths interleaved, 2-vCPU Xeon VM): forward + weight gradient 1.5-1.9x faster than the
 flat-shift path at 1 thread on LeNet-5's first layer (1 -> 6 channels, 5x5) and on 3 -> 6
-channels 5x5, 1.3-2.5x at 2 threads; with the input gradient too it is 0.8-0.97x, which a first
+channels 5x5, 1.5-2.6x at 2 threads; with the input gradient too it is 0.8-1.1x, which a first
 layer does not need (``model.backward(..., input_grad=False)``). Past 8 output channels or 75 taps
-the flat-shift path is as fast or faster (docs/cpu_performance.md has the table).
+the flat-shift path is about as fast or faster (docs/cpu_performance.md has the table).
 """
 
 from __future__ import annotations
