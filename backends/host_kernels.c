@@ -851,7 +851,7 @@ void nnx_gru_bwd_##SUF(const T* act, i64 lda, const T* hp, i64 ldhp, const T* dh
 NNX_CELLS(float, f32)
 NNX_CELLS(double, f64)
 
-/* The recurrent time loops (nnx/functional/recurrent.py's _direction_forward/_backward with the
+/* The recurrent time loops (nnx/functional/recurrent_loop.py's _direction_forward/_backward with the
  * cells above, the reference): a whole direction of a layer in one call, so a step costs one GEMM
  * and one cell pass and no Python. The GEMMs go through BLAS's cblas_?gemm, a pointer to NumPy's
  * own OpenBLAS that backends/threads.py found (cblas_gemm) (int64 indices where that build is ILP64,

@@ -368,7 +368,7 @@ class NumpyRecurrentCells:
         return gemm[2] or max(batch, 5 * hid) < 2**31  # int indices where that BLAS is LP64
 
     def recurrent_scan_forward(self, cell, buf, h0, c0, w_hh, b_hn, reverse, out, h_prev, c_prev):
-        """The forward time loop of ``nnx/functional/recurrent.py`` for one direction, in C:
+        """The forward time loop of ``nnx/functional/recurrent_loop.py`` for one direction, in C:
         ``buf (T, B, S*H)`` holds each step's input projection in its first ``G*H`` columns and
         takes each step's saved activations; ``out``, ``h_prev`` (and, LSTM, ``c_prev``), each
         ``(T, B, H)``, take every step's output, state before it and cell state before it.
