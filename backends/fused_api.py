@@ -233,6 +233,35 @@ class FusedOps:
         dw = xp.sum(xp.matmul(xp.reshape(dy, (n, o, oh * ow)), xp.matrix_transpose(cols)), axis=0)
         return xp.reshape(dw, (o, x.shape[1], kernel[0], kernel[1]))
 
+    def fast_gemm_conv(self) -> bool:
+        """Whether this host-memory adapter runs :meth:`conv2d_gemm` / ``_backward`` as fused
+        kernels on its own thread pool, so that stride-1 convolutions the Winograd and direct
+        paths leave take them (``nnx/functional/_gemm_conv.py``; NumPy with its host kernels and
+        OpenBLAS)."""
+        return False
+
+    def conv2d_gemm(self, x: Array, weight: Array, bias: Array | None, pads: tuple[int, int],
+                    out: tuple[int, int]) -> Array:
+        """Stride-1 convolution of ``x (N, C, H, W)`` with ``weight (O, C, kh, kw)``, a zero padding
+        of ``pads = (top, left)`` (``>= 0``; bottom and right follow from ``out``) and ``bias``
+        ``(O,)`` or None: ``(N, O, *out)``. Reference: :meth:`conv2d_direct`'s (im2col, one product)."""
+        return FusedOps.conv2d_direct(self, x, weight, bias, pads, out)
+
+    def conv2d_gemm_backward(self, x: Array, weight: Array, dy: Array, pads: tuple[int, int],
+                             input_grad: bool = True) -> tuple[Array | None, Array]:
+        """``(dx or None, dweight)`` of :meth:`conv2d_gemm` for ``dy (N, O, OH, OW)`` (the bias
+        gradient is the caller's sum of ``dy``). Reference: :meth:`conv2d_direct_weight_grad`'s
+        product, and ``W^T dy`` summed back by :meth:`col2im`."""
+        xp = self.xp
+        n, o, oh, ow = dy.shape
+        kh, kw = weight.shape[2], weight.shape[3]
+        dweight = FusedOps.conv2d_direct_weight_grad(self, x, dy, (kh, kw), pads)
+        dx = None
+        if input_grad:
+            dcols = xp.matmul(xp.matrix_transpose(xp.reshape(weight, (o, -1))), xp.reshape(dy, (n, o, oh * ow)))
+            dx = self.col2im(dcols, tuple(x.shape), (kh, kw), (1, 1), (1, 1), pads, (oh, ow))
+        return dx, dweight
+
     def fast_max_pool(self) -> bool:
         """Whether this host-memory adapter runs :meth:`max_pool2d_forward` / ``_backward`` as fused
         kernels, so that max pooling takes them instead of its separable whole-array passes

@@ -12,6 +12,7 @@
  * thread count. Reductions use "omp simd" (compiled with -fopenmp-simd: vector lanes, no OpenMP
  * runtime), a fixed order for a given build.
  */
+#define _POSIX_C_SOURCE 200809L /* clock_gettime, pthreads (host_pool.c) under -std=c99 */
 #include <math.h>
 #include <stddef.h>
 #include <string.h>
@@ -884,105 +885,105 @@ static void nnx_add_##SUF(T* dst, const T* a, const T* b, i64 n) {              
                                                                                                     \
 /* LSTM forward: S = 5 (act = i, f, g, o, tanh c'), gates = buf[t] + h W_hh^T by a GEMM with beta 1 \
  * on buf[t] itself. hn, cn: the final states. */                                                   \
-void nnx_lstm_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,   \
+void nnx_lstm_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,   \
                              T* buf, const T* whhT, const T* h0, const T* c0, T* out, T* hprev,    \
                              i64 ldh, T* cprev, T* hn, T* cn) {                                     \
-    const i64 BH = B * H, S = 5 * H;                                                                \
+    const i64 BH = B * H, BFH = BF * H, S = 5 * H;                                                                \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
         const int last = s + 1 == steps;                                                            \
-        if (s == 0) { nnx_rows_##SUF(hprev + t * B * ldh, ldh, h0, H, B, H);                        \
-                      memcpy(cprev + t * BH, c0, (size_t)BH * sizeof(T)); }                         \
-        T* g = buf + t * B * S;                                                                     \
-        nnx_gemm_##SUF(gemm, ilp64, B, 4 * H, H, hprev + t * B * ldh, ldh, whhT, 4 * H, (T)1, g, S); \
-        nnx_lstm_fwd_##SUF(g, S, cprev + t * BH, H, B, H, g, S, out + t * BH, H,                    \
-                           last ? cn : cprev + nx * BH, H);                                         \
-        if (last) memcpy(hn, out + t * BH, (size_t)BH * sizeof(T));                                 \
-        else nnx_rows_##SUF(hprev + nx * B * ldh, ldh, out + t * BH, H, B, H);                      \
+        if (s == 0) { nnx_rows_##SUF(hprev + t * BF * ldh, ldh, h0, H, B, H);                        \
+                      memcpy(cprev + t * BFH, c0, (size_t)BH * sizeof(T)); }                         \
+        T* g = buf + t * BF * S;                                                                     \
+        nnx_gemm_##SUF(gemm, ilp64, B, 4 * H, H, hprev + t * BF * ldh, ldh, whhT, 4 * H, (T)1, g, S); \
+        nnx_lstm_fwd_##SUF(g, S, cprev + t * BFH, H, B, H, g, S, out + t * BFH, H,                    \
+                           last ? cn : cprev + nx * BFH, H);                                         \
+        if (last) memcpy(hn, out + t * BFH, (size_t)BH * sizeof(T));                                 \
+        else nnx_rows_##SUF(hprev + nx * BF * ldh, ldh, out + t * BFH, H, B, H);                      \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 /* LSTM backward: buf[t]'s activations become the gate gradients, dh (B, H) and dc (B, H) carry    \
  * the state gradients (in: those of the final states, dc_in 0 when there is none; out: those of   \
  * h0, c0); dout (steps, B, H) may be NULL; tmp: B*H scratch. */                                    \
-void nnx_lstm_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,   \
+void nnx_lstm_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,   \
                              T* buf, const T* whh, const T* cprev, const T* dout, T* dh, T* dc,    \
                              i64 dc_in, T* tmp) {                                                   \
-    const i64 BH = B * H, S = 5 * H;                                                                \
+    const i64 BH = B * H, BFH = BF * H, S = 5 * H;                                                                \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? s : steps - 1 - s;                                                  \
-        T* g = buf + t * B * S;                                                                     \
+        T* g = buf + t * BF * S;                                                                     \
         const T* dhs = dh;                                                                          \
-        if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BH, BH); dhs = tmp; }                         \
-        nnx_lstm_bwd_##SUF(g, S, cprev + t * BH, H, dhs, H, (s || dc_in) ? dc : 0, H, B, H, g, S, dc, H); \
+        if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BFH, BH); dhs = tmp; }                         \
+        nnx_lstm_bwd_##SUF(g, S, cprev + t * BFH, H, dhs, H, (s || dc_in) ? dc : 0, H, B, H, g, S, dc, H); \
         nnx_gemm_##SUF(gemm, ilp64, B, H, 4 * H, g, S, whh, H, (T)0, dh, H);                        \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 /* GRU forward: S = 4 (act = r, z, n, gh_n + b_hn), gh (B, 3H) scratch for h W_hh^T; bhn may be    \
  * NULL. */                                                                                         \
-void nnx_gru_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+void nnx_gru_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,    \
                             T* buf, const T* whhT, const T* bhn, const T* h0, T* out, T* hprev,    \
                             i64 ldh, T* hn, T* gh) {                                                \
-    const i64 BH = B * H, S = 4 * H;                                                                \
+    const i64 BH = B * H, BFH = BF * H, S = 4 * H;                                                                \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
-        T* hp = hprev + t * B * ldh;                                                                \
+        T* hp = hprev + t * BF * ldh;                                                                \
         if (s == 0) nnx_rows_##SUF(hp, ldh, h0, H, B, H);                                           \
-        T* g = buf + t * B * S;                                                                     \
+        T* g = buf + t * BF * S;                                                                     \
         nnx_gemm_##SUF(gemm, ilp64, B, 3 * H, H, hp, ldh, whhT, 3 * H, (T)0, gh, 3 * H);            \
-        nnx_gru_fwd_##SUF(g, S, gh, 3 * H, hp, ldh, bhn, B, H, out + t * BH, H, g, S);              \
-        if (s + 1 == steps) memcpy(hn, out + t * BH, (size_t)BH * sizeof(T));                       \
-        else nnx_rows_##SUF(hprev + nx * B * ldh, ldh, out + t * BH, H, B, H);                      \
+        nnx_gru_fwd_##SUF(g, S, gh, 3 * H, hp, ldh, bhn, B, H, out + t * BFH, H, g, S);              \
+        if (s + 1 == steps) memcpy(hn, out + t * BFH, (size_t)BH * sizeof(T));                       \
+        else nnx_rows_##SUF(hprev + nx * BF * ldh, ldh, out + t * BFH, H, B, H);                      \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 /* GRU backward: buf[t] becomes dgx, dgh (steps, B, 3H) the recurrent part's gradients; dh (in:    \
  * the final state's gradient, out: h0's) = dh' z + dgh W_hh. */                                     \
-void nnx_gru_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+void nnx_gru_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,    \
                             T* buf, const T* whh, const T* hprev, i64 ldh, const T* dout, T* dgh,  \
                             T* dh, T* tmp) {                                                        \
-    const i64 BH = B * H, S = 4 * H;                                                                \
+    const i64 BH = B * H, BFH = BF * H, S = 4 * H;                                                                \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? s : steps - 1 - s;                                                  \
-        T* g = buf + t * B * S;                                                                     \
-        T* gh = dgh + t * B * 3 * H;                                                                \
+        T* g = buf + t * BF * S;                                                                     \
+        T* gh = dgh + t * BF * 3 * H;                                                                \
         const T* dhs = dh;                                                                          \
-        if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BH, BH); dhs = tmp; }                         \
-        nnx_gru_bwd_##SUF(g, S, hprev + t * B * ldh, ldh, dhs, H, B, H, g, S, gh, 3 * H, dh, H);    \
+        if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BFH, BH); dhs = tmp; }                         \
+        nnx_gru_bwd_##SUF(g, S, hprev + t * BF * ldh, ldh, dhs, H, B, H, g, S, gh, 3 * H, dh, H);    \
         nnx_gemm_##SUF(gemm, ilp64, B, H, 3 * H, gh, 3 * H, whh, H, (T)1, dh, H);                   \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 /* Elman RNN forward: S = 1, buf[t] = act(buf[t] + h W_hh^T) is the step's state and what its     \
  * backward needs; relu != 0 for ReLU, else tanh. */                                                \
-void nnx_rnn_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+void nnx_rnn_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,    \
                             i64 relu, T* buf, const T* whhT, const T* h0, T* out, T* hprev, i64 ldh, \
                             T* hn) {                                                                \
-    const i64 BH = B * H;                                                                           \
+    const i64 BH = B * H, BFH = BF * H;                                                                           \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
-        if (s == 0) nnx_rows_##SUF(hprev + t * B * ldh, ldh, h0, H, B, H);                          \
-        T* g = buf + t * BH;                                                                        \
-        T* o = out + t * BH;                                                                        \
-        nnx_gemm_##SUF(gemm, ilp64, B, H, H, hprev + t * B * ldh, ldh, whhT, H, (T)1, g, H);        \
+        if (s == 0) nnx_rows_##SUF(hprev + t * BF * ldh, ldh, h0, H, B, H);                          \
+        T* g = buf + t * BFH;                                                                        \
+        T* o = out + t * BFH;                                                                        \
+        nnx_gemm_##SUF(gemm, ilp64, B, H, H, hprev + t * BF * ldh, ldh, whhT, H, (T)1, g, H);        \
         if (relu) { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) { const T v = g[i] > 0 ? g[i] : (T)0; \
                                                                       g[i] = v; o[i] = v; } }     \
         else { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) { const T v = ACT_TANH(g[i]);      \
                                                                  g[i] = v; o[i] = v; } }          \
         if (s + 1 == steps) memcpy(hn, o, (size_t)BH * sizeof(T));                                  \
-        else nnx_rows_##SUF(hprev + nx * B * ldh, ldh, o, H, B, H);                                 \
+        else nnx_rows_##SUF(hprev + nx * BF * ldh, ldh, o, H, B, H);                                 \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
 /* Elman RNN backward: buf[t] (the state h') becomes dz = dh' act'(h'), dh = dz W_hh. */            \
-void nnx_rnn_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 H, i64 reverse,    \
+void nnx_rnn_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,    \
                             i64 relu, T* buf, const T* whh, const T* dout, T* dh) {                 \
-    const i64 BH = B * H;                                                                           \
+    const i64 BH = B * H, BFH = BF * H;                                                                           \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? s : steps - 1 - s;                                                  \
-        T* g = buf + t * BH;                                                                        \
-        const T* d = dout ? dout + t * BH : 0;                                                      \
+        T* g = buf + t * BFH;                                                                        \
+        const T* d = dout ? dout + t * BFH : 0;                                                      \
         if (relu) { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) {                             \
                         const T v = d ? dh[i] + d[i] : dh[i]; g[i] = g[i] > 0 ? v : (T)0; } }     \
         else { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) {                                  \
@@ -1150,3 +1151,238 @@ void nnx_conv_direct_dw_##SUF(const T* x, const T* dy, i64 o0, i64 o1, i64 N, i6
 
 NNX_DIRECT_CONV(float, f32)
 NNX_DIRECT_CONV(double, f64)
+
+/* Convolution as one GEMM per sample (stride 1, no dilation, one group; the flat-shift path of
+ * nnx/functional/_flat_shift.py is the reference): the sample zero-padded into flat planes of
+ * width WP = OW + KW - 1 (as the direct kernels), its im2col by KH*KW contiguous runs of OH*WP per
+ * channel, and NumPy's own cblas GEMM (gemm, ilp64: threads.cblas_gemm) with the weight
+ * (O, C*KH*KW). The WP - OW extra columns of each output row are computed and dropped. */
+#define NNX_GEMM_CONV(T, SUF)                                                                       \
+typedef void (*nnx_gemmt64_##SUF)(int, int, int, i64, i64, i64, T, const T*, i64, const T*, i64, T, T*, i64); \
+typedef void (*nnx_gemmt32_##SUF)(int, int, int, int, int, int, T, const T*, int, const T*, int, T, T*, int); \
+/* C (m, n) = op(A) op(B) + beta C, row-major; ta, tb: 111 (as is) or 112 (transposed) */        \
+static void nnx_gemmt_##SUF(const void* fn, i64 ilp64, int ta, int tb, i64 m, i64 n, i64 k, const T* a, \
+                            i64 lda, const T* b, i64 ldb, T beta, T* c, i64 ldc) {                  \
+    if (ilp64) ((nnx_gemmt64_##SUF)fn)(101, ta, tb, m, n, k, (T)1, a, lda, b, ldb, beta, c, ldc);   \
+    else ((nnx_gemmt32_##SUF)fn)(101, ta, tb, (int)m, (int)n, (int)k, (T)1, a, (int)lda, b, (int)ldb, \
+                                 beta, c, (int)ldc);                                                \
+}                                                                                                   \
+/* cols (C*KH*KW, run) of one padded sample xs (C planes of `plane`) */                             \
+static void nnx_flat_cols_##SUF(const T* xs, i64 C, i64 KH, i64 KW, i64 WP, i64 plane, i64 run, T* cols) { \
+    for (i64 c = 0; c < C; ++c)                                                                     \
+        for (i64 a = 0; a < KH; ++a)                                                                \
+            for (i64 b = 0; b < KW; ++b)                                                            \
+                memcpy(cols + ((c * KH + a) * KW + b) * run, xs + c * plane + a * WP + b, (size_t)run * sizeof(T)); \
+}                                                                                                   \
+/* dy of one sample (O, OH, OW) over the padded width: (O, run), zeros in the extra columns */     \
+static void nnx_dy_ext_##SUF(const T* dy, i64 O, i64 OH, i64 OW, i64 WP, T* ext) {                 \
+    for (i64 o = 0; o < O; ++o)                                                                     \
+        for (i64 i = 0; i < OH; ++i) {                                                              \
+            T* d = ext + (o * OH + i) * WP;                                                         \
+            memcpy(d, dy + (o * OH + i) * OW, (size_t)OW * sizeof(T));                              \
+            memset(d + OW, 0, (size_t)(WP - OW) * sizeof(T));                                       \
+        }                                                                                           \
+}                                                                                                   \
+/* y (N, O, OH, OW) for samples [n0, n1): w (O, C*KH*KW), bias (O) or NULL, pads pt, pl >= 0;       \
+ * scratch: C*plane + C*KH*KW*run + O*run entries (nnx_gemm_conv_scratch in numpy_gemm_conv.py). */ \
+void nnx_gemm_conv_fwd_##SUF(const void* gemm, i64 ilp64, const T* x, i64 n0, i64 n1, i64 C, i64 H, i64 W, \
+                             const T* w, i64 O, i64 KH, i64 KW, i64 pt, i64 pl, i64 OH, i64 OW,      \
+                             const T* bias, T* y, T* scratch) {                                     \
+    const i64 WP = OW + KW - 1, HP = OH + KH - 1, run = OH * WP, kc = C * KH * KW;                  \
+    const i64 plane = HP * WP + KW;                                                                 \
+    T* cols = scratch + C * plane;                                                                  \
+    T* ext = cols + kc * run;                                                                       \
+    for (i64 n = n0; n < n1; ++n) {                                                                 \
+        nnx_pad_flat_##SUF(x + n * C * H * W, C, H, W, pt, pl, HP, WP, plane, scratch);             \
+        nnx_flat_cols_##SUF(scratch, C, KH, KW, WP, plane, run, cols);                              \
+        nnx_gemmt_##SUF(gemm, ilp64, 111, 111, O, run, kc, w, kc, cols, run, (T)0, ext, run);       \
+        for (i64 o = 0; o < O; ++o) {                                                               \
+            const T b0 = bias ? bias[o] : (T)0;                                                     \
+            for (i64 i = 0; i < OH; ++i) {                                                          \
+                T* d = y + ((n * O + o) * OH + i) * OW;                                             \
+                const T* s = ext + o * run + i * WP;                                                \
+                _Pragma("omp simd")                                                                 \
+                for (i64 j = 0; j < OW; ++j) d[j] = s[j] + b0;                                      \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}                                                                                                   \
+/* Backward over sample blocks [k0, k1) of `block` samples (the last may be shorter): dwp[k]       \
+ * (O, C*KH*KW) = the weight gradient summed over block k (NULL: none), dx (N, C, H, W) (NULL:      \
+ * none). Scratch: C*plane + C*KH*KW*run + O*run entries. */                                        \
+void nnx_gemm_conv_bwd_##SUF(const void* gemm, i64 ilp64, const T* x, const T* dy, i64 k0, i64 k1,   \
+                             i64 block, i64 N, i64 C, i64 H, i64 W, const T* w, i64 O, i64 KH, i64 KW, \
+                             i64 pt, i64 pl, i64 OH, i64 OW, T* dwp, T* dx, T* scratch) {           \
+    const i64 WP = OW + KW - 1, HP = OH + KH - 1, run = OH * WP, kc = C * KH * KW;                  \
+    const i64 plane = HP * WP + KW;                                                                 \
+    T* cols = scratch + C * plane;                                                                  \
+    T* ext = cols + kc * run;                                                                       \
+    for (i64 k = k0; k < k1; ++k) {                                                                 \
+        const i64 s0 = k * block, s1 = s0 + block < N ? s0 + block : N;                             \
+        for (i64 n = s0; n < s1; ++n) {                                                             \
+            nnx_dy_ext_##SUF(dy + n * O * OH * OW, O, OH, OW, WP, ext);                             \
+            if (dwp) { /* dW (O, kc) += dy_ext (O, run) cols^T (run, kc) */                         \
+                nnx_pad_flat_##SUF(x + n * C * H * W, C, H, W, pt, pl, HP, WP, plane, scratch);     \
+                nnx_flat_cols_##SUF(scratch, C, KH, KW, WP, plane, run, cols);                      \
+                nnx_gemmt_##SUF(gemm, ilp64, 111, 112, O, kc, run, ext, run, cols, run, n == s0 ? (T)0 : (T)1, \
+                                dwp + k * O * kc, kc);                                              \
+            }                                                                                       \
+            if (dx) { /* dcols (kc, run) = w^T dy_ext, added back along the flat shifts */         \
+                nnx_gemmt_##SUF(gemm, ilp64, 112, 111, kc, run, O, w, kc, ext, run, (T)0, cols, run); \
+                memset(scratch, 0, (size_t)(C * plane) * sizeof(T));                                \
+                for (i64 c = 0; c < C; ++c)                                                         \
+                    for (i64 a = 0; a < KH; ++a)                                                    \
+                        for (i64 b = 0; b < KW; ++b) {                                              \
+                            T* d = scratch + c * plane + a * WP + b;                                \
+                            const T* s = cols + ((c * KH + a) * KW + b) * run;                      \
+                            _Pragma("omp simd")                                                     \
+                            for (i64 j = 0; j < run; ++j) d[j] += s[j];                             \
+                        }                                                                           \
+                for (i64 c = 0; c < C; ++c)                                                         \
+                    for (i64 r = 0; r < H; ++r)                                                     \
+                        memcpy(dx + ((n * C + c) * H + r) * W, scratch + c * plane + (r + pt) * WP + pl, \
+                               (size_t)W * sizeof(T));                                              \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+}
+
+NNX_GEMM_CONV(float, f32)
+NNX_GEMM_CONV(double, f64)
+
+/* ------------------------------------------------------------------ tasks of the C thread pool */
+#include "host_pool.c"
+
+/* One task per kernel that nnx_pool_run splits: the kernel's arguments as 64-bit words (pointers
+ * and integers), rows [lo, hi) its range; host_kernels.py's _TASKS lists the words' order. */
+#define NNX_TASKS(T, SUF)                                                                           \
+/* x, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW, y, idx; rows = planes */                       \
+void nnx_task_maxpool_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                           \
+    (void)part;                                                                                     \
+    nnx_maxpool_fwd_##SUF((const T*)a[0], lo, hi, a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], \
+                          a[10], a[11], a[12], (T*)a[13], (int*)a[14]);                             \
+}                                                                                                   \
+/* dy, idx, HW, OHW, dx; rows = planes */                                                           \
+void nnx_task_maxpool_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                           \
+    (void)part;                                                                                     \
+    nnx_maxpool_bwd_##SUF((const T*)a[0], (const int*)a[1], lo, hi, a[2], a[3], (T*)a[4]);          \
+}                                                                                                   \
+/* x, C, H, W, w, O, KH, KW, pt, pl, OH, OW, bias, y, scratch, scratch entries per part;          \
+ * rows = samples */                                                                                \
+void nnx_task_conv_direct_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                       \
+    nnx_conv_direct_fwd_##SUF((const T*)a[0], lo, hi, a[1], a[2], a[3], (const T*)a[4], a[5], a[6], a[7], \
+                              a[8], a[9], a[10], a[11], (const T*)a[12], (T*)a[13],                 \
+                              (T*)a[14] + part * a[15]);                                            \
+}                                                                                                   \
+/* x, dy, N, C, H, W, O, KH, KW, pt, pl, OH, OW, dw, scratch, scratch entries per part;           \
+ * rows = output channels */                                                                        \
+void nnx_task_conv_direct_dw_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                        \
+    nnx_conv_direct_dw_##SUF((const T*)a[0], (const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], \
+                             a[8], a[9], a[10], a[11], a[12], (T*)a[13], (T*)a[14] + part * a[15]); \
+}                                                                                                   \
+/* x, bias (or 0), n, z; rows of n elements */                                                      \
+void nnx_task_bias_relu_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                         \
+    (void)part;                                                                                     \
+    nnx_bias_relu_fwd_##SUF((const T*)a[0] + lo * a[2], (const T*)a[1], hi - lo, a[2], (T*)a[3] + lo * a[2]); \
+}                                                                                                   \
+/* g, y, d; rows = elements */                                                                      \
+void nnx_task_relu_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                              \
+    (void)part;                                                                                     \
+    nnx_relu_bwd_##SUF((const T*)a[0] + lo, (const T*)a[1] + lo, hi - lo, (T*)a[2] + lo);           \
+}                                                                                                   \
+/* gemm, ilp64, x, C, H, W, w, O, KH, KW, pt, pl, OH, OW, bias, y, scratch, scratch entries per part; \
+ * rows = samples */                                                                                \
+void nnx_task_gemm_conv_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                         \
+    nnx_gemm_conv_fwd_##SUF((const void*)a[0], a[1], (const T*)a[2], lo, hi, a[3], a[4], a[5], (const T*)a[6], \
+                            a[7], a[8], a[9], a[10], a[11], a[12], a[13], (const T*)a[14], (T*)a[15], \
+                            (T*)a[16] + part * a[17]);                                              \
+}                                                                                                   \
+/* gemm, ilp64, x, dy, block, N, C, H, W, w, O, KH, KW, pt, pl, OH, OW, dwp, dx, scratch, scratch   \
+ * entries per part; rows = sample blocks */                                                        \
+void nnx_task_gemm_conv_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                         \
+    nnx_gemm_conv_bwd_##SUF((const void*)a[0], a[1], (const T*)a[2], (const T*)a[3], lo, hi, a[4], a[5], a[6], \
+                            a[7], a[8], (const T*)a[9], a[10], a[11], a[12], a[13], a[14], a[15], a[16], \
+                            (T*)a[17], (T*)a[18], (T*)a[19] + part * a[20]);                        \
+}                                                                                                   \
+/* gemm, ilp64, ta, tb, M, N, K, A, lda, B, ldb, C, ldc, parts, by columns: C (M, N) = op(A) op(B) \
+ * (row-major; ta, tb: 111 as is, 112 transposed), rows = `parts` contiguous blocks of C's rows   \
+ * or, by columns != 0, of its columns (each part packs its block of one operand and all of the    \
+ * other: the columns when M is the smaller side) */                                               \
+void nnx_task_gemm_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                  \
+    (void)part;                                                                                     \
+    const int cols = a[14] != 0;                                                                    \
+    const i64 parts = a[13];                                                                        \
+    i64 p0, p1, unused;                                                                             \
+    nnx_part(cols ? a[5] : a[4], parts, lo, &p0, &unused);                                          \
+    nnx_part(cols ? a[5] : a[4], parts, hi - 1, &unused, &p1);                                      \
+    if (p1 <= p0) return;                                                                           \
+    const T* A = (const T*)a[7];                                                                    \
+    const T* B = (const T*)a[9];                                                                    \
+    T* C = (T*)a[11];                                                                               \
+    i64 M = a[4], N = a[5];                                                                         \
+    if (cols) { B += a[3] == 112 ? p0 * a[10] : p0; C += p0; N = p1 - p0; }                         \
+    else { A += a[2] == 112 ? p0 : p0 * a[8]; C += p0 * a[12]; M = p1 - p0; }                       \
+    nnx_gemmt_##SUF((const void*)a[0], a[1], (int)a[2], (int)a[3], M, N, a[6], A, a[8], B, a[10], (T)0, C, a[12]); \
+}                                                                                                   \
+/* gemm, ilp64, ta, tb, M, N, K, A, lda, stride A, B, ldb, stride B, C, ldc, stride C: a batch of \
+ * products C[i] = op(A[i]) op(B[i]) (a stride 0 repeats one operand); rows = the batch */          \
+void nnx_task_gemm_batch_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                            \
+    (void)part;                                                                                     \
+    for (i64 i = lo; i < hi; ++i)                                                                   \
+        nnx_gemmt_##SUF((const void*)a[0], a[1], (int)a[2], (int)a[3], a[4], a[5], a[6],            \
+                        (const T*)a[7] + i * a[9], a[8], (const T*)a[10] + i * a[12], a[11], (T)0,  \
+                        (T*)a[13] + i * a[15], a[14]);                                              \
+}                                                                                                   \
+/* The recurrent time loops split by batch rows (rows never mix: each part runs the whole loop on  \
+ * its rows, no synchronisation). Words: gemm, ilp64, steps, B (all rows), H, reverse, then the   \
+ * kernel's arrays in its order (host_kernels.py's _SCAN_WORDS); rows = batch rows. */             \
+void nnx_task_lstm_scan_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                         \
+    (void)part;                                                                                     \
+    const i64 H = a[4], S = 5 * H, ldh = a[12];                                                     \
+    nnx_lstm_scan_fwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], (T*)a[6] + lo * S, \
+                            (const T*)a[7], (const T*)a[8] + lo * H, (const T*)a[9] + lo * H, (T*)a[10] + lo * H, \
+                            (T*)a[11] + lo * ldh, ldh, (T*)a[13] + lo * H, (T*)a[14] + lo * H, (T*)a[15] + lo * H); \
+}                                                                                                   \
+void nnx_task_lstm_scan_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                         \
+    (void)part;                                                                                     \
+    const i64 H = a[4], S = 5 * H;                                                                  \
+    nnx_lstm_scan_bwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], (T*)a[6] + lo * S, \
+                            (const T*)a[7], (const T*)a[8] + lo * H, a[9] ? (const T*)a[9] + lo * H : 0, \
+                            (T*)a[10] + lo * H, (T*)a[11] + lo * H, a[12], (T*)a[13] + lo * H);     \
+}                                                                                                   \
+void nnx_task_gru_scan_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                          \
+    (void)part;                                                                                     \
+    const i64 H = a[4], S = 4 * H, ldh = a[12];                                                     \
+    nnx_gru_scan_fwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], (T*)a[6] + lo * S,  \
+                           (const T*)a[7], (const T*)a[8], (const T*)a[9] + lo * H, (T*)a[10] + lo * H, \
+                           (T*)a[11] + lo * ldh, ldh, (T*)a[13] + lo * H, (T*)a[14] + lo * 3 * H);  \
+}                                                                                                   \
+void nnx_task_gru_scan_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                          \
+    (void)part;                                                                                     \
+    const i64 H = a[4], S = 4 * H, ldh = a[9];                                                      \
+    nnx_gru_scan_bwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], (T*)a[6] + lo * S,  \
+                           (const T*)a[7], (const T*)a[8] + lo * ldh, ldh, a[10] ? (const T*)a[10] + lo * H : 0, \
+                           (T*)a[11] + lo * 3 * H, (T*)a[12] + lo * H, (T*)a[13] + lo * H);         \
+}                                                                                                   \
+void nnx_task_rnn_scan_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                          \
+    (void)part;                                                                                     \
+    const i64 H = a[4], ldh = a[12];                                                                \
+    nnx_rnn_scan_fwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], a[6], (T*)a[7] + lo * H, \
+                           (const T*)a[8], (const T*)a[9] + lo * H, (T*)a[10] + lo * H, (T*)a[11] + lo * ldh, \
+                           ldh, (T*)a[13] + lo * H);                                                \
+}                                                                                                   \
+void nnx_task_rnn_scan_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                          \
+    (void)part;                                                                                     \
+    const i64 H = a[4];                                                                             \
+    nnx_rnn_scan_bwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], a[6], (T*)a[7] + lo * H, \
+                           (const T*)a[8], a[9] ? (const T*)a[9] + lo * H : 0, (T*)a[10] + lo * H); \
+}                                                                                                   \
+/* out, cols, G, KK, Cg, length, run, offsets; rows = samples */                                    \
+void nnx_task_shift_add_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                             \
+    (void)part;                                                                                     \
+    nnx_shift_add_##SUF((T*)a[0] + lo * a[2] * a[4] * a[5], (const T*)a[1] + lo * a[2] * a[3] * a[4] * a[6], \
+                        (hi - lo) * a[2], a[3], a[4], a[5], a[6], (const i64*)a[7]);                \
+}
+
+NNX_TASKS(float, f32)
+NNX_TASKS(double, f64)

@@ -16,8 +16,11 @@ build is written to a temporary name and renamed into place, so processes that b
 (test workers, data-parallel ranks) never load a partial file. ``-march=native`` is used where
 the compiler accepts it (the CPU is part of the name).
 
-ctypes releases the GIL for the call, so the adapter splits the rows of a kernel over its
-thread pool like its NumPy passes.
+ctypes releases the GIL for the call. The kernels a training step spends most time in run on
+nnx's C thread pool (``host_pool.c``, included by ``host_kernels.c``): :meth:`HostKernels.run`
+hands a kernel's rows to workers that spin for the next task, ~0.2 us against ~100 us for a
+hand-off through Python's thread pool on the 2-vCPU VM, so kernels of tens of microseconds
+split profitably. Their tasks are listed in ``_TASKS``.
 """
 
 from __future__ import annotations
@@ -36,12 +39,17 @@ from typing import Any
 
 import numpy as np
 
+from .threads import get_num_threads, hold_blas_one_thread
+
 __all__ = ["ENV", "HostKernels", "kernels", "ptr", "reason", "supports", "writable_over"]
 
 #: set to 0 to turn the host kernels off (the NumPy passes run instead)
 ENV = "NNX_HOST_KERNELS"
 SOURCE = Path(__file__).with_name("host_kernels.c")
-_BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast", "-std=c99"]
+#: sources SOURCE includes (part of the build's name)
+_INCLUDED = (Path(__file__).with_name("host_pool.c"),)
+_BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast",
+               "-std=c99"]
 
 _lock = threading.Lock()
 _state: dict[str, Any] = {"done": False, "lib": None, "reason": "not built yet"}
@@ -74,12 +82,6 @@ _SIGNATURES = {
     "nnx_lstm_bwd": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I],
     "nnx_gru_fwd": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _P, _I],
     "nnx_gru_bwd": [_P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I, _P, _I],
-    "nnx_lstm_scan_fwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P, _P],
-    "nnx_lstm_scan_bwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P],
-    "nnx_gru_scan_fwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P, _I, _P, _P],
-    "nnx_gru_scan_bwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _I, _P, _P, _P, _P],
-    "nnx_rnn_scan_fwd": [_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _I, _P],
-    "nnx_rnn_scan_bwd": [_P, _I, _I, _I, _I, _I, _I, _P, _P, _P, _P],
     "nnx_adam": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D],
     "nnx_shift_add": [_P, _P, _I, _I, _I, _I, _I, _P],
     "nnx_conv_direct_fwd": [_P, _I, _I, _I, _I, _I, _P, _I, _I, _I, _I, _I, _I, _I, _P, _P, _P],
@@ -88,6 +90,19 @@ _SIGNATURES = {
     "nnx_maxpool_bwd": [_P, _P, _I, _I, _I, _I, _P],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+#: kernels with a task for nnx_pool_run (``nnx_task_<name>_<f32|f64>`` in host_kernels.c)
+_TASKS = ("maxpool_fwd", "maxpool_bwd", "conv_direct_fwd", "conv_direct_dw", "gemm_conv_fwd", "gemm_conv_bwd",
+          "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd",
+          "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add")
+
+#: Kernels over fewer elements than this run whole on the calling thread. Measured with
+#: benchmarks/bench_threads.py --pool (2-vCPU Xeon VM, float32 ReLU backward, 1 -> 2 threads).
+MIN_TASK_ELEMENTS = 1 << 15
+
+#: How long (microseconds) the C pool's workers spin for the next task before they sleep:
+#: ``NNX_SPIN_US``, default below.
+SPIN_ENV = "NNX_SPIN_US"
+DEFAULT_SPIN_US = 200
 
 
 class HostKernels:
@@ -102,12 +117,41 @@ class HostKernels:
                 f.argtypes = argtypes
                 f.restype = None
                 self._fns[(name, dt)] = f
+        self._tasks = {(name, dt): ctypes.cast(getattr(lib, f"nnx_task_{name}_{suf}"), ctypes.c_void_p).value
+                       for name in _TASKS for dt, suf in _SUFFIX.items()}
+        self._pool_run = lib.nnx_pool_run
+        self._pool_run.argtypes, self._pool_run.restype = [_P, _P, _I, _I, _I], None
+        self.pool_shutdown = lib.nnx_pool_shutdown
+        self.pool_shutdown.argtypes, self.pool_shutdown.restype = [], None
+        self.pool_workers = lib.nnx_pool_workers
+        self.pool_workers.argtypes, self.pool_workers.restype = [], _I
+        self.spin_us = _spin_us()
+
+    def run(self, name: str, dtype: np.dtype, args: tuple[int | None, ...], n_rows: int, n_elements: int,
+            threads: int | None = None) -> None:
+        """The task of kernel ``name`` over rows ``[0, n_rows)``, its arguments ``args`` (ints;
+        None for a NULL pointer): on ``threads`` (default ``threads.get_num_threads()``) threads
+        of the C pool, or on the calling thread alone under :data:`MIN_TASK_ELEMENTS` elements.
+        A task that indexes per-thread scratch by its part needs ``min(n_rows, threads)`` blocks."""
+        if threads is None:
+            threads = get_num_threads()
+        if n_elements < MIN_TASK_ELEMENTS:
+            threads = 1
+        elif threads > 1:
+            hold_blas_one_thread()  # OpenBLAS's spinning workers would take the pool's cores
+        words = (ctypes.c_longlong * len(args))(*(0 if a is None else a for a in args))
+        self._pool_run(self._tasks[(name, dtype)], words, n_rows, threads, self.spin_us)
 
     def fn(self, name: str, dtype: np.dtype) -> Any:
         return self._fns[(name, dtype)]
 
     def __repr__(self) -> str:
         return f"HostKernels({str(self.path)!r})"
+
+
+def _spin_us() -> int:
+    value = os.environ.get(SPIN_ENV, "").strip()
+    return int(value) if value.isdigit() else DEFAULT_SPIN_US
 
 
 def supports(*arrays: np.ndarray) -> bool:
@@ -185,7 +229,7 @@ def _build() -> tuple[HostKernels | None, str]:
     folder = _cache_dir()
     if folder is None:
         return None, "no private cache folder (set NNX_CACHE_DIR to a folder only you can write to)"
-    source = SOURCE.read_bytes()
+    source = b"".join(path.read_bytes() for path in (SOURCE, *_INCLUDED))
     version = _run([cc, "--version"]).stdout
     for flags in (_BASE_FLAGS + ["-march=native"], _BASE_FLAGS):
         key = hashlib.sha256(b"\0".join([source, cc.encode(), version.encode(), " ".join(flags).encode(),
@@ -222,6 +266,11 @@ def kernels() -> HostKernels | None:
             except (OSError, subprocess.SubprocessError) as e:
                 lib, why = None, f"build failed: {e}"
             _state.update(lib=lib, reason=why, done=True)
+    return _state["lib"]
+
+
+def loaded() -> HostKernels | None:
+    """The host kernels if they are already loaded (builds nothing)."""
     return _state["lib"]
 
 

@@ -15,10 +15,11 @@ from .base import Backend, erf_standard
 from .heap import keep_freed_memory
 from .numpy_direct_conv import NumpyDirectConv
 from .numpy_fused import NumpyFused
+from .numpy_gemm_conv import NumpyGemmConv
 from .numpy_norm import NumpyNorm
 from .numpy_pool import NumpyPool
 from .numpy_winograd import NumpyWinograd
-from .threads import split_matmul
+from .threads import pool_matmul, split_matmul
 
 
 def probe() -> str | None:
@@ -28,7 +29,7 @@ def probe() -> str | None:
     return None
 
 
-class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyDirectConv, NumpyFused, Backend):
+class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyDirectConv, NumpyGemmConv, NumpyFused, Backend):
     name = "numpy"
     host_memory = True
     xp = np
@@ -66,6 +67,8 @@ class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyDirectConv, NumpyFu
         return erf(x).astype(x.dtype, copy=False)
 
     def matmul_into(self, a: np.ndarray, b: np.ndarray, out: np.ndarray) -> np.ndarray:
+        if pool_matmul(a, b, out) is not None:  # on nnx's C pool, OpenBLAS at one thread
+            return out
         return np.matmul(a, b, out=out)
 
     def sliding_windows(self, x: np.ndarray, window: tuple[int, ...], axes: tuple[int, ...]) -> np.ndarray:

@@ -2,7 +2,7 @@
 ``host_kernels.c``'s ``nnx_conv_direct_fwd`` / ``nnx_conv_direct_dw``, for the convolutions with
 few taps per output that ``nnx/functional/_direct_conv.py``'s rule sends here (LeNet-5's first
 layer: forward 0.95 -> 0.36 ms, weight gradient 0.53 ms against ~1 ms for the flat-shift path).
-The forward is split over nnx's pool by sample, the weight gradient by output channel (each
+The forward is split over nnx's C thread pool by sample, the weight gradient by output channel (each
 channel's sums in the same order whatever the split: bit-identical for every thread count).
 Other dtypes and a machine without the host kernels take the reference.
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
-from .threads import parallel_rows
+from .threads import get_num_threads
 
 #: the kernels' block of positions and of output channels (NNX_DJ, NNX_DO in host_kernels.c)
 _DJ, _DO = 32, 4
@@ -40,15 +40,12 @@ class NumpyDirectConv:
         n, c, h, w = x.shape
         o, _, kh, kw = weight.shape
         y = np.empty((n, o, out[0], out[1]), dtype=x.dtype)
-        f = lib.fn("nnx_conv_direct_fwd", x.dtype)
         size = _scratch(c, kh, kw, out[0], out[1])
-
-        def work(lo: int, hi: int) -> None:
-            scratch = np.empty(size, dtype=x.dtype)
-            f(x.ctypes.data, lo, hi, c, h, w, weight.ctypes.data, o, kh, kw, pads[0], pads[1], out[0], out[1],
-              hk.ptr(bias), y.ctypes.data, scratch.ctypes.data)
-
-        parallel_rows(work, n, y.size * c * kh * kw)
+        t = get_num_threads()
+        scratch = np.empty(size * min(n, t), dtype=x.dtype)  # one block per thread
+        lib.run("conv_direct_fwd", x.dtype, (x.ctypes.data, c, h, w, weight.ctypes.data, o, kh, kw, pads[0], pads[1],
+                                             out[0], out[1], hk.ptr(bias), y.ctypes.data, scratch.ctypes.data, size),
+                n, y.size * c * kh * kw, t)
         return y
 
     def conv2d_direct_weight_grad(self, x, dy, kernel, pads):
@@ -60,13 +57,10 @@ class NumpyDirectConv:
         o, oh, ow = g.shape[1:]
         kh, kw = kernel
         dw = np.empty((o, c, kh, kw), dtype=x.dtype)
-        f = lib.fn("nnx_conv_direct_dw", x.dtype)
         size = _scratch(c, kh, kw, oh, ow)
-
-        def work(lo: int, hi: int) -> None:
-            scratch = np.empty(size, dtype=x.dtype)
-            f(x.ctypes.data, g.ctypes.data, lo, hi, n, c, h, w, o, kh, kw, pads[0], pads[1], oh, ow, dw.ctypes.data,
-              scratch.ctypes.data)
-
-        parallel_rows(work, o, g.size * c * kh * kw)
+        t = get_num_threads()
+        scratch = np.empty(size * min(o, t), dtype=x.dtype)  # one block per thread
+        lib.run("conv_direct_dw", x.dtype, (x.ctypes.data, g.ctypes.data, n, c, h, w, o, kh, kw, pads[0], pads[1], oh,
+                                            ow, dw.ctypes.data, scratch.ctypes.data, size),
+                o, g.size * c * kh * kw, t)
         return dw

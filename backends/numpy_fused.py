@@ -51,10 +51,12 @@ class NumpyFused(NumpyRecurrentCells):
             z = out
             if z is None:
                 z = np.empty(x.shape, dtype=np.result_type(x, bias) if bias is not None else x.dtype)
+            x2, z2 = _rows(x), _rows(z)
+            if act == "relu" and _relu_task(x2, bias, z2):
+                return z, z
             if x.ndim == 2 and (z.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):
                 _bias_act_rows(x, bias, z, act)  # one chunk (a recurrent time step): no closure
                 return z, z
-            x2, z2 = _rows(x), _rows(z)
             bias2 = _rows(bias) if bias is not None and bias.ndim > 1 else None  # a full addend (B, H)
 
             def work(lo: int, hi: int) -> None:
@@ -84,7 +86,9 @@ class NumpyFused(NumpyRecurrentCells):
             return dz, None
         if act in ("relu", "tanh", "sigmoid") and dy.ndim >= 1 and dy.shape == saved.shape:
             dz = np.empty(dy.shape, dtype=np.result_type(dy, saved)) if out is None else out
-            if dy.ndim == 2 and (dz.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):
+            if act == "relu" and _relu_backward_task(dy, saved, dz):
+                pass
+            elif dy.ndim == 2 and (dz.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):
                 _act_backward_rows(dy, saved, dz, act)  # one chunk (a recurrent time step): no closure
             else:
                 dy2, s2, dz2 = _rows(dy), _rows(saved), _rows(dz)
@@ -112,14 +116,8 @@ class NumpyFused(NumpyRecurrentCells):
             return super().shift_add(out, cols, offsets, run, lo)
         g, cg, length = out.shape[1:]
         off = np.ascontiguousarray(offsets, dtype=np.int64)
-        fn, step = lib.fn("nnx_shift_add", out.dtype), g * cg * length * out.itemsize
-        cstep = g * len(offsets) * cg * run * cols.itemsize
-
-        def work(a: int, z: int) -> None:
-            fn(out.ctypes.data + (lo + a) * step, cols.ctypes.data + a * cstep, (z - a) * g, len(offsets), cg, length,
-               run, off.ctypes.data)
-
-        parallel_rows(work, n, cols.size)
+        lib.run("shift_add", out.dtype, (out.ctypes.data + lo * g * cg * length * out.itemsize, cols.ctypes.data, g,
+                                         len(offsets), cg, length, run, off.ctypes.data), n, cols.size)
         return out
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
@@ -177,6 +175,27 @@ class NumpyFused(NumpyRecurrentCells):
 
 
 # ---------------------------------------------------------------------------- row kernels
+def _relu_task(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray) -> bool:
+    """``z = relu(x + bias)`` over rows by the host kernel on nnx's C pool; False (nothing done)
+    where the kernel does not apply (no kernels, other dtypes or layouts, a full-size addend)."""
+    lib = hk.kernels()
+    if (lib is None or x.ndim != 2 or not (hk.supports(x, z, bias) if bias is not None else hk.supports(x, z))
+            or x.shape != z.shape or (bias is not None and bias.shape != (x.shape[1],)) or not hk.writable_over(z, x)):
+        return False
+    lib.run("bias_relu_fwd", x.dtype, (x.ctypes.data, hk.ptr(bias), x.shape[1], z.ctypes.data), x.shape[0], x.size)
+    return True
+
+
+def _relu_backward_task(g: np.ndarray, y: np.ndarray, d: np.ndarray) -> bool:
+    """``d = g * (y > 0)`` by the host kernel on nnx's C pool, split by elements; False where it
+    does not apply."""
+    lib = hk.kernels()
+    if lib is None or not hk.supports(g, y, d) or not g.shape == y.shape == d.shape or not hk.writable_over(d, g, y):
+        return False
+    lib.run("relu_bwd", g.dtype, (g.ctypes.data, y.ctypes.data, d.ctypes.data), g.size, g.size)
+    return True
+
+
 def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: str) -> None:
     """``z = act(x + bias)`` for relu, tanh, sigmoid (``z`` may be ``x`` itself)."""
     if act == "relu" and x.ndim == 2:

@@ -1,6 +1,6 @@
 """NumPy override of max pooling (``fused_api.py``'s im2col/argmax formulation is the reference):
 one host-kernel pass forward, keeping each window's maximum as an int32 index in its plane, and
-one pass backward that adds ``dy`` at those indices, both split over nnx's pool by plane. Other
+one pass backward that adds ``dy`` at those indices, both split over nnx's C thread pool by plane. Other
 dtypes, non-contiguous inputs and a machine without the host kernels take the reference.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
-from .threads import parallel_rows
 
 
 class NumpyPool:
@@ -26,10 +25,9 @@ class NumpyPool:
         n, c, h, w = x.shape
         y = np.empty((n, c, out[0], out[1]), dtype=x.dtype)
         idx = np.empty((n, c, out[0], out[1]), dtype=np.int32)
-        f, xa = lib.fn("nnx_maxpool_fwd", x.dtype), x.ctypes.data
-        args = (h, w, kernel[0], kernel[1], stride[0], stride[1], dilation[0], dilation[1], pads[0], pads[1],
-                out[0], out[1], y.ctypes.data, idx.ctypes.data)
-        parallel_rows(lambda lo, hi: f(xa, lo, hi, *args), n * c, x.size)
+        lib.run("maxpool_fwd", x.dtype, (x.ctypes.data, h, w, kernel[0], kernel[1], stride[0], stride[1], dilation[0],
+                                         dilation[1], pads[0], pads[1], out[0], out[1], y.ctypes.data, idx.ctypes.data),
+                n * c, x.size)
         return y, ("host", idx)
 
     def max_pool2d_backward(self, dy, saved, shape, kernel, stride, dilation, pads, out):
@@ -44,6 +42,6 @@ class NumpyPool:
             np.add.at(dx, (np.arange(n * c)[:, None], idx.reshape(n * c, -1)), g.reshape(n * c, -1))
             return dx.reshape(shape)
         dx = np.empty(shape, dtype=g.dtype)
-        f, ga, ia, da = lib.fn("nnx_maxpool_bwd", g.dtype), g.ctypes.data, idx.ctypes.data, dx.ctypes.data
-        parallel_rows(lambda lo, hi: f(ga, ia, lo, hi, h * w, out[0] * out[1], da), n * c, dx.size)
+        lib.run("maxpool_bwd", g.dtype, (g.ctypes.data, idx.ctypes.data, h * w, out[0] * out[1], dx.ctypes.data), n * c,
+                dx.size)
         return dx

@@ -383,23 +383,24 @@ class NumpyRecurrentCells:
         h0 = np.ascontiguousarray(h0)
         h_n = np.empty((batch, hid), dtype=dt)
         head = (gemm, ilp64, steps, batch, hid, int(reverse))
+        work = steps * batch * hid * w_hh.shape[0]  # the recurrent products' multiply-adds
         if cell == "LSTM":
             c_n = np.empty((batch, hid), dtype=dt)
-            lib.fn("nnx_lstm_scan_fwd", dt)(*head, buf.ctypes.data, w_hhT.ctypes.data, h0.ctypes.data,
-                                            np.ascontiguousarray(c0).ctypes.data, out.ctypes.data,
-                                            h_prev.ctypes.data, _steps_ld(h_prev), c_prev.ctypes.data,
-                                            h_n.ctypes.data, c_n.ctypes.data)
+            lib.run("lstm_scan_fwd", dt, (*head, buf.ctypes.data, w_hhT.ctypes.data, h0.ctypes.data,
+                                          np.ascontiguousarray(c0).ctypes.data, out.ctypes.data, h_prev.ctypes.data,
+                                          _steps_ld(h_prev), c_prev.ctypes.data, h_n.ctypes.data, c_n.ctypes.data),
+                    batch, work)
             return h_n, c_n
         if cell == "GRU":
             gh = _scratch("scan_gh", (batch, 3 * hid), dt)
             bias = None if b_hn is None else np.ascontiguousarray(b_hn, dtype=dt)
-            lib.fn("nnx_gru_scan_fwd", dt)(*head, buf.ctypes.data, w_hhT.ctypes.data, HK.ptr(bias), h0.ctypes.data,
-                                           out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev), h_n.ctypes.data,
-                                           gh.ctypes.data)
+            lib.run("gru_scan_fwd", dt, (*head, buf.ctypes.data, w_hhT.ctypes.data, HK.ptr(bias), h0.ctypes.data,
+                                         out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev), h_n.ctypes.data,
+                                         gh.ctypes.data), batch, work)
             return h_n, None
-        lib.fn("nnx_rnn_scan_fwd", dt)(*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hhT.ctypes.data,
-                                       h0.ctypes.data, out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev),
-                                       h_n.ctypes.data)
+        lib.run("rnn_scan_fwd", dt, (*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hhT.ctypes.data, h0.ctypes.data,
+                                     out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev), h_n.ctypes.data),
+                batch, work)
         return h_n, None
 
     def recurrent_scan_backward(self, cell, buf, w_hh, h_prev, c_prev, dout, dh_n, dc_n, reverse, dgh):
@@ -415,19 +416,21 @@ class NumpyRecurrentCells:
         dh = np.zeros((batch, hid), dtype=dt) if dh_n is None else np.array(dh_n, dtype=dt, order="C")
         dout = None if dout is None else np.ascontiguousarray(dout, dtype=dt)
         head = (gemm, ilp64, steps, batch, hid, int(reverse))
+        work = steps * batch * hid * w_hh.shape[0]
+        tmp = _scratch("scan_tmp", (batch, hid), dt)
         if cell == "LSTM":
             dc = np.empty((batch, hid), dtype=dt) if dc_n is None else np.array(dc_n, dtype=dt, order="C")
-            lib.fn("nnx_lstm_scan_bwd", dt)(*head, buf.ctypes.data, w_hh.ctypes.data, c_prev.ctypes.data,
-                                            HK.ptr(dout), dh.ctypes.data, dc.ctypes.data, int(dc_n is not None),
-                                            _scratch("scan_tmp", (batch, hid), dt).ctypes.data)
+            lib.run("lstm_scan_bwd", dt, (*head, buf.ctypes.data, w_hh.ctypes.data, c_prev.ctypes.data, HK.ptr(dout),
+                                          dh.ctypes.data, dc.ctypes.data, int(dc_n is not None), tmp.ctypes.data),
+                    batch, work)
             return dh, dc
         if cell == "GRU":
-            lib.fn("nnx_gru_scan_bwd", dt)(*head, buf.ctypes.data, w_hh.ctypes.data, h_prev.ctypes.data,
-                                           _steps_ld(h_prev), HK.ptr(dout), dgh.ctypes.data, dh.ctypes.data,
-                                           _scratch("scan_tmp", (batch, hid), dt).ctypes.data)
+            lib.run("gru_scan_bwd", dt, (*head, buf.ctypes.data, w_hh.ctypes.data, h_prev.ctypes.data,
+                                         _steps_ld(h_prev), HK.ptr(dout), dgh.ctypes.data, dh.ctypes.data,
+                                         tmp.ctypes.data), batch, work)
             return dh, None
-        lib.fn("nnx_rnn_scan_bwd", dt)(*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hh.ctypes.data,
-                                       HK.ptr(dout), dh.ctypes.data)
+        lib.run("rnn_scan_bwd", dt, (*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hh.ctypes.data, HK.ptr(dout),
+                                     dh.ctypes.data), batch, work)
         return dh, None
 
 

@@ -24,8 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["MIN_PARALLEL_ELEMENTS", "MIN_SPLIT_MACS", "blas_one_thread", "get_num_threads", "parallel_rows",
-           "set_num_threads", "split_matmul"]
+__all__ = ["MIN_PARALLEL_ELEMENTS", "MIN_POOL_MACS", "MIN_SPLIT_MACS", "blas_one_thread", "get_num_threads",
+           "hold_blas_one_thread", "parallel_rows", "pool_matmul", "set_num_threads", "split_matmul"]
 
 #: Elementwise passes over fewer elements than this run on one thread. Measured with
 #: benchmarks/bench_threads.py (2-vCPU Xeon VM, NumPy 2, float32 multiply-add pass, 1 -> 2 threads):
@@ -78,6 +78,11 @@ def set_num_threads(n: int) -> None:
             _state["limiter"] = threadpoolctl.threadpool_limits(limits=n)
     if old_pool is not None:
         old_pool.shutdown(wait=True)
+    from . import host_kernels  # the C pool (host_pool.c) keeps its threads between runs: fewer now
+
+    lib = host_kernels.loaded()
+    if lib is not None and lib.pool_workers() > n - 1:
+        lib.pool_shutdown()
 
 
 def _pool(n: int) -> ThreadPoolExecutor:
@@ -212,6 +217,24 @@ def cblas_gemm() -> tuple[int, int, bool] | None:
 
 
 @contextmanager
+def blas_threads(n: int) -> Iterator[bool]:
+    """NumPy's OpenBLAS at ``n`` threads inside the block, restored on leaving (yields False,
+    setting nothing, where that BLAS is not OpenBLAS): for C code that calls its GEMMs one after
+    another and lets OpenBLAS split each (the recurrent time loops)."""
+    fns = _openblas_functions()
+    if fns is None:
+        yield False
+        return
+    set_n, get_n = fns
+    old = get_n()
+    set_n(n)
+    try:
+        yield True
+    finally:
+        set_n(old)
+
+
+@contextmanager
 def blas_one_thread() -> Iterator[bool]:
     """Hold NumPy's OpenBLAS at one thread inside the block (yields False, holding nothing, where
     that BLAS is not OpenBLAS): for GEMMs that nnx's pool splits itself. The setting is
@@ -236,6 +259,91 @@ def blas_one_thread() -> Iterator[bool]:
 MIN_SPLIT_MACS = 1 << 26
 
 
+def hold_blas_one_thread() -> None:
+    """Set NumPy's OpenBLAS to one thread (if it is not already) for good: called when nnx's C
+    pool runs on more than one thread. OpenBLAS's workers spin ~0.1 s after each threaded GEMM,
+    and with nnx's spinning workers there are more busy threads than cores (measured, LeNet-5 at 2
+    threads on the 2-vCPU VM: 10.0 ms per step with OpenBLAS at 2 threads, 4.3 ms at 1). nnx splits
+    its own products over its pool instead (:func:`pool_matmul`); threadpoolctl can raise the
+    setting again for other NumPy work."""
+    fns = _openblas_functions()
+    if fns is not None and fns[1]() != 1:
+        fns[0](1)
+
+
+#: products under this many multiply-adds run whole on the calling thread (:func:`pool_matmul`)
+#: (measured with benchmarks/bench_threads.py --gemm, 2-vCPU VM, float32).
+MIN_POOL_MACS = 1 << 21
+
+
+def _gemm_operand(x: Any, rows: int, cols: int) -> tuple[Any, int, int, int]:
+    """``(array, trans, ld, batch stride)`` of ``x`` (2-d or 3-d, last two axes ``rows x cols``)
+    for cblas: row-major as is (111) or a transposed row-major matrix (112); a copy where neither."""
+    import numpy as np
+
+    item = x.itemsize
+    st = x.strides
+    batch = st[0] // item if x.ndim == 3 else 0
+    if x.ndim == 3 and (st[0] % item or st[0] < 0):
+        x = np.ascontiguousarray(x)
+        st, batch = x.strides, rows * cols
+    if st[-1] == item and st[-2] % item == 0 and st[-2] >= cols * item:
+        return x, 111, st[-2] // item, batch
+    if st[-2] == item and st[-1] % item == 0 and st[-1] >= rows * item:
+        return x, 112, st[-1] // item, batch
+    x = np.ascontiguousarray(x)
+    return x, 111, cols, rows * cols if x.ndim == 3 else 0
+
+
+def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
+    """``numpy.matmul(a, b)`` (into ``out`` where given) on nnx's C thread pool, NumPy's own cblas
+    GEMM at one thread per part: a 2-d product cut into one part per thread by rows of the result,
+    or by its columns where they are more (each part packs its block of one operand and all of the
+    other); a batch (``a`` or ``b`` 3-d, the other 2-d or 3-d with the same batch) cut by the batch.
+    None where it does not apply (one thread, products under :data:`MIN_POOL_MACS` multiply-adds,
+    other shapes, dtypes or layouts, no host kernels, a BLAS that is not OpenBLAS); the caller then
+    takes ``numpy.matmul``. Deterministic for a given thread count; 2-d products agree with one
+    thread to rounding (OpenBLAS's kernels for a block of rows need not round as for the whole)."""
+    import numpy as np
+
+    from . import host_kernels
+
+    lib, gemm = host_kernels.kernels(), cblas_gemm()
+    if (lib is None or gemm is None or a.ndim not in (2, 3) or b.ndim not in (2, 3) or a.dtype != b.dtype
+            or a.dtype not in (np.float32, np.float64) or type(a) is not np.ndarray or type(b) is not np.ndarray):
+        return None
+    m, k = a.shape[-2:]
+    cols = b.shape[-1]
+    batch = a.shape[0] if a.ndim == 3 else b.shape[0] if b.ndim == 3 else 1
+    if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]) or 0 in (m, k, cols, batch):
+        return None
+    n = get_num_threads()
+    if n < 2 or batch * m * k * cols < MIN_POOL_MACS or (a.ndim == b.ndim == 2 and max(m, cols) < 2 * n):
+        return None  # small: numpy.matmul on the calling thread costs less than the hand-off
+    shape = (m, cols) if a.ndim == b.ndim == 2 else (batch, m, cols)
+    if out is not None and (type(out) is not np.ndarray or out.shape != shape or out.dtype != a.dtype
+                            or out.strides[-1] != out.itemsize or (out.ndim == 3 and out.strides[0] % out.itemsize)
+                            or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
+        return None
+    if out is not None and out.strides[-2] < cols * out.itemsize:
+        return None
+    c = np.empty(shape, dtype=a.dtype) if out is None else out
+    a, ta, lda, sa = _gemm_operand(a, m, k)
+    b, tb, ldb, sb = _gemm_operand(b, k, cols)
+    fn = gemm[0] if a.dtype == np.float32 else gemm[1]
+    ldc = c.strides[-2] // c.itemsize
+    hold_blas_one_thread()
+    if c.ndim == 2:
+        by_cols = int(cols > m)  # each part packs all of the smaller side's operand
+        lib.run("gemm", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, b.ctypes.data, ldb,
+                                  c.ctypes.data, ldc, n, by_cols), n, m * k * cols, n)
+    else:
+        sc = c.strides[0] // c.itemsize
+        lib.run("gemm_batch", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, sa, b.ctypes.data,
+                                        ldb, sb, c.ctypes.data, ldc, sc), batch, batch * m * k * cols, n)
+    return c
+
+
 def split_matmul(a: Any, b: Any) -> Any:
     """``numpy.matmul(a, b)`` on nnx's threads only: OpenBLAS is held at one thread, and a large
     batch of products (``a`` or ``b`` 3-d, the other 2-d or 3-d with the same batch) is cut over
@@ -253,6 +361,9 @@ def split_matmul(a: Any, b: Any) -> Any:
     Other shapes and dtypes, one thread and a BLAS that is not OpenBLAS take ``numpy.matmul``."""
     import numpy as np
 
+    got = pool_matmul(a, b)
+    if got is not None:
+        return got
     n = get_num_threads()
     if (n <= 1 or a.ndim < 2 or b.ndim < 2 or max(a.ndim, b.ndim) > 3 or a.dtype != b.dtype
             or a.dtype not in (np.float32, np.float64) or _openblas_functions() is None):

@@ -27,6 +27,7 @@ DATA = ["tests/data/test_data.py"]
 SCAN = ["tests/backends/test_recurrent_scan.py"]
 WINO = ["tests/backends/test_host_kernels.py", "tests/functional/test_winograd.py"]
 DIRECT = ["tests/backends/test_host_direct_conv.py"]
+POOL = ["tests/backends/test_host_pool.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [
@@ -120,6 +121,13 @@ MUTATIONS = [
      "+ t[i * 3 + 2] * G[j * 3 + 1];", WINO),
     ("wino-filter-grad-transposed-g", "backends/host_kernels.c", "acc += G[i * 3 + k] * d[i * a + j];",
      "acc += G[i * 3 + k] * d[j * a + i];", WINO),
+    ("gemm-conv-bias-dropped", "backends/host_kernels.c", "for (i64 j = 0; j < OW; ++j) d[j] = s[j] + b0;",
+     "for (i64 j = 0; j < OW; ++j) d[j] = s[j];", POOL),
+    ("gemm-conv-dw-not-accumulated", "backends/host_kernels.c", "n == s0 ? (T)0 : (T)1,", "(T)0,", POOL),
+    ("pool-gemm-column-offset", "backends/host_kernels.c", "B += a[3] == 112 ? p0 * a[10] : p0;",
+     "B += a[3] == 112 ? p0 : p0;", POOL),
+    ("pool-scan-rows-cell-state", "backends/host_kernels.c", "(T*)a[13] + lo * H, (T*)a[14] + lo * H, (T*)a[15]",
+     "(T*)a[13], (T*)a[14] + lo * H, (T*)a[15]", POOL),
     ("direct-conv-pad-offset", "backends/host_kernels.c",
      "memcpy(xp + c * plane + dr * WP + pl + c0,", "memcpy(xp + c * plane + dr * WP + c0,", DIRECT),
     ("direct-conv-bias-of-block", "backends/host_kernels.c",

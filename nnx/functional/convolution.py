@@ -47,7 +47,7 @@ from typing import Any
 
 import nnx_backends as backends
 
-from . import _direct_conv, winograd
+from . import _direct_conv, _gemm_conv, winograd
 from ._device import device_shaped
 from ._device_conv import conv2d_device
 from ._flat_shift import conv2d_stride1
@@ -172,6 +172,8 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
         return winograd.conv2d_winograd_forward(x, weight, bias, pads, tile)
     if _direct_conv.applicable(b, x, weight, stride_, dilation_, groups, pads):
         return _direct_conv.conv2d_direct_forward(b, x, weight, bias, pads, out)
+    if _gemm_conv.applicable(b, x, weight, stride_, dilation_, groups, pads):
+        return _gemm_conv.conv2d_gemm_forward(b, x, weight, bias, pads, out)
     if device_shaped(b):  # GPUs: a few whole-batch operations (see _device_conv)
         return conv2d_device(b, x, weight, bias, pads, stride_, dilation_, groups, out)
     if stride_ == (1, 1) and kernel != (1, 1):

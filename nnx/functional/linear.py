@@ -45,18 +45,19 @@ def linear_forward(x: Array, weight: Array, bias: Array | None = None) -> tuple[
     ``backward(dy, input_grad=True)`` returns ``(dx, (dweight, dbias))``; ``dx`` is None when
     ``input_grad`` is False (the first layer of a network skips that matrix product).
     """
-    xp = backends.backend_of(x).xp
+    b = backends.backend_of(x)
+    xp = b.xp
     x2 = _rows(xp, x)
-    y = xp.matmul(x2, xp.matrix_transpose(weight))
+    y = b.matmul(x2, xp.matrix_transpose(weight))
     if bias is not None:
         y += bias
     y = _unrows(xp, y, x)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dy2 = _rows(xp, dy)
-        dweight = xp.matmul(xp.matrix_transpose(dy2), x2)
+        dweight = b.matmul(xp.matrix_transpose(dy2), x2)
         dbias = xp.sum(dy2, axis=0) if bias is not None else None
-        dx = _unrows(xp, xp.matmul(dy2, weight), x) if input_grad else None
+        dx = _unrows(xp, b.matmul(dy2, weight), x) if input_grad else None
         return dx, (dweight, dbias)
 
     return y, backward
@@ -71,13 +72,13 @@ def linear_act_forward(x: Array, weight: Array, bias: Array | None, act: str) ->
     b = backends.backend_of(x)
     xp = b.xp
     x2 = _rows(xp, x)
-    y, saved = b.bias_act_forward(xp.matmul(x2, xp.matrix_transpose(weight)), bias, act)
+    y, saved = b.bias_act_forward(b.matmul(x2, xp.matrix_transpose(weight)), bias, act)
     y = _unrows(xp, y, x)
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dz, dbias = b.bias_act_backward(_rows(xp, dy), saved, act, has_bias=bias is not None)
-        dweight = xp.matmul(xp.matrix_transpose(dz), x2)
-        dx = _unrows(xp, xp.matmul(dz, weight), x) if input_grad else None
+        dweight = b.matmul(xp.matrix_transpose(dz), x2)
+        dx = _unrows(xp, b.matmul(dz, weight), x) if input_grad else None
         return dx, (dweight, dbias)
 
     return y, backward

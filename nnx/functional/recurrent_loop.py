@@ -75,7 +75,7 @@ def _input_projection(b: Any, cell: Cell, x2: Array, weights: tuple, ws: Workspa
         buf = ws.take(xp, (x2.shape[0], w_ih.shape[0]), x2.dtype, b.device_of(x2), type(x2))
         xg = b.matmul_into(x2, w_ihT, buf)
     else:
-        xg = xp.matmul(x2, w_ihT)
+        xg = b.matmul(x2, w_ihT)
     if bias is not None:
         xg += bias
     return xg, buf
@@ -201,7 +201,7 @@ def _direction_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_
         dh, dc = _loop_backward(tape, dout, dh_n, dc_n, dgx, dgh, dproj)
     dz = xp.reshape(dgx.stacked(), (-1, w_ih.shape[0]))
     grads = _weight_grads(xp, tape, dz, dgh, dproj)
-    dx = xp.reshape(xp.matmul(dz, w_ih), (steps, -1, w_ih.shape[1])) if need_dx else None
+    dx = xp.reshape(b.matmul(dz, w_ih), (steps, -1, w_ih.shape[1])) if need_dx else None
     for pooled in {id(c): c for c in (dgx, dgh, tape.h_prev, tape.c_prev, tape.saved)}.values():
         pooled.give_back()
     if tape.xh is not None:
@@ -255,14 +255,15 @@ def _loop_backward(tape: _Tape, dout: Array | None, dh_n: Array | None, dc_n: Ar
 def _weight_grads(xp: Any, tape: _Tape, dz: Array, dgh: _Steps, dproj: list) -> tuple:
     """``(dw_ih, dw_hh, db_ih, db_hh, dw_hr)`` from the gate gradients ``dz`` ``(T*B, G*H)`` (one
     product each)."""
+    b = tape.b
     w_ih, w_hh, b_ih, _, w_hr = tape.weights
     gsize = w_ih.shape[0]
     dzh = xp.reshape(dgh.stacked(), (-1, gsize)) if tape.cell.split_bias else dz
     if tape.xh is not None:
-        return _joint_weight_grads(xp, tape.xh, dz, dzh, w_ih.shape[1], b_ih is not None, tape.cell.split_bias)
+        return _joint_weight_grads(b, tape.xh, dz, dzh, w_ih.shape[1], b_ih is not None, tape.cell.split_bias)
     hp = xp.reshape(tape.h_prev.stacked(), (-1, w_hh.shape[1]))
-    dw_ih = xp.matmul(xp.matrix_transpose(dz), tape.x2)
-    dw_hh = xp.matmul(xp.matrix_transpose(dzh), hp)
+    dw_ih = b.matmul(xp.matrix_transpose(dz), tape.x2)
+    dw_hh = b.matmul(xp.matrix_transpose(dzh), hp)
     db_ih = db_hh = None
     if b_ih is not None:
         db_ih = xp.sum(dz, axis=0)  # b_hh's gradient its own array: a parameter's gradient may be updated in place
@@ -274,24 +275,25 @@ def _weight_grads(xp: Any, tape: _Tape, dz: Array, dgh: _Steps, dproj: list) -> 
     return dw_ih, dw_hh, db_ih, db_hh, dw_hr
 
 
-def _joint_weight_grads(xp: Any, xh: Array, dz: Array, dzh: Array, in_size: int, has_bias: bool,
+def _joint_weight_grads(b: Any, xh: Array, dz: Array, dzh: Array, in_size: int, has_bias: bool,
                         split_bias: bool) -> tuple:
     """:func:`_weight_grads` from ``xh = [x | 1 | h_prev]`` (:func:`_scan_forward`): one product
     ``dz^T xh`` gives ``[dW_ih | db | dW_hh]``; with a split bias (GRU), ``dz^T [x | 1]`` and
     ``dzh^T [1 | h_prev]``. Each gradient is returned as its own contiguous array."""
+    xp = b.xp
     nb = 1 if has_bias else 0
 
     def part(g: Array, lo: int, hi: int) -> Array:
         return xp.asarray(g[:, lo:hi], copy=True)
 
     if split_bias:
-        gi = xp.matmul(xp.matrix_transpose(dz), xh[:, :in_size + nb])
-        gh = xp.matmul(xp.matrix_transpose(dzh), xh[:, in_size:])
+        gi = b.matmul(xp.matrix_transpose(dz), xh[:, :in_size + nb])
+        gh = b.matmul(xp.matrix_transpose(dzh), xh[:, in_size:])
         if not nb:
             return gi, gh, None, None, None
         return (part(gi, 0, in_size), part(gh, 1, gh.shape[1]), part(gi, in_size, in_size + 1)[:, 0],
                 part(gh, 0, 1)[:, 0], None)
-    g = xp.matmul(xp.matrix_transpose(dz), xh)
+    g = b.matmul(xp.matrix_transpose(dz), xh)
     if not nb:
         return part(g, 0, in_size), part(g, in_size, g.shape[1]), None, None, None
     db = part(g, in_size, in_size + 1)[:, 0]

@@ -24,6 +24,7 @@ def numpy_adapter(monkeypatch):
     """The NumPy adapter, with every pooled kernel split (no single-thread threshold); the thread
     setting is restored afterwards."""
     monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)  # and every task of the C pool
     old = T._state["threads"]
     with nnx.use_backend("numpy") as b:
         yield b

@@ -19,8 +19,11 @@ from nnx_backends.base import Backend
 @pytest.fixture
 def adapter(lib, monkeypatch):
     calls = []
-    real = HK.HostKernels.fn
+    real, real_run = HK.HostKernels.fn, HK.HostKernels.run
     monkeypatch.setattr(HK.HostKernels, "fn", lambda self, name, dt: calls.append(name) or real(self, name, dt))
+    monkeypatch.setattr(HK.HostKernels, "run",  # a kernel run as a task of the C pool
+                        lambda self, name, dt, *a, **k: calls.append(f"nnx_{name}") or real_run(self, name, dt, *a,
+                                                                                                 **k))
     with nnx.use_backend("numpy") as b:
         b.kernel_calls = calls
         yield b

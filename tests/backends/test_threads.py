@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import nnx
+import nnx_backends.host_kernels as HK
 import nnx_backends.threads as T
 from nnx_backends import fused as F
 
@@ -21,6 +22,7 @@ from helpers import host
 def pool_always(monkeypatch):
     """Split every kernel (no single-thread threshold) and restore the thread setting afterwards."""
     monkeypatch.setattr(T, "MIN_PARALLEL_ELEMENTS", 0)
+    monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)
     old = T._state["threads"]
     yield
     nnx.set_num_threads(old if old is not None else T._default_threads())

@@ -223,9 +223,10 @@ def test_forward_closure_holds_no_im2col_matrix(cfg):
 
 
 def test_nothing_survives_backward(pool_every_buffer, cpu_shaped, monkeypatch):
-    from nnx.functional import _direct_conv
+    from nnx.functional import _direct_conv, _gemm_conv
 
     monkeypatch.setattr(_direct_conv, "MAX_TAPS", None)  # the flat-shift path's buffers (2 -> 4 channels: direct)
+    monkeypatch.setattr(_gemm_conv, "ENABLED", False)  # (and the GEMM path would take it on NumPy)
     nnx.set_backend("numpy")
     model = nnx.Sequential(nnx.Conv2d(2, 4, 3, padding=1), nnx.BatchNorm2d(4), nnx.ReLU(), nnx.MaxPool2d(2),
                            nnx.Conv2d(4, 4, 3, stride=2, padding=1), nnx.Flatten(), nnx.Linear(16, 3))
