@@ -1255,6 +1255,8 @@ NNX_GEMM_CONV(double, f64)
 
 /* One task per kernel that nnx_pool_run splits: the kernel's arguments as 64-bit words (pointers
  * and integers), rows [lo, hi) its range; host_kernels.py's _TASKS lists the words' order. */
+static double nnx_word_double(i64 w) { double d; memcpy(&d, &w, sizeof d); return d; }
+
 #define NNX_TASKS(T, SUF)                                                                           \
 /* x, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW, y, idx; rows = planes */                       \
 void nnx_task_maxpool_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                           \
@@ -1376,6 +1378,13 @@ void nnx_task_rnn_scan_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {      
     const i64 H = a[4];                                                                             \
     nnx_rnn_scan_bwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], a[6], (T*)a[7] + lo * H, \
                            (const T*)a[8], a[9] ? (const T*)a[9] + lo * H : 0, (T*)a[10] + lo * H); \
+}                                                                                                   \
+/* p, g, m, v, then b1, b2, eps, step_size, inv_sqrt_bc2 as the bits of doubles; rows = elements */ \
+void nnx_task_adam_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                  \
+    (void)part;                                                                                     \
+    nnx_adam_##SUF((T*)a[0] + lo, (const T*)a[1] + lo, (T*)a[2] + lo, (T*)a[3] + lo, hi - lo,      \
+                   nnx_word_double(a[4]), nnx_word_double(a[5]), nnx_word_double(a[6]),             \
+                   nnx_word_double(a[7]), nnx_word_double(a[8]));                                   \
 }                                                                                                   \
 /* out, cols, G, KK, Cg, length, run, offsets; rows = samples */                                    \
 void nnx_task_shift_add_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                             \

@@ -41,7 +41,7 @@ import numpy as np
 
 from .threads import get_num_threads, hold_blas_one_thread
 
-__all__ = ["ENV", "HostKernels", "kernels", "ptr", "reason", "supports", "writable_over"]
+__all__ = ["ENV", "HostKernels", "kernels", "loaded", "ptr", "reason", "supports", "word", "writable_over"]
 
 #: set to 0 to turn the host kernels off (the NumPy passes run instead)
 ENV = "NNX_HOST_KERNELS"
@@ -93,7 +93,7 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 #: kernels with a task for nnx_pool_run (``nnx_task_<name>_<f32|f64>`` in host_kernels.c)
 _TASKS = ("maxpool_fwd", "maxpool_bwd", "conv_direct_fwd", "conv_direct_dw", "gemm_conv_fwd", "gemm_conv_bwd",
           "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd",
-          "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add")
+          "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add", "adam")
 
 #: Kernels over fewer elements than this run whole on the calling thread. Measured with
 #: benchmarks/bench_threads.py --pool (2-vCPU Xeon VM, float32 ReLU backward, 1 -> 2 threads).
@@ -168,6 +168,11 @@ def writable_over(out: np.ndarray, *inputs: np.ndarray) -> bool:
         return False
     return all(a.ctypes.data == out.ctypes.data and a.shape == out.shape and a.strides == out.strides
                or not np.may_share_memory(a, out) for a in inputs)
+
+
+def word(x: float) -> int:
+    """The bits of the double ``x`` as a signed 64-bit word (a task's float argument)."""
+    return int(np.array(x, dtype=np.float64).view(np.int64))
 
 
 def ptr(a: np.ndarray | None) -> int | None:

@@ -151,6 +151,9 @@ class NumpyFused(NumpyRecurrentCells):
             _adam_update_flat(param, grad, exp_avg, exp_avg_sq, **kw)
             return param, exp_avg, exp_avg_sq, None
         p, g, m, v = flats
+        if hk.kernels() is not None and hk.supports(p, g, m, v):  # the kernel splits itself
+            _adam_update_flat(p, g, m, v, **kw)
+            return param, exp_avg, exp_avg_sq, None
         parallel_rows(lambda lo, hi: _adam_update_flat(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], **kw),
                       p.shape[0], p.shape[0])
         return param, exp_avg, exp_avg_sq, None
@@ -332,9 +335,9 @@ def _adam_update_flat(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps
     if (lib is not None and hk.supports(param, grad, exp_avg, exp_avg_sq)
             and param.shape == grad.shape == exp_avg.shape == exp_avg_sq.shape
             and _apart(param, grad, exp_avg, exp_avg_sq)):
-        lib.fn("nnx_adam", param.dtype)(param.ctypes.data, grad.ctypes.data, exp_avg.ctypes.data,
-                                        exp_avg_sq.ctypes.data, param.size, beta1, beta2, eps, lr / bc1,
-                                        1.0 / math.sqrt(bc2))
+        lib.run("adam", param.dtype, (param.ctypes.data, grad.ctypes.data, exp_avg.ctypes.data, exp_avg_sq.ctypes.data,
+                                      *map(hk.word, (beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2)))),
+                param.size, param.size)  # on nnx's C pool
         return
     exp_avg *= beta1
     exp_avg += (1.0 - beta1) * grad

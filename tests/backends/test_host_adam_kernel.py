@@ -43,13 +43,14 @@ def _steps(update, state, grads, **kw):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_adam_kernel_matches_the_standard_update(adapter, dtype, monkeypatch):
     calls = []
-    real = HK.HostKernels.fn
+    real = HK.HostKernels.run
 
-    def spy(self, name, dt):
-        calls.append(name)
-        return real(self, name, dt)
+    def spy(self, name, dt, *args, **kw):  # the kernel runs as a task of nnx's C pool
+        calls.append(f"nnx_{name}")
+        return real(self, name, dt, *args, **kw)
 
-    monkeypatch.setattr(HK.HostKernels, "fn", spy)
+    monkeypatch.setattr(HK.HostKernels, "run", spy)
+    monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)  # split over the threads too
     rng = np.random.default_rng(0)
     state = _state(rng, 1037, dtype)
     grads = [(rng.standard_normal(1037) * 10 ** rng.uniform(-3, 1)).astype(dtype) for _ in range(5)]
@@ -96,6 +97,7 @@ def test_overlapping_or_mixed_arrays_take_the_numpy_passes(adapter, monkeypatch)
     ref = [p.copy(), g.copy(), np.zeros(100, np.float32), np.zeros(100, np.float32)]
     NF._adam_update_flat(*ref, **kw)  # apart: the kernel's result
     monkeypatch.setattr(HK.HostKernels, "fn", lambda self, name, dt: pytest.fail(f"{name} was called"))
+    monkeypatch.setattr(HK.HostKernels, "run", lambda self, name, *a, **k: pytest.fail(f"{name} was run"))
     m, v = np.zeros(100, np.float32), np.zeros(100, np.float32)
     NF._adam_update_flat(p, g, m, v, **kw)
     np.testing.assert_allclose(p, ref[0], **TOL["float32"])
