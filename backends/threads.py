@@ -271,9 +271,10 @@ def hold_blas_one_thread() -> None:
         fns[0](1)
 
 
-#: products under this many multiply-adds run whole on the calling thread (:func:`pool_matmul`)
-#: (measured with benchmarks/bench_threads.py --gemm, 2-vCPU VM, float32).
-MIN_POOL_MACS = 1 << 21
+#: products under this many multiply-adds run whole on the calling thread (:func:`pool_matmul`).
+#: Measured with benchmarks/bench_pool.py (2-vCPU Xeon VM, float32, square products, numpy.matmul
+#: at one thread -> the pool at two): 2^21 multiply-adds 0.95x, 2^23 1.53x, 2^25 1.79x.
+MIN_POOL_MACS = 1 << 22
 
 
 def _gemm_operand(x: Any, rows: int, cols: int) -> tuple[Any, int, int, int]:
