@@ -276,6 +276,9 @@ def hold_blas_one_thread() -> None:
 #: at one thread -> the pool at two): 2^21 multiply-adds 0.95x, 2^23 1.53x, 2^25 1.79x.
 MIN_POOL_MACS = 1 << 22
 
+#: rows (or columns) of a 2-d product's part at least (:func:`pool_matmul`)
+MIN_POOL_SIDE = 32
+
 
 def _gemm_operand(x: Any, rows: int, cols: int) -> tuple[Any, int, int, int]:
     """``(array, trans, ld, batch stride)`` of ``x`` (2-d or 3-d, last two axes ``rows x cols``)
@@ -319,9 +322,10 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]) or 0 in (m, k, cols, batch):
         return None
     n = get_num_threads()
-    if n < 2 or batch * m * k * cols < MIN_POOL_MACS or (a.ndim == b.ndim == 2 and max(m, cols) < 2 * n):
+    flat = a.ndim == b.ndim == 2
+    if n < 2 or batch * m * k * cols < MIN_POOL_MACS or (flat and max(m, cols) < 2 * MIN_POOL_SIDE):
         return None  # small: numpy.matmul on the calling thread costs less than the hand-off
-    shape = (m, cols) if a.ndim == b.ndim == 2 else (batch, m, cols)
+    shape = (m, cols) if flat else (batch, m, cols)
     if out is not None and (type(out) is not np.ndarray or out.shape != shape or out.dtype != a.dtype
                             or out.strides[-1] != out.itemsize or (out.ndim == 3 and out.strides[0] % out.itemsize)
                             or np.may_share_memory(out, a) or np.may_share_memory(out, b)):
@@ -336,8 +340,11 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     hold_blas_one_thread()
     if c.ndim == 2:
         by_cols = int(cols > m)  # each part packs all of the smaller side's operand
+        # parts of at least MIN_POOL_SIDE rows (columns) and MIN_POOL_MACS / 2 multiply-adds: on many
+        # cores, thin slices would each pack the other operand whole for little work
+        parts = max(1, min(n, max(m, cols) // MIN_POOL_SIDE, 2 * m * k * cols // max(1, MIN_POOL_MACS)))
         lib.run("gemm", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, b.ctypes.data, ldb,
-                                  c.ctypes.data, ldc, n, by_cols), n, m * k * cols, n)
+                                  c.ctypes.data, ldc, parts, by_cols), parts, m * k * cols, parts)
     else:
         sc = c.strides[0] // c.itemsize
         lib.run("gemm_batch", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, sa, b.ctypes.data,

@@ -12,6 +12,7 @@ import pytest
 
 import nnx
 import nnx_backends.host_kernels as HK
+import nnx_backends.numpy_recurrent as R
 import nnx_backends.threads as T
 from nnx.functional import _direct_conv, _gemm_conv
 from nnx.functional.convolution import conv2d_forward
@@ -25,6 +26,8 @@ def threads(monkeypatch):
     """Set the thread count inside a test (every task split: no threshold); restored afterwards."""
     monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)
     monkeypatch.setattr(T, "MIN_POOL_MACS", 0)
+    monkeypatch.setattr(T, "MIN_POOL_SIDE", 1)
+    monkeypatch.setattr(R, "MIN_SCAN_ROWS", 1)
     old = T._state["threads"]
     yield nnx.set_num_threads
     nnx.set_num_threads(old if old is not None else T._default_threads())
@@ -130,6 +133,7 @@ def test_pool_matmul_is_numpy_matmul(threads, sa, sb, dtype):
         for aa, bb in ((a, b), turned):  # row-major operands and transposed ones
             got = T.pool_matmul(aa, bb)
             if got is None:
+                assert T.cblas_gemm() is None, "pool_matmul refused a product it takes"
                 pytest.skip("NumPy's BLAS here is not an OpenBLAS the pool can call")
             np.testing.assert_allclose(got, want, rtol=tol, atol=tol)
             assert np.array_equal(got, T.pool_matmul(aa, bb)), "two runs differ"
@@ -199,3 +203,27 @@ def test_pool_works_in_a_forked_child(threads):
                 os._exit(2)
         _, status = os.waitpid(pid, 0)
         assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+
+
+def test_parts_stay_thick_on_many_threads(monkeypatch):
+    """On many threads a product is cut into parts of at least MIN_POOL_SIDE columns (rows) and
+    MIN_POOL_MACS / 2 multiply-adds, and a time loop into parts of at least MIN_SCAN_ROWS rows."""
+    seen = []
+    real = HK.HostKernels.run
+    monkeypatch.setattr(HK.HostKernels, "run", lambda self, name, dt, words, rows, *a: seen.append((name, rows))
+                        or real(self, name, dt, words, rows, *a))
+    old = T._state["threads"]
+    try:
+        nnx.set_num_threads(8)
+        rng = np.random.default_rng(4)
+        a = rng.standard_normal((64, 1024)).astype(np.float32)
+        b = rng.standard_normal((1024, 128)).astype(np.float32)
+        got = T.pool_matmul(a, b)
+        if got is None:
+            assert T.cblas_gemm() is None
+            pytest.skip("NumPy's BLAS here is not an OpenBLAS the pool can call")
+        assert seen == [("gemm", 4)]  # 128 columns / 32, and 8.4M multiply-adds / 2.1M
+        np.testing.assert_allclose(got, a @ b, rtol=1e-4, atol=1e-3)
+        assert R._scan_parts(64) == 4 and R._scan_parts(20) == 1 and R._scan_parts(1000) == 8
+    finally:
+        nnx.set_num_threads(old if old is not None else T._default_threads())
