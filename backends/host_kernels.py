@@ -26,10 +26,12 @@ split profitably. Their tasks are listed in ``_TASKS``.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import platform
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -41,7 +43,7 @@ import numpy as np
 
 from .threads import get_num_threads, hold_blas_one_thread
 
-__all__ = ["ENV", "HostKernels", "kernels", "loaded", "ptr", "reason", "supports", "word", "writable_over"]
+__all__ = ["ENV", "HostKernels", "kernels", "loaded", "ptr", "reason", "supports", "words", "writable_over"]
 
 #: set to 0 to turn the host kernels off (the NumPy passes run instead)
 ENV = "NNX_HOST_KERNELS"
@@ -140,7 +142,7 @@ class HostKernels:
             threads = 1
         elif threads > 1:
             hold_blas_one_thread()  # OpenBLAS's spinning workers would take the pool's cores
-        words = (ctypes.c_longlong * len(args))(*(0 if a is None else a for a in args))
+        words = _words(len(args))(*[0 if a is None else a for a in args])
         self._pool_run(self._tasks[(name, dtype)], words, n_rows, threads, self.spin_us)
 
     def fn(self, name: str, dtype: np.dtype) -> Any:
@@ -171,9 +173,15 @@ def writable_over(out: np.ndarray, *inputs: np.ndarray) -> bool:
                or not np.may_share_memory(a, out) for a in inputs)
 
 
-def word(x: float) -> int:
-    """The bits of the double ``x`` as a signed 64-bit word (a task's float argument)."""
-    return int(np.array(x, dtype=np.float64).view(np.int64))
+def words(*xs: float) -> tuple[int, ...]:
+    """The bits of the doubles ``xs`` as signed 64-bit words (a task's float arguments)."""
+    return struct.unpack(f"={len(xs)}q", struct.pack(f"={len(xs)}d", *xs))
+
+
+@functools.cache
+def _words(n: int) -> type:
+    """The ctypes array type of ``n`` 64-bit words."""
+    return ctypes.c_longlong * n
 
 
 def ptr(a: np.ndarray | None) -> int | None:

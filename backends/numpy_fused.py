@@ -151,8 +151,7 @@ class NumpyFused(NumpyRecurrentCells):
             _adam_update_flat(param, grad, exp_avg, exp_avg_sq, **kw)
             return param, exp_avg, exp_avg_sq, None
         p, g, m, v = flats
-        if hk.kernels() is not None and hk.supports(p, g, m, v):  # the kernel splits itself
-            _adam_update_flat(p, g, m, v, **kw)
+        if _adam_kernel(p, g, m, v, **kw):  # the kernel splits itself
             return param, exp_avg, exp_avg_sq, None
         parallel_rows(lambda lo, hi: _adam_update_flat(p[lo:hi], g[lo:hi], m[lo:hi], v[lo:hi], **kw),
                       p.shape[0], p.shape[0])
@@ -328,16 +327,23 @@ def _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, bet
     param -= scratch
 
 
+def _adam_kernel(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1, bc2) -> bool:
+    """Adam's update as one pass of the host kernel on nnx's C pool; False (nothing done) where it
+    does not apply (no kernels, other dtypes or layouts, overlapping arrays)."""
+    lib = hk.kernels()
+    if (lib is None or not hk.supports(param, grad, exp_avg, exp_avg_sq)
+            or not param.shape == grad.shape == exp_avg.shape == exp_avg_sq.shape
+            or not _apart(param, grad, exp_avg, exp_avg_sq)):
+        return False
+    lib.run("adam", param.dtype, (param.ctypes.data, grad.ctypes.data, exp_avg.ctypes.data, exp_avg_sq.ctypes.data,
+                                  *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2))), param.size, param.size)
+    return True
+
+
 def _adam_update_flat(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1, bc2) -> None:
     # Same arithmetic as the standard fallback: one pass of the host kernel, else NumPy passes with
     # one scratch buffer and no other temporaries.
-    lib = hk.kernels()
-    if (lib is not None and hk.supports(param, grad, exp_avg, exp_avg_sq)
-            and param.shape == grad.shape == exp_avg.shape == exp_avg_sq.shape
-            and _apart(param, grad, exp_avg, exp_avg_sq)):
-        lib.run("adam", param.dtype, (param.ctypes.data, grad.ctypes.data, exp_avg.ctypes.data, exp_avg_sq.ctypes.data,
-                                      *map(hk.word, (beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2)))),
-                param.size, param.size)  # on nnx's C pool
+    if _adam_kernel(param, grad, exp_avg, exp_avg_sq, lr=lr, beta1=beta1, beta2=beta2, eps=eps, bc1=bc1, bc2=bc2):
         return
     exp_avg *= beta1
     exp_avg += (1.0 - beta1) * grad

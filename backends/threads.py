@@ -308,6 +308,9 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     other shapes, dtypes or layouts, no host kernels, a BLAS that is not OpenBLAS); the caller then
     takes ``numpy.matmul``. Deterministic for a given thread count; 2-d products agree with one
     thread to rounding (OpenBLAS's kernels for a block of rows need not round as for the whole)."""
+    n = get_num_threads()
+    if n < 2:
+        return None
     import numpy as np
 
     from . import host_kernels
@@ -321,9 +324,8 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     batch = a.shape[0] if a.ndim == 3 else b.shape[0] if b.ndim == 3 else 1
     if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]) or 0 in (m, k, cols, batch):
         return None
-    n = get_num_threads()
     flat = a.ndim == b.ndim == 2
-    if n < 2 or batch * m * k * cols < MIN_POOL_MACS or (flat and max(m, cols) < 2 * MIN_POOL_SIDE):
+    if batch * m * k * cols < MIN_POOL_MACS or (flat and max(m, cols) < 2 * MIN_POOL_SIDE):
         return None  # small: numpy.matmul on the calling thread costs less than the hand-off
     shape = (m, cols) if flat else (batch, m, cols)
     if out is not None and (type(out) is not np.ndarray or out.shape != shape or out.dtype != a.dtype
