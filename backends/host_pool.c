@@ -17,6 +17,7 @@
  * thread. After fork() the child starts a fresh pool on its first run (the threads are not copied).
  */
 #include <pthread.h>
+#include <sched.h>
 #include <time.h>
 
 typedef void (*nnx_task)(const i64* args, i64 lo, i64 hi, i64 part);
@@ -100,8 +101,14 @@ static void nnx_pool_start(void) {
     pthread_mutex_unlock(&nnx_pool.mu);
 }
 
+/* Wait for the workers: spin, then (past 50 us: a worker is not running, e.g. more threads than
+ * cores) yield the core to it on each look. */
 static void nnx_pool_wait(void) {
-    while (__atomic_load_n(&nnx_pool.pending, __ATOMIC_ACQUIRE) != 0) nnx_relax();
+    const i64 t0 = nnx_now_ns();
+    for (unsigned k = 1; __atomic_load_n(&nnx_pool.pending, __ATOMIC_ACQUIRE) != 0; ++k) {
+        if (k < 256 || nnx_now_ns() - t0 < 50000) nnx_relax();
+        else sched_yield();
+    }
 }
 
 static void nnx_pool_stop_workers(void) {
