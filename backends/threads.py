@@ -217,24 +217,6 @@ def cblas_gemm() -> tuple[int, int, bool] | None:
 
 
 @contextmanager
-def blas_threads(n: int) -> Iterator[bool]:
-    """NumPy's OpenBLAS at ``n`` threads inside the block, restored on leaving (yields False,
-    setting nothing, where that BLAS is not OpenBLAS): for C code that calls its GEMMs one after
-    another and lets OpenBLAS split each (the recurrent time loops)."""
-    fns = _openblas_functions()
-    if fns is None:
-        yield False
-        return
-    set_n, get_n = fns
-    old = get_n()
-    set_n(n)
-    try:
-        yield True
-    finally:
-        set_n(old)
-
-
-@contextmanager
 def blas_one_thread() -> Iterator[bool]:
     """Hold NumPy's OpenBLAS at one thread inside the block (yields False, holding nothing, where
     that BLAS is not OpenBLAS): for GEMMs that nnx's pool splits itself. The setting is
