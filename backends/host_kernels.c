@@ -1192,7 +1192,19 @@ void nnx_gemm_conv_fwd_##SUF(const void* gemm, i64 ilp64, const T* x, i64 n0, i6
     const i64 plane = HP * WP + KW;                                                                 \
     T* cols = scratch + C * plane;                                                                  \
     T* ext = cols + kc * run;                                                                       \
+    const int pointwise = KH == 1 && KW == 1 && pt == 0 && pl == 0; /* x's planes are the columns */ \
     for (i64 n = n0; n < n1; ++n) {                                                                 \
+        if (pointwise) {                                                                            \
+            T* yn = y + n * O * run;                                                                \
+            nnx_gemmt_##SUF(gemm, ilp64, 111, 111, O, run, C, w, C, x + n * C * H * W, run, (T)0, yn, run); \
+            if (bias) for (i64 o = 0; o < O; ++o) {                                                 \
+                T* d = yn + o * run;                                                                \
+                const T b0 = bias[o];                                                               \
+                _Pragma("omp simd")                                                                 \
+                for (i64 j = 0; j < run; ++j) d[j] += b0;                                           \
+            }                                                                                       \
+            continue;                                                                               \
+        }                                                                                           \
         nnx_pad_flat_##SUF(x + n * C * H * W, C, H, W, pt, pl, HP, WP, plane, scratch);             \
         nnx_flat_cols_##SUF(scratch, C, KH, KW, WP, plane, run, cols);                              \
         nnx_gemmt_##SUF(gemm, ilp64, 111, 111, O, run, kc, w, kc, cols, run, (T)0, ext, run);       \
@@ -1217,9 +1229,17 @@ void nnx_gemm_conv_bwd_##SUF(const void* gemm, i64 ilp64, const T* x, const T* d
     const i64 plane = HP * WP + KW;                                                                 \
     T* cols = scratch + C * plane;                                                                  \
     T* ext = cols + kc * run;                                                                       \
+    const int pointwise = KH == 1 && KW == 1 && pt == 0 && pl == 0; /* dy, x and dx need no layout */ \
     for (i64 k = k0; k < k1; ++k) {                                                                 \
         const i64 s0 = k * block, s1 = s0 + block < N ? s0 + block : N;                             \
         for (i64 n = s0; n < s1; ++n) {                                                             \
+            if (pointwise) {                                                                        \
+                const T* g = dy + n * O * run;                                                      \
+                if (dwp) nnx_gemmt_##SUF(gemm, ilp64, 111, 112, O, C, run, g, run, x + n * C * run, run, \
+                                         n == s0 ? (T)0 : (T)1, dwp + k * O * kc, kc);              \
+                if (dx) nnx_gemmt_##SUF(gemm, ilp64, 112, 111, C, run, O, w, C, g, run, (T)0, dx + n * C * run, run); \
+                continue;                                                                           \
+            }                                                                                       \
             nnx_dy_ext_##SUF(dy + n * O * OH * OW, O, OH, OW, WP, ext);                             \
             if (dwp) { /* dW (O, kc) += dy_ext (O, run) cols^T (run, kc) */                         \
                 nnx_pad_flat_##SUF(x + n * C * H * W, C, H, W, pt, pl, HP, WP, plane, scratch);     \

@@ -46,6 +46,8 @@ CONV_CASES = [  # n, c, h, w, o, kh, kw, (top, left), out
     (4, 5, 8, 6, 3, 3, 2, (2, 1), (9, 6)),   # asymmetric padding: bottom 0, right 0
     (1, 9, 5, 5, 11, 1, 3, (0, 1), (5, 5)),
     (17, 2, 4, 4, 3, 2, 2, (0, 0), (3, 3)),  # more samples than the weight-gradient blocks
+    (3, 7, 5, 6, 9, 1, 1, (0, 0), (5, 6)),   # pointwise: x's planes are the columns themselves
+    (2, 3, 4, 4, 5, 1, 1, (1, 1), (6, 6)),   # 1x1 with padding: the general path
 ]
 
 
