@@ -12,9 +12,9 @@
  * nnx_pool_run(task, args, n, threads, spin_us) cuts [0, n) into `threads` contiguous ranges (sizes
  * differ by at most one, the first on the caller) exactly as threads.row_chunks does and calls
  * task(args, lo, hi, part) for range `part` (a task indexes per-thread scratch by it); a task
- * must only write its own rows, so results do not depend on the split. One run at a time: a second caller
- * (another Python thread, or a task that runs the pool itself) runs its whole range on its own
- * thread. After fork() the child starts a fresh pool on its first run (the threads are not copied).
+ * writes its own rows only. One run at a time: a second caller (another Python thread, or a task
+ * that runs the pool itself) runs its whole range on its own thread. After fork() the child
+ * starts a fresh pool on its first run (the threads are not copied).
  */
 #include <pthread.h>
 #include <sched.h>
