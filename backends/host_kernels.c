@@ -1406,6 +1406,75 @@ void nnx_task_adam_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {              
                    nnx_word_double(a[4]), nnx_word_double(a[5]), nnx_word_double(a[6]),             \
                    nnx_word_double(a[7]), nnx_word_double(a[8]));                                   \
 }                                                                                                   \
+/* Winograd convolution per block of samples: gemm, ilp64, m (2 or 4), x, N, C, H, W, top, left,  \
+ * th, tw, u (a2, O, C), O, oh, ow, y, samples per block, then per-part buffers v, mm, scratch and \
+ * their sizes; rows = blocks. The input transform, one GEMM per tile position, the output         \
+ * transform, in cache (numpy_winograd.py's winograd_conv says why). */                           \
+void nnx_task_wino_block_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                            \
+    const i64 m = a[2], N = a[4], C = a[5], H = a[6], W = a[7], th = a[10], tw = a[11], O = a[13];  \
+    const i64 oh = a[14], ow = a[15], nb = a[17], a2 = (m + 2) * (m + 2), P = th * tw;              \
+    T* v = (T*)a[18] + part * a[21];                                                                \
+    T* mm = (T*)a[19] + part * a[22];                                                               \
+    T* sc = (T*)a[20] + part * a[23];                                                               \
+    const T* u = (const T*)a[12];                                                                   \
+    for (i64 blk = lo; blk < hi; ++blk) {                                                           \
+        const i64 s0 = blk * nb, k = (s0 + nb < N ? s0 + nb : N) - s0, kp = k * P;                 \
+        const T* xb = (const T*)a[3] + s0 * C * H * W;                                              \
+        T* yb = (T*)a[16] + s0 * O * oh * ow;                                                       \
+        if (m == 2) nnx_wino2_in_##SUF(xb, 0, k, k, C, H, W, a[8], a[9], th, tw, v, sc);           \
+        else nnx_wino4_in_##SUF(xb, 0, k, k, C, H, W, a[8], a[9], th, tw, v, sc);                  \
+        for (i64 q = 0; q < a2; ++q)                                                                \
+            nnx_gemmt_##SUF((const void*)a[0], a[1], 111, 111, O, kp, C, u + q * O * C, C, v + q * C * kp, kp, \
+                            (T)0, mm + q * O * kp, kp);                                             \
+        if (m == 2) nnx_wino2_out_##SUF(mm, 0, k, k, O, th, tw, oh, ow, yb);                        \
+        else nnx_wino4_out_##SUF(mm, 0, k, k, O, th, tw, oh, ow, yb, sc);                           \
+    }                                                                                               \
+}                                                                                                   \
+/* Winograd transforms; m (2 or 4) first, per-part scratch and its size last; rows = samples      \
+ * (filters: rows of the transformed bank; filter gradient: output channels). */                   \
+void nnx_task_wino_in_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                               \
+    T* sc = (T*)a[11] + part * a[12];                                                               \
+    if (a[0] == 2) nnx_wino2_in_##SUF((const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], \
+                                      (T*)a[10], sc);                                               \
+    else nnx_wino4_in_##SUF((const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], (T*)a[10], sc); \
+}                                                                                                   \
+void nnx_task_wino_out_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                              \
+    if (a[0] == 2) nnx_wino2_out_##SUF((const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], (T*)a[8]); \
+    else nnx_wino4_out_##SUF((const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], (T*)a[8],  \
+                             (T*)a[9] + part * a[10]);                                              \
+}                                                                                                   \
+void nnx_task_wino_dy_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                               \
+    T* sc = (T*)a[9] + part * a[10];                                                                \
+    if (a[0] == 2) nnx_wino2_dy_##SUF((const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], (T*)a[8], sc); \
+    else nnx_wino4_dy_##SUF((const T*)a[1], lo, hi, a[2], a[3], a[4], a[5], a[6], a[7], (T*)a[8], sc); \
+}                                                                                                   \
+/* w, P, Q, a, G (double), flip, u */                                                              \
+void nnx_task_wino_filter_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                           \
+    (void)part;                                                                                     \
+    nnx_wino_filter_##SUF((const T*)a[0], lo, hi, a[1], a[2], a[3], (const double*)a[4], a[5], (T*)a[6]); \
+}                                                                                                   \
+/* du, O, C, a, G (double), dw */                                                                   \
+void nnx_task_wino_filter_grad_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                      \
+    (void)part;                                                                                     \
+    nnx_wino_filter_grad_##SUF((const T*)a[0], lo, hi, a[1], a[2], a[3], (const double*)a[4], (T*)a[5]); \
+}                                                                                                   \
+/* Batch norm over (N, C, L), rows = channels. x, N, C, L, mean, var */                             \
+void nnx_task_bn_stats_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                              \
+    (void)part;                                                                                     \
+    nnx_bn_stats_##SUF((const T*)a[0], a[1], a[2], a[3], lo, hi, (T*)a[4], (T*)a[5]);               \
+}                                                                                                   \
+/* x, N, C, L, mean, var, w, b, eps (the bits of a double), y, invstd */                            \
+void nnx_task_bn_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                \
+    (void)part;                                                                                     \
+    nnx_bn_fwd_##SUF((const T*)a[0], a[1], a[2], a[3], lo, hi, (const T*)a[4], (const T*)a[5], (const T*)a[6], \
+                     (const T*)a[7], nnx_word_double(a[8]), (T*)a[9], (T*)a[10]);                   \
+}                                                                                                   \
+/* dy, x, N, C, L, mean, invstd, w, dx, dweight, dbias */                                           \
+void nnx_task_bn_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                \
+    (void)part;                                                                                     \
+    nnx_bn_bwd_##SUF((const T*)a[0], (const T*)a[1], a[2], a[3], a[4], lo, hi, (const T*)a[5], (const T*)a[6], \
+                     (const T*)a[7], (T*)a[8], (T*)a[9], (T*)a[10]);                                \
+}                                                                                                   \
 /* out, cols, G, KK, Cg, length, run, offsets; rows = samples */                                    \
 void nnx_task_shift_add_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                             \
     (void)part;                                                                                     \

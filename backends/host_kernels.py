@@ -95,7 +95,8 @@ _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 #: kernels with a task for nnx_pool_run (``nnx_task_<name>_<f32|f64>`` in host_kernels.c)
 _TASKS = ("maxpool_fwd", "maxpool_bwd", "conv_direct_fwd", "conv_direct_dw", "gemm_conv_fwd", "gemm_conv_bwd",
           "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd",
-          "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add", "adam")
+          "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add", "adam", "wino_block", "wino_in", "wino_out",
+          "wino_dy", "wino_filter", "wino_filter_grad", "bn_stats", "bn_fwd", "bn_bwd")
 
 #: Kernels over fewer elements than this run whole on the calling thread. Measured with
 #: benchmarks/bench_pool.py (2-vCPU Xeon VM, the float32 ReLU backward task, 1 -> 2 threads):

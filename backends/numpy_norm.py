@@ -13,7 +13,9 @@ Where the host kernels are built (``host_kernels.py``: C, compiled on first use)
 both kernels and the softmax's column passes run there instead, one or two passes per row or
 column block: layer norm forward 2.2 -> 0.85 ms, its input gradient 1.9 -> 0.6 ms, softmax
 forward 3.6 -> 2.1 ms, backward 2.0 -> 0.9 ms at the Transformer benchmark's sizes. The NumPy
-passes below stay as the path without a compiler (and are tested as such).
+passes below stay as the path without a compiler (and are tested as such). The batch-norm
+kernels run on nnx's C thread pool (by channel); the layer-norm and softmax kernels still on the
+Python pool.
 """
 
 from __future__ import annotations
@@ -87,8 +89,7 @@ class NumpyNorm:
             return super().batch_norm_stats(x)
         n, c, ln = x.shape
         mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
-        f, xa, ma, va = lib.fn("nnx_bn_stats", x.dtype), x.ctypes.data, mean.ctypes.data, var.ctypes.data
-        parallel_rows(lambda lo, hi: f(xa, n, c, ln, lo, hi, ma, va), c, x.size)
+        lib.run("bn_stats", x.dtype, (x.ctypes.data, n, c, ln, mean.ctypes.data, var.ctypes.data), c, x.size)
         return mean, var
 
     def batch_norm_forward(self, x, mean, var, weight, bias, eps):
@@ -97,11 +98,8 @@ class NumpyNorm:
             return super().batch_norm_forward(x, mean, var, weight, bias, eps)
         n, c, ln = x.shape
         y, invstd = np.empty_like(x), np.empty(c, dtype=x.dtype)
-        f = lib.fn("nnx_bn_fwd", x.dtype)
-        args = (x.ctypes.data, n, c, ln)
-        tail = (mean.ctypes.data, var.ctypes.data, hk.ptr(weight), hk.ptr(bias), float(eps), y.ctypes.data,
-                invstd.ctypes.data)
-        parallel_rows(lambda lo, hi: f(*args, lo, hi, *tail), c, x.size)
+        lib.run("bn_fwd", x.dtype, (x.ctypes.data, n, c, ln, mean.ctypes.data, var.ctypes.data, hk.ptr(weight),
+                                    hk.ptr(bias), *hk.words(float(eps)), y.ctypes.data, invstd.ctypes.data), c, x.size)
         return y, invstd
 
     def batch_norm_backward(self, dy, x, mean, invstd, weight):
@@ -110,11 +108,8 @@ class NumpyNorm:
             return super().batch_norm_backward(dy, x, mean, invstd, weight)
         n, c, ln = x.shape
         dx, dweight, dbias = np.empty_like(x), np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
-        f = lib.fn("nnx_bn_bwd", x.dtype)
-        head = (dy.ctypes.data, x.ctypes.data, n, c, ln)
-        tail = (mean.ctypes.data, invstd.ctypes.data, hk.ptr(weight), dx.ctypes.data, dweight.ctypes.data,
-                dbias.ctypes.data)
-        parallel_rows(lambda lo, hi: f(*head, lo, hi, *tail), c, x.size)
+        lib.run("bn_bwd", x.dtype, (dy.ctypes.data, x.ctypes.data, n, c, ln, mean.ctypes.data, invstd.ctypes.data,
+                                    hk.ptr(weight), dx.ctypes.data, dweight.ctypes.data, dbias.ctypes.data), c, x.size)
         return dx, dweight, dbias
 
     def layer_norm_rows_forward(self, x, weight, bias, eps):

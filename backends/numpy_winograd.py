@@ -1,6 +1,7 @@
 """NumPy overrides of the Winograd F(2x2, 3x3) and F(4x4, 3x3) tile transforms (``winograd.py``
 is the reference): host kernels of ``host_kernels.c``, one pass per transform, split over nnx's
-thread pool by sample (each sample's tiles are the same arithmetic whatever the split). Other
+C thread pool by sample (each sample's tiles are the same arithmetic whatever the split); the
+forward's whole block loop (transforms and one GEMM per tile position) is one C task. Other
 dtypes, non-contiguous arrays and a machine without the host kernels take the reference.
 
 At the ResNet block's sizes (16 x 64 x 32 x 32, float32, one thread), F(2x2, 3x3): input
@@ -13,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
-from .threads import MIN_PARALLEL_ELEMENTS, blas_one_thread, parallel_rows
+from .threads import MIN_PARALLEL_ELEMENTS, blas_one_thread, cblas_gemm, get_num_threads, parallel_rows
 from .winograd import TRANSFORMS
 
 #: G (a x 3) of F(2x2) and F(4x4), in double, for the filter kernels
@@ -48,8 +49,8 @@ class NumpyWinograd:
         a = m + 2
         u = np.empty((a * a, rows, cols), dtype=weight.dtype)
         g = _G[m]
-        f, wa, ua = lib.fn("nnx_wino_filter", weight.dtype), weight.ctypes.data, u.ctypes.data
-        parallel_rows(lambda lo, hi: f(wa, lo, hi, rows, cols, a, g.ctypes.data, int(flip), ua), rows, u.size)
+        lib.run("wino_filter", weight.dtype,
+                (weight.ctypes.data, rows, cols, a, g.ctypes.data, int(flip), u.ctypes.data), rows, u.size)
         return u
 
     def winograd_filter_grad(self, du, m):
@@ -59,8 +60,7 @@ class NumpyWinograd:
         o, c = du.shape[1:]
         dw = np.empty((o, c, 3, 3), dtype=du.dtype)
         g = _G[m]
-        f, da, wa = lib.fn("nnx_wino_filter_grad", du.dtype), du.ctypes.data, dw.ctypes.data
-        parallel_rows(lambda lo, hi: f(da, lo, hi, o, c, m + 2, g.ctypes.data, wa), o, du.size)
+        lib.run("wino_filter_grad", du.dtype, (du.ctypes.data, o, c, m + 2, g.ctypes.data, dw.ctypes.data), o, du.size)
         return dw
 
     def winograd_input_transform(self, x, m, top, left, th, tw):
@@ -70,20 +70,19 @@ class NumpyWinograd:
         n, c, h, w = x.shape
         a = m + 2
         v = np.empty((a * a, c, n * th * tw), dtype=x.dtype)
-        f, xa, va = lib.fn(f"nnx_wino{m}_in", x.dtype), x.ctypes.data, v.ctypes.data
-
-        def work(lo: int, hi: int) -> None:
-            scratch = np.empty(_scratch("in", m, th, tw), dtype=x.dtype)
-            f(xa, lo, hi, n, c, h, w, top, left, th, tw, va, scratch.ctypes.data)
-
-        parallel_rows(work, n, v.size)
+        size, t = _scratch("in", m, th, tw), get_num_threads()
+        scratch = np.empty(size * min(n, t), dtype=x.dtype)  # one block per thread
+        lib.run("wino_in", x.dtype,
+                (m, x.ctypes.data, n, c, h, w, top, left, th, tw, v.ctypes.data, scratch.ctypes.data, size),
+                n, v.size, t)
         return v
 
     def winograd_conv(self, x, u, m, top, left, th, tw, oh, ow):
         """Input transform, GEMMs and output transform per block of ``WINOGRAD_BLOCK_BYTES`` of
         transformed tiles, so the tiles and the products stay in the core's cache instead of
         going through memory three times; the blocks (fixed whatever the thread count) are split
-        over nnx's pool, each block's GEMMs one-thread OpenBLAS calls."""
+        over nnx's C pool (one task, NumPy's cblas GEMM; the Python pool where that BLAS is not
+        OpenBLAS), each block's GEMMs one-thread OpenBLAS calls."""
         lib = hk.kernels()
         if (lib is None or m not in (2, 4) or x.ndim != 4 or u.ndim != 3 or not hk.supports(x, u)
                 or x.size == 0 or u.shape[2] != x.shape[1]):
@@ -96,6 +95,17 @@ class NumpyWinograd:
         nb = max(1, min(n, WINOGRAD_BLOCK_BYTES // per_sample))
         blocks = -(-n // nb)
         y = np.empty((n, o, oh, ow), dtype=x.dtype)
+        gemm = cblas_gemm()
+        if gemm is not None:  # the whole block loop in C, on nnx's C pool
+            t = min(blocks, get_num_threads())
+            sizes = (a2 * c * nb * p, a2 * o * nb * p, max(_scratch("in", m, th, tw), _scratch("out", m, th, tw)))
+            bufs = [np.empty(size * t, dtype=x.dtype) for size in sizes]
+            fn = gemm[0] if x.dtype == np.float32 else gemm[1]
+            lib.run("wino_block", x.dtype, (fn, int(gemm[2]), m, x.ctypes.data, n, c, h, w, top, left, th, tw,
+                                            u.ctypes.data, o, oh, ow, y.ctypes.data, nb,
+                                            *(b.ctypes.data for b in bufs), *sizes),
+                    blocks, hk.MIN_TASK_ELEMENTS if blocks > 1 else 0, t)
+            return y
         fin, fout = lib.fn(f"nnx_wino{m}_in", x.dtype), lib.fn(f"nnx_wino{m}_out", x.dtype)
         xa, ya = x.ctypes.data, y.ctypes.data
         x_step, y_step = c * h * w * item, o * oh * ow * item
@@ -126,16 +136,10 @@ class NumpyWinograd:
             return super().winograd_output_transform(mm, m, n, th, tw, oh, ow)
         o = mm.shape[1]
         y = np.empty((n, o, oh, ow), dtype=mm.dtype)
-        f, ma, ya = lib.fn(f"nnx_wino{m}_out", mm.dtype), mm.ctypes.data, y.ctypes.data
-        if m == 2:
-            parallel_rows(lambda lo, hi: f(ma, lo, hi, n, o, th, tw, oh, ow, ya), n, mm.size)
-            return y
-
-        def work(lo: int, hi: int) -> None:
-            scratch = np.empty(_scratch("out", m, th, tw), dtype=mm.dtype)
-            f(ma, lo, hi, n, o, th, tw, oh, ow, ya, scratch.ctypes.data)
-
-        parallel_rows(work, n, mm.size)
+        size, t = _scratch("out", m, th, tw), get_num_threads()
+        scratch = np.empty(size * min(n, t), dtype=mm.dtype)
+        lib.run("wino_out", mm.dtype,
+                (m, mm.ctypes.data, n, o, th, tw, oh, ow, y.ctypes.data, scratch.ctypes.data, size), n, mm.size, t)
         return y
 
     def winograd_dy_transform(self, dy, m, th, tw):
@@ -145,11 +149,8 @@ class NumpyWinograd:
         n, o, oh, ow = dy.shape
         a = m + 2
         d = np.empty((a * a, o, n * th * tw), dtype=dy.dtype)
-        f, ga, da = lib.fn(f"nnx_wino{m}_dy", dy.dtype), dy.ctypes.data, d.ctypes.data
-
-        def work(lo: int, hi: int) -> None:
-            scratch = np.empty(_scratch("dy", m, th, tw), dtype=dy.dtype)
-            f(ga, lo, hi, n, o, oh, ow, th, tw, da, scratch.ctypes.data)
-
-        parallel_rows(work, n, d.size)
+        size, t = _scratch("dy", m, th, tw), get_num_threads()
+        scratch = np.empty(size * min(n, t), dtype=dy.dtype)
+        lib.run("wino_dy", dy.dtype,
+                (m, dy.ctypes.data, n, o, oh, ow, th, tw, d.ctypes.data, scratch.ctypes.data, size), n, d.size, t)
         return d

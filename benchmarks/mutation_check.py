@@ -127,6 +127,8 @@ MUTATIONS = [
     ("gemm-conv-pointwise-dx-transposed", "backends/host_kernels.c",
      "if (dx) nnx_gemmt_##SUF(gemm, ilp64, 112, 111, C, run, O, w, C, g,",
      "if (dx) nnx_gemmt_##SUF(gemm, ilp64, 111, 111, C, run, O, w, C, g,", POOL),
+    ("wino-block-one-position", "backends/host_kernels.c", "O, kp, C, u + q * O * C, C, v + q * C * kp,",
+     "O, kp, C, u, C, v + q * C * kp,", ["tests/backends/test_host_kernels.py"]),
     ("pool-gemm-column-offset", "backends/host_kernels.c", "B += a[3] == 112 ? p0 * a[10] : p0;",
      "B += a[3] == 112 ? p0 : p0;", POOL),
     ("pool-scan-rows-cell-state", "backends/host_kernels.c", "(T*)a[13] + lo * H, (T*)a[14] + lo * H, (T*)a[15]",
