@@ -69,27 +69,14 @@ _SIGNATURES = {
     "nnx_relu_bwd": [_P, _P, _I, _P],
     "nnx_wino2_in": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_wino2_out": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P],
-    "nnx_wino2_dy": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_wino4_in": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
     "nnx_wino4_out": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
-    "nnx_wino4_dy": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
-    "nnx_wino_filter": [_P, _I, _I, _I, _I, _I, _P, _I, _P],
-    "nnx_wino_filter_grad": [_P, _I, _I, _I, _I, _I, _P, _P],
-    "nnx_bn_stats": [_P, _I, _I, _I, _I, _I, _P, _P],
-    "nnx_bn_fwd": [_P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _D, _P, _P],
-    "nnx_bn_bwd": [_P, _P, _I, _I, _I, _I, _I, _P, _P, _P, _P, _P, _P],
     "nnx_tanh": [_P, _I, _P],
     "nnx_sigmoid": [_P, _I, _P],
     "nnx_lstm_fwd": [_P, _I, _P, _I, _I, _I, _P, _I, _P, _I, _P, _I],
     "nnx_lstm_bwd": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I],
     "nnx_gru_fwd": [_P, _I, _P, _I, _P, _I, _P, _I, _I, _P, _I, _P, _I],
     "nnx_gru_bwd": [_P, _I, _P, _I, _P, _I, _I, _I, _P, _I, _P, _I, _P, _I],
-    "nnx_adam": [_P, _P, _P, _P, _I, _D, _D, _D, _D, _D],
-    "nnx_shift_add": [_P, _P, _I, _I, _I, _I, _I, _P],
-    "nnx_conv_direct_fwd": [_P, _I, _I, _I, _I, _I, _P, _I, _I, _I, _I, _I, _I, _I, _P, _P, _P],
-    "nnx_conv_direct_dw": [_P, _P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
-    "nnx_maxpool_fwd": [_P, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _I, _P, _P],
-    "nnx_maxpool_bwd": [_P, _P, _I, _I, _I, _I, _P],
 }
 _SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
 #: kernels with a task for nnx_pool_run (``nnx_task_<name>_<f32|f64>`` in host_kernels.c)
@@ -97,6 +84,9 @@ _TASKS = ("maxpool_fwd", "maxpool_bwd", "conv_direct_fwd", "conv_direct_dw", "ge
           "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd",
           "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add", "adam", "wino_block", "wino_in", "wino_out",
           "wino_dy", "wino_filter", "wino_filter_grad", "bn_stats", "bn_fwd", "bn_bwd")
+#: tasks that call NumPy's cblas GEMM: OpenBLAS must run them at one thread per part
+_BLAS_TASKS = frozenset({"gemm_conv_fwd", "gemm_conv_bwd", "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd",
+                         "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd", "rnn_scan_bwd", "wino_block"})
 
 #: Kernels over fewer elements than this run whole on the calling thread. Measured with
 #: benchmarks/bench_pool.py (2-vCPU Xeon VM, the float32 ReLU backward task, 1 -> 2 threads):
@@ -141,8 +131,8 @@ class HostKernels:
             threads = get_num_threads()
         if n_elements < MIN_TASK_ELEMENTS:
             threads = 1
-        elif threads > 1:
-            hold_blas_one_thread()  # OpenBLAS's spinning workers would take the pool's cores
+        if threads > 1 or name in _BLAS_TASKS:  # OpenBLAS's spinning workers would take the pool's cores,
+            hold_blas_one_thread()  # and a task's GEMMs must not each wake them
         words = _words(len(args))(*[0 if a is None else a for a in args])
         self._pool_run(self._tasks[(name, dtype)], words, n_rows, threads, self.spin_us)
 

@@ -1,8 +1,8 @@
 """NumPy override of the GEMM convolution (``fused_api.py``'s im2col + product is the reference):
 ``host_kernels.c``'s ``nnx_gemm_conv_fwd`` / ``nnx_gemm_conv_bwd`` run, per sample, the zero
 padding, an im2col of contiguous runs and NumPy's own cblas GEMM, on nnx's C thread pool with
-OpenBLAS held at one thread. The forward is split by sample; the backward by fixed blocks of
-samples, each block's weight gradient summed into its own slot and the slots added in order
+OpenBLAS held at one thread (``HostKernels.run``). The forward is split by sample; the backward by
+fixed blocks of samples, each block's weight gradient summed into its own slot and the slots added in order
 afterwards, so the result is bit-identical for every thread count (the blocks depend on the
 shapes only). Other dtypes, negative paddings, a BLAS that is not OpenBLAS and a machine without
 the host kernels take the reference.
@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
-from .threads import blas_one_thread, cblas_gemm, get_num_threads
+from .threads import cblas_gemm, get_num_threads
 
 #: the backward's weight-gradient slots: at most this many blocks of samples, and at most
 #: ``_SLOT_BYTES`` for all slots together
@@ -57,11 +57,10 @@ class NumpyGemmConv:
         size = _scratch(c, kh, kw, o, out)
         scratch = np.empty(size * min(n, t), dtype=x.dtype)  # one block per thread
         gemm = sgemm if x.dtype == np.float32 else dgemm
-        with blas_one_thread():
-            lib.run("gemm_conv_fwd", x.dtype, (gemm, int(ilp64), x.ctypes.data, c, h, w, weight.ctypes.data, o, kh, kw,
-                                               pads[0], pads[1], out[0], out[1], hk.ptr(bias), y.ctypes.data,
-                                               scratch.ctypes.data, size),
-                    n, y.size * c * kh * kw, t)
+        lib.run("gemm_conv_fwd", x.dtype, (gemm, int(ilp64), x.ctypes.data, c, h, w, weight.ctypes.data, o, kh, kw,
+                                           pads[0], pads[1], out[0], out[1], hk.ptr(bias), y.ctypes.data,
+                                           scratch.ctypes.data, size),
+                n, y.size * c * kh * kw, t)
         return y
 
     def conv2d_gemm_backward(self, x, weight, dy, pads, input_grad=True):
@@ -79,11 +78,10 @@ class NumpyGemmConv:
         t = get_num_threads()
         size = _scratch(c, kh, kw, o, out)
         scratch = np.empty(size * min(nblk, t), dtype=x.dtype)
-        with blas_one_thread():
-            lib.run("gemm_conv_bwd", x.dtype, (sgemm if x.dtype == np.float32 else dgemm, int(ilp64), x.ctypes.data,
-                                               g.ctypes.data, per, n, c, h, w, weight.ctypes.data, o, kh, kw, pads[0],
-                                               pads[1], out[0], out[1], slots.ctypes.data, hk.ptr(dx),
-                                               scratch.ctypes.data, size),
-                    nblk, g.size * kc * (2 if input_grad else 1), t)
+        lib.run("gemm_conv_bwd", x.dtype, (sgemm if x.dtype == np.float32 else dgemm, int(ilp64), x.ctypes.data,
+                                           g.ctypes.data, per, n, c, h, w, weight.ctypes.data, o, kh, kw, pads[0],
+                                           pads[1], out[0], out[1], slots.ctypes.data, hk.ptr(dx),
+                                           scratch.ctypes.data, size),
+                nblk, g.size * kc * (2 if input_grad else 1), t)
         dweight = slots[0] if nblk == 1 else np.add.reduce(slots, axis=0)
         return dx, dweight.reshape(weight.shape)

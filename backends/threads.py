@@ -243,11 +243,11 @@ MIN_SPLIT_MACS = 1 << 26
 
 def hold_blas_one_thread() -> None:
     """Set NumPy's OpenBLAS to one thread (if it is not already) for good: called when nnx's C
-    pool runs on more than one thread. OpenBLAS's workers spin ~0.1 s after each threaded GEMM,
-    and with nnx's spinning workers there are more busy threads than cores (measured, LeNet-5 at 2
-    threads on the 2-vCPU VM: 10.0 ms per step with OpenBLAS at 2 threads, 4.3 ms at 1). nnx splits
-    its own products over its pool instead (:func:`pool_matmul`); threadpoolctl can raise the
-    setting again for other NumPy work."""
+    pool runs on more than one thread or runs a task that calls the BLAS. OpenBLAS's workers spin
+    ~0.1 s after each threaded GEMM, and with nnx's spinning workers there are more busy threads
+    than cores (measured, LeNet-5 at 2 threads on the 2-vCPU VM: 10.0 ms per step with OpenBLAS at
+    2 threads, 4.3 ms at 1). nnx splits its own products over its pool instead
+    (:func:`pool_matmul`); threadpoolctl can raise the setting again for other NumPy work."""
     fns = _openblas_functions()
     if fns is not None and fns[1]() != 1:
         fns[0](1)
@@ -321,7 +321,6 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     b, tb, ldb, sb = _gemm_operand(b, k, cols)
     fn = gemm[0] if a.dtype == np.float32 else gemm[1]
     ldc = c.strides[-2] // c.itemsize
-    hold_blas_one_thread()
     if c.ndim == 2:
         by_cols = int(cols > m)  # each part packs all of the smaller side's operand
         # parts of at least MIN_POOL_SIDE rows (columns) and MIN_POOL_MACS / 2 multiply-adds: on many
