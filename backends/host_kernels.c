@@ -19,6 +19,8 @@
 
 typedef long long i64;
 
+#include "host_gemm.c"
+
 #define NNX_KERNELS(T, SUF, SQRT, LOG)                                                              \
 /* Layer norm over rows of x (rows, n): xhat = (x - mean) * invstd, y = xhat * w + b (w, b may    \
  * be NULL). Biased variance of the centred row (two passes, as the reference). */                \
@@ -868,9 +870,16 @@ typedef void (*nnx_gemm32_##SUF)(int, int, int, int, int, int, T, const T*, int,
 /* C (m, n) = A (m, k) B (k, n) + beta C, all row-major (CblasRowMajor 101, CblasNoTrans 111) */   \
 static void nnx_gemm_##SUF(const void* fn, i64 ilp64, i64 m, i64 n, i64 k, const T* a, i64 lda,    \
                            const T* b, i64 ldb, T beta, T* c, i64 ldc) {                            \
+    if (nnx_own_gemm_##SUF(0, 0, m, n, k, a, lda, b, ldb, beta, c, ldc)) return;                   \
     if (ilp64) ((nnx_gemm64_##SUF)fn)(101, 111, 111, m, n, k, (T)1, a, lda, b, ldb, beta, c, ldc); \
     else ((nnx_gemm32_##SUF)fn)(101, 111, 111, (int)m, (int)n, (int)k, (T)1, a, (int)lda, b, (int)ldb, \
                                 beta, c, (int)ldc);                                                 \
+}                                                                                                   \
+/* the same with b packed by nnx_own_pack (bp; NULL: nnx_gemm) */                                  \
+static void nnx_gemm_p_##SUF(const T* bp, const void* fn, i64 ilp64, i64 m, i64 n, i64 k, const T* a, \
+                             i64 lda, const T* b, i64 ldb, T beta, T* c, i64 ldc) {                 \
+    if (bp && nnx_own_packed_##SUF(bp, m, n, k, a, lda, beta, c, ldc)) return;                      \
+    nnx_gemm_##SUF(fn, ilp64, m, n, k, a, lda, b, ldb, beta, c, ldc);                               \
 }                                                                                                   \
 /* rows of n elements from src (row stride lds) to dst (row stride ldd) */                        \
 static void nnx_rows_##SUF(T* dst, i64 ldd, const T* src, i64 lds, i64 rows, i64 n) {              \
@@ -889,13 +898,14 @@ void nnx_lstm_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 
                              T* buf, const T* whhT, const T* h0, const T* c0, T* out, T* hprev,    \
                              i64 ldh, T* cprev, T* hn, T* cn) {                                     \
     const i64 BH = B * H, BFH = BF * H, S = 5 * H;                                                                \
+    const T* wp = nnx_own_pack_##SUF(whhT, 4 * H, H, 4 * H);                                        \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
         const int last = s + 1 == steps;                                                            \
         if (s == 0) { nnx_rows_##SUF(hprev + t * BF * ldh, ldh, h0, H, B, H);                        \
                       memcpy(cprev + t * BFH, c0, (size_t)BH * sizeof(T)); }                         \
         T* g = buf + t * BF * S;                                                                     \
-        nnx_gemm_##SUF(gemm, ilp64, B, 4 * H, H, hprev + t * BF * ldh, ldh, whhT, 4 * H, (T)1, g, S); \
+        nnx_gemm_p_##SUF(wp, gemm, ilp64, B, 4 * H, H, hprev + t * BF * ldh, ldh, whhT, 4 * H, (T)1, g, S); \
         nnx_lstm_fwd_##SUF(g, S, cprev + t * BFH, H, B, H, g, S, out + t * BFH, H,                    \
                            last ? cn : cprev + nx * BFH, H);                                         \
         if (last) memcpy(hn, out + t * BFH, (size_t)BH * sizeof(T));                                 \
@@ -910,13 +920,14 @@ void nnx_lstm_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 
                              T* buf, const T* whh, const T* cprev, const T* dout, T* dh, T* dc,    \
                              i64 dc_in, T* tmp) {                                                   \
     const i64 BH = B * H, BFH = BF * H, S = 5 * H;                                                                \
+    const T* wp = nnx_own_pack_##SUF(whh, H, 4 * H, H);                                             \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? s : steps - 1 - s;                                                  \
         T* g = buf + t * BF * S;                                                                     \
         const T* dhs = dh;                                                                          \
         if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BFH, BH); dhs = tmp; }                         \
         nnx_lstm_bwd_##SUF(g, S, cprev + t * BFH, H, dhs, H, (s || dc_in) ? dc : 0, H, B, H, g, S, dc, H); \
-        nnx_gemm_##SUF(gemm, ilp64, B, H, 4 * H, g, S, whh, H, (T)0, dh, H);                        \
+        nnx_gemm_p_##SUF(wp, gemm, ilp64, B, H, 4 * H, g, S, whh, H, (T)0, dh, H);                  \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
@@ -926,12 +937,13 @@ void nnx_gru_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 B
                             T* buf, const T* whhT, const T* bhn, const T* h0, T* out, T* hprev,    \
                             i64 ldh, T* hn, T* gh) {                                                \
     const i64 BH = B * H, BFH = BF * H, S = 4 * H;                                                                \
+    const T* wp = nnx_own_pack_##SUF(whhT, 3 * H, H, 3 * H);                                        \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
         T* hp = hprev + t * BF * ldh;                                                                \
         if (s == 0) nnx_rows_##SUF(hp, ldh, h0, H, B, H);                                           \
         T* g = buf + t * BF * S;                                                                     \
-        nnx_gemm_##SUF(gemm, ilp64, B, 3 * H, H, hp, ldh, whhT, 3 * H, (T)0, gh, 3 * H);            \
+        nnx_gemm_p_##SUF(wp, gemm, ilp64, B, 3 * H, H, hp, ldh, whhT, 3 * H, (T)0, gh, 3 * H);      \
         nnx_gru_fwd_##SUF(g, S, gh, 3 * H, hp, ldh, bhn, B, H, out + t * BFH, H, g, S);              \
         if (s + 1 == steps) memcpy(hn, out + t * BFH, (size_t)BH * sizeof(T));                       \
         else nnx_rows_##SUF(hprev + nx * BF * ldh, ldh, out + t * BFH, H, B, H);                      \
@@ -944,6 +956,7 @@ void nnx_gru_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 B
                             T* buf, const T* whh, const T* hprev, i64 ldh, const T* dout, T* dgh,  \
                             T* dh, T* tmp) {                                                        \
     const i64 BH = B * H, BFH = BF * H, S = 4 * H;                                                                \
+    const T* wp = nnx_own_pack_##SUF(whh, H, 3 * H, H);                                             \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? s : steps - 1 - s;                                                  \
         T* g = buf + t * BF * S;                                                                     \
@@ -951,7 +964,7 @@ void nnx_gru_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 B
         const T* dhs = dh;                                                                          \
         if (dout) { nnx_add_##SUF(tmp, dh, dout + t * BFH, BH); dhs = tmp; }                         \
         nnx_gru_bwd_##SUF(g, S, hprev + t * BF * ldh, ldh, dhs, H, B, H, g, S, gh, 3 * H, dh, H);    \
-        nnx_gemm_##SUF(gemm, ilp64, B, H, 3 * H, gh, 3 * H, whh, H, (T)1, dh, H);                   \
+        nnx_gemm_p_##SUF(wp, gemm, ilp64, B, H, 3 * H, gh, 3 * H, whh, H, (T)1, dh, H);             \
     }                                                                                               \
 }                                                                                                   \
                                                                                                     \
@@ -961,12 +974,13 @@ void nnx_rnn_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 B
                             i64 relu, T* buf, const T* whhT, const T* h0, T* out, T* hprev, i64 ldh, \
                             T* hn) {                                                                \
     const i64 BH = B * H, BFH = BF * H;                                                                           \
+    const T* wp = nnx_own_pack_##SUF(whhT, H, H, H);                                                \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? steps - 1 - s : s, nx = reverse ? t - 1 : t + 1;                    \
         if (s == 0) nnx_rows_##SUF(hprev + t * BF * ldh, ldh, h0, H, B, H);                          \
         T* g = buf + t * BFH;                                                                        \
         T* o = out + t * BFH;                                                                        \
-        nnx_gemm_##SUF(gemm, ilp64, B, H, H, hprev + t * BF * ldh, ldh, whhT, H, (T)1, g, H);        \
+        nnx_gemm_p_##SUF(wp, gemm, ilp64, B, H, H, hprev + t * BF * ldh, ldh, whhT, H, (T)1, g, H);  \
         if (relu) { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) { const T v = g[i] > 0 ? g[i] : (T)0; \
                                                                       g[i] = v; o[i] = v; } }     \
         else { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) { const T v = ACT_TANH(g[i]);      \
@@ -980,6 +994,7 @@ void nnx_rnn_scan_fwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 B
 void nnx_rnn_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 BF, i64 H, i64 reverse,    \
                             i64 relu, T* buf, const T* whh, const T* dout, T* dh) {                 \
     const i64 BH = B * H, BFH = BF * H;                                                                           \
+    const T* wp = nnx_own_pack_##SUF(whh, H, H, H);                                                 \
     for (i64 s = 0; s < steps; ++s) {                                                               \
         const i64 t = reverse ? s : steps - 1 - s;                                                  \
         T* g = buf + t * BFH;                                                                        \
@@ -988,7 +1003,7 @@ void nnx_rnn_scan_bwd_##SUF(const void* gemm, i64 ilp64, i64 steps, i64 B, i64 B
                         const T v = d ? dh[i] + d[i] : dh[i]; g[i] = g[i] > 0 ? v : (T)0; } }     \
         else { _Pragma("omp simd") for (i64 i = 0; i < BH; ++i) {                                  \
                    const T v = d ? dh[i] + d[i] : dh[i]; g[i] = v * ((T)1 - g[i] * g[i]); } }     \
-        nnx_gemm_##SUF(gemm, ilp64, B, H, H, g, H, whh, H, (T)0, dh, H);                            \
+        nnx_gemm_p_##SUF(wp, gemm, ilp64, B, H, H, g, H, whh, H, (T)0, dh, H);                      \
     }                                                                                               \
 }
 
@@ -1163,6 +1178,7 @@ typedef void (*nnx_gemmt32_##SUF)(int, int, int, int, int, int, T, const T*, int
 /* C (m, n) = op(A) op(B) + beta C, row-major; ta, tb: 111 (as is) or 112 (transposed) */        \
 static void nnx_gemmt_##SUF(const void* fn, i64 ilp64, int ta, int tb, i64 m, i64 n, i64 k, const T* a, \
                             i64 lda, const T* b, i64 ldb, T beta, T* c, i64 ldc) {                  \
+    if (nnx_own_gemm_##SUF(ta == 112, tb == 112, m, n, k, a, lda, b, ldb, beta, c, ldc)) return;   \
     if (ilp64) ((nnx_gemmt64_##SUF)fn)(101, ta, tb, m, n, k, (T)1, a, lda, b, ldb, beta, c, ldc);   \
     else ((nnx_gemmt32_##SUF)fn)(101, ta, tb, (int)m, (int)n, (int)k, (T)1, a, (int)lda, b, (int)ldb, \
                                  beta, c, (int)ldc);                                                \

@@ -49,7 +49,7 @@ __all__ = ["ENV", "HostKernels", "kernels", "loaded", "ptr", "reason", "supports
 ENV = "NNX_HOST_KERNELS"
 SOURCE = Path(__file__).with_name("host_kernels.c")
 #: sources SOURCE includes (part of the build's name)
-_INCLUDED = (Path(__file__).with_name("host_pool.c"),)
+_INCLUDED = (Path(__file__).with_name("host_pool.c"), Path(__file__).with_name("host_gemm.c"))
 _BASE_FLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fopenmp-simd", "-fno-math-errno", "-ffp-contract=fast",
                "-std=c99"]
 
@@ -99,6 +99,46 @@ SPIN_ENV = "NNX_SPIN_US"
 DEFAULT_SPIN_US = 200
 
 
+#: Which GEMM the host kernels' float32 products run (``host_gemm.c``): ``NNX_GEMM=nnx`` nnx's own
+#: AVX-512 kernel wherever the build has it, ``blas`` NumPy's OpenBLAS always, ``auto`` (default)
+#: nnx's where OpenBLAS runs a kernel without AVX-512 on a CPU with it (:func:`own_gemm_wanted`).
+GEMM_ENV = "NNX_GEMM"
+#: OpenBLAS core types (threadpoolctl's ``architecture``) whose sgemm uses AVX-512
+_AVX512_CORES = frozenset({"skylakex", "cooperlake", "sapphirerapids"})
+
+
+def own_gemm_wanted(available: bool) -> tuple[bool, str]:
+    """Whether nnx's own float32 GEMM should run the host kernels' products, and why.
+
+    ``auto``: where nnx's kernel is built (the compiler targets AVX-512 on this CPU) and NumPy's
+    BLAS is an OpenBLAS running a core type without AVX-512 (``OPENBLAS_CORETYPE=Haswell``, or a
+    CPU its detection does not know). Measured on the 2-vCPU AMD EPYC (Zen 5) VM, one thread,
+    float32: 64x128 @ 128x512 (the LSTM benchmark's recurrent step) 45 us nnx, 77 us OpenBLAS
+    Haswell, 44 us OpenBLAS SkylakeX; 128x784 @ 784x512 476 / 847 / 480 us; 512x2048 @ 2048x161
+    1.95 / 2.97 / 1.60 ms (benchmarks/bench_gemm.py). Against an AVX-512 OpenBLAS it is level or
+    slower, so OpenBLAS keeps those; other BLAS libraries (MKL, BLIS) are kept too."""
+    mode = os.environ.get(GEMM_ENV, "auto").strip().lower() or "auto"
+    if mode not in ("auto", "nnx", "blas"):
+        raise ValueError(f"{GEMM_ENV} must be 'auto', 'nnx' or 'blas', got {os.environ[GEMM_ENV]!r}")
+    if not available:
+        return False, "nnx's GEMM is not built here (the compiler does not target AVX-512 on this CPU)"
+    if mode != "auto":
+        return mode == "nnx", f"{GEMM_ENV}={mode}"
+    try:
+        import threadpoolctl
+
+        info = threadpoolctl.ThreadpoolController().select(internal_api="openblas").info()
+    except Exception:  # noqa: BLE001 -- no threadpoolctl view: keep the BLAS
+        return False, "the BLAS's kernel is unknown: BLAS kept"
+    cores = {str(i.get("architecture") or "").lower() for i in info}
+    if len(cores) != 1 or "" in cores:
+        return False, "NumPy's BLAS is not one identifiable OpenBLAS: BLAS kept"
+    (core,) = cores
+    if core in _AVX512_CORES:
+        return False, f"OpenBLAS runs its {core} kernel (AVX-512): BLAS kept"
+    return True, f"OpenBLAS runs its {core} kernel (no AVX-512) on a CPU with AVX-512: nnx's GEMM"
+
+
 class HostKernels:
     """The loaded library: ``fn(name, dtype)`` is the C function for float32 or float64 arrays."""
 
@@ -120,6 +160,28 @@ class HostKernels:
         self.pool_workers = lib.nnx_pool_workers
         self.pool_workers.argtypes, self.pool_workers.restype = [], _I
         self.spin_us = _spin_us()
+        self._set_own_gemm = lib.nnx_set_own_gemm
+        self._set_own_gemm.argtypes, self._set_own_gemm.restype = [_I], None
+        self._own_gemm_state = lib.nnx_own_gemm
+        self._own_gemm_state.argtypes, self._own_gemm_state.restype = [], _I
+        available = lib.nnx_own_gemm_available
+        available.argtypes, available.restype = [], _I
+        self.own_gemm_available = bool(available())
+        self.sgemm = lib.nnx_sgemm_f32
+        self.sgemm.argtypes = [_I, _I, _I, _I, _I, _P, _I, _P, _I, _D, _P, _I]
+        self.sgemm.restype = _I
+        #: True while float32 products of the host kernels run nnx's own GEMM (``host_gemm.c``)
+        self.own_gemm = False
+        on, self.own_gemm_reason = own_gemm_wanted(self.own_gemm_available)
+        self.set_own_gemm(on)
+
+    def set_own_gemm(self, on: bool) -> bool:
+        """Run the float32 products of the host kernels on nnx's GEMM (where it is built) or on
+        BLAS; returns the setting before."""
+        before = self.own_gemm
+        self._set_own_gemm(int(bool(on)))
+        self.own_gemm = bool(self._own_gemm_state())
+        return before
 
     def run(self, name: str, dtype: np.dtype, args: tuple[int | None, ...], n_rows: int, n_elements: int,
             threads: int | None = None) -> None:

@@ -258,6 +258,11 @@ def hold_blas_one_thread() -> None:
 #: at one thread -> the pool at two): 2^21 multiply-adds 0.95x, 2^23 1.53x, 2^25 1.79x.
 MIN_POOL_MACS = 1 << 22
 
+#: With nnx's own GEMM on (``host_kernels.own_gemm_wanted``), float32 products from this many
+#: multiply-adds run it (:func:`pool_matmul`), on one thread too; smaller ones take numpy.matmul,
+#: whose call costs less than the ctypes hand-off.
+MIN_OWN_MACS = 1 << 15
+
 #: rows (or columns) of a 2-d product's part at least (:func:`pool_matmul`)
 MIN_POOL_SIDE = 32
 
@@ -283,21 +288,28 @@ def _gemm_operand(x: Any, rows: int, cols: int) -> tuple[Any, int, int, int]:
 
 def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     """``numpy.matmul(a, b)`` (into ``out`` where given) on nnx's C thread pool, NumPy's own cblas
-    GEMM at one thread per part: a 2-d product cut into one part per thread by rows of the result,
-    or by its columns where they are more (each part packs its block of one operand and all of the
-    other); a batch (``a`` or ``b`` 3-d, the other 2-d or 3-d with the same batch) cut by the batch.
-    None where it does not apply (one thread, products under :data:`MIN_POOL_MACS` multiply-adds,
-    other shapes, dtypes or layouts, no host kernels, a BLAS that is not OpenBLAS); the caller then
-    takes ``numpy.matmul``. Deterministic for a given thread count; 2-d products agree with one
-    thread to rounding (OpenBLAS's kernels for a block of rows need not round as for the whole)."""
+    GEMM (or nnx's, ``host_gemm.c``, where it is on) at one thread per part: a 2-d product cut
+    into one part per thread by rows of the result, or by its columns where they are more (each
+    part packs its block of one operand and all of the other); a batch (``a`` or ``b`` 3-d, the
+    other 2-d or 3-d with the same batch) cut by the batch. None where it does not apply (one
+    thread, products under :data:`MIN_POOL_MACS` multiply-adds, other shapes, dtypes or layouts,
+    no host kernels, a BLAS that is not OpenBLAS); the caller then takes ``numpy.matmul``. With
+    nnx's GEMM on, float32 products from :data:`MIN_OWN_MACS` multiply-adds run it on one thread
+    too. Deterministic for a given thread count; 2-d products agree with one thread to rounding
+    (OpenBLAS's kernels for a block of rows need not round as for the whole; nnx's do, bit for
+    bit)."""
     n = get_num_threads()
-    if n < 2:
-        return None
     import numpy as np
 
     from . import host_kernels
 
-    lib, gemm = host_kernels.kernels(), cblas_gemm()
+    if type(a) is not np.ndarray or type(b) is not np.ndarray:
+        return None
+    lib = host_kernels.kernels()
+    own = lib is not None and a.dtype == np.float32 and lib.own_gemm
+    if n < 2 and not own:
+        return None
+    gemm = cblas_gemm()
     if (lib is None or gemm is None or a.ndim not in (2, 3) or b.ndim not in (2, 3) or a.dtype != b.dtype
             or a.dtype not in (np.float32, np.float64) or type(a) is not np.ndarray or type(b) is not np.ndarray):
         return None
@@ -307,8 +319,10 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]) or 0 in (m, k, cols, batch):
         return None
     flat = a.ndim == b.ndim == 2
-    if batch * m * k * cols < MIN_POOL_MACS or (flat and max(m, cols) < 2 * MIN_POOL_SIDE):
-        return None  # small: numpy.matmul on the calling thread costs less than the hand-off
+    if n < 2 or batch * m * k * cols < MIN_POOL_MACS or (flat and max(m, cols) < 2 * MIN_POOL_SIDE):
+        if not own or batch * m * k * cols < MIN_OWN_MACS:
+            return None  # small: numpy.matmul on the calling thread costs less than the hand-off
+        n = 1  # nnx's GEMM on the calling thread
     shape = (m, cols) if flat else (batch, m, cols)
     if out is not None and (type(out) is not np.ndarray or out.shape != shape or out.dtype != a.dtype
                             or out.strides[-1] != out.itemsize or (out.ndim == 3 and out.strides[0] % out.itemsize)

@@ -20,7 +20,8 @@ what a user's training process sees, no other library's threads on the cores. Me
 process, 4.6-4.9 ms after a run that left OpenBLAS's threads asleep, 4.5 ms alone; the README's
 table comes from ``--isolated``.
 
-Usage: ``python benchmarks/bench_scaling.py [--rounds 7] [--threads 1 2] [--settle 0.3] [--isolated]``.
+Usage: ``python benchmarks/bench_scaling.py [--rounds 7] [--threads 1 2] [--workloads lstm mlp]
+[--settle 0.3] [--isolated]``.
 Writes benchmarks/results/scaling.json (read by ``benchmarks/scaling.py``).
 """
 
@@ -44,12 +45,6 @@ import bench_lstm  # noqa: E402
 import bench_mlp  # noqa: E402
 
 from common import machine, threads, write  # noqa: E402
-
-
-def workloads() -> dict[str, tuple[int, int, dict]]:
-    """name -> (samples per step, steps per timed run, {contestant: step function})."""
-    return {name: _build(name) for name in WORKLOADS}
-
 
 WORKLOADS = ("resnet_basic_block", "lenet5", "mlp", "lstm")
 
@@ -108,7 +103,7 @@ def _isolated(args: argparse.Namespace) -> tuple[dict, dict]:
     """Every contestant in a process of its own (no other library's threads on the cores), the
     processes alternated round by round."""
     contestants = {name: ["nnx", "torch"] if name == "resnet_basic_block" else ["nnx", "numpy_floor", "torch"]
-                   for name in WORKLOADS}
+                   for name in args.workloads}
     samples: dict = {w: {n: {c: [] for c in cs} for n in args.threads} for w, cs in contestants.items()}
     busy: dict = {w: {n: {c: [] for c in cs} for n in args.threads} for w, cs in contestants.items()}
     for r in range(args.rounds):
@@ -126,7 +121,7 @@ def _isolated(args: argparse.Namespace) -> tuple[dict, dict]:
 
 def _interleaved(args: argparse.Namespace) -> tuple[dict, dict]:
     """Every workload, thread count and contestant in this process, one loop."""
-    work = workloads()
+    work = {name: _build(name) for name in args.workloads}
     samples: dict = {w: {n: {c: [] for c in steps} for n in args.threads} for w, (_, _, steps) in work.items()}
     busy: dict = {w: {n: {c: [] for c in steps} for n in args.threads} for w, (_, _, steps) in work.items()}
     for r in range(args.rounds + 1):  # round 0 is the warm-up
@@ -148,6 +143,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workloads", nargs="+", choices=WORKLOADS, default=list(WORKLOADS))
     parser.add_argument("--settle", type=float, default=0.3,
                         help="seconds to sleep before each contestant's run (other libraries' threads stop spinning)")
     parser.add_argument("--isolated", action="store_true",

@@ -28,6 +28,7 @@ SCAN = ["tests/backends/test_recurrent_scan.py"]
 WINO = ["tests/backends/test_host_kernels.py", "tests/functional/test_winograd.py"]
 DIRECT = ["tests/backends/test_host_direct_conv.py"]
 POOL = ["tests/backends/test_host_pool.py"]
+GEMM = ["tests/backends/test_host_gemm.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [
@@ -133,6 +134,17 @@ MUTATIONS = [
      "B += a[3] == 112 ? p0 : p0;", POOL),
     ("pool-scan-rows-cell-state", "backends/host_kernels.c", "(T*)a[13] + lo * H, (T*)a[14] + lo * H, (T*)a[15]",
      "(T*)a[13], (T*)a[14] + lo * H, (T*)a[15]", POOL),
+    ("gemm-depth-blocks-overwrite", "backends/host_gemm.c", "bp, pc ? 1.0f : beta, C + jc, ldc, ap);",
+     "bp, beta, C + jc, ldc, ap);", GEMM),
+    ("gemm-store-mask-one-column-wide", "backends/host_gemm.c", "(__mmask16)((1u << (nr - 16)) - 1u)",
+     "(__mmask16)((1u << (nr - 15)) - 1u)", GEMM),
+    ("gemm-pack-a-transposed-offset", "backends/host_gemm.c", "const float* s = A + (k0 + k) * lda + i0 + is;",
+     "const float* s = A + (k0 + k) * lda + i0;", GEMM),
+    ("gemm-packed-depth-offset", "backends/host_gemm.c", "bp + pc * np, pc ? 1.0f : beta, C, ldc, ap);",
+     "bp, pc ? 1.0f : beta, C, ldc, ap);", GEMM),
+    ("gemm-ukr-row-dropped", "backends/host_gemm.c", "NNX_UKR_ROW(6) NNX_UKR_ROW(7)", "NNX_UKR_ROW(6)", GEMM),
+    ("gemm-tail-ukr-row-dropped", "backends/host_gemm.c", "NNX_UKR16_ROW(6) NNX_UKR16_ROW(7)", "NNX_UKR16_ROW(6)",
+     GEMM),
     ("direct-conv-pad-offset", "backends/host_kernels.c",
      "memcpy(xp + c * plane + dr * WP + pl + c0,", "memcpy(xp + c * plane + dr * WP + c0,", DIRECT),
     ("direct-conv-bias-of-block", "backends/host_kernels.c",

@@ -29,3 +29,18 @@ def numpy_adapter(monkeypatch):
     with nnx.use_backend("numpy") as b:
         yield b
     nnx.set_num_threads(old if old is not None else T._default_threads())
+
+
+@pytest.fixture
+def own_gemm(lib):
+    """``own_gemm(on)`` runs the host kernels' float32 products on nnx's GEMM (``host_gemm.c``) or
+    on BLAS inside the test (skips turning it on where it is not built); restored afterwards."""
+    before = lib.own_gemm
+
+    def turn(on: bool) -> None:
+        if on and not lib.own_gemm_available:
+            pytest.skip("nnx's GEMM is not built here (the compiler does not target AVX-512 on this CPU)")
+        lib.set_own_gemm(on)
+
+    yield turn
+    lib.set_own_gemm(before)
