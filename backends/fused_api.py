@@ -93,6 +93,11 @@ class FusedOps:
             return y, saved
         return self._into(out, y, "bias_act_forward"), (out if saved is y else saved)
 
+    def channel_sum(self, x: Array) -> Array:
+        """``x`` ``(N, C, *spatial)`` summed over every axis but the channels, ``(C,)``: a
+        convolution's bias gradient."""
+        return self.xp.sum(x, axis=(0, *range(2, x.ndim)))
+
     def bias_act_backward(self, dy: Array, saved: Array, act: str, has_bias: bool = True, *,
                           out: Array | None = None) -> tuple[Array, Any]:
         """``(dx, dbias)`` of :meth:`bias_act_forward` (``dx`` into ``out``, which may be ``saved``)."""

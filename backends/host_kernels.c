@@ -1328,6 +1328,26 @@ void nnx_task_relu_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {          
     (void)part;                                                                                     \
     nnx_relu_bwd_##SUF((const T*)a[0] + lo, (const T*)a[1] + lo, hi - lo, (T*)a[2] + lo);           \
 }                                                                                                   \
+/* x (N, C, P), N, C, P, out (C): out[c] = the sum of x[:, c, :] (a convolution's bias gradient); \
+ * rows = channels. Each plane summed in T over vector lanes, the planes in double, n ascending:  \
+ * one order whatever the split. */                                                                \
+void nnx_task_chan_sum_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                              \
+    (void)part;                                                                                     \
+    const T* x = (const T*)a[0];                                                                    \
+    const i64 N = a[1], C = a[2], P = a[3];                                                         \
+    T* out = (T*)a[4];                                                                              \
+    for (i64 c = lo; c < hi; ++c) {                                                                 \
+        double acc = 0;                                                                             \
+        for (i64 n = 0; n < N; ++n) {                                                               \
+            const T* xp = x + (n * C + c) * P;                                                      \
+            T s = 0;                                                                                \
+            _Pragma("omp simd reduction(+:s)")                                                      \
+            for (i64 i = 0; i < P; ++i) s += xp[i];                                                 \
+            acc += (double)s;                                                                       \
+        }                                                                                           \
+        out[c] = (T)acc;                                                                            \
+    }                                                                                               \
+}                                                                                                   \
 /* gemm, ilp64, x, C, H, W, w, O, KH, KW, pt, pl, OH, OW, bias, y, scratch, scratch entries per part; \
  * rows = samples */                                                                                \
 void nnx_task_gemm_conv_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                         \

@@ -76,6 +76,19 @@ class NumpyFused(NumpyRecurrentCells):
         out[...] = y
         return out, (out if saved is y else saved)
 
+    def channel_sum(self, x):
+        """The host kernel on nnx's C pool, split by channels (``chan_sum``: each plane summed in
+        vector lanes, the planes in float64); NumPy's sum where it does not apply. Measured on the
+        2-vCPU Zen 5 VM, LeNet-5's bias gradients (64, 6, 28, 28) and (64, 16, 10, 10): NumPy 44 and
+        28 us, the kernel 18 and 11 us on one thread, 10 and 8 us on two."""
+        lib = hk.kernels()
+        if lib is None or x.ndim < 3 or not hk.supports(x) or x.size == 0:
+            return super().channel_sum(x)
+        n, c = x.shape[:2]
+        out = np.empty(c, dtype=x.dtype)
+        lib.run("chan_sum", x.dtype, (x.ctypes.data, n, c, x.size // max(1, n * c), out.ctypes.data), c, x.size)
+        return out
+
     def bias_act_backward(self, dy, saved, act, has_bias=True, *, out=None):
         if (act == "tanh" and not has_bias and dy.ndim == 2 and dy.shape == saved.shape
                 and dy.size < MIN_PARALLEL_ELEMENTS):  # a recurrent time step: no layers

@@ -33,7 +33,7 @@ __all__ = ["MIN_PARALLEL_ELEMENTS", "MIN_POOL_MACS", "MIN_SPLIT_MACS", "blas_one
 MIN_PARALLEL_ELEMENTS = 1 << 20
 
 _lock = threading.Lock()
-_state: dict[str, Any] = {"threads": None, "pool": None, "limiter": None}
+_state: dict[str, Any] = {"threads": None, "default": None, "pool": None, "limiter": None}
 
 
 def _default_threads() -> int:
@@ -48,10 +48,15 @@ def get_num_threads() -> int:
     """Threads nnx uses on the CPU: its elementwise pool and (once set) the BLAS.
 
     Default: ``NNX_NUM_THREADS``, else ``OMP_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` /
-    ``MKL_NUM_THREADS``, else the number of cores.
+    ``MKL_NUM_THREADS``, else the number of cores, read at the first call (every kernel asks:
+    reading four variables and the core count each time cost 7.8 us a call).
     """
     n = _state["threads"]
-    return _default_threads() if n is None else n
+    if n is None:
+        n = _state["default"]
+        if n is None:
+            n = _state["default"] = _default_threads()
+    return n
 
 
 def set_num_threads(n: int) -> None:

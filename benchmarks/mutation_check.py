@@ -145,6 +145,8 @@ MUTATIONS = [
     ("gemm-ukr-row-dropped", "backends/host_gemm.c", "NNX_UKR_ROW(6) NNX_UKR_ROW(7)", "NNX_UKR_ROW(6)", GEMM),
     ("gemm-tail-ukr-row-dropped", "backends/host_gemm.c", "NNX_UKR16_ROW(6) NNX_UKR16_ROW(7)", "NNX_UKR16_ROW(6)",
      GEMM),
+    ("chan-sum-plane-offset", "backends/host_kernels.c", "const T* xp = x + (n * C + c) * P;",
+     "const T* xp = x + (n * C) * P;", POOL),
     ("direct-conv-pad-offset", "backends/host_kernels.c",
      "memcpy(xp + c * plane + dr * WP + pl + c0,", "memcpy(xp + c * plane + dr * WP + c0,", DIRECT),
     ("direct-conv-bias-of-block", "backends/host_kernels.c",

@@ -92,7 +92,7 @@ def conv2d_device(b: Any, x: Array, weight: Array, bias: Array | None, pads: tup
                 dcols = conv_cols_grad(xp, weight, dyc, groups)
                 dx_parts.append(b.col2im(dcols, (hi - lo, c, h, w), kernel, stride, dilation, offsets, out))
                 del dcols
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dbias = b.channel_sum(dy) if bias is not None else None
         dx = None
         if input_grad:
             dx = dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0)

@@ -51,7 +51,7 @@ def conv2d_direct_forward(b: Any, x: Array, weight: Array, bias: Array | None, p
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dweight = b.conv2d_direct_weight_grad(x, dy, (kh, kw), (pads[0], pads[2]))
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dbias = b.channel_sum(dy) if bias is not None else None
         dx = None
         if input_grad:  # W^T dy onto the taps, summed back by col2im (as a direct convolution of dy with
             # the turned filter it has O * kh * kw taps per output and C outputs: measured slower)

@@ -260,7 +260,7 @@ def same_size_backward(b: Any, flat: Array, weight: Array, has_bias: bool, pads:
         del dybuf, dflat
         dweight = xp.reshape(xp.permute_dims(xp.flip(xp.reshape(dwk, (g, kk, og, cg)), axis=1), (0, 2, 3, 1)),
                              (o, cg, kh, kw))
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if has_bias else None
+        dbias = b.channel_sum(dy) if has_bias else None
         dx = None
         if input_grad:
             if not in_place:

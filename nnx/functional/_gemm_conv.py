@@ -42,6 +42,6 @@ def conv2d_gemm_forward(b: Any, x: Array, weight: Array, bias: Array | None, pad
 
     def backward(dy: Array, input_grad: bool = True) -> tuple[Array | None, tuple]:
         dx, dweight = b.conv2d_gemm_backward(x, weight, dy, (pads[0], pads[2]), input_grad)
-        return dx, (dweight, b.xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None)
+        return dx, (dweight, b.channel_sum(dy) if bias is not None else None)
 
     return y, backward

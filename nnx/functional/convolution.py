@@ -205,7 +205,7 @@ def conv2d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
                 dx_parts.append(col2im(b, dcols, (hi - lo,) + padded_shape[1:], kernel, stride_, dilation_,
                                         out, device))
                 del dcols
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dbias = b.channel_sum(dy) if bias is not None else None
         dx = None
         if input_grad:
             dxp = dx_parts[0] if len(dx_parts) == 1 else xp.concat(dx_parts, axis=0)
@@ -325,7 +325,7 @@ def conv_transpose2d_forward(x: Array, weight: Array, bias: Array | None = None,
             cols = im2col(b, pad2d(b, dy, (ph, ph, pw, pw), 0.0, device), kernel, stride_, dilation_, inner)
         # weight is (Cin, Cout/g, kh, kw): dL/dW[ci, co, a, b] = sum x[ci] * cols[co, a, b]
         dweight = conv_weight_grad(xp, x3, cols, groups, w_shape)
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dbias = b.channel_sum(dy) if bias is not None else None
         dx = xp.reshape(conv_matmul(xp, weight, cols, groups), (n, cin, h, w_in)) if input_grad else None
         return dx, (dweight, dbias)
 

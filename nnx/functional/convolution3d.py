@@ -102,7 +102,7 @@ def conv3d_forward(x: Array, weight: Array, bias: Array | None = None, stride: A
                 part = xp.permute_dims(xp.reshape(dslab, (n, od, c, h, w)), (0, 2, 1, 3, 4))
                 dxd = b.at_add(dxd, (slice(None), slice(None), sl, ...), part)
         dweight = xp.stack(dws, axis=2)
-        dbias = xp.sum(dy, axis=(0, 2, 3, 4)) if bias is not None else None
+        dbias = b.channel_sum(dy) if bias is not None else None
         dx = None
         if input_grad:
             dx = dxd if padded_depth == depth else dxd[:, :, front:front + depth, ...]

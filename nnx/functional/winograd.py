@@ -161,7 +161,7 @@ def conv2d_winograd_forward(x: Array, weight: Array, bias: Array | None, pads: t
         du = b.matmul(dm, xp.matrix_transpose(v))                        # (a*a, O, C): one GEMM per position
         del v, dm
         dweight = b.winograd_filter_grad(du, m)                           # (O, C, 3, 3)
-        dbias = xp.sum(dy, axis=(0, 2, 3)) if bias is not None else None
+        dbias = b.channel_sum(dy) if bias is not None else None
         dx = None
         if input_grad:
             back_pads = (2 - pads[0], 2 - pads[1], 2 - pads[2], 2 - pads[3])  # the flipped filter, (C, O)

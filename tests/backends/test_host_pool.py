@@ -230,3 +230,23 @@ def test_parts_stay_thick_on_many_threads(monkeypatch):
         assert R._scan_parts(64) == 4 and R._scan_parts(20) == 1 and R._scan_parts(1000) == 8
     finally:
         nnx.set_num_threads(old if old is not None else T._default_threads())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(64, 6, 28, 28), (3, 1, 5), (2, 5, 3, 4, 2), (7, 33, 1, 1)])
+def test_channel_sum_matches_numpy_and_is_bit_identical_at_every_thread_count(threads, shape, dtype):
+    """A convolution's bias gradient (``Backend.channel_sum``) on the C pool, split by channels."""
+    x = np.random.default_rng(6).standard_normal(shape).astype(dtype)
+    want = np.sum(x.astype(np.float64), axis=(0, *range(2, x.ndim)))
+    tol = 1e-5 if dtype == np.float32 else 1e-12
+    with nnx.use_backend("numpy") as b:
+        got = {}
+        for t in (1, 2, 3):
+            threads(t)
+            got[t] = b.channel_sum(x)
+            assert got[t].dtype == dtype and got[t].shape == (shape[1],)
+            np.testing.assert_allclose(got[t], want, rtol=tol, atol=tol * np.sqrt(x.size / shape[1]))
+        assert np.array_equal(got[1], got[2]) and np.array_equal(got[1], got[3])
+        turned = np.moveaxis(np.ascontiguousarray(np.moveaxis(x, 1, -1)), -1, 1)  # not C-contiguous: NumPy's sum
+        np.testing.assert_allclose(b.channel_sum(turned), want, rtol=tol, atol=tol * np.sqrt(x.size / shape[1]))
+        assert b.channel_sum(np.zeros((0, 4, 3, 3), dtype=dtype)).tolist() == [0.0] * 4
