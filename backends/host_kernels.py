@@ -94,9 +94,14 @@ _BLAS_TASKS = frozenset({"gemm_conv_fwd", "gemm_conv_bwd", "gemm", "gemm_batch",
 MIN_TASK_ELEMENTS = 1 << 15
 
 #: How long (microseconds) the C pool's workers spin for the next task before they sleep:
-#: ``NNX_SPIN_US``, default below.
+#: ``NNX_SPIN_US``, default below. 1000 us since 2026-11-29: on the Zen 5 VM at 2 threads (alone in a
+#: process, three alternations, samples/s) LeNet-5 28,845-29,899 against 27,213-28,805 at 200 us,
+#: the MLP 74,479-76,860 against 71,417-75,528, the LSTM 20,659-21,454 against 20,182-20,896, the
+#: ResNet block level (497-506 / 497-510): a worker that slept in a gap of 200 us to 1 ms between
+#: two pooled kernels (the loss, a small product) took ~35 us to wake (the MLP's two ReLU backward
+#: passes: 45-65 us a step split over two threads, 20 us on one, 14 us with the worker spinning).
 SPIN_ENV = "NNX_SPIN_US"
-DEFAULT_SPIN_US = 200
+DEFAULT_SPIN_US = 1000
 
 
 #: Which GEMM the host kernels' float32 products run (``host_gemm.c``): ``NNX_GEMM=nnx`` nnx's own
