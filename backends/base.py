@@ -43,6 +43,8 @@ class Backend(FusedOps):
     array_type: type = object
     #: True when arrays live in host memory, so reading a value back (a validity check) is cheap
     host_memory: bool = False
+    #: every array of this library lives on one device (NumPy): device comparisons can be skipped
+    single_device: bool = False
     #: True while a program is being traced for compilation (``nnx.compile_step`` on JAX): arrays
     #: are placeholders, so nothing may be read back or kept outside the program's outputs
     tracing: bool = False

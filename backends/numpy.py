@@ -32,6 +32,7 @@ def probe() -> str | None:
 class NumpyBackend(NumpyNorm, NumpyPool, NumpyWinograd, NumpyDirectConv, NumpyGemmConv, NumpyFused, Backend):
     name = "numpy"
     host_memory = True
+    single_device = True
     xp = np
     array_type = np.ndarray
 

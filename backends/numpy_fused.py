@@ -342,14 +342,25 @@ def _adam_step_flat(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, *, lr, bet
 
 def _adam_kernel(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1, bc2) -> bool:
     """Adam's update as one pass of the host kernel on nnx's C pool; False (nothing done) where it
-    does not apply (no kernels, other dtypes or layouts, overlapping arrays)."""
+    does not apply (no kernels, other dtypes or layouts, overlapping arrays). It takes 1-d
+    contiguous arrays (``_flat_views``), so overlap is a test of address ranges, made on the
+    addresses the kernel takes (per parameter 4 address reads and 6 comparisons instead of 6
+    ``may_share_memory`` calls on top of the reads)."""
     lib = hk.kernels()
-    if (lib is None or not hk.supports(param, grad, exp_avg, exp_avg_sq)
-            or not param.shape == grad.shape == exp_avg.shape == exp_avg_sq.shape
-            or not _apart(param, grad, exp_avg, exp_avg_sq)):
+    if lib is None or type(param) is not np.ndarray or param.ndim != 1 or not param.flags.writeable:
         return False
-    lib.run("adam", param.dtype, (param.ctypes.data, grad.ctypes.data, exp_avg.ctypes.data, exp_avg_sq.ctypes.data,
-                                  *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2))), param.size, param.size)
+    dt, n = param.dtype, param.shape[0]
+    if dt not in (np.float32, np.float64):
+        return False
+    arrays = (param, grad, exp_avg, exp_avg_sq)
+    for a in arrays:
+        if type(a) is not np.ndarray or a.dtype != dt or a.ndim != 1 or a.shape[0] != n or not a.flags.c_contiguous:
+            return False
+    ptrs = [a.ctypes.data for a in arrays]
+    span = n * param.itemsize
+    if n and any(abs(ptrs[i] - ptrs[j]) < span for i in range(4) for j in range(i + 1, 4)):
+        return False  # two of them share memory: each is read and written by one pass
+    lib.run("adam", dt, (*ptrs, *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2))), n, n)
     return True
 
 
@@ -370,11 +381,6 @@ def _adam_update_flat(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps
     np.divide(exp_avg, scratch, out=scratch)
     scratch *= lr / bc1
     param -= scratch
-
-
-def _apart(*arrays: np.ndarray) -> bool:
-    """No two of the arrays overlap in memory (each is read and written by one kernel pass)."""
-    return not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[i + 1:])
 
 
 def _sgd_flat(param, grad, buf, *, lr, momentum, dampening, weight_decay, nesterov, first) -> None:

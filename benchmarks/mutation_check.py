@@ -149,6 +149,8 @@ MUTATIONS = [
     ("gemm-ukr-row-dropped", "backends/host_gemm.c", "NNX_UKR_ROW(6) NNX_UKR_ROW(7)", "NNX_UKR_ROW(6)", GEMM),
     ("gemm-tail-ukr-row-dropped", "backends/host_gemm.c", "NNX_UKR16_ROW(6) NNX_UKR16_ROW(7)", "NNX_UKR16_ROW(6)",
      GEMM),
+    ("adam-overlap-unchecked", "backends/numpy_fused.py", "abs(ptrs[i] - ptrs[j]) < span", "abs(ptrs[i] - ptrs[j]) < 0",
+     ["tests/backends/test_host_adam_kernel.py"]),
     ("chan-sum-plane-offset", "backends/host_kernels.c", "const T* xp = x + (n * C + c) * P;",
      "const T* xp = x + (n * C) * P;", POOL),
     ("direct-conv-pad-offset", "backends/host_kernels.c",

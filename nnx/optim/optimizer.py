@@ -76,15 +76,19 @@ class Optimizer:
                 if grad is None or not p.requires_grad:
                     continue
                 data = p.data
-                if (type(grad) is not type(data) or tuple(grad.shape) != tuple(data.shape) or grad.dtype != data.dtype
-                        or backends.device_of(grad) != backends.device_of(data)):
+                if type(grad) is not type(data) or tuple(grad.shape) != tuple(data.shape) or grad.dtype != data.dtype:
+                    raise ValueError(f"{name}.step: gradient is a {describe(grad)} but its parameter is a "
+                                     f"{describe(data)}; nothing was updated")
+                b = backends.backend_of(data)
+                one = b.single_device  # NumPy: no device to compare
+                dev = None if one else b.device_of(data)
+                if not one and b.device_of(grad) != dev:
                     raise ValueError(f"{name}.step: gradient is a {describe(grad)} but its parameter is a "
                                      f"{describe(data)}; nothing was updated")
                 st = self.state.get(p)
                 if st:
                     for k, v in st.items():
-                        if hasattr(v, "shape") and (type(v) is not type(data)
-                                                    or backends.device_of(v) != backends.device_of(data)):
+                        if hasattr(v, "shape") and (type(v) is not type(data) or (not one and b.device_of(v) != dev)):
                             raise ValueError(
                                 f"{name}.step: optimizer state {k!r} lives on another backend or device than its "
                                 "parameter "
