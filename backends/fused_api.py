@@ -140,6 +140,11 @@ class FusedOps:
         """Gradient of :meth:`cross_entropy_forward` with respect to the logits."""
         return T.cross_entropy_backward(self.xp, grad, saved, target, weight, **kw)
 
+    def fast_cross_entropy(self) -> bool:
+        """True where :meth:`cross_entropy_forward` / ``_backward`` are this host-memory adapter's
+        own fast kernels, so that the CPU-shaped cross-entropy of class indices takes them too."""
+        return False
+
     def fast_activations(self) -> tuple[str, ...]:
         """Activations this host-memory adapter runs through :meth:`bias_act_forward` /
         ``_backward`` as fused kernels, so that the activation ops take them instead of their

@@ -258,7 +258,7 @@ def cross_entropy_forward(input: Array, target: Array, weight: Array | None = No
     target_float = xp.isdtype(target.dtype, "real floating")
     if not target_float and input.ndim == 1 and target.ndim == 0:
         target = xp.reshape(target, (1,))
-    if not target_float and device_shaped(b):
+    if not target_float and (device_shaped(b) or b.fast_cross_entropy()):
         return _fused_class_index_loss(where, b, z, target, weight, ignore_index, reduction,
                                        float(label_smoothing), input_shape, moved_shape)
     logp, probs = _log_softmax_rows(xp, z)
