@@ -265,8 +265,16 @@ MIN_POOL_MACS = 1 << 22
 
 #: With nnx's own GEMM on (``host_kernels.own_gemm_wanted``), float32 products from this many
 #: multiply-adds run it (:func:`pool_matmul`), on one thread too; smaller ones take numpy.matmul,
-#: whose call costs less than the ctypes hand-off.
-MIN_OWN_MACS = 1 << 15
+#: whose call costs ~7 us less than the hand-off. Measured (the Zen 5 VM, OpenBLAS's Haswell kernel,
+#: one thread, pool_matmul / numpy.matmul): 64x64 @ 64x32 9.3 / 3.2 us, 64x120 @ 120x84 15.1 /
+#: 12.1, 64x128 @ 128x128 (2^20) 17.3 / 18.6, 64x256 @ 256x128 27.2 / 36.0, 128x256 @ 256x256 82 / 137.
+MIN_OWN_MACS = 1 << 20
+
+#: With nnx's own GEMM on, float32 products from this many multiply-adds are cut over the threads
+#: (:data:`MIN_POOL_MACS` for BLAS's). Measured (the Zen 5 VM, 1 -> 2 threads): 64x128 @ 128x64
+#: (2^19) 1.07x, 64x256 @ 256x128 (2^21) 1.37x, 64x400 @ 400x120 1.46x, 64x512 @ 512x256 1.76x;
+#: LeNet-5's three 64x400 @ 400x120 products 106-115 -> 74-86 us a step.
+MIN_OWN_POOL_MACS = 1 << 21
 
 #: rows (or columns) of a 2-d product's part at least (:func:`pool_matmul`)
 MIN_POOL_SIDE = 32
@@ -324,7 +332,8 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]) or 0 in (m, k, cols, batch):
         return None
     flat = a.ndim == b.ndim == 2
-    if n < 2 or batch * m * k * cols < MIN_POOL_MACS or (flat and max(m, cols) < 2 * MIN_POOL_SIDE):
+    if (n < 2 or batch * m * k * cols < (MIN_OWN_POOL_MACS if own else MIN_POOL_MACS)
+            or (flat and max(m, cols) < 2 * MIN_POOL_SIDE)):
         if not own or batch * m * k * cols < MIN_OWN_MACS:
             return None  # small: numpy.matmul on the calling thread costs less than the hand-off
         n = 1  # nnx's GEMM on the calling thread
@@ -344,7 +353,8 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
         by_cols = int(cols > m)  # each part packs all of the smaller side's operand
         # parts of at least MIN_POOL_SIDE rows (columns) and MIN_POOL_MACS / 2 multiply-adds: on many
         # cores, thin slices would each pack the other operand whole for little work
-        parts = max(1, min(n, max(m, cols) // MIN_POOL_SIDE, 2 * m * k * cols // max(1, MIN_POOL_MACS)))
+        parts = max(1, min(n, max(m, cols) // MIN_POOL_SIDE,
+                           2 * m * k * cols // max(1, MIN_OWN_POOL_MACS if own else MIN_POOL_MACS)))
         lib.run("gemm", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, b.ctypes.data, ldb,
                                   c.ctypes.data, ldc, parts, by_cols), parts, m * k * cols, parts)
     else:

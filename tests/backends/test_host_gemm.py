@@ -87,6 +87,8 @@ def threads(monkeypatch):
     """Set the thread count inside a test (every task split: no threshold); restored afterwards."""
     monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)
     monkeypatch.setattr(T, "MIN_POOL_MACS", 0)
+    monkeypatch.setattr(T, "MIN_OWN_POOL_MACS", 0)
+    monkeypatch.setattr(T, "MIN_OWN_MACS", 0)
     monkeypatch.setattr(T, "MIN_POOL_SIDE", 1)
     monkeypatch.setattr(R, "MIN_SCAN_ROWS", 1)
     old = T._state["threads"]
