@@ -393,8 +393,11 @@ def split_matmul(a: Any, b: Any) -> Any:
     batch = a.shape[0] if a.ndim == 3 else b.shape[0] if b.ndim == 3 else 1
     if b.shape[-2] != k or (a.ndim == b.ndim == 3 and a.shape[0] != b.shape[0]):
         return np.matmul(a, b)  # numpy's own error
+    whole = a.ndim == b.ndim == 2 or batch < n or batch * m * k * cols < MIN_SPLIT_MACS
+    if whole and _openblas_functions()[1]() == 1:  # already held (hold_blas_one_thread): no set and restore
+        return np.matmul(a, b)
     with blas_one_thread():
-        if a.ndim == b.ndim == 2 or batch < n or batch * m * k * cols < MIN_SPLIT_MACS:
+        if whole:
             return np.matmul(a, b)
         out = np.empty((batch, m, cols), dtype=a.dtype)
         pa = (lambda lo, hi: a[lo:hi]) if a.ndim == 3 else (lambda lo, hi: a)
