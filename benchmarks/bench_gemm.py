@@ -34,8 +34,9 @@ SHAPES = [
     ("LSTM weight gradients [dW_ih | db | dW_hh]", 512, 2048, 161),
     ("MLP 784-512, batch 128", 128, 784, 512),
     ("MLP 512-512, batch 128", 128, 512, 512),
-    ("ResNet block Winograd, one tile position", 64, 64, 1024),
-    ("LeNet conv2 im2col, a sample block", 16, 150, 1600),
+    ("ResNet block Winograd, one tile position of a sample", 64, 64, 64),
+    ("ResNet block Winograd weight gradient, one tile position", 64, 1024, 64),
+    ("LeNet-5 conv2 as a GEMM, one sample", 16, 150, 140),
 ]
 
 
