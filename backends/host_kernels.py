@@ -118,10 +118,11 @@ def own_gemm_wanted(available: bool) -> tuple[bool, str]:
     ``auto``: where nnx's kernel is built (the compiler targets AVX-512 on this CPU) and NumPy's
     BLAS is an OpenBLAS running a core type without AVX-512 (``OPENBLAS_CORETYPE=Haswell``, or a
     CPU its detection does not know). Measured on the 2-vCPU AMD EPYC (Zen 5) VM, one thread,
-    float32: 64x128 @ 128x512 (the LSTM benchmark's recurrent step) 45 us nnx, 77 us OpenBLAS
-    Haswell, 44 us OpenBLAS SkylakeX; 128x784 @ 784x512 476 / 847 / 480 us; 512x2048 @ 2048x161
-    1.95 / 2.97 / 1.60 ms (benchmarks/bench_gemm.py). Against an AVX-512 OpenBLAS it is level or
-    slower, so OpenBLAS keeps those; other BLAS libraries (MKL, BLIS) are kept too."""
+    float32 (benchmarks/bench_gemm.py, nnx / OpenBLAS Haswell / OpenBLAS SkylakeX): 64x128 @
+    128x512 (the LSTM benchmark's recurrent step) 36.8 / 74.5 / 42.7 us; 128x784 @ 784x512 439 /
+    826 / 467 us; 512x2048 @ 2048x161 1.62 / 2.77 / 1.49 ms; 64x64 @ 64x64 3.8 / 5.4 / 2.9 us.
+    Against an AVX-512 OpenBLAS it is level or slower in the training steps, so OpenBLAS keeps
+    those; other BLAS libraries (MKL, BLIS) are kept too."""
     mode = os.environ.get(GEMM_ENV, "auto").strip().lower() or "auto"
     if mode not in ("auto", "nnx", "blas"):
         raise ValueError(f"{GEMM_ENV} must be 'auto', 'nnx' or 'blas', got {os.environ[GEMM_ENV]!r}")
