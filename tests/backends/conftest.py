@@ -6,6 +6,7 @@ import pytest
 
 import nnx
 import nnx_backends.host_kernels as HK
+import nnx_backends.numpy_recurrent as R
 import nnx_backends.threads as T
 
 
@@ -44,3 +45,18 @@ def own_gemm(lib):
 
     yield turn
     lib.set_own_gemm(before)
+
+
+@pytest.fixture
+def threads(monkeypatch):
+    """``threads(n)`` sets the thread count inside a test with every task, product and time loop
+    split (no size threshold); restored afterwards."""
+    monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)
+    monkeypatch.setattr(T, "MIN_POOL_MACS", 0)
+    monkeypatch.setattr(T, "MIN_OWN_POOL_MACS", 0)
+    monkeypatch.setattr(T, "MIN_OWN_MACS", 0)
+    monkeypatch.setattr(T, "MIN_POOL_SIDE", 1)
+    monkeypatch.setattr(R, "MIN_SCAN_ROWS", 1)
+    old = T._state["threads"]
+    yield nnx.set_num_threads
+    nnx.set_num_threads(old if old is not None else T._default_threads())

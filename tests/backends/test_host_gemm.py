@@ -11,7 +11,6 @@ import pytest
 
 import nnx
 import nnx_backends.host_kernels as HK
-import nnx_backends.numpy_recurrent as R
 import nnx_backends.threads as T
 
 pytestmark = pytest.mark.usefixtures("lib")
@@ -80,20 +79,6 @@ def test_sgemm_results_do_not_depend_on_how_the_product_is_cut(sgemm):
     assert np.array_equal(whole, rows)
     assert np.array_equal(whole, cols)
     assert np.array_equal(whole, sgemm(a, b)), "two runs differ"
-
-
-@pytest.fixture
-def threads(monkeypatch):
-    """Set the thread count inside a test (every task split: no threshold); restored afterwards."""
-    monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)
-    monkeypatch.setattr(T, "MIN_POOL_MACS", 0)
-    monkeypatch.setattr(T, "MIN_OWN_POOL_MACS", 0)
-    monkeypatch.setattr(T, "MIN_OWN_MACS", 0)
-    monkeypatch.setattr(T, "MIN_POOL_SIDE", 1)
-    monkeypatch.setattr(R, "MIN_SCAN_ROWS", 1)
-    old = T._state["threads"]
-    yield nnx.set_num_threads
-    nnx.set_num_threads(old if old is not None else T._default_threads())
 
 
 @pytest.mark.parametrize("sa,sb", [((40, 300), (300, 50)), ((200, 30), (30, 8)), ((6, 90, 70), (70, 50))])

@@ -21,20 +21,6 @@ from nnx_backends.fused_api import FusedOps
 pytestmark = pytest.mark.usefixtures("lib")
 
 
-@pytest.fixture
-def threads(monkeypatch):
-    """Set the thread count inside a test (every task split: no threshold); restored afterwards."""
-    monkeypatch.setattr(HK, "MIN_TASK_ELEMENTS", 0)
-    monkeypatch.setattr(T, "MIN_POOL_MACS", 0)
-    monkeypatch.setattr(T, "MIN_OWN_POOL_MACS", 0)
-    monkeypatch.setattr(T, "MIN_OWN_MACS", 0)
-    monkeypatch.setattr(T, "MIN_POOL_SIDE", 1)
-    monkeypatch.setattr(R, "MIN_SCAN_ROWS", 1)
-    old = T._state["threads"]
-    yield nnx.set_num_threads
-    nnx.set_num_threads(old if old is not None else T._default_threads())
-
-
 def _gemm_backend():
     b = nnx.get_backend()
     if not b.fast_gemm_conv():
