@@ -121,8 +121,9 @@ def own_gemm_wanted(available: bool) -> tuple[bool, str]:
     float32 (benchmarks/bench_gemm.py, nnx / OpenBLAS Haswell / OpenBLAS SkylakeX): 64x128 @
     128x512 (the LSTM benchmark's recurrent step) 36.8 / 74.5 / 42.7 us; 128x784 @ 784x512 439 /
     826 / 467 us; 512x2048 @ 2048x161 1.62 / 2.77 / 1.49 ms; 64x64 @ 64x64 3.8 / 5.4 / 2.9 us.
-    Against an AVX-512 OpenBLAS it is level or slower in the training steps, so OpenBLAS keeps
-    those; other BLAS libraries (MKL, BLIS) are kept too."""
+    Against an AVX-512 OpenBLAS the training steps were slower with it at 1 thread (LSTM 10,286
+    against 11,024 samples/s, ResNet block 394 / 415), so OpenBLAS keeps those; other BLAS
+    libraries (MKL, BLIS) are kept too."""
     mode = os.environ.get(GEMM_ENV, "auto").strip().lower() or "auto"
     if mode not in ("auto", "nnx", "blas"):
         raise ValueError(f"{GEMM_ENV} must be 'auto', 'nnx' or 'blas', got {os.environ[GEMM_ENV]!r}")
