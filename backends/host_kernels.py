@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from .addresses import addr
 from .threads import get_num_threads, hold_blas_one_thread
 
 __all__ = ["ENV", "HostKernels", "kernels", "loaded", "ptr", "reason", "supports", "words", "writable_over"]
@@ -229,7 +230,7 @@ def writable_over(out: np.ndarray, *inputs: np.ndarray) -> bool:
     would be read after it was written; NumPy buffers that case, so it takes the NumPy pass)."""
     if not out.flags.writeable:
         return False
-    return all(a.ctypes.data == out.ctypes.data and a.shape == out.shape and a.strides == out.strides
+    return all(addr(a) == addr(out) and a.shape == out.shape and a.strides == out.strides
                or not np.may_share_memory(a, out) for a in inputs)
 
 
@@ -246,7 +247,7 @@ def _words(n: int) -> type:
 
 def ptr(a: np.ndarray | None) -> int | None:
     """The data address of ``a`` for a ctypes call (None for NULL)."""
-    return None if a is None else a.ctypes.data
+    return None if a is None else addr(a)
 
 
 def _private(folder: str) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
+from .addresses import addr
 from .threads import get_num_threads
 
 #: the kernels' block of positions and of output channels (NNX_DJ, NNX_DO in host_kernels.c)
@@ -43,8 +44,8 @@ class NumpyDirectConv:
         size = _scratch(c, kh, kw, out[0], out[1])
         t = get_num_threads()
         scratch = np.empty(size * min(n, t), dtype=x.dtype)  # one block per thread
-        lib.run("conv_direct_fwd", x.dtype, (x.ctypes.data, c, h, w, weight.ctypes.data, o, kh, kw, pads[0], pads[1],
-                                             out[0], out[1], hk.ptr(bias), y.ctypes.data, scratch.ctypes.data, size),
+        lib.run("conv_direct_fwd", x.dtype, (addr(x), c, h, w, addr(weight), o, kh, kw, pads[0], pads[1],
+                                             out[0], out[1], hk.ptr(bias), addr(y), addr(scratch), size),
                 n, y.size * c * kh * kw, t)
         return y
 
@@ -60,7 +61,7 @@ class NumpyDirectConv:
         size = _scratch(c, kh, kw, oh, ow)
         t = get_num_threads()
         scratch = np.empty(size * min(o, t), dtype=x.dtype)  # one block per thread
-        lib.run("conv_direct_dw", x.dtype, (x.ctypes.data, g.ctypes.data, n, c, h, w, o, kh, kw, pads[0], pads[1], oh,
-                                            ow, dw.ctypes.data, scratch.ctypes.data, size),
+        lib.run("conv_direct_dw", x.dtype, (addr(x), addr(g), n, c, h, w, o, kh, kw, pads[0], pads[1], oh,
+                                            ow, addr(dw), addr(scratch), size),
                 o, g.size * c * kh * kw, t)
         return dw

@@ -16,6 +16,7 @@ import numpy as np
 
 from . import fused as F
 from . import host_kernels as hk
+from .addresses import addr
 from .numpy_recurrent import NumpyRecurrentCells
 from .threads import MIN_PARALLEL_ELEMENTS, get_num_threads, parallel_rows
 
@@ -127,7 +128,7 @@ class NumpyFused(NumpyRecurrentCells):
             return super().channel_sum(x)
         n, c = x.shape[:2]
         out = np.empty(c, dtype=x.dtype)
-        lib.run("chan_sum", x.dtype, (x.ctypes.data, n, c, x.size // max(1, n * c), out.ctypes.data), c, x.size)
+        lib.run("chan_sum", x.dtype, (addr(x), n, c, x.size // max(1, n * c), addr(out)), c, x.size)
         return out
 
     def bias_act_backward(self, dy, saved, act, has_bias=True, *, out=None):
@@ -170,8 +171,8 @@ class NumpyFused(NumpyRecurrentCells):
             return super().shift_add(out, cols, offsets, run, lo)
         g, cg, length = out.shape[1:]
         off = np.ascontiguousarray(offsets, dtype=np.int64)
-        lib.run("shift_add", out.dtype, (out.ctypes.data + lo * g * cg * length * out.itemsize, cols.ctypes.data, g,
-                                         len(offsets), cg, length, run, off.ctypes.data), n, cols.size)
+        lib.run("shift_add", out.dtype, (addr(out) + lo * g * cg * length * out.itemsize, addr(cols), g,
+                                         len(offsets), cg, length, run, addr(off)), n, cols.size)
         return out
 
     def adam_step_(self, param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, lr, beta1, beta2, eps, step,
@@ -238,7 +239,7 @@ def _relu_task(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray) -> bool:
     if (lib is None or x.ndim != 2 or not (hk.supports(x, z, bias) if bias is not None else hk.supports(x, z))
             or x.shape != z.shape or (bias is not None and bias.shape != (x.shape[1],)) or not hk.writable_over(z, x)):
         return False
-    lib.run("bias_relu_fwd", x.dtype, (x.ctypes.data, hk.ptr(bias), x.shape[1], z.ctypes.data), x.shape[0], x.size)
+    lib.run("bias_relu_fwd", x.dtype, (addr(x), hk.ptr(bias), x.shape[1], addr(z)), x.shape[0], x.size)
     return True
 
 
@@ -248,7 +249,7 @@ def _relu_backward_task(g: np.ndarray, y: np.ndarray, d: np.ndarray) -> bool:
     lib = hk.kernels()
     if lib is None or not hk.supports(g, y, d) or not g.shape == y.shape == d.shape or not hk.writable_over(d, g, y):
         return False
-    lib.run("relu_bwd", g.dtype, (g.ctypes.data, y.ctypes.data, d.ctypes.data), g.size, g.size)
+    lib.run("relu_bwd", g.dtype, (addr(g), addr(y), addr(d)), g.size, g.size)
     return True
 
 
@@ -258,7 +259,7 @@ def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: s
         lib = hk.kernels()
         if lib is not None and (hk.supports(x, z, bias) if bias is not None else hk.supports(x, z)) \
                 and x.shape == z.shape and (bias is None or bias.shape == (x.shape[1],)) and hk.writable_over(z, x):
-            lib.fn("nnx_bias_relu_fwd", x.dtype)(x.ctypes.data, hk.ptr(bias), x.shape[0], x.shape[1], z.ctypes.data)
+            lib.fn("nnx_bias_relu_fwd", x.dtype)(addr(x), hk.ptr(bias), x.shape[0], x.shape[1], addr(z))
             return
     if act == "sigmoid":
         lib = hk.kernels()
@@ -267,7 +268,7 @@ def _bias_act_rows(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray, act: s
             if bias is not None:
                 np.add(x, bias, out=z)
                 src = z
-            lib.fn("nnx_sigmoid", z.dtype)(src.ctypes.data, z.size, z.ctypes.data)  # one pass, not three
+            lib.fn("nnx_sigmoid", z.dtype)(addr(src), z.size, addr(z))  # one pass, not three
             return
     if bias is not None:
         np.add(x, bias, out=z)
@@ -287,7 +288,7 @@ def _act_backward_rows(g: np.ndarray, sv: np.ndarray, d: np.ndarray, act: str) -
     if act == "relu":
         lib = hk.kernels()
         if lib is not None and hk.supports(g, sv, d) and g.shape == sv.shape == d.shape and hk.writable_over(d, g, sv):
-            lib.fn("nnx_relu_bwd", g.dtype)(g.ctypes.data, sv.ctypes.data, g.size, d.ctypes.data)  # one pass
+            lib.fn("nnx_relu_bwd", g.dtype)(addr(g), addr(sv), g.size, addr(d))  # one pass
         else:
             np.multiply(g, sv > 0, out=d)
     elif act == "tanh":
@@ -397,7 +398,7 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1
     for a in arrays:
         if type(a) is not np.ndarray or a.dtype != dt or a.ndim != 1 or a.shape[0] != n or not a.flags.c_contiguous:
             return False
-    ptrs = [a.ctypes.data for a in arrays]
+    ptrs = [addr(a) for a in arrays]
     span = n * param.itemsize
     if n and any(abs(ptrs[i] - ptrs[j]) < span for i in range(4) for j in range(i + 1, 4)):
         return False  # two of them share memory: each is read and written by one pass

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
+from .addresses import addr
 from .threads import cblas_gemm, get_num_threads
 
 #: the backward's weight-gradient slots: at most this many blocks of samples, and at most
@@ -57,9 +58,9 @@ class NumpyGemmConv:
         size = _scratch(c, kh, kw, o, out)
         scratch = np.empty(size * min(n, t), dtype=x.dtype)  # one block per thread
         gemm = sgemm if x.dtype == np.float32 else dgemm
-        lib.run("gemm_conv_fwd", x.dtype, (gemm, int(ilp64), x.ctypes.data, c, h, w, weight.ctypes.data, o, kh, kw,
-                                           pads[0], pads[1], out[0], out[1], hk.ptr(bias), y.ctypes.data,
-                                           scratch.ctypes.data, size),
+        lib.run("gemm_conv_fwd", x.dtype, (gemm, int(ilp64), addr(x), c, h, w, addr(weight), o, kh, kw,
+                                           pads[0], pads[1], out[0], out[1], hk.ptr(bias), addr(y),
+                                           addr(scratch), size),
                 n, y.size * c * kh * kw, t)
         return y
 
@@ -78,10 +79,10 @@ class NumpyGemmConv:
         t = get_num_threads()
         size = _scratch(c, kh, kw, o, out)
         scratch = np.empty(size * min(nblk, t), dtype=x.dtype)
-        lib.run("gemm_conv_bwd", x.dtype, (sgemm if x.dtype == np.float32 else dgemm, int(ilp64), x.ctypes.data,
-                                           g.ctypes.data, per, n, c, h, w, weight.ctypes.data, o, kh, kw, pads[0],
-                                           pads[1], out[0], out[1], slots.ctypes.data, hk.ptr(dx),
-                                           scratch.ctypes.data, size),
+        lib.run("gemm_conv_bwd", x.dtype, (sgemm if x.dtype == np.float32 else dgemm, int(ilp64), addr(x),
+                                           addr(g), per, n, c, h, w, addr(weight), o, kh, kw, pads[0],
+                                           pads[1], out[0], out[1], addr(slots), hk.ptr(dx),
+                                           addr(scratch), size),
                 nblk, g.size * kc * (2 if input_grad else 1), t)
         dweight = slots[0] if nblk == 1 else np.add.reduce(slots, axis=0)
         return dx, dweight.reshape(weight.shape)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
+from .addresses import addr
 from .threads import parallel_rows
 
 #: elements per cache block (64 K float32 = 256 KB per array; a block touches three or four arrays)
@@ -53,7 +54,7 @@ def _softmax_cols_host(lib: hk.HostKernels, s: np.ndarray) -> tuple[np.ndarray, 
     m = np.empty((batches, L), dtype=s.dtype)
     z = np.empty((batches, L), dtype=s.dtype)
     sub, scale, item = lib.fn("nnx_colmax_sub", s.dtype), lib.fn("nnx_colsum_scale", s.dtype), s.itemsize
-    sa, ma, la, za = s.ctypes.data, m.ctypes.data, lse.ctypes.data, z.ctypes.data
+    sa, ma, la, za = addr(s), addr(m), addr(lse), addr(z)
     step = max(1, (2 * BLOCK_ELEMENTS) // (S * L))
 
     def work(lo: int, hi: int) -> None:
@@ -89,7 +90,7 @@ class NumpyNorm:
             return super().batch_norm_stats(x)
         n, c, ln = x.shape
         mean, var = np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
-        lib.run("bn_stats", x.dtype, (x.ctypes.data, n, c, ln, mean.ctypes.data, var.ctypes.data), c, x.size)
+        lib.run("bn_stats", x.dtype, (addr(x), n, c, ln, addr(mean), addr(var)), c, x.size)
         return mean, var
 
     def batch_norm_forward(self, x, mean, var, weight, bias, eps):
@@ -98,8 +99,8 @@ class NumpyNorm:
             return super().batch_norm_forward(x, mean, var, weight, bias, eps)
         n, c, ln = x.shape
         y, invstd = np.empty_like(x), np.empty(c, dtype=x.dtype)
-        lib.run("bn_fwd", x.dtype, (x.ctypes.data, n, c, ln, mean.ctypes.data, var.ctypes.data, hk.ptr(weight),
-                                    hk.ptr(bias), *hk.words(float(eps)), y.ctypes.data, invstd.ctypes.data), c, x.size)
+        lib.run("bn_fwd", x.dtype, (addr(x), n, c, ln, addr(mean), addr(var), hk.ptr(weight),
+                                    hk.ptr(bias), *hk.words(float(eps)), addr(y), addr(invstd)), c, x.size)
         return y, invstd
 
     def batch_norm_backward(self, dy, x, mean, invstd, weight):
@@ -108,8 +109,8 @@ class NumpyNorm:
             return super().batch_norm_backward(dy, x, mean, invstd, weight)
         n, c, ln = x.shape
         dx, dweight, dbias = np.empty_like(x), np.empty(c, dtype=x.dtype), np.empty(c, dtype=x.dtype)
-        lib.run("bn_bwd", x.dtype, (dy.ctypes.data, x.ctypes.data, n, c, ln, mean.ctypes.data, invstd.ctypes.data,
-                                    hk.ptr(weight), dx.ctypes.data, dweight.ctypes.data, dbias.ctypes.data), c, x.size)
+        lib.run("bn_bwd", x.dtype, (addr(dy), addr(x), n, c, ln, addr(mean), addr(invstd),
+                                    hk.ptr(weight), addr(dx), addr(dweight), addr(dbias)), c, x.size)
         return dx, dweight, dbias
 
     def layer_norm_rows_forward(self, x, weight, bias, eps):
@@ -122,7 +123,7 @@ class NumpyNorm:
         lib = hk.kernels()
         if lib is not None and _fits(x, n, weight, bias):
             f, item = lib.fn("nnx_ln_fwd", x.dtype), x.itemsize
-            xa, ya, ha, ia = x.ctypes.data, y.ctypes.data, xhat.ctypes.data, invstd.ctypes.data
+            xa, ya, ha, ia = addr(x), addr(y), addr(xhat), addr(invstd)
             wa, ba = hk.ptr(weight), hk.ptr(bias)
             parallel_rows(lambda lo, hi: f(xa + lo * n * item, wa, ba, hi - lo, n, eps, ya + lo * n * item,
                                            ha + lo * n * item, ia + lo * item), rows, x.size)
@@ -175,11 +176,11 @@ class NumpyNorm:
             return super().softmax_cols_backward(dp, p)
         S, L = dp.shape[-2], dp.shape[-1]
         f, step = lib.fn("nnx_softmax_cols_bwd", dp.dtype), S * L * dp.itemsize
-        da, pa = dp.ctypes.data, p.ctypes.data
+        da, pa = addr(dp), addr(p)
 
         def work(lo: int, hi: int) -> None:
             c = np.empty(L, dtype=dp.dtype)  # the column sums, per thread
-            f(da + lo * step, pa + lo * step, hi - lo, S, L, c.ctypes.data)
+            f(da + lo * step, pa + lo * step, hi - lo, S, L, addr(c))
 
         parallel_rows(work, dp.size // (S * L), dp.size)
         return dp
@@ -196,7 +197,7 @@ class NumpyNorm:
         lib = hk.kernels()
         if lib is not None and _fits(dy, n, weight, None) and hk.supports(dy, xhat, invstd):
             f, item = lib.fn("nnx_ln_bwd", dy.dtype), dy.itemsize
-            da, ha, ia, xa, wa = dy.ctypes.data, xhat.ctypes.data, invstd.ctypes.data, dx.ctypes.data, hk.ptr(weight)
+            da, ha, ia, xa, wa = addr(dy), addr(xhat), addr(invstd), addr(dx), hk.ptr(weight)
             parallel_rows(lambda lo, hi: f(da + lo * n * item, ha + lo * n * item, ia + lo * item, wa, hi - lo, n,
                                            xa + lo * n * item), rows, dy.size)
             return dx, dweight, dbias

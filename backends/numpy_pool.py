@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
+from .addresses import addr
 
 
 class NumpyPool:
@@ -25,8 +26,8 @@ class NumpyPool:
         n, c, h, w = x.shape
         y = np.empty((n, c, out[0], out[1]), dtype=x.dtype)
         idx = np.empty((n, c, out[0], out[1]), dtype=np.int32)
-        lib.run("maxpool_fwd", x.dtype, (x.ctypes.data, h, w, kernel[0], kernel[1], stride[0], stride[1], dilation[0],
-                                         dilation[1], pads[0], pads[1], out[0], out[1], y.ctypes.data, idx.ctypes.data),
+        lib.run("maxpool_fwd", x.dtype, (addr(x), h, w, kernel[0], kernel[1], stride[0], stride[1], dilation[0],
+                                         dilation[1], pads[0], pads[1], out[0], out[1], addr(y), addr(idx)),
                 n * c, x.size)
         return y, ("host", idx)
 
@@ -42,6 +43,6 @@ class NumpyPool:
             np.add.at(dx, (np.arange(n * c)[:, None], idx.reshape(n * c, -1)), g.reshape(n * c, -1))
             return dx.reshape(shape)
         dx = np.empty(shape, dtype=g.dtype)
-        lib.run("maxpool_bwd", g.dtype, (g.ctypes.data, idx.ctypes.data, h * w, out[0] * out[1], dx.ctypes.data), n * c,
+        lib.run("maxpool_bwd", g.dtype, (addr(g), addr(idx), h * w, out[0] * out[1], addr(dx)), n * c,
                 dx.size)
         return dx

@@ -28,6 +28,7 @@ import numpy as np
 
 from . import host_kernels as HK
 from . import threads as T
+from .addresses import addr
 
 _LOCAL = threading.local()
 
@@ -201,7 +202,7 @@ def _in_place_or_apart(out: np.ndarray, inp: np.ndarray) -> bool:
     """``out`` may be written by a cell kernel while ``inp`` is read: the rows start at the same
     element with the same stride (each element read before it is written), or they do not overlap."""
     return (not np.may_share_memory(out, inp)
-            or (out.ctypes.data == inp.ctypes.data and out.strides[0] == inp.strides[0]))
+            or (addr(out) == addr(inp) and out.strides[0] == inp.strides[0]))
 
 
 def _cell_kernel(name: str, arrays: tuple, widths: tuple, outputs: tuple, *, in_place: tuple = (),
@@ -228,7 +229,7 @@ def _cell_kernel(name: str, arrays: tuple, widths: tuple, outputs: tuple, *, in_
 
 
 def _row_ptr(a: np.ndarray, ld: int, lo: int) -> int:
-    return a.ctypes.data + lo * ld * a.itemsize
+    return addr(a) + lo * ld * a.itemsize
 
 
 class NumpyRecurrentCells:
@@ -387,20 +388,21 @@ class NumpyRecurrentCells:
         parts = _scan_parts(batch)
         if cell == "LSTM":
             c_n = np.empty((batch, hid), dtype=dt)
-            lib.run("lstm_scan_fwd", dt, (*head, buf.ctypes.data, w_hhT.ctypes.data, h0.ctypes.data,
-                                          np.ascontiguousarray(c0).ctypes.data, out.ctypes.data, h_prev.ctypes.data,
-                                          _steps_ld(h_prev), c_prev.ctypes.data, h_n.ctypes.data, c_n.ctypes.data),
+            c0 = np.ascontiguousarray(c0)  # bound to a name: a temporary's address would outlive it
+            lib.run("lstm_scan_fwd", dt, (*head, addr(buf), addr(w_hhT), addr(h0),
+                                          addr(c0), addr(out), addr(h_prev),
+                                          _steps_ld(h_prev), addr(c_prev), addr(h_n), addr(c_n)),
                     batch, work, parts)
             return h_n, c_n
         if cell == "GRU":
             gh = _scratch("scan_gh", (batch, 3 * hid), dt)
             bias = None if b_hn is None else np.ascontiguousarray(b_hn, dtype=dt)
-            lib.run("gru_scan_fwd", dt, (*head, buf.ctypes.data, w_hhT.ctypes.data, HK.ptr(bias), h0.ctypes.data,
-                                         out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev), h_n.ctypes.data,
-                                         gh.ctypes.data), batch, work, parts)
+            lib.run("gru_scan_fwd", dt, (*head, addr(buf), addr(w_hhT), HK.ptr(bias), addr(h0),
+                                         addr(out), addr(h_prev), _steps_ld(h_prev), addr(h_n),
+                                         addr(gh)), batch, work, parts)
             return h_n, None
-        lib.run("rnn_scan_fwd", dt, (*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hhT.ctypes.data, h0.ctypes.data,
-                                     out.ctypes.data, h_prev.ctypes.data, _steps_ld(h_prev), h_n.ctypes.data),
+        lib.run("rnn_scan_fwd", dt, (*head, int(cell == "RNN_RELU"), addr(buf), addr(w_hhT), addr(h0),
+                                     addr(out), addr(h_prev), _steps_ld(h_prev), addr(h_n)),
                 batch, work, parts)
         return h_n, None
 
@@ -422,17 +424,17 @@ class NumpyRecurrentCells:
         tmp = _scratch("scan_tmp", (batch, hid), dt)
         if cell == "LSTM":
             dc = np.empty((batch, hid), dtype=dt) if dc_n is None else np.array(dc_n, dtype=dt, order="C")
-            lib.run("lstm_scan_bwd", dt, (*head, buf.ctypes.data, w_hh.ctypes.data, c_prev.ctypes.data, HK.ptr(dout),
-                                          dh.ctypes.data, dc.ctypes.data, int(dc_n is not None), tmp.ctypes.data),
+            lib.run("lstm_scan_bwd", dt, (*head, addr(buf), addr(w_hh), addr(c_prev), HK.ptr(dout),
+                                          addr(dh), addr(dc), int(dc_n is not None), addr(tmp)),
                     batch, work, parts)
             return dh, dc
         if cell == "GRU":
-            lib.run("gru_scan_bwd", dt, (*head, buf.ctypes.data, w_hh.ctypes.data, h_prev.ctypes.data,
-                                         _steps_ld(h_prev), HK.ptr(dout), dgh.ctypes.data, dh.ctypes.data,
-                                         tmp.ctypes.data), batch, work, parts)
+            lib.run("gru_scan_bwd", dt, (*head, addr(buf), addr(w_hh), addr(h_prev),
+                                         _steps_ld(h_prev), HK.ptr(dout), addr(dgh), addr(dh),
+                                         addr(tmp)), batch, work, parts)
             return dh, None
-        lib.run("rnn_scan_bwd", dt, (*head, int(cell == "RNN_RELU"), buf.ctypes.data, w_hh.ctypes.data, HK.ptr(dout),
-                                     dh.ctypes.data), batch, work, parts)
+        lib.run("rnn_scan_bwd", dt, (*head, int(cell == "RNN_RELU"), addr(buf), addr(w_hh), HK.ptr(dout),
+                                     addr(dh)), batch, work, parts)
         return dh, None
 
 

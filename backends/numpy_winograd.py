@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import host_kernels as hk
+from .addresses import addr
 from .threads import MIN_PARALLEL_ELEMENTS, blas_one_thread, cblas_gemm, get_num_threads, parallel_rows
 from .winograd import TRANSFORMS
 
@@ -50,7 +51,7 @@ class NumpyWinograd:
         u = np.empty((a * a, rows, cols), dtype=weight.dtype)
         g = _G[m]
         lib.run("wino_filter", weight.dtype,
-                (weight.ctypes.data, rows, cols, a, g.ctypes.data, int(flip), u.ctypes.data), rows, u.size)
+                (addr(weight), rows, cols, a, addr(g), int(flip), addr(u)), rows, u.size)
         return u
 
     def winograd_filter_grad(self, du, m):
@@ -60,7 +61,7 @@ class NumpyWinograd:
         o, c = du.shape[1:]
         dw = np.empty((o, c, 3, 3), dtype=du.dtype)
         g = _G[m]
-        lib.run("wino_filter_grad", du.dtype, (du.ctypes.data, o, c, m + 2, g.ctypes.data, dw.ctypes.data), o, du.size)
+        lib.run("wino_filter_grad", du.dtype, (addr(du), o, c, m + 2, addr(g), addr(dw)), o, du.size)
         return dw
 
     def winograd_input_transform(self, x, m, top, left, th, tw):
@@ -73,7 +74,7 @@ class NumpyWinograd:
         size, t = _scratch("in", m, th, tw), get_num_threads()
         scratch = np.empty(size * min(n, t), dtype=x.dtype)  # one block per thread
         lib.run("wino_in", x.dtype,
-                (m, x.ctypes.data, n, c, h, w, top, left, th, tw, v.ctypes.data, scratch.ctypes.data, size),
+                (m, addr(x), n, c, h, w, top, left, th, tw, addr(v), addr(scratch), size),
                 n, v.size, t)
         return v
 
@@ -101,13 +102,13 @@ class NumpyWinograd:
             sizes = (a2 * c * nb * p, a2 * o * nb * p, max(_scratch("in", m, th, tw), _scratch("out", m, th, tw)))
             bufs = [np.empty(size * t, dtype=x.dtype) for size in sizes]
             fn = gemm[0] if x.dtype == np.float32 else gemm[1]
-            lib.run("wino_block", x.dtype, (fn, int(gemm[2]), m, x.ctypes.data, n, c, h, w, top, left, th, tw,
-                                            u.ctypes.data, o, oh, ow, y.ctypes.data, nb,
-                                            *(b.ctypes.data for b in bufs), *sizes),
+            lib.run("wino_block", x.dtype, (fn, int(gemm[2]), m, addr(x), n, c, h, w, top, left, th, tw,
+                                            addr(u), o, oh, ow, addr(y), nb,
+                                            *(addr(b) for b in bufs), *sizes),
                     blocks, hk.MIN_TASK_ELEMENTS if blocks > 1 else 0, t)
             return y
         fin, fout = lib.fn(f"nnx_wino{m}_in", x.dtype), lib.fn(f"nnx_wino{m}_out", x.dtype)
-        xa, ya = x.ctypes.data, y.ctypes.data
+        xa, ya = addr(x), addr(y)
         x_step, y_step = c * h * w * item, o * oh * ow * item
 
         def work(lo: int, hi: int) -> None:
@@ -119,12 +120,12 @@ class NumpyWinograd:
                 k = min(n, s0 + nb) - s0
                 v = vbuf[:a2 * c * k * p].reshape(a2, c, k * p)
                 mm = mbuf[:a2 * o * k * p].reshape(a2, o, k * p)
-                fin(xa + s0 * x_step, 0, k, k, c, h, w, top, left, th, tw, v.ctypes.data, scratch.ctypes.data)
+                fin(xa + s0 * x_step, 0, k, k, c, h, w, top, left, th, tw, addr(v), addr(scratch))
                 np.matmul(u, v, out=mm)
                 if m == 2:
-                    fout(mm.ctypes.data, 0, k, k, o, th, tw, oh, ow, ya + s0 * y_step)
+                    fout(addr(mm), 0, k, k, o, th, tw, oh, ow, ya + s0 * y_step)
                 else:
-                    fout(mm.ctypes.data, 0, k, k, o, th, tw, oh, ow, ya + s0 * y_step, scratch.ctypes.data)
+                    fout(addr(mm), 0, k, k, o, th, tw, oh, ow, ya + s0 * y_step, addr(scratch))
 
         with blas_one_thread():
             parallel_rows(work, blocks, MIN_PARALLEL_ELEMENTS if blocks > 1 else 0)
@@ -139,7 +140,7 @@ class NumpyWinograd:
         size, t = _scratch("out", m, th, tw), get_num_threads()
         scratch = np.empty(size * min(n, t), dtype=mm.dtype)
         lib.run("wino_out", mm.dtype,
-                (m, mm.ctypes.data, n, o, th, tw, oh, ow, y.ctypes.data, scratch.ctypes.data, size), n, mm.size, t)
+                (m, addr(mm), n, o, th, tw, oh, ow, addr(y), addr(scratch), size), n, mm.size, t)
         return y
 
     def winograd_dy_transform(self, dy, m, th, tw):
@@ -152,5 +153,5 @@ class NumpyWinograd:
         size, t = _scratch("dy", m, th, tw), get_num_threads()
         scratch = np.empty(size * min(n, t), dtype=dy.dtype)
         lib.run("wino_dy", dy.dtype,
-                (m, dy.ctypes.data, n, o, oh, ow, th, tw, d.ctypes.data, scratch.ctypes.data, size), n, d.size, t)
+                (m, addr(dy), n, o, oh, ow, th, tw, addr(d), addr(scratch), size), n, d.size, t)
         return d

@@ -24,6 +24,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
+
+from .addresses import addr
+
 __all__ = ["MIN_PARALLEL_ELEMENTS", "MIN_POOL_MACS", "MIN_SPLIT_MACS", "blas_one_thread", "get_num_threads",
            "hold_blas_one_thread", "parallel_rows", "pool_matmul", "set_num_threads", "split_matmul"]
 
@@ -154,7 +158,6 @@ def _numpy_openblas() -> Any:
         return _blas["lib"]
     lib = None
     try:
-        import numpy as np
         import threadpoolctl
 
         libs = threadpoolctl.ThreadpoolController().select(internal_api="openblas").lib_controllers
@@ -283,8 +286,6 @@ MIN_POOL_SIDE = 32
 def _gemm_operand(x: Any, rows: int, cols: int) -> tuple[Any, int, int, int]:
     """``(array, trans, ld, batch stride)`` of ``x`` (2-d or 3-d, last two axes ``rows x cols``)
     for cblas: row-major as is (111) or a transposed row-major matrix (112); a copy where neither."""
-    import numpy as np
-
     item = x.itemsize
     st = x.strides
     batch = st[0] // item if x.ndim == 3 else 0
@@ -312,8 +313,6 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
     (OpenBLAS's kernels for a block of rows need not round as for the whole; nnx's do, bit for
     bit)."""
     n = get_num_threads()
-    import numpy as np
-
     from . import host_kernels
 
     if type(a) is not np.ndarray or type(b) is not np.ndarray:
@@ -355,12 +354,12 @@ def pool_matmul(a: Any, b: Any, out: Any = None) -> Any:
         # cores, thin slices would each pack the other operand whole for little work
         parts = max(1, min(n, max(m, cols) // MIN_POOL_SIDE,
                            2 * m * k * cols // max(1, MIN_OWN_POOL_MACS if own else MIN_POOL_MACS)))
-        lib.run("gemm", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, b.ctypes.data, ldb,
-                                  c.ctypes.data, ldc, parts, by_cols), parts, m * k * cols, parts)
+        lib.run("gemm", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, addr(a), lda, addr(b), ldb,
+                                  addr(c), ldc, parts, by_cols), parts, m * k * cols, parts)
     else:
         sc = c.strides[0] // c.itemsize
-        lib.run("gemm_batch", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, a.ctypes.data, lda, sa, b.ctypes.data,
-                                        ldb, sb, c.ctypes.data, ldc, sc), batch, batch * m * k * cols, n)
+        lib.run("gemm_batch", a.dtype, (fn, int(gemm[2]), ta, tb, m, cols, k, addr(a), lda, sa, addr(b),
+                                        ldb, sb, addr(c), ldc, sc), batch, batch * m * k * cols, n)
     return c
 
 
@@ -379,8 +378,6 @@ def split_matmul(a: Any, b: Any) -> Any:
     product. Each product is the same one-thread GEMM whatever the chunking, so the result is
     bit-identical for every thread count.
     Other shapes and dtypes, one thread and a BLAS that is not OpenBLAS take ``numpy.matmul``."""
-    import numpy as np
-
     got = pool_matmul(a, b)
     if got is not None:
         return got

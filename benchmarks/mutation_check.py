@@ -155,6 +155,8 @@ MUTATIONS = [
      "d[np.arange(safe.shape[0]), 0] -= 1.0", ["tests/functional/test_loss.py"]),
     ("numpy-ce-ignored-rows-counted", "backends/numpy_fused.py", "loss *= np.where(valid, picked, 0)",
      "loss *= picked", ["tests/functional/test_loss.py"]),
+    ("addr-wrong-field", "backends/addresses.py", "_DATA_OFFSET = object.__basicsize__ ",
+     "_DATA_OFFSET = object.__basicsize__ + 8 ", ["tests/backends/test_addresses.py"]),
     ("chan-sum-plane-offset", "backends/host_kernels.c", "const T* xp = x + (n * C + c) * P;",
      "const T* xp = x + (n * C) * P;", POOL),
     ("direct-conv-pad-offset", "backends/host_kernels.c",
