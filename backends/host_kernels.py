@@ -230,8 +230,11 @@ def writable_over(out: np.ndarray, *inputs: np.ndarray) -> bool:
     would be read after it was written; NumPy buffers that case, so it takes the NumPy pass)."""
     if not out.flags.writeable:
         return False
-    return all(addr(a) == addr(out) and a.shape == out.shape and a.strides == out.strides
-               or not np.may_share_memory(a, out) for a in inputs)
+    for a in inputs:
+        if a is not out and np.may_share_memory(a, out) and not (
+                addr(a) == addr(out) and a.shape == out.shape and a.strides == out.strides):
+            return False
+    return True
 
 
 def words(*xs: float) -> tuple[int, ...]:

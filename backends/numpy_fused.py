@@ -141,7 +141,7 @@ class NumpyFused(NumpyRecurrentCells):
             return dz, None
         if act in ("relu", "tanh", "sigmoid") and dy.ndim >= 1 and dy.shape == saved.shape:
             dz = np.empty(dy.shape, dtype=np.result_type(dy, saved)) if out is None else out
-            if act == "relu" and _relu_backward_task(dy, saved, dz):
+            if act == "relu" and _relu_backward_task(dy, saved, dz, fresh=out is None):
                 pass
             elif dy.ndim == 2 and (dz.size < MIN_PARALLEL_ELEMENTS or get_num_threads() <= 1):
                 _act_backward_rows(dy, saved, dz, act)  # one chunk (a recurrent time step): no closure
@@ -243,11 +243,12 @@ def _relu_task(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray) -> bool:
     return True
 
 
-def _relu_backward_task(g: np.ndarray, y: np.ndarray, d: np.ndarray) -> bool:
+def _relu_backward_task(g: np.ndarray, y: np.ndarray, d: np.ndarray, fresh: bool = False) -> bool:
     """``d = g * (y > 0)`` by the host kernel on nnx's C pool, split by elements; False where it
-    does not apply."""
+    does not apply. ``fresh``: ``d`` was just allocated (it overlaps nothing: no check)."""
     lib = hk.kernels()
-    if lib is None or not hk.supports(g, y, d) or not g.shape == y.shape == d.shape or not hk.writable_over(d, g, y):
+    if (lib is None or not hk.supports(g, y, d) or not g.shape == y.shape == d.shape
+            or not (fresh or hk.writable_over(d, g, y))):
         return False
     lib.run("relu_bwd", g.dtype, (addr(g), addr(y), addr(d)), g.size, g.size)
     return True
