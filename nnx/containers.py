@@ -2,7 +2,8 @@
 
 ``Sequential`` chains its children's ``backward`` in reverse order (after checking that every leaf
 recorded its forward, so a failure writes no gradient) and applies the peephole fusions of
-:data:`PAIR_FUSIONS` on the device-shaped path.
+:data:`PAIR_FUSIONS` (on the device-shaped path, and on a host adapter for the activations its
+kernels run).
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def _check_all_recorded(module: Module, path: str) -> None:
 #: Peephole fusions :class:`Sequential` applies to adjacent children: each rule ``rule(first, second)``
 #: returns a function running both on one input (recording both, so ``backward`` is unchanged) or None.
 #: The layers package registers them (``nnx/layers/linear.py``: Linear + activation on the
-#: device-shaped path). Children with hooks are never fused.
+#: device-shaped path and where a host adapter's kernels run the activation). Children with hooks
+#: are never fused.
 PAIR_FUSIONS: list[Callable[[Module, Module], Callable[[Any], Any] | None]] = []
 
 

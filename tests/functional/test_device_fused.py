@@ -189,3 +189,36 @@ def test_fused_pair_in_eval_mode_records_nothing(backend, device_paths):
     model = nnx.Sequential(nnx.Linear(4, 3), nnx.Tanh()).eval()
     model(nnx.asarray(np.ones((2, 4)), dtype="float32"))
     assert not model[0]._tape and not model[1]._tape
+
+
+@pytest.mark.parametrize("act", ["ReLU", "Sigmoid", "Tanh"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_host_adapter_fuses_the_activations_its_kernels_run(monkeypatch, act, dtype):
+    """On NumPy (CPU-shaped) a Sequential fuses Linear with the activations the host kernels run
+    (``fast_activations``: one product and one bias-and-activation task instead of a NumPy bias add
+    and a second task) and with no other; fused or not, output and every gradient are bit-identical."""
+    import nnx_backends
+
+    b = nnx_backends.get("numpy")
+    calls = []
+    real = F.linear_act_forward
+    monkeypatch.setattr(F, "linear_act_forward", lambda *a: calls.append(a[3]) or real(*a))
+    with nnx.use_backend(b):
+        nnx.manual_seed(0)
+        model = nnx.Sequential(nnx.Linear(40, 300), getattr(nnx, act)(), nnx.Linear(300, 7))
+        if dtype == "float64":
+            model.double()
+        rng = np.random.default_rng(1)
+        x = np.asarray(rng.standard_normal((64, 40)), dtype=dtype)
+        dy = np.asarray(rng.standard_normal((64, 7)), dtype=dtype)
+        y = model(x)
+        dx = model.backward(dy)
+        grads = [np.array(p.grad) for p in model.parameters()]
+        assert calls == ([act.lower()] if act.lower() in b.fast_activations() else []), calls
+        model.zero_grad()
+        y2 = model[2](model[1](model[0](x)))  # each child on its own: never fused
+        dx2 = model[0].backward(model[1].backward(model[2].backward(dy)))
+    np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(dx, dx2)
+    for g, p in zip(grads, model.parameters()):
+        np.testing.assert_array_equal(g, p.grad)
