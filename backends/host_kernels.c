@@ -1033,6 +1033,57 @@ void nnx_adam_##SUF(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, d
 NNX_ADAM(float, f32, sqrtf)
 NNX_ADAM(double, f64, sqrt)
 
+/* Cross-entropy of class indices, rows [lo, hi) of logits z (N, C) and targets t (int64), without
+ * class weights or smoothing (numpy_fused.py's cross_entropy_forward/backward; the generic path in
+ * fused_api.py is the reference). Forward: logp = z - max - log(sum(exp(z - max))) (the sum in
+ * double), loss[i] = -logp[i, t[i]] and wy[i] = 1 on counted rows, 0 and 0 where t[i] == ignore.
+ * A target outside [0, C) that is not ignore (the caller checks first) is never read through: its
+ * row's loss is NaN. Backward: d = (exp(logp) - onehot(t)) * wy * s, with s = g[i] (reduction
+ * none) or the scalar scale. */
+#define NNX_CROSS_ENTROPY(T, SUF, EXP)                                                              \
+void nnx_ce_fwd_##SUF(const T* z, const i64* t, i64 lo, i64 hi, i64 C, i64 ignore, T* logp, T* loss, \
+                      T* wy) {                                                                      \
+    for (i64 i = lo; i < hi; ++i) {                                                                 \
+        const T* zi = z + i * C;                                                                    \
+        T* li = logp + i * C;                                                                       \
+        T mx = zi[0];                                                                               \
+        for (i64 c = 1; c < C; ++c) mx = (zi[c] > mx || zi[c] != zi[c]) ? zi[c] : mx;               \
+        double se = 0;                                                                              \
+        for (i64 c = 0; c < C; ++c) { const T v = zi[c] - mx; li[c] = v; se += (double)EXP(v); }    \
+        const T ls = (T)log(se);                                                                    \
+        _Pragma("omp simd")                                                                         \
+        for (i64 c = 0; c < C; ++c) li[c] -= ls;                                                    \
+        const i64 ti = t[i];                                                                        \
+        if (ti == ignore) { loss[i] = 0; wy[i] = 0; }                                               \
+        else if (ti < 0 || ti >= C) { loss[i] = (T)NAN; wy[i] = 1; }                                \
+        else { loss[i] = -li[ti]; wy[i] = 1; }                                                      \
+    }                                                                                               \
+}                                                                                                   \
+void nnx_ce_bwd_##SUF(const T* logp, const i64* t, i64 lo, i64 hi, i64 C, i64 ignore, const T* g,  \
+                      double scale, T* d) {                                                         \
+    const T s0 = (T)scale;                                                                          \
+    for (i64 i = lo; i < hi; ++i) {                                                                 \
+        const T* li = logp + i * C;                                                                 \
+        T* di = d + i * C;                                                                          \
+        const i64 ti = t[i];                                                                        \
+        if (ti == ignore) {                                                                         \
+            _Pragma("omp simd")                                                                     \
+            for (i64 c = 0; c < C; ++c) di[c] = 0;                                                  \
+            continue;                                                                               \
+        }                                                                                           \
+        const T s = g ? g[i] : s0;                                                                  \
+        _Pragma("omp simd")                                                                         \
+        for (i64 c = 0; c < C; ++c) di[c] = EXP(li[c]);                                             \
+        if (ti >= 0 && ti < C) di[ti] -= (T)1;                                                      \
+        else di[0] = (T)NAN;                                                                        \
+        _Pragma("omp simd")                                                                         \
+        for (i64 c = 0; c < C; ++c) di[c] *= s;                                                     \
+    }                                                                                               \
+}
+
+NNX_CROSS_ENTROPY(float, f32, expf)
+NNX_CROSS_ENTROPY(double, f64, exp)
+
 /* col2im of the flat-shift convolution (nnx/functional/_flat_shift.py; Backend.shift_add is the
  * reference): out (P, Cg, L) += cols (P, kk, Cg, run) shifted by off[k] along L, for each k, with
  * P = samples * groups. Each output row stays in cache while its kk shifted rows are added (NumPy:
@@ -1434,6 +1485,17 @@ void nnx_task_rnn_scan_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {      
     const i64 H = a[4];                                                                             \
     nnx_rnn_scan_bwd_##SUF((const void*)a[0], a[1], a[2], hi - lo, a[3], H, a[5], a[6], (T*)a[7] + lo * H, \
                            (const T*)a[8], a[9] ? (const T*)a[9] + lo * H : 0, (T*)a[10] + lo * H); \
+}                                                                                                   \
+/* z, t, C, ignore, logp, loss, wy; rows = samples */                                              \
+void nnx_task_ce_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                \
+    (void)part;                                                                                     \
+    nnx_ce_fwd_##SUF((const T*)a[0], (const i64*)a[1], lo, hi, a[2], a[3], (T*)a[4], (T*)a[5], (T*)a[6]); \
+}                                                                                                   \
+/* logp, t, C, ignore, g per row (or 0), scale (the bits of a double), d; rows = samples */        \
+void nnx_task_ce_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                \
+    (void)part;                                                                                     \
+    nnx_ce_bwd_##SUF((const T*)a[0], (const i64*)a[1], lo, hi, a[2], a[3], (const T*)a[4],          \
+                     nnx_word_double(a[5]), (T*)a[6]);                                              \
 }                                                                                                   \
 /* p, g, m, v, then b1, b2, eps, step_size, inv_sqrt_bc2 as the bits of doubles; rows = elements */ \
 void nnx_task_adam_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                  \

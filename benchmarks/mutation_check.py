@@ -29,6 +29,7 @@ WINO = ["tests/backends/test_host_kernels.py", "tests/functional/test_winograd.p
 DIRECT = ["tests/backends/test_host_direct_conv.py"]
 POOL = ["tests/backends/test_host_pool.py"]
 GEMM = ["tests/backends/test_host_gemm.py"]
+CE = ["tests/backends/test_host_cross_entropy.py", "tests/functional/test_loss.py"]
 
 # (name, file, original text, mutated text, tests)
 MUTATIONS = [
@@ -152,9 +153,19 @@ MUTATIONS = [
     ("adam-overlap-unchecked", "backends/numpy_fused.py", "abs(ptrs[i] - ptrs[j]) < span", "abs(ptrs[i] - ptrs[j]) < 0",
      ["tests/backends/test_host_adam_kernel.py"]),
     ("numpy-ce-grad-wrong-class", "backends/numpy_fused.py", "d[np.arange(safe.shape[0]), safe] -= 1.0",
-     "d[np.arange(safe.shape[0]), 0] -= 1.0", ["tests/functional/test_loss.py"]),
+     "d[np.arange(safe.shape[0]), 0] -= 1.0", CE),
     ("numpy-ce-ignored-rows-counted", "backends/numpy_fused.py", "loss *= np.where(valid, picked, 0)",
-     "loss *= picked", ["tests/functional/test_loss.py"]),
+     "loss *= picked", CE),
+    ("ce-kernel-wrong-class", "backends/host_kernels.c", "else { loss[i] = -li[ti]; wy[i] = 1; }",
+     "else { loss[i] = -li[0]; wy[i] = 1; }", CE),
+    ("ce-kernel-ignored-counted", "backends/host_kernels.c", "if (ti == ignore) { loss[i] = 0; wy[i] = 0; }",
+     "if (ti == ignore) { loss[i] = 0; wy[i] = 1; }", CE),
+    ("ce-kernel-no-max", "backends/host_kernels.c", "const T v = zi[c] - mx; li[c] = v;",
+     "const T v = zi[c]; li[c] = v;", CE),
+    ("ce-kernel-grad-no-onehot", "backends/host_kernels.c", "if (ti >= 0 && ti < C) di[ti] -= (T)1;",
+     "if (ti >= 0 && ti < C) di[ti] -= (T)0;", CE),
+    ("ce-kernel-grad-unscaled", "backends/host_kernels.c", "for (i64 c = 0; c < C; ++c) di[c] *= s;",
+     "for (i64 c = 0; c < C; ++c) di[c] *= (T)1;", CE),
     ("addr-wrong-field", "backends/addresses.py", "_DATA_OFFSET = object.__basicsize__ ",
      "_DATA_OFFSET = object.__basicsize__ + 8 ", ["tests/backends/test_addresses.py"]),
     ("chan-sum-plane-offset", "backends/host_kernels.c", "const T* xp = x + (n * C + c) * P;",

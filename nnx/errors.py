@@ -76,21 +76,22 @@ def is_floating(x: Any) -> bool:
     (``xp.isdtype``: bfloat16 and any future float types included); host data that belongs to no
     backend is judged by its NumPy dtype kind."""
     try:
-        xp = backends.backend_of(x).xp
+        b = backends.backend_of(x)
     except TypeError:
         return getattr(getattr(x, "dtype", None), "kind", "") == "f"
-    return bool(xp.isdtype(x.dtype, "real floating"))
+    return b.isdtype(x.dtype, "real floating")
 
 
 def check_floating(where: str, x: Any, ref_dtype: Any = None, what: str = "input") -> None:
     """Raise TypeError unless ``x`` is floating point (and, if given, of dtype ``ref_dtype``)."""
-    name = backends.Backend.dtype_name(x.dtype)
     if not is_floating(x):
+        name = backends.Backend.dtype_name(x.dtype)
         raise TypeError(
             f"{where}: expected a floating-point {what}, got dtype {name}; "
             "convert with nnx.asarray(x) (floats become float32)"
         )
     if ref_dtype is not None and x.dtype != ref_dtype:
+        name = backends.Backend.dtype_name(x.dtype)
         raise TypeError(
             f"{where}: {what} has dtype {name} but the parameters are "
             f"{backends.Backend.dtype_name(ref_dtype)}; convert the input or call model.to(dtype=...)"

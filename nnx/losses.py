@@ -138,7 +138,7 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input: Any, target: Any) -> Any:
         self._check(input, target, False)
-        if input.ndim >= 2 and backends.backend_of(target).xp.isdtype(target.dtype, "integral") \
+        if input.ndim >= 2 and backends.backend_of(target).isdtype(target.dtype, "integral") \
                 and tuple(target.shape) != tuple(input.shape[:1]) + tuple(input.shape[2:]):
             want = tuple(input.shape[:1]) + tuple(input.shape[2:])
             raise ValueError(

@@ -133,7 +133,7 @@ def _log_softmax_rows(xp: Any, z: Array) -> tuple[Array, Array]:
 
 
 def _check_targets(where: str, b: backends.Backend, target: Array, n_classes: int, ignore_index: int) -> None:
-    if not b.xp.isdtype(target.dtype, "integral"):
+    if not b.isdtype(target.dtype, "integral"):
         raise TypeError(f"{where}: class-index targets must be integers, got dtype "
                         f"{backends.Backend.dtype_name(target.dtype)}")
     if b.host_memory and _numel(target):
@@ -257,7 +257,7 @@ def cross_entropy_forward(input: Array, target: Array, weight: Array | None = No
         raise ValueError(f"{where}: input must have a class dimension, got a scalar")
     z, moved_shape = _classes_last(xp, input)
     input_shape = tuple(input.shape)
-    target_float = xp.isdtype(target.dtype, "real floating")
+    target_float = b.isdtype(target.dtype, "real floating")
     if not target_float and input.ndim == 1 and target.ndim == 0:
         target = xp.reshape(target, (1,))
     if not target_float and (device_shaped(b) or b.fast_cross_entropy()):
