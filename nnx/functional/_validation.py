@@ -22,8 +22,12 @@ def ntuple(where: str, name: str, value: Any, n: int, allow_zero: bool = False) 
     >>> ntuple("conv2d", "stride", 2, 2)
     (2, 2)
     """
-    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
     low = 0 if allow_zero else 1
+    if type(value) is int and value >= low:  # the common cases first: a layer asks on every call
+        return (value,) * n
+    if type(value) is tuple and len(value) == n and all(type(v) is int and v >= low for v in value):
+        return value
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,) * n
     if len(items) != n or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in items):
         kind = "non-negative" if allow_zero else "positive"
         raise ValueError(f"{where}: {name} must be a {kind} integer or a tuple of {n} {kind} integers, "

@@ -12,6 +12,7 @@ from .. import init
 from ..backend import get_backend, get_default_dtype
 from ..containers import PAIR_FUSIONS
 from ..errors import check_dim, check_floating, check_ndim, check_positive_int, check_same_backend
+from ..functional._device import device_shaped
 from ..module import Module, Parameter
 
 
@@ -132,13 +133,18 @@ def _passed_through(dy: Any, input_grad: bool = True) -> tuple[Any, tuple]:
     return dy, ()
 
 
-def _fused_activation(m: Module) -> str | None:
-    from .activation import GELU, ReLU, Sigmoid, SiLU, Tanh
+_ACTIVATIONS: dict[type, str] = {}  # activation module type -> the adapter's name (filled on first use)
 
-    kind = type(m)
-    if kind is GELU:
-        return "gelu" if m.approximate == "none" else "gelu_tanh"
-    return {ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid", SiLU: "silu"}.get(kind)
+
+def _fused_activation(m: Module) -> str | None:
+    if not _ACTIVATIONS:
+        from .activation import GELU, ReLU, Sigmoid, SiLU, Tanh
+
+        _ACTIVATIONS.update({ReLU: "relu", Tanh: "tanh", Sigmoid: "sigmoid", SiLU: "silu", GELU: "gelu"})
+    act = _ACTIVATIONS.get(type(m))
+    if act == "gelu" and m.approximate != "none":
+        return "gelu_tanh"
+    return act
 
 
 def _fuse_linear_activation(first: Module, second: Module) -> Any:
@@ -154,8 +160,6 @@ def _fuse_linear_activation(first: Module, second: Module) -> Any:
     act = _fused_activation(second)
     if act is None:
         return None
-    from ..functional._device import device_shaped
-
     b = backends.backend_of(first.weight.data)
     if not device_shaped(b) and act not in b.fast_activations():
         return None
