@@ -145,6 +145,12 @@ class FusedOps:
         own fast kernels, so that the CPU-shaped cross-entropy of class indices takes them too."""
         return False
 
+    def multi_tensor_kinds(self) -> tuple[str, ...]:
+        """Optimizers (``"adam"``, ``"sgd"``) whose ``*_multi_step_`` this host-memory adapter runs as
+        one kernel for a parameter group, so that they take it on the CPU-shaped path too (NumPy
+        with its host kernels: Adam). Device backends take every one anyway."""
+        return ()
+
     def fast_activations(self) -> tuple[str, ...]:
         """Activations this host-memory adapter runs through :meth:`bias_act_forward` /
         ``_backward`` as fused kernels, so that the activation ops take them instead of their

@@ -1497,6 +1497,24 @@ void nnx_task_ce_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {            
     nnx_ce_bwd_##SUF((const T*)a[0], (const i64*)a[1], lo, hi, a[2], a[3], (const T*)a[4],          \
                      nnx_word_double(a[5]), (T*)a[6]);                                              \
 }                                                                                                   \
+/* Adam over a group of tensors in one run: ptrs (p, g, m, v of each tensor), offs (each tensor's   \
+ * first element in the group's concatenation, then the total), the tensor count, the number of    \
+ * slices S, then the five coefficients of nnx_task_adam; rows = slices: slice r updates the r-th   \
+ * S-th of every tensor, so the thread that produced a part of a gradient (the products split the   \
+ * same way) updates it from its own cache. */                                                     \
+void nnx_task_adam_multi_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                            \
+    (void)part;                                                                                     \
+    const i64* ptr = (const i64*)a[0];                                                              \
+    const i64* off = (const i64*)a[1];                                                              \
+    const i64 S = a[3];                                                                             \
+    for (i64 k = 0; k < a[2]; ++k) {                                                                \
+        const i64 n = off[k + 1] - off[k], l = n * lo / S, h = n * hi / S;                          \
+        if (l >= h) continue;                                                                       \
+        nnx_adam_##SUF((T*)ptr[4 * k] + l, (const T*)ptr[4 * k + 1] + l, (T*)ptr[4 * k + 2] + l,   \
+                       (T*)ptr[4 * k + 3] + l, h - l, nnx_word_double(a[4]), nnx_word_double(a[5]), \
+                       nnx_word_double(a[6]), nnx_word_double(a[7]), nnx_word_double(a[8]));        \
+    }                                                                                               \
+}                                                                                                   \
 /* p, g, m, v, then b1, b2, eps, step_size, inv_sqrt_bc2 as the bits of doubles; rows = elements */ \
 void nnx_task_adam_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                                  \
     (void)part;                                                                                     \

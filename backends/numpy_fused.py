@@ -201,6 +201,18 @@ class NumpyFused(NumpyRecurrentCells):
 
         parallel_rows(work, flats[0].shape[0], flats[0].shape[0])
 
+    def multi_tensor_kinds(self):
+        return ("adam",) if hk.kernels() is not None else ()
+
+    def adam_multi_step_(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, lr, beta1, beta2,
+                         eps, step, weight_decay=0.0, decoupled=False):
+        # One C-pool run for the group (tensors checked first, nothing written unless all pass), else per tensor.
+        if max_exp_avg_sqs is not None or not _adam_multi(params, grads, exp_avgs, exp_avg_sqs, lr=lr, beta1=beta1,
+                                                          beta2=beta2, eps=eps, step=step,
+                                                          weight_decay=weight_decay, decoupled=decoupled):
+            super().adam_multi_step_(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, lr=lr, beta1=beta1,
+                                     beta2=beta2, eps=eps, step=step, weight_decay=weight_decay, decoupled=decoupled)
+
     def adam_update_(self, param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
                      bias_correction1, bias_correction2, max_exp_avg_sq=None):
         # In place, one scratch buffer a chunk, large arrays split over nnx's threads; returns the arrays.
@@ -451,6 +463,50 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1
     if n and any(abs(ptrs[i] - ptrs[j]) < span for i in range(4) for j in range(i + 1, 4)):
         return False  # two of them share memory: each is read and written by one pass
     lib.run("adam", dt, (*ptrs, *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2))), n, n)
+    return True
+
+
+def _adam_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, step, weight_decay,
+                decoupled) -> bool:
+    """Adam on a group of tensors as one ``adam_multi`` task (every tensor cut into one slice per
+    thread, slice ``r`` of all of them on part ``r``); False, nothing written, where it does not apply: no kernels, mixed or
+    other dtypes, an array that is not a writable C-contiguous ndarray of its parameter's size, or
+    any two of the group's arrays sharing memory (each is read and written by one pass). Per tensor
+    the arithmetic of :func:`_adam_kernel`."""
+    lib = hk.kernels()
+    if lib is None or not params:
+        return False
+    dt = params[0].dtype
+    if dt not in (np.float32, np.float64):
+        return False
+    ptrs, offs, spans, total = [], [0], [], 0
+    for quad in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
+        n = quad[0].size
+        for i, a in enumerate(quad):
+            if (type(a) is not np.ndarray or a.dtype != dt or a.size != n or not a.flags.c_contiguous
+                    or (i != 1 and not a.flags.writeable)):
+                return False
+            ptrs.append(addr(a))
+        if n:
+            spans.extend((q, q + n * dt.itemsize) for q in ptrs[-4:])
+        total += n
+        offs.append(total)
+    spans.sort()
+    if any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)):
+        return False
+    if weight_decay:
+        if decoupled:
+            for p in params:
+                p *= 1.0 - lr * weight_decay
+        else:
+            grads = [g + weight_decay * p for g, p in zip(grads, params, strict=True)]
+            ptrs[1::4] = [addr(g) for g in grads]
+    bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
+    tab = np.array(ptrs, dtype=np.int64)
+    off = np.array(offs, dtype=np.int64)
+    slices = get_num_threads()
+    lib.run("adam_multi", dt, (addr(tab), addr(off), len(params), slices,
+                               *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2))), slices, total, slices)
     return True
 
 

@@ -30,7 +30,7 @@ class Adam(Optimizer):
                                       amsgrad=amsgrad, maximize=maximize))
 
     def _update_group(self, group: dict, items: list[tuple[Parameter, Any, dict]]) -> bool:
-        b = multi_tensor_backend(items)
+        b = multi_tensor_backend(items, "adam")
         if b is None or group["maximize"]:
             return False
         xp = b.xp

@@ -256,14 +256,16 @@ def _checked_count(name: str, i: int, key: str, v: Any) -> float:
     return f
 
 
-def multi_tensor_backend(items: list[tuple[Parameter, Any, dict]]) -> Any:
+def multi_tensor_backend(items: list[tuple[Parameter, Any, dict]], kind: str | None = None) -> Any:
     """The backend whose multi-tensor optimizer kernels should update ``items`` at once, or None:
-    taken on the device-shaped path of a mutable backend when every parameter lives there (on the
-    CPU-shaped path the per-parameter NumPy steps are as fast and keep their own thread split)."""
+    taken on the device-shaped path of a mutable backend when every parameter lives there, and on
+    a host adapter that runs optimizer ``kind`` as one kernel for the group
+    (``Backend.multi_tensor_kinds()``; NumPy with its host kernels: Adam, one C-pool run instead of
+    one per parameter). Elsewhere the per-parameter steps keep their own thread split."""
     from ..functional._device import device_shaped
 
     b = backends.backend_of(items[0][0].data)
-    if not (b.mutable and device_shaped(b)):
+    if not (b.mutable and (device_shaped(b) or kind in b.multi_tensor_kinds())):
         return None
     if any(backends.backend_of(p.data) is not b for p, _, _ in items):
         return None

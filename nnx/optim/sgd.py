@@ -32,7 +32,7 @@ class SGD(Optimizer):
                                       nesterov=nesterov, maximize=maximize))
 
     def _update_group(self, group: dict, items: list[tuple[Parameter, Any, dict]]) -> bool:
-        b = multi_tensor_backend(items)
+        b = multi_tensor_backend(items, "sgd")
         if b is None or group["maximize"]:
             return False
         momentum = group["momentum"]

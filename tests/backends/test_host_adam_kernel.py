@@ -103,3 +103,105 @@ def test_overlapping_or_mixed_arrays_take_the_numpy_passes(adapter, monkeypatch)
     np.testing.assert_allclose(p, ref[0], **TOL["float32"])
     np.testing.assert_allclose(m, ref[2], **TOL["float32"])
     NF._adam_update_flat(p.copy(), g.astype(np.float64), m, v, **kw)  # mixed dtypes
+
+
+def _group(rng, sizes, dtype):
+    """A parameter group: params, grads, exp_avgs, exp_avg_sqs (moments already non-zero)."""
+    return [[(rng.standard_normal(s) * f).astype(dtype) for s in sizes] for f in (1.0, 0.3, 0.1, 0.0)]
+
+
+def _per_tensor(adapter, group, **kw):
+    out = [[a.copy() for a in arrays] for arrays in group]
+    for p, g, m, v in zip(*out, strict=True):
+        Backend.adam_step_(adapter, p, g, m, v, **kw)  # FusedOps' standard step, tensor by tensor
+    return out
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("wd", [(0.0, False), (0.05, False), (0.05, True)], ids=["plain", "l2", "decoupled"])
+def test_adam_multi_matches_per_tensor_steps_at_every_thread_count(adapter, threads, monkeypatch, dtype, wd):
+    """The group kernel (one ``adam_multi`` run; slices of every tensor per thread) against the
+    standard step per tensor; bit-identical between 1, 2 and 3 threads; sizes smaller than the
+    thread count and empty tensors included."""
+    ran = []
+    real = HK.HostKernels.run
+    monkeypatch.setattr(HK.HostKernels, "run",
+                        lambda self, name, *a, **k: ran.append(name) or real(self, name, *a, **k))
+    rng = np.random.default_rng(3)
+    group = _group(rng, (1037, 1, 0, 2, 64 * 33), dtype)
+    kw = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, step=3.0, weight_decay=wd[0], decoupled=wd[1])
+    ref = _per_tensor(adapter, group, **kw)
+    outs = []
+    for n in (1, 2, 3):
+        threads(n)
+        got = [[a.copy() for a in arrays] for arrays in group]
+        ran.clear()
+        adapter.adam_multi_step_(*got, **kw)
+        assert ran == ["adam_multi"], ran
+        outs.append(got)
+        for which in (0, 2, 3):  # params, exp_avgs, exp_avg_sqs
+            for a, r in zip(got[which], ref[which], strict=True):
+                np.testing.assert_allclose(a, r, **TOL[dtype])
+        assert all(np.array_equal(a, b) for a, b in zip(got[1], group[1], strict=True)), "a gradient was written"
+    for other in outs[1:]:
+        for arrays, first in zip(other, outs[0], strict=True):
+            for a, b in zip(arrays, first, strict=True):
+                np.testing.assert_array_equal(a, b)
+
+
+def test_adam_multi_refuses_what_one_pass_cannot_do(adapter, monkeypatch):
+    """Arrays shared between tensors of the group, mixed dtypes, a strided parameter or AMSGrad: the
+    group goes tensor by tensor (the group kernel never runs), with the numbers of that path."""
+    from nnx_backends.fused_api import FusedOps
+
+    kw = dict(lr=1e-2, beta1=0.9, beta2=0.99, eps=1e-8, step=2.0)
+    real = HK.HostKernels.run
+    monkeypatch.setattr(HK.HostKernels, "run", lambda self, name, *a, **k: (
+        pytest.fail("adam_multi ran") if name == "adam_multi" else real(self, name, *a, **k)))
+
+    def shared(g):  # the second tensor's gradient is the first one's exp_avg
+        g[1][1] = g[2][0][:30]
+
+    def mixed(g):
+        g[1][1] = g[1][1].astype(np.float64)
+
+    def strided(g):
+        g[0][0] = np.repeat(g[0][0], 2)[::2]
+
+    for mutate in (shared, mixed, strided):
+        got, ref = (_group(np.random.default_rng(4), (50, 30), "float32") for _ in range(2))
+        mutate(got)
+        mutate(ref)
+        adapter.adam_multi_step_(*got, **kw)
+        FusedOps.adam_multi_step_(adapter, *ref, **kw)  # tensor by tensor, the same aliasing
+        for arrays, r in zip(got, ref, strict=True):
+            for a, b in zip(arrays, r, strict=True):
+                np.testing.assert_array_equal(a, b)
+    group = _group(np.random.default_rng(4), (50,), "float32")
+    vmax = [np.zeros(50, np.float32)]
+    adapter.adam_multi_step_(*group, vmax, **kw)
+    assert vmax[0].any()
+
+
+def test_adam_takes_the_group_kernel_on_numpy(adapter, monkeypatch):
+    """``nnx.optim.Adam`` on NumPy updates a group in one run, with the per-parameter path's numbers."""
+    ran = []
+    real = HK.HostKernels.run
+    monkeypatch.setattr(HK.HostKernels, "run",
+                        lambda self, name, *a, **k: ran.append(name) or real(self, name, *a, **k))
+    results = []
+    for kinds in (("adam",), ()):
+        monkeypatch.setattr(NF.NumpyFused, "multi_tensor_kinds", lambda self, k=kinds: k)
+        nnx.manual_seed(0)
+        model = nnx.Sequential(nnx.Linear(6, 5), nnx.Tanh(), nnx.Linear(5, 2))
+        opt = nnx.optim.AdamW(model.parameters(), lr=0.1)
+        rng = np.random.default_rng(5)
+        for _ in range(3):
+            for p in model.parameters():
+                p.grad = rng.standard_normal(p.data.shape).astype(np.float32)
+            ran.clear()
+            opt.step()
+            assert ran == (["adam_multi"] if kinds else ["adam"] * 4), ran
+        results.append([np.array(p.data) for p in model.parameters()])
+    for a, b in zip(*results, strict=True):
+        np.testing.assert_array_equal(a, b)
