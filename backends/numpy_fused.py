@@ -253,7 +253,6 @@ class NumpyFused(NumpyRecurrentCells):
         return np.sqrt(np.asarray(np.dot(acc, acc)))
 
 
-
 def _ce_task_forward(lib, z: np.ndarray, target: np.ndarray, ignore_index: int, reduction: str):
     """Cross-entropy forward by the ``ce_fwd`` task: ``(loss, saved)`` as the NumPy passes return
     them, ``saved`` with the int64 targets and a fifth entry that marks the kernel's layout."""
@@ -289,6 +288,7 @@ def _ce_task_backward(logp: np.ndarray, t: np.ndarray, ignore_index: int, denom,
     lib.run("ce_bwd", logp.dtype, (addr(logp), addr(t), c, ignore_index, rows, *hk.words(scale), addr(d)), n,
             logp.size)
     return d
+
 
 # ---------------------------------------------------------------------------- row kernels
 def _relu_task(x: np.ndarray, bias: np.ndarray | None, z: np.ndarray) -> bool:
@@ -469,10 +469,10 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1
 def _adam_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, step, weight_decay,
                 decoupled) -> bool:
     """Adam on a group of tensors as one ``adam_multi`` task (every tensor cut into one slice per
-    thread, slice ``r`` of all of them on part ``r``); False, nothing written, where it does not apply: no kernels, mixed or
-    other dtypes, an array that is not a writable C-contiguous ndarray of its parameter's size, or
-    any two of the group's arrays sharing memory (each is read and written by one pass). Per tensor
-    the arithmetic of :func:`_adam_kernel`."""
+    thread, slice ``r`` of all of them on part ``r``); False, nothing written, where it does not
+    apply: no kernels, mixed or other dtypes, an array that is not a writable C-contiguous ndarray
+    of its parameter's size, or any two of the group's arrays sharing memory (each is read and
+    written by one pass). Per tensor the arithmetic of :func:`_adam_kernel`."""
     lib = hk.kernels()
     if lib is None or not params:
         return False
