@@ -148,7 +148,7 @@ class FusedOps:
     def multi_tensor_kinds(self) -> tuple[str, ...]:
         """Optimizers (``"adam"``, ``"sgd"``) whose ``*_multi_step_`` this host-memory adapter runs as
         one kernel for a parameter group, so that they take it on the CPU-shaped path too (NumPy
-        with its host kernels: Adam). Device backends take every one anyway."""
+        with its host kernels: Adam and SGD). Device backends take every one anyway."""
         return ()
 
     def fast_activations(self) -> tuple[str, ...]:

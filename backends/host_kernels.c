@@ -1033,6 +1033,29 @@ void nnx_adam_##SUF(T* p, const T* g, T* m, T* v, i64 n, double b1, double b2, d
 NNX_ADAM(float, f32, sqrtf)
 NNX_ADAM(double, f64, sqrt)
 
+/* torch.optim.SGD on n elements, in place (fused_train.py's sgd_step_ is the reference): g = grad
+ * (+ wd * p); with momentum, buf = g on the first step, else buf = buf * momentum + (1 - dampening)
+ * * g, and g = g + momentum * buf (Nesterov) or buf; p -= lr * g. buf is NULL without momentum.
+ * Coefficients rounded to T first, as NumPy does with Python floats. */
+#define NNX_SGD(T, SUF)                                                                             \
+void nnx_sgd_##SUF(T* p, const T* grad, T* buf, i64 n, double lr, double momentum, double dampening, \
+                   double wd, int nesterov, int first) {                                            \
+    const T l = (T)lr, m = (T)momentum, d1 = (T)(1.0 - dampening), w = (T)wd;                      \
+    _Pragma("omp simd")                                                                             \
+    for (i64 i = 0; i < n; ++i) {                                                                   \
+        T g = wd != 0.0 ? grad[i] + w * p[i] : grad[i];                                             \
+        if (buf) {                                                                                  \
+            const T b = first ? g : buf[i] * m + d1 * g;                                            \
+            buf[i] = b;                                                                             \
+            g = nesterov ? g + m * b : b;                                                           \
+        }                                                                                           \
+        p[i] -= l * g;                                                                              \
+    }                                                                                               \
+}
+
+NNX_SGD(float, f32)
+NNX_SGD(double, f64)
+
 /* Cross-entropy of class indices, rows [lo, hi) of logits z (N, C) and targets t (int64), without
  * class weights or smoothing (numpy_fused.py's cross_entropy_forward/backward; the generic path in
  * fused_api.py is the reference). Forward: logp = z - max - log(sum(exp(z - max))) (the sum in
@@ -1513,6 +1536,23 @@ void nnx_task_adam_multi_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {        
         nnx_adam_##SUF((T*)ptr[4 * k] + l, (const T*)ptr[4 * k + 1] + l, (T*)ptr[4 * k + 2] + l,   \
                        (T*)ptr[4 * k + 3] + l, h - l, nnx_word_double(a[4]), nnx_word_double(a[5]), \
                        nnx_word_double(a[6]), nnx_word_double(a[7]), nnx_word_double(a[8]));        \
+    }                                                                                               \
+}                                                                                                   \
+/* SGD over a group of tensors in one run: ptrs (p, g, buf or 0 of each tensor), offs, the tensor  \
+ * count, the number of slices S, lr, momentum, dampening, weight decay (the bits of doubles),      \
+ * nesterov, first; rows = slices, as nnx_task_adam_multi. */                                     \
+void nnx_task_sgd_multi_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                             \
+    (void)part;                                                                                     \
+    const i64* ptr = (const i64*)a[0];                                                              \
+    const i64* off = (const i64*)a[1];                                                              \
+    const i64 S = a[3];                                                                             \
+    for (i64 k = 0; k < a[2]; ++k) {                                                                \
+        const i64 n = off[k + 1] - off[k], l = n * lo / S, h = n * hi / S;                          \
+        if (l >= h) continue;                                                                       \
+        T* buf = ptr[3 * k + 2] ? (T*)ptr[3 * k + 2] + l : 0;                                      \
+        nnx_sgd_##SUF((T*)ptr[3 * k] + l, (const T*)ptr[3 * k + 1] + l, buf, h - l,                  \
+                      nnx_word_double(a[4]), nnx_word_double(a[5]), nnx_word_double(a[6]),   \
+                      nnx_word_double(a[7]), (int)a[8], (int)a[9]);                                 \
     }                                                                                               \
 }                                                                                                   \
 /* p, g, m, v, then b1, b2, eps, step_size, inv_sqrt_bc2 as the bits of doubles; rows = elements */ \

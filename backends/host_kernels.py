@@ -85,7 +85,7 @@ _TASKS = ("maxpool_fwd", "maxpool_bwd", "conv_direct_fwd", "conv_direct_dw", "ge
           "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd", "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd",
           "rnn_scan_bwd", "bias_relu_fwd", "relu_bwd", "shift_add", "adam", "wino_block", "wino_in", "wino_out",
           "wino_dy", "wino_filter", "wino_filter_grad", "bn_stats", "bn_fwd", "bn_bwd", "chan_sum", "ce_fwd", "ce_bwd",
-          "adam_multi")
+          "adam_multi", "sgd_multi")
 #: tasks that call NumPy's cblas GEMM: OpenBLAS must run them at one thread per part
 _BLAS_TASKS = frozenset({"gemm_conv_fwd", "gemm_conv_bwd", "gemm", "gemm_batch", "lstm_scan_fwd", "lstm_scan_bwd",
                          "gru_scan_fwd", "gru_scan_bwd", "rnn_scan_fwd", "rnn_scan_bwd", "wino_block"})

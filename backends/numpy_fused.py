@@ -202,7 +202,15 @@ class NumpyFused(NumpyRecurrentCells):
         parallel_rows(work, flats[0].shape[0], flats[0].shape[0])
 
     def multi_tensor_kinds(self):
-        return ("adam",) if hk.kernels() is not None else ()
+        return ("adam", "sgd") if hk.kernels() is not None else ()
+
+    def sgd_multi_step_(self, params, grads, bufs, *, lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                        nesterov=False, first=False):
+        # One C-pool run for the group (tensors checked first, nothing written unless all pass), else per tensor.
+        kw = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov,
+                  first=first)
+        if not _sgd_multi(params, grads, bufs, **kw):
+            super().sgd_multi_step_(params, grads, bufs, **kw)
 
     def adam_multi_step_(self, params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs=None, *, lr, beta1, beta2,
                          eps, step, weight_decay=0.0, decoupled=False):
@@ -466,33 +474,57 @@ def _adam_kernel(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps, bc1
     return True
 
 
-def _adam_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, step, weight_decay,
-                decoupled) -> bool:
-    """Adam on a group of tensors as one ``adam_multi`` task (every tensor cut into one slice per
-    thread, slice ``r`` of all of them on part ``r``); False, nothing written, where it does not
-    apply: no kernels, mixed or other dtypes, an array that is not a writable C-contiguous ndarray
-    of its parameter's size, or any two of the group's arrays sharing memory (each is read and
-    written by one pass). Per tensor the arithmetic of :func:`_adam_kernel`."""
-    lib = hk.kernels()
-    if lib is None or not params:
-        return False
-    dt = params[0].dtype
-    if dt not in (np.float32, np.float64):
-        return False
+def _group_table(dt: np.dtype, tensors, written: tuple[bool, ...]) -> tuple[list, list, int] | None:
+    """The addresses of a parameter group's arrays for a ``*_multi`` task: ``tensors`` holds per
+    tensor a tuple of arrays (None for one it does not have, address 0), ``written[i]`` whether the
+    i-th is written. ``(ptrs, offs, total)``: the addresses tensor by tensor, each tensor's first
+    element in the group's concatenation (then the total), and that total; None where an array is
+    not a C-contiguous ndarray of dtype ``dt`` and its tensor's size (writable where written) or
+    any two of the group's arrays share memory (each is read and written by one pass)."""
     ptrs, offs, spans, total = [], [0], [], 0
-    for quad in zip(params, grads, exp_avgs, exp_avg_sqs, strict=True):
-        n = quad[0].size
-        for i, a in enumerate(quad):
+    for arrays in tensors:
+        n = arrays[0].size
+        for a, w in zip(arrays, written, strict=True):
+            if a is None:
+                ptrs.append(0)
+                continue
             if (type(a) is not np.ndarray or a.dtype != dt or a.size != n or not a.flags.c_contiguous
-                    or (i != 1 and not a.flags.writeable)):
-                return False
-            ptrs.append(addr(a))
-        if n:
-            spans.extend((q, q + n * dt.itemsize) for q in ptrs[-4:])
+                    or (w and not a.flags.writeable)):
+                return None
+            q = addr(a)
+            ptrs.append(q)
+            if n:
+                spans.append((q, q + n * dt.itemsize))
         total += n
         offs.append(total)
     spans.sort()
     if any(spans[i][1] > spans[i + 1][0] for i in range(len(spans) - 1)):
+        return None
+    return ptrs, offs, total
+
+
+def _run_group(lib, name: str, dt: np.dtype, table: tuple[list, list, int], n_tensors: int, *words: int) -> None:
+    """Task ``name`` over a group: its address and offset tables, the tensor count, one slice of
+    every tensor per thread (slice ``r`` of all of them on part ``r``: a gradient is updated on the
+    core whose product just wrote that part of it), then ``words``."""
+    ptrs, offs, total = table
+    tab = np.array(ptrs, dtype=np.int64)
+    off = np.array(offs, dtype=np.int64)
+    slices = get_num_threads()
+    lib.run(name, dt, (addr(tab), addr(off), n_tensors, slices, *words), slices, total, slices)
+
+
+def _adam_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, step, weight_decay,
+                decoupled) -> bool:
+    """Adam on a group of tensors as one ``adam_multi`` task; False, nothing written, where it does
+    not apply (no kernels, dtypes other than float32/float64, and :func:`_group_table`'s cases). Per
+    tensor the arithmetic of :func:`_adam_kernel`."""
+    lib = hk.kernels()
+    if lib is None or not params or params[0].dtype not in (np.float32, np.float64):
+        return False
+    dt = params[0].dtype
+    table = _group_table(dt, zip(params, grads, exp_avgs, exp_avg_sqs, strict=True), (True, False, True, True))
+    if table is None:
         return False
     if weight_decay:
         if decoupled:
@@ -500,13 +532,27 @@ def _adam_multi(params, grads, exp_avgs, exp_avg_sqs, *, lr, beta1, beta2, eps, 
                 p *= 1.0 - lr * weight_decay
         else:
             grads = [g + weight_decay * p for g, p in zip(grads, params, strict=True)]
-            ptrs[1::4] = [addr(g) for g in grads]
+            table[0][1::4] = [addr(g) for g in grads]
     bc1, bc2 = 1.0 - beta1 ** step, 1.0 - beta2 ** step
-    tab = np.array(ptrs, dtype=np.int64)
-    off = np.array(offs, dtype=np.int64)
-    slices = get_num_threads()
-    lib.run("adam_multi", dt, (addr(tab), addr(off), len(params), slices,
-                               *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2))), slices, total, slices)
+    _run_group(lib, "adam_multi", dt, table, len(params), *hk.words(beta1, beta2, eps, lr / bc1, 1.0 / math.sqrt(bc2)))
+    return True
+
+
+def _sgd_multi(params, grads, bufs, *, lr, momentum, dampening, weight_decay, nesterov, first) -> bool:
+    """SGD on a group of tensors as one ``sgd_multi`` task (``nnx_sgd``: ``fused_train.sgd_step_``'s
+    arithmetic per element); False, nothing written, where it does not apply (as
+    :func:`_adam_multi`; ``bufs`` None without momentum)."""
+    lib = hk.kernels()
+    if (lib is None or not params or params[0].dtype not in (np.float32, np.float64)
+            or (momentum and bufs is None)):
+        return False
+    dt = params[0].dtype
+    rows = zip(params, grads, bufs if momentum else [None] * len(params), strict=True)
+    table = _group_table(dt, rows, (True, False, True))
+    if table is None:
+        return False
+    _run_group(lib, "sgd_multi", dt, table, len(params), *hk.words(lr, momentum, dampening, weight_decay),
+               int(bool(nesterov)), int(bool(first)))
     return True
 
 

@@ -260,8 +260,8 @@ def multi_tensor_backend(items: list[tuple[Parameter, Any, dict]], kind: str | N
     """The backend whose multi-tensor optimizer kernels should update ``items`` at once, or None:
     taken on the device-shaped path of a mutable backend when every parameter lives there, and on
     a host adapter that runs optimizer ``kind`` as one kernel for the group
-    (``Backend.multi_tensor_kinds()``; NumPy with its host kernels: Adam, one C-pool run instead of
-    one per parameter). Elsewhere the per-parameter steps keep their own thread split."""
+    (``Backend.multi_tensor_kinds()``; NumPy with its host kernels: Adam and SGD, one C-pool run
+    instead of one or more per parameter). Elsewhere the per-parameter steps keep their own thread split."""
     from ..functional._device import device_shaped
 
     b = backends.backend_of(items[0][0].data)
