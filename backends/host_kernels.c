@@ -1367,6 +1367,15 @@ NNX_GEMM_CONV(double, f64)
  * and integers), rows [lo, hi) its range; host_kernels.py's _TASKS lists the words' order. */
 static double nnx_word_double(i64 w) { double d; memcpy(&d, &w, sizeof d); return d; }
 
+/* The optimizers' group tasks (nnx_task_adam_multi, nnx_task_sgd_multi) cut every tensor of a group
+ * into S slices: slice [lo, hi) of tensor k, whose elements are [off[k], off[k + 1]) of the group.
+ * Returns the slice's element count (0 or less: none) and its first element in *first. */
+static inline i64 nnx_group_slice(const i64* off, i64 k, i64 lo, i64 hi, i64 S, i64* first) {
+    const i64 n = off[k + 1] - off[k];
+    *first = n * lo / S;
+    return n * hi / S - *first;
+}
+
 #define NNX_TASKS(T, SUF)                                                                           \
 /* x, H, W, kh, kw, sh, sw, dh, dw, ph, pw, OH, OW, y, idx; rows = planes */                       \
 void nnx_task_maxpool_fwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                           \
@@ -1528,14 +1537,12 @@ void nnx_task_ce_bwd_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {            
 void nnx_task_adam_multi_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                            \
     (void)part;                                                                                     \
     const i64* ptr = (const i64*)a[0];                                                              \
-    const i64* off = (const i64*)a[1];                                                              \
-    const i64 S = a[3];                                                                             \
-    for (i64 k = 0; k < a[2]; ++k) {                                                                \
-        const i64 n = off[k + 1] - off[k], l = n * lo / S, h = n * hi / S;                          \
-        if (l >= h) continue;                                                                       \
-        nnx_adam_##SUF((T*)ptr[4 * k] + l, (const T*)ptr[4 * k + 1] + l, (T*)ptr[4 * k + 2] + l,   \
-                       (T*)ptr[4 * k + 3] + l, h - l, nnx_word_double(a[4]), nnx_word_double(a[5]), \
-                       nnx_word_double(a[6]), nnx_word_double(a[7]), nnx_word_double(a[8]));        \
+    for (i64 k = 0, l; k < a[2]; ++k) {                                                             \
+        const i64 cnt = nnx_group_slice((const i64*)a[1], k, lo, hi, a[3], &l);                     \
+        if (cnt > 0)                                                                                \
+            nnx_adam_##SUF((T*)ptr[4 * k] + l, (const T*)ptr[4 * k + 1] + l, (T*)ptr[4 * k + 2] + l, \
+                           (T*)ptr[4 * k + 3] + l, cnt, nnx_word_double(a[4]), nnx_word_double(a[5]), \
+                           nnx_word_double(a[6]), nnx_word_double(a[7]), nnx_word_double(a[8]));    \
     }                                                                                               \
 }                                                                                                   \
 /* SGD over a group of tensors in one run: ptrs (p, g, buf or 0 of each tensor), offs, the tensor  \
@@ -1544,15 +1551,13 @@ void nnx_task_adam_multi_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {        
 void nnx_task_sgd_multi_##SUF(const i64* a, i64 lo, i64 hi, i64 part) {                             \
     (void)part;                                                                                     \
     const i64* ptr = (const i64*)a[0];                                                              \
-    const i64* off = (const i64*)a[1];                                                              \
-    const i64 S = a[3];                                                                             \
-    for (i64 k = 0; k < a[2]; ++k) {                                                                \
-        const i64 n = off[k + 1] - off[k], l = n * lo / S, h = n * hi / S;                          \
-        if (l >= h) continue;                                                                       \
-        T* buf = ptr[3 * k + 2] ? (T*)ptr[3 * k + 2] + l : 0;                                      \
-        nnx_sgd_##SUF((T*)ptr[3 * k] + l, (const T*)ptr[3 * k + 1] + l, buf, h - l,                  \
-                      nnx_word_double(a[4]), nnx_word_double(a[5]), nnx_word_double(a[6]),   \
-                      nnx_word_double(a[7]), (int)a[8], (int)a[9]);                                 \
+    for (i64 k = 0, l; k < a[2]; ++k) {                                                             \
+        const i64 cnt = nnx_group_slice((const i64*)a[1], k, lo, hi, a[3], &l);                     \
+        if (cnt > 0)                                                                                \
+            nnx_sgd_##SUF((T*)ptr[3 * k] + l, (const T*)ptr[3 * k + 1] + l,                         \
+                          ptr[3 * k + 2] ? (T*)ptr[3 * k + 2] + l : 0, cnt, nnx_word_double(a[4]),   \
+                          nnx_word_double(a[5]), nnx_word_double(a[6]), nnx_word_double(a[7]),       \
+                          (int)a[8], (int)a[9]);                                                    \
     }                                                                                               \
 }                                                                                                   \
 /* p, g, m, v, then b1, b2, eps, step_size, inv_sqrt_bc2 as the bits of doubles; rows = elements */ \
