@@ -56,7 +56,7 @@ class NumpyFused(NumpyRecurrentCells):
             return super().cross_entropy_forward(logits, target, weight, ignore_index=ignore_index,
                                                  label_smoothing=label_smoothing, reduction=reduction)
         lib = hk.kernels()
-        if lib is not None and logits.flags.c_contiguous and target.dtype.kind in "iu":
+        if lib is not None and logits.flags.c_contiguous and logits.shape[1] and target.dtype.kind in "iu":
             return _ce_task_forward(lib, logits, target, int(ignore_index), reduction)
         logp = np.subtract(logits, logits.max(axis=1, keepdims=True))
         e = np.exp(logp)

@@ -257,6 +257,8 @@ def cross_entropy_forward(input: Array, target: Array, weight: Array | None = No
         raise ValueError(f"{where}: input must have a class dimension, got a scalar")
     z, moved_shape = _classes_last(xp, input)
     input_shape = tuple(input.shape)
+    if z.shape[1] == 0:
+        raise ValueError(f"{where}: input must have at least one class, got shape {input_shape}")
     target_float = b.isdtype(target.dtype, "real floating")
     if not target_float and input.ndim == 1 and target.ndim == 0:
         target = xp.reshape(target, (1,))

@@ -159,3 +159,18 @@ def test_masked_logits(adapter, monkeypatch, dt):
     np.testing.assert_allclose(lk, lr, **TOL[dt])
     np.testing.assert_allclose(ln, lr, **TOL[dt])
     np.testing.assert_allclose(dk, dr, **TOL[dt])
+
+
+def test_no_classes_is_refused_and_never_reaches_the_kernel(adapter, monkeypatch):
+    """Logits with no class column, every target ignored (so the target check passes): the
+    functional API says what is wrong; the adapter, called directly, does not run the kernel (which
+    reads a row's first logit)."""
+    import nnx.functional as F
+
+    monkeypatch.setattr(NF.hk.HostKernels, "run", lambda self, name, *a, **k: pytest.fail(f"{name} ran"))
+    z = np.zeros((3, 0), np.float32)
+    t = np.full(3, -100, np.int64)
+    with pytest.raises(ValueError, match="cross_entropy: input must have at least one class"):
+        F.cross_entropy_forward(z, t)
+    with pytest.raises(ValueError):  # NumPy's own: an empty maximum
+        adapter.cross_entropy_forward(z, t)
