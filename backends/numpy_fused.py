@@ -49,7 +49,8 @@ class NumpyFused(NumpyRecurrentCells):
         the C pool when large), else with NumPy's in-place passes and one gather; the reference's
         arithmetic (the row sums of exponentials in double in the kernel). Measured on the MLP
         benchmark's 128 x 10, the loss module forward + backward: the generic path 58 us, the NumPy
-        passes 47 us, the kernel 25 us (2-vCPU AMD EPYC VM). Every other case: the reference."""
+        passes 47 us, the kernel 39 us, 32 us with the cheaper target and dtype checks (2-vCPU AMD
+        EPYC VM). Every other case: the reference."""
         if (weight is not None or label_smoothing or type(logits) is not np.ndarray or logits.ndim != 2
                 or logits.dtype not in (np.float32, np.float64) or type(target) is not np.ndarray
                 or target.shape != logits.shape[:1] or reduction not in ("mean", "sum", "none")):
